@@ -1,0 +1,49 @@
+"""One exception hierarchy: every error a user can act on carries its exit code and a hint."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes every command keeps (documented in the README)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    PARTIAL = 3
+    SKIPPED = 4
+    CANCELLED = 130
+
+
+class BatchctlError(Exception):
+    """An error to show the user as one line, ``error: <message>``, plus an optional hint."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(BatchctlError):
+    """Bad arguments, a bad config or bad input: nothing was done."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """The config file is missing or invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
+
+
+class NotFoundError(UsageError):
+    """A run, job or file named by the user does not exist."""
+
+
+class StoreError(UsageError):
+    """The database cannot be opened or used (corrupt, locked, from a newer batchctl)."""

@@ -1,0 +1,188 @@
+"""Jobs of kind ``python``: a processor called in-process, on a worker thread.
+
+A processor is ``module:attr`` (importable from the config file's directory or installed) or the
+name of an entry point in the group ``batchctl.processors``. ``attr`` is a function
+``process(ctx)``, or an object (or no-argument class) with a ``process(ctx)`` method.
+
+Python code cannot be killed from outside: on cancel or timeout the processor sees
+``ctx.cancelled`` become true and has the job's ``grace`` period to return; after that the attempt
+is recorded as ended and the thread is abandoned.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batchctl.config import JobConfig
+from batchctl.jobs.context import AttemptContext
+from batchctl.processing import ProcessResult
+from batchctl.records import RunOutcome, RunStatus
+
+ENTRY_POINT_GROUP = "batchctl.processors"
+
+ProcessFunction = Callable[[AttemptContext], Any]
+_resolved: dict[tuple[str, Path], ProcessFunction] = {}
+
+
+class ProcessorImportError(Exception):
+    """The processor named in the config cannot be loaded; the message says why."""
+
+
+def resolve_processor(spec: str, base_dir: Path) -> ProcessFunction:
+    """The callable that runs one attempt for ``spec``, loaded once per process."""
+    key = (spec, base_dir)
+    if key not in _resolved:
+        _resolved[key] = _as_function(spec, _load(spec, base_dir))
+    return _resolved[key]
+
+
+def _load(spec: str, base_dir: Path) -> Any:
+    if ":" not in spec:
+        return _load_entry_point(spec)
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ProcessorImportError(f'expected "module:attr", got {spec!r}')
+    directory = str(base_dir)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ProcessorImportError(f"cannot import {spec!r}: {exc}") from None
+    except Exception as exc:  # the user's module failed while importing
+        raise ProcessorImportError(
+            f"cannot import {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ProcessorImportError(f"cannot import {spec!r}: {module_name!r} has no {attr!r}")
+        target = getattr(target, part)
+    return target
+
+
+def _load_entry_point(name: str) -> Any:
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    if not found:
+        raise ProcessorImportError(
+            f'{name!r} is neither "module:attr" nor an entry point in the group {ENTRY_POINT_GROUP!r}'
+        )
+    try:
+        return next(iter(found)).load()
+    except Exception as exc:
+        raise ProcessorImportError(f"cannot load entry point {name!r}: {exc}") from None
+
+
+def _as_function(spec: str, target: Any) -> ProcessFunction:
+    if isinstance(target, type):
+        try:
+            target = target()
+        except Exception as exc:
+            raise ProcessorImportError(f"cannot create {spec!r}(): {exc}") from None
+    method = getattr(target, "process", None)
+    if callable(method):
+        return method  # type: ignore[no-any-return]
+    if callable(target):
+        return target  # type: ignore[no-any-return]
+    raise ProcessorImportError(f"{spec!r} is neither a function nor an object with process(ctx)")
+
+
+def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> PythonExecution:
+    assert job.processor is not None
+    try:
+        function = resolve_processor(job.processor, base_dir)
+    except ProcessorImportError as exc:
+        return PythonExecution.failed_to_start(str(exc))
+    return PythonExecution(function, ctx, job.grace)
+
+
+class PythonExecution:
+    def __init__(self, function: ProcessFunction | None, ctx: AttemptContext | None,
+                 grace: float) -> None:
+        self._ctx = ctx
+        self._grace = grace
+        self._outcome: RunOutcome | None = None
+        self._cause: str | None = None
+        self._give_up_at: float | None = None
+        self._done = threading.Event()
+        if function is not None and ctx is not None:
+            threading.Thread(target=self._call, args=(function, ctx), daemon=True).start()
+
+    @classmethod
+    def failed_to_start(cls, error: str) -> PythonExecution:
+        execution = cls(None, None, 0.0)
+        execution._outcome = RunOutcome(RunStatus.FAILED, error=error, cause="error")
+        execution._done.set()
+        return execution
+
+    def _call(self, function: ProcessFunction, ctx: AttemptContext) -> None:
+        try:
+            result = function(ctx)
+            self._outcome = self._interpret(result)
+        except BaseException as exc:  # the processor's failure is the run's failure, not ours
+            ctx.log("error", "".join(traceback.format_exception(exc)).rstrip())
+            self._outcome = RunOutcome(
+                RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", cause="error"
+            )
+        finally:
+            self._done.set()
+            ctx.wake()
+
+    def _interpret(self, result: Any) -> RunOutcome:
+        if result is None:
+            result = ProcessResult()
+        if not isinstance(result, ProcessResult):
+            return RunOutcome(
+                RunStatus.FAILED,
+                error=f"processor returned {type(result).__name__}, expected ProcessResult or None",
+                cause="error",
+            )
+        figures = {
+            "items_processed": int(result.items_processed),
+            "items_failed": int(result.items_failed),
+            "total_tokens": int(result.total_tokens),
+            "total_cost": float(result.total_cost),
+            "errors": tuple(str(e) for e in result.errors),
+        }
+        if self._cause == "cancelled":
+            return RunOutcome(RunStatus.CANCELLED, error="cancelled", cause="cancelled", **figures)
+        if self._cause == "timeout":
+            return RunOutcome(RunStatus.FAILED, error="timed out", cause="timeout", **figures)
+        failed, processed = result.items_failed, result.items_processed
+        if failed and not processed:
+            return RunOutcome(RunStatus.FAILED, error=f"all {failed} items failed", cause="error",
+                              **figures)
+        if failed:
+            return RunOutcome(RunStatus.PARTIAL, error=f"{failed} of {failed + processed} items failed",
+                              cause="partial", **figures)
+        return RunOutcome(RunStatus.COMPLETED, **figures)
+
+    def cancel(self, cause: str) -> None:
+        if self._cause is not None or self._done.is_set():
+            return
+        self._cause = cause
+        self._give_up_at = time.monotonic() + self._grace
+        assert self._ctx is not None
+        self._ctx.cancel()
+
+    def poll(self) -> RunOutcome | None:
+        if self._done.is_set():
+            return self._outcome
+        if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+            status = RunStatus.CANCELLED if self._cause == "cancelled" else RunStatus.FAILED
+            return RunOutcome(
+                status,
+                error=f"{'timed out' if self._cause == 'timeout' else 'cancelled'}; the processor "
+                f"did not return within the {self._grace:g}s grace period and was abandoned",
+                cause=self._cause,
+            )
+        return None

@@ -1,0 +1,223 @@
+"""The typed values that pass between the core and the store: runs, attempts, logs, transitions.
+
+Rows from SQL become these dataclasses in the store, in one place; the core and the CLI never see
+raw rows. Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    ABANDONED = "abandoned"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in _ACTIVE
+
+
+_ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING})
+ACTIVE_STATUSES: tuple[str, ...] = tuple(sorted(s.value for s in _ACTIVE))
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+    @classmethod
+    def parse(cls, value: str) -> LogLevel:
+        text = value.strip().lower()
+        return cls("warning" if text == "warn" else text)
+
+
+_LEVEL_RANK = {LogLevel.DEBUG: 10, LogLevel.INFO: 20, LogLevel.WARNING: 30, LogLevel.ERROR: 40}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_iso(moment: datetime | None) -> str | None:
+    """The one text form of a time, in the database and in --json: ISO 8601, UTC, microseconds."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that holds a run or a lock."""
+
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    job: str
+    scope: str | None
+    status: RunStatus
+    trigger: str
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    items_processed: int
+    items_failed: int
+    total_tokens: int
+    total_cost: float
+    progress_done: int | None
+    progress_total: int | None
+    error: str | None
+    reason: str | None
+    owner: Owner | None
+    lease_until: datetime | None
+    cancel_requested: bool
+    retry_of: int | None
+    scheduled_for: datetime | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or utcnow()
+        return (end - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable ``--json`` shape of a run (documented in the README)."""
+        return {
+            "id": self.id,
+            "job": self.job,
+            "scope": self.scope,
+            "status": self.status.value,
+            "trigger": self.trigger,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "created_at": to_iso(self.created_at),
+            "started_at": to_iso(self.started_at),
+            "finished_at": to_iso(self.finished_at),
+            "duration": None if self.duration is None else round(self.duration, 6),
+            "items_processed": self.items_processed,
+            "items_failed": self.items_failed,
+            "total_tokens": self.total_tokens,
+            "total_cost": self.total_cost,
+            "progress": {"done": self.progress_done, "total": self.progress_total},
+            "error": self.error,
+            "reason": self.reason,
+            "retry_of": self.retry_of,
+            "scheduled_for": to_iso(self.scheduled_for),
+        }
+
+
+@dataclass(frozen=True)
+class Attempt:
+    run_id: int
+    number: int
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    exit_code: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "status": self.status.value,
+            "started_at": to_iso(self.started_at),
+            "finished_at": to_iso(self.finished_at),
+            "error": self.error,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(frozen=True)
+class Transition:
+    run_id: int
+    from_status: RunStatus | None
+    to_status: RunStatus
+    at: datetime
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from": None if self.from_status is None else self.from_status.value,
+            "to": self.to_status.value,
+            "at": to_iso(self.at),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    run_id: int
+    attempt: int
+    at: datetime
+    level: LogLevel
+    message: str
+    stream: str = "engine"
+    fields: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "time": to_iso(self.at),
+            "level": self.level.value,
+            "stream": self.stream,
+            "message": self.message,
+            "fields": self.fields,
+        }
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How an attempt ended, as the engine records it on the run."""
+
+    status: RunStatus
+    items_processed: int = 0
+    items_failed: int = 0
+    total_tokens: int = 0
+    total_cost: float = 0.0
+    error: str | None = None
+    exit_code: int | None = None
+    errors: tuple[str, ...] = ()
+    # Why the attempt did not complete, for the retry policy: error, timeout, partial, cancelled.
+    cause: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs ``status`` lists."""
+
+    job: str | None = None
+    status: tuple[str, ...] = ()
+    since: datetime | None = None
+    limit: int | None = None

@@ -1,0 +1,125 @@
+"""The store interface the core depends on; every back end implements it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from batchctl.records import (
+    Attempt,
+    LogEntry,
+    LogLevel,
+    Owner,
+    Run,
+    RunFilter,
+    RunOutcome,
+    RunStatus,
+    Transition,
+)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a (job, scope) lock, and until when their lease runs."""
+
+    key: str
+    run_id: int
+    owner: Owner
+    lease_until: datetime
+
+
+class Store(Protocol):
+    location: str
+
+    def close(self) -> None: ...
+
+    # --- runs -------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        status: RunStatus,
+        max_attempts: int,
+        now: datetime,
+        reason: str | None = None,
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> int: ...
+
+    def start_attempt(
+        self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
+    ) -> bool:
+        """Mark the run running under ``owner`` and open attempt ``number``; False if the run
+        is no longer active (cancelled meanwhile)."""
+        ...
+
+    def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
+        ...
+
+    def set_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        only_if: Sequence[RunStatus] = (),
+    ) -> bool:
+        """Move the run to ``status`` and record the transition; with ``only_if``, only from one
+        of those statuses (returns False when the run was elsewhere)."""
+        ...
+
+    def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
+        """Record the run's final status and figures, if it is still active."""
+        ...
+
+    def record_progress(self, run_id: int, done: int, total: int | None) -> None: ...
+
+    def renew_run(self, run_id: int, owner: Owner, lease_until: datetime) -> Run | None:
+        """Extend the run's lease and return it (to see ``cancel_requested``); None if gone."""
+        ...
+
+    def request_cancel(self, run_id: int) -> None: ...
+
+    def get_run(self, run_id: int) -> Run | None: ...
+
+    def list_runs(self, query: RunFilter) -> list[Run]: ...
+
+    def count_runs(self, query: RunFilter) -> int: ...
+
+    def last_run_per_job(self) -> dict[str, Run]: ...
+
+    def attempts(self, run_id: int) -> list[Attempt]: ...
+
+    def transitions(self, run_id: int) -> list[Transition]: ...
+
+    # --- logs -------------------------------------------------------------------------------
+    def append_logs(self, entries: Sequence[LogEntry]) -> None: ...
+
+    def logs(
+        self, run_id: int, *, after_id: int = 0, min_level: LogLevel | None = None
+    ) -> list[LogEntry]: ...
+
+    # --- locks ------------------------------------------------------------------------------
+    def try_lock(
+        self, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
+    ) -> LockHolder | None:
+        """Take the lock if it is free or its lease has expired; else return its holder."""
+        ...
+
+    def steal_lock(
+        self, key: str, holder: LockHolder, run_id: int, owner: Owner, lease_until: datetime,
+        now: datetime,
+    ) -> bool:
+        """Take the lock from ``holder`` (judged dead by the caller) if it still holds it."""
+        ...
+
+    def renew_lock(self, key: str, run_id: int, lease_until: datetime) -> bool: ...
+
+    def release_lock(self, key: str, run_id: int) -> None: ...
+
+    def get_lock(self, key: str) -> LockHolder | None: ...

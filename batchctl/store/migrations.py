@@ -1,0 +1,145 @@
+"""Ordered schema migrations for the SQLite store.
+
+Each migration is applied once, inside one transaction, and recorded in ``schema_version``. Add a
+new one at the end; never edit one that has shipped. sqlite-utils is imported only here, when a
+migration actually runs, so opening an up-to-date database stays cheap.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from batchctl.records import to_iso, utcnow
+
+Migration = Callable[[object], None]
+
+
+def _m001_initial(db: object) -> None:
+    import sqlite_utils
+
+    assert isinstance(db, sqlite_utils.Database)
+    _run_statements(
+        db,
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job TEXT NOT NULL,
+            scope TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            items_processed INTEGER NOT NULL DEFAULT 0,
+            items_failed INTEGER NOT NULL DEFAULT 0,
+            total_tokens INTEGER NOT NULL DEFAULT 0,
+            total_cost REAL NOT NULL DEFAULT 0,
+            progress_done INTEGER,
+            progress_total INTEGER,
+            error TEXT,
+            reason TEXT,
+            host TEXT,
+            pid INTEGER,
+            lease_until TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            retry_of INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+            scheduled_for TEXT
+        );
+        CREATE INDEX runs_by_job ON runs (job, scope, id);
+        CREATE INDEX runs_by_status ON runs (status, id);
+
+        CREATE TABLE attempts (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            error TEXT,
+            exit_code INTEGER,
+            PRIMARY KEY (run_id, number)
+        );
+
+        CREATE TABLE transitions (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            at TEXT NOT NULL,
+            reason TEXT
+        );
+        CREATE INDEX transitions_by_run ON transitions (run_id, id);
+
+        CREATE TABLE run_logs (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            attempt INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            level TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            message TEXT NOT NULL,
+            fields TEXT
+        );
+        CREATE INDEX run_logs_by_run ON run_logs (run_id, id);
+
+        CREATE TABLE locks (
+            key TEXT PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            acquired_at TEXT NOT NULL,
+            lease_until TEXT NOT NULL
+        );
+        """
+    )
+
+
+def _run_statements(db: object, script: str) -> None:
+    # Not executescript(): it COMMITs first, which would break the migration's transaction.
+    import sqlite_utils
+
+    assert isinstance(db, sqlite_utils.Database)
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [_m001_initial]
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open database; 0 for a new, empty file."""
+    try:
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return 0
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration newer than the database, each in its own transaction."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        version = current_version(conn)  # re-read under the write lock: another process may have won
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            migration(db)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (number, to_iso(utcnow())),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

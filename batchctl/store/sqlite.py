@@ -1,0 +1,442 @@
+"""The SQLite store: WAL, a busy timeout, foreign keys, every write in ``BEGIN IMMEDIATE``.
+
+Reads and writes on the hot paths use the standard library's ``sqlite3`` directly so that a
+command such as ``batchctl status`` opens the file in milliseconds; migrations go through
+sqlite-utils (see ``migrations.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from batchctl.errors import StoreError
+from batchctl.records import (
+    Attempt,
+    LogEntry,
+    LogLevel,
+    Owner,
+    Run,
+    RunFilter,
+    RunOutcome,
+    RunStatus,
+    Transition,
+    from_iso,
+    to_iso,
+)
+from batchctl.store import migrations
+from batchctl.store.base import LockHolder
+
+BUSY_TIMEOUT_S = 30.0
+
+_RUN_COLUMNS = (
+    "id, job, scope, status, trigger, attempts, max_attempts, created_at, started_at, finished_at, "
+    "items_processed, items_failed, total_tokens, total_cost, progress_done, progress_total, "
+    "error, reason, host, pid, lease_until, cancel_requested, retry_of, scheduled_for"
+)
+_ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.RETRYING.value)
+
+
+class SQLiteStore:
+    """A batchctl database in one SQLite file, readable with the sqlite-utils CLI or Datasette."""
+
+    def __init__(self, conn: sqlite3.Connection, location: str) -> None:
+        self.conn = conn
+        self.location = location
+
+    @classmethod
+    def open(cls, location: str) -> SQLiteStore:
+        path = Path(location).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        try:
+            _configure(conn)
+            version = migrations.current_version(conn)
+            if version > migrations.LATEST_VERSION:
+                raise StoreError(
+                    f"database {path} has schema version {version}, newer than this batchctl "
+                    f"understands ({migrations.LATEST_VERSION})",
+                    hint="upgrade batchctl, or point --db at another file",
+                )
+            if version < migrations.LATEST_VERSION:
+                migrations.migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"cannot use database {path}: {exc}",
+                hint="is it a batchctl database? Another process may hold it locked",
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, str(path))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so the busy timeout applies; a deferred
+        # transaction that reads and then writes would fail with SQLITE_BUSY instead of waiting.
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- runs ---------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        status: RunStatus,
+        max_attempts: int,
+        now: datetime,
+        reason: str | None = None,
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> int:
+        stamp = to_iso(now)
+        finished = stamp if status.terminal else None
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at, "
+                "finished_at, reason, retry_of, scheduled_for) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job, scope or "", status.value, trigger, max_attempts, stamp, finished,
+                    reason, retry_of, to_iso(scheduled_for),
+                ),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            _transition(conn, run_id, None, status, stamp, reason)
+        return run_id
+
+    def start_attempt(
+        self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
+    ) -> bool:
+        stamp = to_iso(now)
+        with self._write() as conn:
+            previous = _status_of(conn, run_id)
+            if previous is None or previous.terminal:
+                return False
+            conn.execute(
+                "UPDATE runs SET status = 'running', attempts = ?, started_at = coalesce(started_at, ?),"
+                " host = ?, pid = ?, lease_until = ? WHERE id = ?",
+                (number, stamp, owner.host, owner.pid, to_iso(lease_until), run_id),
+            )
+            conn.execute(
+                "INSERT INTO attempts (run_id, number, status, started_at) VALUES (?, ?, 'running', ?)",
+                (run_id, number, stamp),
+            )
+            if previous is not RunStatus.RUNNING:
+                _transition(conn, run_id, previous, RunStatus.RUNNING, stamp, f"attempt {number}")
+        return True
+
+    def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE attempts SET status = ?, finished_at = ?, error = ?, exit_code = ? "
+                "WHERE run_id = ? AND number = ?",
+                (outcome.status.value, to_iso(now), outcome.error, outcome.exit_code, run_id, number),
+            )
+
+    def set_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        only_if: Sequence[RunStatus] = (),
+    ) -> bool:
+        stamp = to_iso(now)
+        with self._write() as conn:
+            previous = _status_of(conn, run_id)
+            if previous is None or (only_if and previous not in only_if):
+                return False
+            finished = stamp if status.terminal else None
+            conn.execute(
+                "UPDATE runs SET status = ?, reason = coalesce(?, reason), finished_at = ? WHERE id = ?",
+                (status.value, reason, finished, run_id),
+            )
+            _transition(conn, run_id, previous, status, stamp, reason)
+        return True
+
+    def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
+        stamp = to_iso(now)
+        with self._write() as conn:
+            previous = _status_of(conn, run_id)
+            if previous is None or previous.terminal:
+                return False
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, items_processed = ?, items_failed = ?,"
+                " total_tokens = ?, total_cost = ?, error = ?, lease_until = NULL WHERE id = ?",
+                (
+                    outcome.status.value, stamp, outcome.items_processed, outcome.items_failed,
+                    outcome.total_tokens, outcome.total_cost, outcome.error, run_id,
+                ),
+            )
+            _transition(conn, run_id, previous, outcome.status, stamp, outcome.error)
+        return True
+
+    def record_progress(self, run_id: int, done: int, total: int | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET progress_done = ?, progress_total = ? WHERE id = ?",
+                (done, total, run_id),
+            )
+
+    def renew_run(self, run_id: int, owner: Owner, lease_until: datetime) -> Run | None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET lease_until = ? WHERE id = ? AND host = ? AND pid = ?",
+                (to_iso(lease_until), run_id, owner.host, owner.pid),
+            )
+            return _get_run(conn, run_id)
+
+    def request_cancel(self, run_id: int) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+
+    def get_run(self, run_id: int) -> Run | None:
+        return _get_run(self.conn, run_id)
+
+    def list_runs(self, query: RunFilter) -> list[Run]:
+        where, params = _run_where(query)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY id DESC"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        return [_run_from_row(row) for row in self.conn.execute(sql, params)]
+
+    def count_runs(self, query: RunFilter) -> int:
+        where, params = _run_where(query)
+        return int(self.conn.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[0])
+
+    def last_run_per_job(self) -> dict[str, Run]:
+        rows = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
+        )
+        return {run.job: run for run in map(_run_from_row, rows)}
+
+    def attempts(self, run_id: int) -> list[Attempt]:
+        rows = self.conn.execute(
+            "SELECT run_id, number, status, started_at, finished_at, error, exit_code "
+            "FROM attempts WHERE run_id = ? ORDER BY number",
+            (run_id,),
+        )
+        return [
+            Attempt(
+                run_id=row[0], number=row[1], status=RunStatus(row[2]),
+                started_at=_time(row[3]), finished_at=from_iso(row[4]), error=row[5],
+                exit_code=row[6],
+            )
+            for row in rows
+        ]
+
+    def transitions(self, run_id: int) -> list[Transition]:
+        rows = self.conn.execute(
+            "SELECT run_id, from_status, to_status, at, reason FROM transitions "
+            "WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        return [
+            Transition(
+                run_id=row[0], from_status=None if row[1] is None else RunStatus(row[1]),
+                to_status=RunStatus(row[2]), at=_time(row[3]), reason=row[4],
+            )
+            for row in rows
+        ]
+
+    # --- logs ---------------------------------------------------------------------------------
+    def append_logs(self, entries: Sequence[LogEntry]) -> None:
+        if not entries:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO run_logs (run_id, attempt, at, level, stream, message, fields) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.run_id, e.attempt, to_iso(e.at), e.level.value, e.stream, e.message,
+                        json.dumps(e.fields, default=str) if e.fields else None,
+                    )
+                    for e in entries
+                ],
+            )
+
+    def logs(
+        self, run_id: int, *, after_id: int = 0, min_level: LogLevel | None = None
+    ) -> list[LogEntry]:
+        levels = [lvl.value for lvl in LogLevel if min_level is None or lvl.rank >= min_level.rank]
+        marks = ",".join("?" * len(levels))
+        rows = self.conn.execute(
+            "SELECT id, run_id, attempt, at, level, stream, message, fields FROM run_logs "
+            f"WHERE run_id = ? AND id > ? AND level IN ({marks}) ORDER BY id",
+            (run_id, after_id, *levels),
+        )
+        return [
+            LogEntry(
+                id=row[0], run_id=row[1], attempt=row[2], at=_time(row[3]),
+                level=LogLevel(row[4]), stream=row[5], message=row[6],
+                fields=json.loads(row[7]) if row[7] else {},
+            )
+            for row in rows
+        ]
+
+    # --- locks --------------------------------------------------------------------------------
+    def try_lock(
+        self, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
+    ) -> LockHolder | None:
+        with self._write() as conn:
+            holder = _get_lock(conn, key)
+            if holder is not None and holder.lease_until > now:
+                return holder
+            _put_lock(conn, key, run_id, owner, lease_until, now)
+        return None
+
+    def steal_lock(
+        self,
+        key: str,
+        holder: LockHolder,
+        run_id: int,
+        owner: Owner,
+        lease_until: datetime,
+        now: datetime,
+    ) -> bool:
+        with self._write() as conn:
+            current = _get_lock(conn, key)
+            if current is not None and current != holder:
+                return False
+            _put_lock(conn, key, run_id, owner, lease_until, now)
+        return True
+
+    def renew_lock(self, key: str, run_id: int, lease_until: datetime) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE locks SET lease_until = ? WHERE key = ? AND run_id = ?",
+                (to_iso(lease_until), key, run_id),
+            )
+        return cursor.rowcount == 1
+
+    def release_lock(self, key: str, run_id: int) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+
+    def get_lock(self, key: str) -> LockHolder | None:
+        return _get_lock(self.conn, key)
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _time(text: str) -> datetime:
+    moment = from_iso(text)
+    assert moment is not None
+    return moment
+
+
+def _status_of(conn: sqlite3.Connection, run_id: int) -> RunStatus | None:
+    row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else RunStatus(row[0])
+
+
+def _transition(
+    conn: sqlite3.Connection,
+    run_id: int,
+    previous: RunStatus | None,
+    status: RunStatus,
+    stamp: str | None,
+    reason: str | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO transitions (run_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
+        (run_id, None if previous is None else previous.value, status.value, stamp, reason),
+    )
+
+
+def _get_run(conn: sqlite3.Connection, run_id: int) -> Run | None:
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else _run_from_row(row)
+
+
+def _run_where(query: RunFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.job is not None:
+        clauses.append("job = ?")
+        params.append(query.job)
+    if query.status:
+        clauses.append(f"status IN ({','.join('?' * len(query.status))})")
+        params.extend(query.status)
+    if query.since is not None:
+        clauses.append("created_at >= ?")
+        params.append(to_iso(query.since))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _run_from_row(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0],
+        job=row[1],
+        scope=row[2] or None,
+        status=RunStatus(row[3]),
+        trigger=row[4],
+        attempts=row[5],
+        max_attempts=row[6],
+        created_at=_time(row[7]),
+        started_at=from_iso(row[8]),
+        finished_at=from_iso(row[9]),
+        items_processed=row[10],
+        items_failed=row[11],
+        total_tokens=row[12],
+        total_cost=row[13],
+        progress_done=row[14],
+        progress_total=row[15],
+        error=row[16],
+        reason=row[17],
+        owner=None if row[18] is None else Owner(row[18], row[19]),
+        lease_until=from_iso(row[20]),
+        cancel_requested=bool(row[21]),
+        retry_of=row[22],
+        scheduled_for=from_iso(row[23]),
+    )
+
+
+def _get_lock(conn: sqlite3.Connection, key: str) -> LockHolder | None:
+    row = conn.execute(
+        "SELECT key, run_id, host, pid, lease_until FROM locks WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None:
+        return None
+    return LockHolder(key=row[0], run_id=row[1], owner=Owner(row[2], row[3]), lease_until=_time(row[4]))
+
+
+def _put_lock(
+    conn: sqlite3.Connection, key: str, run_id: int, owner: Owner, lease_until: datetime,
+    now: datetime,
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO locks (key, run_id, host, pid, acquired_at, lease_until) "
+        "VALUES (?,?,?,?,?,?)",
+        (key, run_id, owner.host, owner.pid, to_iso(now), to_iso(lease_until)),
+    )
