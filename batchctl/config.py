@@ -39,7 +39,7 @@ class RetryPolicy:
     def delay(self, attempt: int, rand: float) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, capped, with "equal jitter"
         (half fixed, half random, ``rand`` in [0, 1)) so that retries of many runs spread out."""
-        base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        base: float = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
         return base / 2 + base / 2 * rand
 
 
@@ -116,7 +116,9 @@ def load_config(path: Path, *, check_processors: bool = True) -> Config:
     return parse_config(raw, path, check_processors=check_processors)
 
 
-def parse_config(raw: dict[str, Any], path: Path | None, *, check_processors: bool = True) -> Config:
+def parse_config(
+    raw: dict[str, Any], path: Path | None, *, check_processors: bool = True
+) -> Config:
     section = _Section(raw, "", _Problems(path))
     base_dir = path.parent if path else Path.cwd()
     jobs_raw = section.table("jobs")
@@ -168,7 +170,7 @@ def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> Jo
     if kind == "command" and job.command is None and "command" not in s.seen:
         problems.add(f"{key}.command", "required for a job of kind 'command'")
     if kind == "python" and job.processor is None and "processor" not in s.seen:
-        problems.add(f"{key}.processor", 'required for a job of kind \'python\' ("module:attr")')
+        problems.add(f"{key}.processor", "required for a job of kind 'python' (\"module:attr\")")
     if kind == "openai":
         problems.add(f"{key}.kind", "jobs of kind 'openai' are not supported by this version yet")
     s.finish()
@@ -260,13 +262,21 @@ def _timezone(value: Any) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (expected an IANA name like 'Europe/Berlin')") from None
+        raise ValueError(
+            f"unknown time zone {name!r} (expected an IANA name like 'Europe/Berlin')"
+        ) from None
     return name
 
 
 def _type_name(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a table"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -333,7 +343,8 @@ class _Section:
                 raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
             return str(value)
 
-        return self.convert(name, check)  # type: ignore[no-any-return]
+        chosen: str | None = self.convert(name, check)
+        return chosen
 
     def string_list(
         self, name: str, *, unique: bool = False, allowed: tuple[str, ...] = ()
@@ -348,7 +359,7 @@ class _Section:
                 raise ValueError(f"unknown value(s) {bad!r}; expected some of {', '.join(allowed)}")
             return list(value)
 
-        return self.convert(name, check, []) or []  # type: ignore[no-any-return]
+        return self.convert(name, check, []) or []
 
     def string_table(self, name: str) -> dict[str, str]:
         def check(value: Any) -> dict[str, str]:
@@ -359,7 +370,7 @@ class _Section:
                 raise ValueError(f"values must be strings (not for {', '.join(bad)})")
             return dict(value)
 
-        return self.convert(name, check, {}) or {}  # type: ignore[no-any-return]
+        return self.convert(name, check, {}) or {}
 
     def table(self, name: str) -> dict[str, Any]:
         def check(value: Any) -> dict[str, Any]:
@@ -367,7 +378,7 @@ class _Section:
                 raise ValueError(f"expected a table, got {_type_name(value)}")
             return value
 
-        return self.convert(name, check, {}) or {}  # type: ignore[no-any-return]
+        return self.convert(name, check, {}) or {}
 
     def subsection(self, name: str) -> _Section | None:
         if name not in self.raw:

@@ -24,6 +24,7 @@ from batchctl.errors import NotFoundError, UsageError
 from batchctl.jobs.context import AttemptContext, Event, Progress, Wake
 from batchctl.owners import is_dead, this_process
 from batchctl.records import (
+    LockHolder,
     LogEntry,
     LogLevel,
     Owner,
@@ -32,7 +33,7 @@ from batchctl.records import (
     RunStatus,
     utcnow,
 )
-from batchctl.store import LockHolder, Store
+from batchctl.store.base import Store
 
 Clock = Callable[[], datetime]
 
@@ -104,16 +105,23 @@ class Engine:
                 f"job {job.name!r} has no scope {scope!r}",
                 hint=f"its scopes: {', '.join(job.scopes)}",
             )
-        common = {
-            "job": job.name, "scope": scope, "trigger": trigger, "retry_of": retry_of,
-            "max_attempts": job.retries.max_attempts, "scheduled_for": scheduled_for,
-        }
-        if not job.enabled:
-            run_id = self.store.create_run(
-                status=RunStatus.SKIPPED, reason="job is disabled", now=self.clock(), **common
+
+        def record(status: RunStatus, reason: str | None = None) -> int:
+            return self.store.create_run(
+                job=job.name,
+                scope=scope,
+                trigger=trigger,
+                status=status,
+                reason=reason,
+                max_attempts=job.retries.max_attempts,
+                now=self.clock(),
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
             )
-            return self._finished(run_id)
-        run_id = self.store.create_run(status=RunStatus.QUEUED, now=self.clock(), **common)
+
+        if not job.enabled:
+            return self._finished(record(RunStatus.SKIPPED, "job is disabled"))
+        run_id = record(RunStatus.QUEUED)
         if self.observer:
             self.observer.run_started(run_id, job, scope)
         key = lock_key(job.name, scope)
@@ -128,6 +136,15 @@ class Engine:
                 return self._finished(run_id)
         try:
             self._attempts(job, scope, run_id, key)
+        except BaseException as exc:
+            # Never leave a run "running" behind an error of our own (or a second Ctrl-C).
+            cause = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
+            status = RunStatus.CANCELLED if cause == "cancelled" else RunStatus.FAILED
+            error = f"batchctl stopped: {type(exc).__name__}: {exc}"
+            self.store.finish_run(
+                run_id, RunOutcome(status, error=error, cause=cause), self.clock()
+            )
+            raise
         finally:
             if job.concurrency != "allow":
                 self.store.release_lock(key, run_id)
@@ -146,17 +163,19 @@ class Engine:
         """Ask a run to stop. A run whose process is gone, or that has not started, ends at once."""
         run = self.get(run_id)
         if run.status.terminal:
-            raise UsageError(f"run {run_id} already finished ({run.status.value}); nothing to cancel")
+            raise UsageError(
+                f"run {run_id} already finished ({run.status.value}); nothing to cancel"
+            )
         self.store.request_cancel(run_id)
         now = self.clock()
-        gone = run.owner is None or is_dead(run.owner) or (
-            run.lease_until is not None and run.lease_until < now
+        gone = (
+            run.owner is None
+            or is_dead(run.owner)
+            or (run.lease_until is not None and run.lease_until < now)
         )
         if run.status is RunStatus.QUEUED or gone:
             reason = "cancelled" if run.owner is None else "cancelled; its process had stopped"
-            self.store.set_status(
-                run_id, RunStatus.CANCELLED, now, reason=reason, only_if=_ACTIVE
-            )
+            self.store.set_status(run_id, RunStatus.CANCELLED, now, reason=reason, only_if=_ACTIVE)
             self.store.release_lock(lock_key(run.job, run.scope), run_id)
         return self.get(run_id)
 
@@ -170,7 +189,9 @@ class Engine:
     def _lease_until(self) -> datetime:
         return self.clock() + timedelta(seconds=self.settings.lease)
 
-    def _acquire(self, key: str, run_id: int, *, replace: bool, job: JobConfig) -> LockHolder | None:
+    def _acquire(
+        self, key: str, run_id: int, *, replace: bool, job: JobConfig
+    ) -> LockHolder | None:
         """Take the (job, scope) lock; return the live holder when it cannot be had."""
         holder = self._take_or_recover(key, run_id)
         if holder is None or not replace:
@@ -183,10 +204,15 @@ class Engine:
         if holder is None:
             return None
         self.store.set_status(
-            holder.run_id, RunStatus.CANCELLED, self.clock(),
-            reason=f"replaced by run {run_id}; it did not stop in time", only_if=_ACTIVE,
+            holder.run_id,
+            RunStatus.CANCELLED,
+            self.clock(),
+            reason=f"replaced by run {run_id}; it did not stop in time",
+            only_if=_ACTIVE,
         )
-        stolen = self.store.steal_lock(key, holder, run_id, self.owner, self._lease_until(), self.clock())
+        stolen = self.store.steal_lock(
+            key, holder, run_id, self.owner, self._lease_until(), self.clock()
+        )
         return None if stolen else self.store.get_lock(key)
 
     def _take_or_recover(self, key: str, run_id: int) -> LockHolder | None:
@@ -194,10 +220,14 @@ class Engine:
         if holder is None or not is_dead(holder.owner):
             return holder
         # Its process is gone (kill -9, power loss): the lock is stale and the run abandoned.
-        if not self.store.steal_lock(key, holder, run_id, self.owner, self._lease_until(), self.clock()):
+        if not self.store.steal_lock(
+            key, holder, run_id, self.owner, self._lease_until(), self.clock()
+        ):
             return self.store.get_lock(key)
         self.store.set_status(
-            holder.run_id, RunStatus.ABANDONED, self.clock(),
+            holder.run_id,
+            RunStatus.ABANDONED,
+            self.clock(),
             reason=f"its process (host {holder.owner.host}, pid {holder.owner.pid}) died",
             only_if=_ACTIVE,
         )
@@ -205,11 +235,15 @@ class Engine:
 
     # --- attempts -------------------------------------------------------------------------------
     def _attempts(self, job: JobConfig, scope: str | None, run_id: int, key: str) -> None:
-        outcome = RunOutcome(RunStatus.CANCELLED, error="cancelled before it started", cause="cancelled")
+        outcome = RunOutcome(
+            RunStatus.CANCELLED, error="cancelled before it started", cause="cancelled"
+        )
         for number in range(1, job.retries.max_attempts + 1):
             if self.cancel_event.is_set():
                 break
-            if not self.store.start_attempt(run_id, number, self.owner, self._lease_until(), self.clock()):
+            if not self.store.start_attempt(
+                run_id, number, self.owner, self._lease_until(), self.clock()
+            ):
                 return  # cancelled from elsewhere before this attempt began
             outcome = _Attempt(self, job, scope, run_id, number, key).execute()
             self.store.finish_attempt(run_id, number, outcome, self.clock())
@@ -219,13 +253,16 @@ class Engine:
             if self.observer:
                 self.observer.retrying(run_id, number, outcome, delay)
             self.store.set_status(
-                run_id, RunStatus.RETRYING, self.clock(),
+                run_id,
+                RunStatus.RETRYING,
+                self.clock(),
                 reason=f"attempt {number} {outcome.status.value}: {outcome.error}; "
                 f"retrying in {format_duration(delay)}",
             )
             if not self._backoff(delay, run_id, key):
-                outcome = RunOutcome(RunStatus.CANCELLED, error="cancelled while waiting to retry",
-                                     cause="cancelled")
+                outcome = RunOutcome(
+                    RunStatus.CANCELLED, error="cancelled while waiting to retry", cause="cancelled"
+                )
                 break
         self.store.finish_run(run_id, outcome, self.clock())
 
@@ -267,8 +304,9 @@ _ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
 class _Attempt:
     """One attempt: start the execution, pump its events into the store, enforce the timeout."""
 
-    def __init__(self, engine: Engine, job: JobConfig, scope: str | None, run_id: int,
-                 number: int, key: str) -> None:
+    def __init__(
+        self, engine: Engine, job: JobConfig, scope: str | None, run_id: int, number: int, key: str
+    ) -> None:
         self.engine = engine
         self.store = engine.store
         self.settings = engine.settings
@@ -278,8 +316,14 @@ class _Attempt:
         self.key = key
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.ctx = AttemptContext(
-            run_id=run_id, job=job.name, scope=scope, attempt=number, options=job.options,
-            env=job.env, events=self.events, clock=engine.clock,
+            run_id=run_id,
+            job=job.name,
+            scope=scope,
+            attempt=number,
+            options=job.options,
+            env=job.env,
+            events=self.events,
+            clock=engine.clock,
         )
         self.pending_logs: list[LogEntry] = []
         self.progress: Progress | None = None
@@ -313,7 +357,9 @@ class _Attempt:
                 self._flush()
         self._drain(0)
         if outcome.error and outcome.status is not RunStatus.COMPLETED:
-            self._engine_log(LogLevel.ERROR, f"attempt {self.number} {outcome.status.value}: {outcome.error}")
+            self._engine_log(
+                LogLevel.ERROR, f"attempt {self.number} {outcome.status.value}: {outcome.error}"
+            )
         for message in outcome.errors:
             self._engine_log(LogLevel.ERROR, message, source="result")
         self._flush(final=True)
@@ -350,8 +396,15 @@ class _Attempt:
 
     def _engine_log(self, level: LogLevel, message: str, **fields: object) -> None:
         self.pending_logs.append(
-            LogEntry(run_id=self.run_id, attempt=self.number, at=self.engine.clock(), level=level,
-                     message=message, stream="engine", fields=dict(fields))
+            LogEntry(
+                run_id=self.run_id,
+                attempt=self.number,
+                at=self.engine.clock(),
+                level=level,
+                message=message,
+                stream="engine",
+                fields=dict(fields),
+            )
         )
 
     def _flush(self, *, final: bool = False) -> None:

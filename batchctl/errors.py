@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 
 
@@ -47,3 +48,20 @@ class NotFoundError(UsageError):
 
 class StoreError(UsageError):
     """The database cannot be opened or used (corrupt, locked, from a newer batchctl)."""
+
+
+# Worst first: a batch of runs exits with the code of its worst run.
+_SEVERITY = {"failed": 0, "abandoned": 0, "cancelled": 1, "partial": 2, "skipped": 3}
+_CODES = {
+    "failed": ExitCode.FAILED,
+    "abandoned": ExitCode.FAILED,
+    "cancelled": ExitCode.CANCELLED,
+    "partial": ExitCode.PARTIAL,
+    "skipped": ExitCode.SKIPPED,
+}
+
+
+def exit_code_for(statuses: Iterable[str]) -> ExitCode:
+    """The exit code for runs that ended with ``statuses``: that of the worst one."""
+    worst = min(statuses, key=lambda s: _SEVERITY.get(s, 9), default="completed")
+    return _CODES.get(worst, ExitCode.OK)

@@ -21,7 +21,11 @@ _ALIASES = {
 }
 # (name, number of values) for each field, in croniter's order with the seconds field last.
 _FIELDS = (
-    ("minute", 60), ("hour", 24), ("day-of-month", 31), ("month", 12), ("day-of-week", 7),
+    ("minute", 60),
+    ("hour", 24),
+    ("day-of-month", 31),
+    ("month", 12),
+    ("day-of-week", 7),
     ("second", 60),
 )
 

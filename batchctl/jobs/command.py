@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,9 @@ from batchctl.config import JobConfig
 from batchctl.jobs.context import AttemptContext
 from batchctl.records import RunOutcome, RunStatus
 
-READER_DRAIN_S = 2.0  # how long to wait for output after the process exits (a child may hold the pipe)
+READER_DRAIN_S = (
+    2.0  # how long to wait for output after the process exits (a child may hold the pipe)
+)
 
 
 def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> CommandExecution:
@@ -45,8 +48,9 @@ def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> CommandExecuti
 
 
 class CommandExecution:
-    def __init__(self, process: subprocess.Popen[bytes] | None, ctx: AttemptContext | None,
-                 grace: float) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes] | None, ctx: AttemptContext | None, grace: float
+    ) -> None:
         self._process = process
         self._ctx = ctx
         self._grace = grace
@@ -100,22 +104,26 @@ class CommandExecution:
 
     def _outcome(self, code: int) -> RunOutcome:
         if self._cause == "cancelled":
-            return RunOutcome(RunStatus.CANCELLED, error="cancelled", exit_code=code, cause="cancelled")
+            return RunOutcome(
+                RunStatus.CANCELLED, error="cancelled", exit_code=code, cause="cancelled"
+            )
         if self._cause == "timeout":
             return RunOutcome(RunStatus.FAILED, error="timed out", exit_code=code, cause="timeout")
         if code == 0:
             return RunOutcome(RunStatus.COMPLETED, exit_code=0)
         if code < 0:
             name = signal.Signals(-code).name
-            return RunOutcome(RunStatus.FAILED, error=f"killed by {name}", exit_code=code, cause="error")
-        return RunOutcome(RunStatus.FAILED, error=f"exit code {code}", exit_code=code, cause="error")
+            return RunOutcome(
+                RunStatus.FAILED, error=f"killed by {name}", exit_code=code, cause="error"
+            )
+        return RunOutcome(
+            RunStatus.FAILED, error=f"exit code {code}", exit_code=code, cause="error"
+        )
 
     def _signal(self, signum: signal.Signals) -> None:
         assert self._process is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signum)
-        except ProcessLookupError:
-            pass
 
 
 def _read_lines(pipe: IO[bytes], stream: str, ctx: AttemptContext) -> None:

@@ -108,7 +108,12 @@ class AttemptContext:
         now: datetime = self._clock()
         self._events.put(
             LogEntry(
-                run_id=self._run_id, attempt=self._attempt, at=now, level=level,
-                message=message, stream=stream, fields=fields,
+                run_id=self._run_id,
+                attempt=self._attempt,
+                at=now,
+                level=level,
+                message=message,
+                stream=stream,
+                fields=fields,
             )
         )

@@ -74,7 +74,8 @@ def _load_entry_point(name: str) -> Any:
     found = entry_points(group=ENTRY_POINT_GROUP, name=name)
     if not found:
         raise ProcessorImportError(
-            f'{name!r} is neither "module:attr" nor an entry point in the group {ENTRY_POINT_GROUP!r}'
+            f'{name!r} is neither "module:attr" nor an entry point in the group '
+            f"{ENTRY_POINT_GROUP!r}"
         )
     try:
         return next(iter(found)).load()
@@ -106,8 +107,9 @@ def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> PythonExecutio
 
 
 class PythonExecution:
-    def __init__(self, function: ProcessFunction | None, ctx: AttemptContext | None,
-                 grace: float) -> None:
+    def __init__(
+        self, function: ProcessFunction | None, ctx: AttemptContext | None, grace: float
+    ) -> None:
         self._ctx = ctx
         self._grace = grace
         self._outcome: RunOutcome | None = None
@@ -146,25 +148,32 @@ class PythonExecution:
                 error=f"processor returned {type(result).__name__}, expected ProcessResult or None",
                 cause="error",
             )
-        figures = {
-            "items_processed": int(result.items_processed),
-            "items_failed": int(result.items_failed),
-            "total_tokens": int(result.total_tokens),
-            "total_cost": float(result.total_cost),
-            "errors": tuple(str(e) for e in result.errors),
-        }
+        figures = RunOutcome(
+            RunStatus.COMPLETED,
+            items_processed=int(result.items_processed),
+            items_failed=int(result.items_failed),
+            total_tokens=int(result.total_tokens),
+            total_cost=float(result.total_cost),
+            errors=tuple(str(e) for e in result.errors),
+        )
+        failed, processed = figures.items_failed, figures.items_processed
         if self._cause == "cancelled":
-            return RunOutcome(RunStatus.CANCELLED, error="cancelled", cause="cancelled", **figures)
+            return figures._replace(
+                status=RunStatus.CANCELLED, error="cancelled", cause="cancelled"
+            )
         if self._cause == "timeout":
-            return RunOutcome(RunStatus.FAILED, error="timed out", cause="timeout", **figures)
-        failed, processed = result.items_failed, result.items_processed
+            return figures._replace(status=RunStatus.FAILED, error="timed out", cause="timeout")
         if failed and not processed:
-            return RunOutcome(RunStatus.FAILED, error=f"all {failed} items failed", cause="error",
-                              **figures)
+            return figures._replace(
+                status=RunStatus.FAILED, error=f"all {failed} items failed", cause="error"
+            )
         if failed:
-            return RunOutcome(RunStatus.PARTIAL, error=f"{failed} of {failed + processed} items failed",
-                              cause="partial", **figures)
-        return RunOutcome(RunStatus.COMPLETED, **figures)
+            return figures._replace(
+                status=RunStatus.PARTIAL,
+                error=f"{failed} of {failed + processed} items failed",
+                cause="partial",
+            )
+        return figures
 
     def cancel(self, cause: str) -> None:
         if self._cause is not None or self._done.is_set():

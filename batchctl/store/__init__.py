@@ -1,13 +1,16 @@
 """The store: the only code that speaks SQL.
 
-``Store`` is the interface the core uses; ``SQLiteStore`` is the embedded default. A second back end
-(PostgreSQL) implements the same protocol and is chosen by ``open_store`` from the location's form.
+``Store`` (in ``base``) is the interface the core uses; ``SQLiteStore`` is the embedded default. A
+second back end implements the same protocol and is chosen by ``open_store`` from the location's
+form. The protocol is imported for type checking only, to keep start-up lean.
 """
 
 from __future__ import annotations
 
-from batchctl.store.base import LockHolder, Store
-from batchctl.store.sqlite import SQLiteStore
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchctl.store.base import Store
 
 
 def open_store(location: str) -> Store:
@@ -19,7 +22,9 @@ def open_store(location: str) -> Store:
             "PostgreSQL stores are not available in this version",
             hint="use a SQLite file path for --db",
         )
+    from batchctl.store.sqlite import SQLiteStore
+
     return SQLiteStore.open(location)
 
 
-__all__ = ["LockHolder", "SQLiteStore", "Store", "open_store"]
+__all__ = ["Store", "open_store"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from batchctl.records import (
     Attempt,
+    LockHolder,
     LogEntry,
     LogLevel,
     Owner,
@@ -18,16 +18,6 @@ from batchctl.records import (
     RunStatus,
     Transition,
 )
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds a (job, scope) lock, and until when their lease runs."""
-
-    key: str
-    run_id: int
-    owner: Owner
-    lease_until: datetime
 
 
 class Store(Protocol):
@@ -57,8 +47,9 @@ class Store(Protocol):
         is no longer active (cancelled meanwhile)."""
         ...
 
-    def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
-        ...
+    def finish_attempt(
+        self, run_id: int, number: int, outcome: RunOutcome, now: datetime
+    ) -> None: ...
 
     def set_status(
         self,
@@ -112,7 +103,12 @@ class Store(Protocol):
         ...
 
     def steal_lock(
-        self, key: str, holder: LockHolder, run_id: int, owner: Owner, lease_until: datetime,
+        self,
+        key: str,
+        holder: LockHolder,
+        run_id: int,
+        owner: Owner,
+        lease_until: datetime,
         now: datetime,
     ) -> bool:
         """Take the lock from ``holder`` (judged dead by the caller) if it still holds it."""

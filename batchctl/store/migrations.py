@@ -92,7 +92,7 @@ def _m001_initial(db: object) -> None:
             acquired_at TEXT NOT NULL,
             lease_until TEXT NOT NULL
         );
-        """
+        """,
     )
 
 
@@ -132,7 +132,9 @@ def migrate(conn: sqlite3.Connection) -> None:
             "CREATE TABLE IF NOT EXISTS schema_version "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        version = current_version(conn)  # re-read under the write lock: another process may have won
+        version = current_version(
+            conn
+        )  # re-read under the write lock: another process may have won
         for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
             migration(db)
             conn.execute(

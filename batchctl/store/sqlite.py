@@ -18,6 +18,7 @@ from typing import Any
 from batchctl.errors import StoreError
 from batchctl.records import (
     Attempt,
+    LockHolder,
     LogEntry,
     LogLevel,
     Owner,
@@ -30,7 +31,6 @@ from batchctl.records import (
     to_iso,
 )
 from batchctl.store import migrations
-from batchctl.store.base import LockHolder
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -117,8 +117,16 @@ class SQLiteStore:
                 "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at, "
                 "finished_at, reason, retry_of, scheduled_for) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
-                    job, scope or "", status.value, trigger, max_attempts, stamp, finished,
-                    reason, retry_of, to_iso(scheduled_for),
+                    job,
+                    scope or "",
+                    status.value,
+                    trigger,
+                    max_attempts,
+                    stamp,
+                    finished,
+                    reason,
+                    retry_of,
+                    to_iso(scheduled_for),
                 ),
             )
             run_id = int(cursor.lastrowid or 0)
@@ -134,12 +142,14 @@ class SQLiteStore:
             if previous is None or previous.terminal:
                 return False
             conn.execute(
-                "UPDATE runs SET status = 'running', attempts = ?, started_at = coalesce(started_at, ?),"
-                " host = ?, pid = ?, lease_until = ? WHERE id = ?",
+                "UPDATE runs SET status = 'running', attempts = ?,"
+                " started_at = coalesce(started_at, ?), host = ?, pid = ?, lease_until = ?"
+                " WHERE id = ?",
                 (number, stamp, owner.host, owner.pid, to_iso(lease_until), run_id),
             )
             conn.execute(
-                "INSERT INTO attempts (run_id, number, status, started_at) VALUES (?, ?, 'running', ?)",
+                "INSERT INTO attempts (run_id, number, status, started_at)"
+                " VALUES (?, ?, 'running', ?)",
                 (run_id, number, stamp),
             )
             if previous is not RunStatus.RUNNING:
@@ -151,7 +161,14 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE attempts SET status = ?, finished_at = ?, error = ?, exit_code = ? "
                 "WHERE run_id = ? AND number = ?",
-                (outcome.status.value, to_iso(now), outcome.error, outcome.exit_code, run_id, number),
+                (
+                    outcome.status.value,
+                    to_iso(now),
+                    outcome.error,
+                    outcome.exit_code,
+                    run_id,
+                    number,
+                ),
             )
 
     def set_status(
@@ -170,7 +187,8 @@ class SQLiteStore:
                 return False
             finished = stamp if status.terminal else None
             conn.execute(
-                "UPDATE runs SET status = ?, reason = coalesce(?, reason), finished_at = ? WHERE id = ?",
+                "UPDATE runs SET status = ?, reason = coalesce(?, reason), finished_at = ?"
+                " WHERE id = ?",
                 (status.value, reason, finished, run_id),
             )
             _transition(conn, run_id, previous, status, stamp, reason)
@@ -183,11 +201,18 @@ class SQLiteStore:
             if previous is None or previous.terminal:
                 return False
             conn.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, items_processed = ?, items_failed = ?,"
-                " total_tokens = ?, total_cost = ?, error = ?, lease_until = NULL WHERE id = ?",
+                "UPDATE runs SET status = ?, finished_at = ?, items_processed = ?,"
+                " items_failed = ?, total_tokens = ?, total_cost = ?, error = ?,"
+                " lease_until = NULL WHERE id = ?",
                 (
-                    outcome.status.value, stamp, outcome.items_processed, outcome.items_failed,
-                    outcome.total_tokens, outcome.total_cost, outcome.error, run_id,
+                    outcome.status.value,
+                    stamp,
+                    outcome.items_processed,
+                    outcome.items_failed,
+                    outcome.total_tokens,
+                    outcome.total_cost,
+                    outcome.error,
+                    run_id,
                 ),
             )
             _transition(conn, run_id, previous, outcome.status, stamp, outcome.error)
@@ -241,8 +266,12 @@ class SQLiteStore:
         )
         return [
             Attempt(
-                run_id=row[0], number=row[1], status=RunStatus(row[2]),
-                started_at=_time(row[3]), finished_at=from_iso(row[4]), error=row[5],
+                run_id=row[0],
+                number=row[1],
+                status=RunStatus(row[2]),
+                started_at=_time(row[3]),
+                finished_at=from_iso(row[4]),
+                error=row[5],
                 exit_code=row[6],
             )
             for row in rows
@@ -256,8 +285,11 @@ class SQLiteStore:
         )
         return [
             Transition(
-                run_id=row[0], from_status=None if row[1] is None else RunStatus(row[1]),
-                to_status=RunStatus(row[2]), at=_time(row[3]), reason=row[4],
+                run_id=row[0],
+                from_status=None if row[1] is None else RunStatus(row[1]),
+                to_status=RunStatus(row[2]),
+                at=_time(row[3]),
+                reason=row[4],
             )
             for row in rows
         ]
@@ -272,7 +304,12 @@ class SQLiteStore:
                 "VALUES (?,?,?,?,?,?,?)",
                 [
                     (
-                        e.run_id, e.attempt, to_iso(e.at), e.level.value, e.stream, e.message,
+                        e.run_id,
+                        e.attempt,
+                        to_iso(e.at),
+                        e.level.value,
+                        e.stream,
+                        e.message,
                         json.dumps(e.fields, default=str) if e.fields else None,
                     )
                     for e in entries
@@ -291,8 +328,13 @@ class SQLiteStore:
         )
         return [
             LogEntry(
-                id=row[0], run_id=row[1], attempt=row[2], at=_time(row[3]),
-                level=LogLevel(row[4]), stream=row[5], message=row[6],
+                id=row[0],
+                run_id=row[1],
+                attempt=row[2],
+                at=_time(row[3]),
+                level=LogLevel(row[4]),
+                stream=row[5],
+                message=row[6],
                 fields=json.loads(row[7]) if row[7] else {},
             )
             for row in rows
@@ -428,11 +470,17 @@ def _get_lock(conn: sqlite3.Connection, key: str) -> LockHolder | None:
     ).fetchone()
     if row is None:
         return None
-    return LockHolder(key=row[0], run_id=row[1], owner=Owner(row[2], row[3]), lease_until=_time(row[4]))
+    return LockHolder(
+        key=row[0], run_id=row[1], owner=Owner(row[2], row[3]), lease_until=_time(row[4])
+    )
 
 
 def _put_lock(
-    conn: sqlite3.Connection, key: str, run_id: int, owner: Owner, lease_until: datetime,
+    conn: sqlite3.Connection,
+    key: str,
+    run_id: int,
+    owner: Owner,
+    lease_until: datetime,
     now: datetime,
 ) -> None:
     conn.execute(

@@ -1,0 +1,137 @@
+"""The command-line interface: parse arguments, call the core, render the result.
+
+Every command module here imports the core lazily, inside the command, so that start-up stays
+fast and commands that need no network never import ``openai``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import traceback
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from batchctl import __version__
+from batchctl.cli import render, session
+from batchctl.errors import BatchctlError, ConfigError, ExitCode
+
+
+class _Group(TyperGroup):
+    """The root group: turns errors into one ``error:`` line and a documented exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BatchctlError as exc:
+            _report(exc)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except sqlite3.DatabaseError as exc:
+            _report(exc)
+            render.error(
+                f"database error: {exc}", hint="check the --db file (is it a batchctl database?)"
+            )
+            raise typer.Exit(int(ExitCode.USAGE)) from None
+        except KeyboardInterrupt:
+            render.error("interrupted")
+            raise typer.Exit(int(ExitCode.CANCELLED)) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a bug in batchctl: say so plainly, trace with --verbose
+            _report(exc)
+            render.error(
+                f"internal error: {type(exc).__name__}: {exc}",
+                hint="run with --verbose for the traceback, and please report it",
+            )
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+        finally:
+            session.current.close()
+
+
+def _report(exc: BaseException) -> None:
+    if session.current.verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, ConfigError) and exc.problems:
+        for problem in exc.problems:
+            render.error(problem)
+        if exc.hint:
+            render.error(exc.message, exc.hint)
+        return
+    if isinstance(exc, BatchctlError):
+        render.error(exc.message, exc.hint)
+
+
+app = typer.Typer(
+    name="batchctl",
+    cls=_Group,
+    help="Run batch jobs reliably: OpenAI Batch API submissions and local jobs, with history, "
+    "retries, locks and schedules.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"batchctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (else $BATCHCTL_CONFIG, ./batchctl.toml, the XDG config dir).",
+            show_default=False,
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="Database file (else $BATCHCTL_DB, the XDG data dir).", show_default=False
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors and results.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show log lines as they come, and tracebacks.")
+    ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colours (also NO_COLOR=1).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    session.reset(config_path=config, db=db, quiet=quiet, verbose=verbose, no_color=no_color)
+    render.reset_consoles()
+
+
+def _register() -> None:
+    from batchctl.cli import config_cmd, jobs_cmd, logs_cmd, run_cmd, status_cmd
+
+    app.command("run")(run_cmd.run)
+    app.command("status")(status_cmd.status)
+    app.command("logs")(logs_cmd.logs)
+    app.command("jobs")(jobs_cmd.jobs)
+    app.command("cancel")(run_cmd.cancel)
+    app.command("retry")(run_cmd.retry)
+    app.add_typer(config_cmd.app, name="config")
+
+
+_register()
+
+
+def main() -> None:
+    """The ``batchctl`` console script."""
+    app(prog_name="batchctl")

@@ -1,0 +1,78 @@
+"""``batchctl jobs``: the configured jobs, their schedule and how they last ran."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from batchctl.cli import render, session
+from batchctl.cli.options import JsonOption
+
+if TYPE_CHECKING:
+    from batchctl.config import JobConfig
+    from batchctl.records import Run
+
+
+def jobs(json_output: JsonOption = False) -> None:
+    """List the configured jobs: kind, enabled, schedule, next fire time, last run."""
+    from batchctl.records import to_iso, utcnow
+
+    config = session.current.config(check_processors=False)
+    last = session.current.store().last_run_per_job()
+    now = utcnow()
+    rows = [(job, _next_fire(job, now), last.get(job.name)) for job in config.jobs.values()]
+    if json_output:
+        render.print_json([_job_json(job, nxt, run, to_iso) for job, nxt, run in rows])
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for name in ("JOB", "KIND", "ENABLED", "SCOPES", "SCHEDULE", "NEXT", "LAST RUN", "STATUS"):
+        table.add_column(name)
+    for job, nxt, run in rows:
+        table.add_row(
+            job.name,
+            job.kind,
+            "yes" if job.enabled else "[dim]no[/]",
+            ", ".join(job.scopes) or "-",
+            (job.schedule or "-") + (f" ({job.timezone})" if job.timezone else ""),
+            nxt.strftime("%Y-%m-%d %H:%M %Z") if nxt else "-",
+            f"{run.id} at {render.local_time(run.created_at)}" if run else "-",
+            render.status_text(run.status.value) if run else "-",
+        )
+    render.console().print(table)
+
+
+def _next_fire(job: JobConfig, now: datetime) -> datetime | None:
+    if not job.schedule or not job.enabled:
+        return None
+    from zoneinfo import ZoneInfo
+
+    from batchctl.schedule import next_fire
+
+    zone = ZoneInfo(job.timezone) if job.timezone else now.astimezone().tzinfo
+    assert zone is not None
+    return next_fire(job.schedule, zone, now)
+
+
+def _job_json(job: JobConfig, nxt: datetime | None, run: Run | None, to_iso: Any) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "kind": job.kind,
+        "enabled": job.enabled,
+        "description": job.description,
+        "tags": list(job.tags),
+        "scopes": list(job.scopes),
+        "schedule": job.schedule,
+        "timezone": job.timezone,
+        "concurrency": job.concurrency,
+        "next_fire": nxt.isoformat() if nxt else None,
+        "last_run": None
+        if run is None
+        else {
+            "id": run.id,
+            "status": run.status.value,
+            "created_at": to_iso(run.created_at),
+            "finished_at": to_iso(run.finished_at),
+        },
+    }

@@ -1,0 +1,82 @@
+"""``batchctl logs``: a run's log lines (a command's stdout and stderr among them)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from batchctl.cli import render, session
+
+if TYPE_CHECKING:
+    from batchctl.records import LogEntry
+
+FOLLOW_POLL_S = 0.25
+
+
+def logs(
+    run_id: Annotated[int, typer.Argument(help="The run whose log to print.", show_default=False)],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")
+    ] = False,
+    level: Annotated[
+        str | None,
+        typer.Option(
+            "--level",
+            "-l",
+            help="Only lines at this level or above: debug, info, warning, error.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print a run's log; --follow keeps printing until the run ends."""
+    from batchctl.errors import NotFoundError, UsageError
+    from batchctl.records import LogLevel
+
+    try:
+        min_level = LogLevel.parse(level) if level else None
+    except ValueError:
+        raise UsageError(
+            f"unknown level {level!r}", hint="one of: debug, info, warning, error"
+        ) from None
+    store = session.current.store()
+    if store.get_run(run_id) is None:
+        raise NotFoundError(f"no run with id {run_id}", hint="list runs with: batchctl status")
+    show = render.print_json_line if json_output else None
+    last_id = 0
+    while True:
+        for entry in store.logs(run_id, after_id=last_id, min_level=min_level):
+            last_id = entry.id or last_id
+            if show:
+                show(entry.to_json())
+            else:
+                _print_entry(entry)
+        if not follow:
+            return
+        run = store.get_run(run_id)
+        if run is None or run.status.terminal:
+            if not store.logs(run_id, after_id=last_id, min_level=min_level):
+                return
+            continue
+        time.sleep(FOLLOW_POLL_S)
+
+
+_LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "red"}
+
+
+def _print_entry(entry: LogEntry) -> None:
+    out = render.console()
+    when = entry.at.astimezone().strftime("%H:%M:%S.%f")[:-3]
+    level = entry.level.value.upper()
+    style = _LEVEL_STYLES[entry.level.value]
+    level_text = f"[{style}]{level:<7}[/]" if style else f"{level:<7}"
+    fields = " ".join(f"{k}={v}" for k, v in entry.fields.items())
+    message = render._escape(entry.message)
+    suffix = f" [dim]{render._escape(fields)}[/]" if fields else ""
+    out.print(
+        f"[dim]{when}[/] {level_text} [dim]{entry.stream:<9}[/] {message}{suffix}",
+        soft_wrap=True,
+        highlight=False,
+    )
