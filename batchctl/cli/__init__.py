@@ -37,7 +37,7 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             render.error("interrupted")
             raise typer.Exit(int(ExitCode.CANCELLED)) from None
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as exc:  # a bug in batchctl: say so plainly, trace with --verbose
             _report(exc)

@@ -1,0 +1,65 @@
+"""The SQLite store: created and migrated on first use, safe with bad or foreign files."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tests.conftest import Workspace
+
+TABLES = {"runs", "attempts", "transitions", "run_logs", "locks", "schema_version"}
+
+
+def test_database_is_created_with_schema_version_on_first_use(ws: Workspace, cli) -> None:
+    assert cli("status", "--json").exit_code == 0
+    names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert names >= TABLES
+    assert ws.sql("SELECT max(version) FROM schema_version") == [(1,)]
+
+
+def test_database_uses_wal_journal(ws: Workspace, cli) -> None:
+    cli("status")
+    assert ws.sql("PRAGMA journal_mode") == [("wal",)]
+
+
+def test_database_dir_defaults_to_xdg_data_home(ws: Workspace, cli, monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("BATCHCTL_DB")
+    cli("status")
+    assert (tmp_path / "home/.local/share/batchctl/batchctl.db").exists()
+
+
+def test_db_option_wins_over_environment(ws: Workspace, cli, tmp_path) -> None:
+    other = tmp_path / "other.db"
+    cli("--db", str(other), "status")
+    assert other.exists()
+    assert not ws.db.exists()
+
+
+def test_database_from_a_newer_batchctl_is_refused_untouched(ws: Workspace, cli) -> None:
+    cli("status")
+    with sqlite3.connect(ws.db) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (99, 'future')")
+    before = ws.db.read_bytes()
+    result = cli("status")
+    assert result.exit_code == 2
+    assert f"error: database {ws.db} has schema version 99" in result.stderr
+    assert "upgrade batchctl" in result.stderr
+    assert ws.db.read_bytes() == before
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(ws: Workspace, cli) -> None:
+    ws.db.write_bytes(b"this is not sqlite at all " * 100)
+    before = ws.db.read_bytes()
+    result = cli("status")
+    assert result.exit_code == 2
+    assert f"error: cannot use database {ws.db}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ws.db.read_bytes() == before
+
+
+def test_run_history_is_readable_with_plain_sqlite(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "echo readable"\n')
+    cli("run", "j")
+    rows = ws.sql(
+        "SELECT r.job, r.status, l.stream, l.message FROM runs r JOIN run_logs l ON l.run_id = r.id"
+    )
+    assert rows == [("j", "completed", "stdout", "readable")]
