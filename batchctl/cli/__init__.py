@@ -6,9 +6,9 @@ fast and commands that need no network never import ``openai``.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import sys
-import traceback
 from typing import Annotated, Any
 
 import typer
@@ -18,9 +18,38 @@ from batchctl import __version__
 from batchctl.cli import render, session
 from batchctl.errors import BatchctlError, ConfigError, ExitCode
 
+# Each command lives in its own module and is imported only when it is invoked (or listed by
+# --help): start-up then pays for one command, not for all of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("batchctl.cli.run_cmd", "run"),
+    "status": ("batchctl.cli.status_cmd", "status"),
+    "logs": ("batchctl.cli.logs_cmd", "logs"),
+    "jobs": ("batchctl.cli.jobs_cmd", "jobs"),
+    "cancel": ("batchctl.cli.run_cmd", "cancel"),
+    "retry": ("batchctl.cli.run_cmd", "retry"),
+    "config": ("batchctl.cli.config_cmd", "app"),
+}
+
 
 class _Group(TyperGroup):
-    """The root group: turns errors into one ``error:`` line and a documented exit code."""
+    """The root group: loads commands lazily, and turns errors into one ``error:`` line and a
+    documented exit code."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, attr = COMMANDS[cmd_name]
+        target = getattr(importlib.import_module(module_name), attr)
+        if isinstance(target, typer.Typer):
+            group = typer.main.get_command(target)
+            group.name = cmd_name
+            return group
+        holder = typer.Typer(rich_markup_mode="rich", add_completion=False)
+        holder.command(cmd_name)(target)
+        return typer.main.get_command(holder)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -52,6 +81,8 @@ class _Group(TyperGroup):
 
 def _report(exc: BaseException) -> None:
     if session.current.verbose:
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, ConfigError) and exc.problems:
         for problem in exc.problems:
@@ -114,22 +145,6 @@ def _global_options(
     ] = False,
 ) -> None:
     session.reset(config_path=config, db=db, quiet=quiet, verbose=verbose, no_color=no_color)
-    render.reset_consoles()
-
-
-def _register() -> None:
-    from batchctl.cli import config_cmd, jobs_cmd, logs_cmd, run_cmd, status_cmd
-
-    app.command("run")(run_cmd.run)
-    app.command("status")(status_cmd.status)
-    app.command("logs")(logs_cmd.logs)
-    app.command("jobs")(jobs_cmd.jobs)
-    app.command("cancel")(run_cmd.cancel)
-    app.command("retry")(run_cmd.retry)
-    app.add_typer(config_cmd.app, name="config")
-
-
-_register()
 
 
 def main() -> None:

@@ -7,7 +7,12 @@ import typer
 from batchctl.cli import render, session
 from batchctl.cli.options import JsonOption
 
-app = typer.Typer(help="Inspect the config file.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def config() -> None:
+    """Inspect the config file."""
 
 
 @app.command("check")
@@ -25,4 +30,5 @@ def check(json_output: JsonOption = False) -> None:
         render.print_json({"ok": True, "path": str(config.path), "jobs": sorted(config.jobs)})
         return
     count = len(config.jobs)
-    render.console().print(f"[green]ok[/]: {config.path}: {count} job{'s' if count != 1 else ''}")
+    ok = render.paint("ok", "green", render.colour())
+    render.out(f"{ok}: {config.path}: {count} job{'s' if count != 1 else ''}")

@@ -24,23 +24,26 @@ def jobs(json_output: JsonOption = False) -> None:
     if json_output:
         render.print_json([_job_json(job, nxt, run, to_iso) for job, nxt, run in rows])
         return
-    from rich.table import Table
+    from batchctl.cli.table import Column
 
-    table = Table(header_style="bold")
-    for name in ("JOB", "KIND", "ENABLED", "SCOPES", "SCHEDULE", "NEXT", "LAST RUN", "STATUS"):
-        table.add_column(name)
-    for job, nxt, run in rows:
-        table.add_row(
+    columns = [
+        Column(h)
+        for h in ("JOB", "KIND", "ENABLED", "SCOPES", "SCHEDULE", "NEXT", "LAST RUN", "STATUS")
+    ]
+    table = [
+        [
             job.name,
             job.kind,
-            "yes" if job.enabled else "[dim]no[/]",
+            "yes" if job.enabled else render.Styled("no", "dim"),
             ", ".join(job.scopes) or "-",
             (job.schedule or "-") + (f" ({job.timezone})" if job.timezone else ""),
             nxt.strftime("%Y-%m-%d %H:%M %Z") if nxt else "-",
             f"{run.id} at {render.local_time(run.created_at)}" if run else "-",
-            render.status_text(run.status.value) if run else "-",
-        )
-    render.console().print(table)
+            render.status_cell(run.status.value) if run else "-",
+        ]
+        for job, nxt, run in rows
+    ]
+    render.print_table(columns, table)
 
 
 def _next_fire(job: JobConfig, now: datetime) -> datetime | None:

@@ -45,6 +45,7 @@ def logs(
     if store.get_run(run_id) is None:
         raise NotFoundError(f"no run with id {run_id}", hint="list runs with: batchctl status")
     show = render.print_json_line if json_output else None
+    tint = render.colour()
     last_id = 0
     while True:
         for entry in store.logs(run_id, after_id=last_id, min_level=min_level):
@@ -52,7 +53,7 @@ def logs(
             if show:
                 show(entry.to_json())
             else:
-                _print_entry(entry)
+                _print_entry(entry, tint)
         if not follow:
             return
         run = store.get_run(run_id)
@@ -66,17 +67,10 @@ def logs(
 _LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "red"}
 
 
-def _print_entry(entry: LogEntry) -> None:
-    out = render.console()
+def _print_entry(entry: LogEntry, tint: bool) -> None:
     when = entry.at.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    level = entry.level.value.upper()
-    style = _LEVEL_STYLES[entry.level.value]
-    level_text = f"[{style}]{level:<7}[/]" if style else f"{level:<7}"
+    level = render.paint(f"{entry.level.value.upper():<7}", _LEVEL_STYLES[entry.level.value], tint)
     fields = " ".join(f"{k}={v}" for k, v in entry.fields.items())
-    message = render._escape(entry.message)
-    suffix = f" [dim]{render._escape(fields)}[/]" if fields else ""
-    out.print(
-        f"[dim]{when}[/] {level_text} [dim]{entry.stream:<9}[/] {message}{suffix}",
-        soft_wrap=True,
-        highlight=False,
-    )
+    suffix = " " + render.paint(fields, "dim", tint) if fields else ""
+    stream = render.paint(f"{entry.stream:<9}", "dim", tint)
+    render.out(f"{render.paint(when, 'dim', tint)} {level} {stream} {entry.message}{suffix}")

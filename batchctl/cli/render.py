@@ -1,32 +1,45 @@
-"""Rendering for humans (Rich) and machines (--json), and the one way errors are printed."""
+"""Rendering for humans and machines, and the one way errors are printed.
+
+Tables and messages are plain text (see ``table``), coloured on a terminal; Rich is used for the
+live progress display of long work only, and imported only then. ``--json`` output is JSON on
+stdout and nothing else.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from batchctl.cli import session
+from batchctl.cli.table import Cell, Column, Styled, paint, render, use_colour
+
+__all__ = ["Cell", "Column", "Styled", "paint"]
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
     from batchctl.records import Run
 
 STATUS_STYLES = {
     "completed": "green",
+    "succeeded": "green",
     "partial": "yellow",
     "failed": "red",
     "abandoned": "red",
+    "expired": "red",
+    "missing": "red",
     "cancelled": "magenta",
+    "cancelling": "magenta",
     "skipped": "dim",
     "running": "cyan",
     "retrying": "cyan",
+    "in_progress": "cyan",
+    "validating": "cyan",
+    "finalizing": "cyan",
     "queued": "blue",
+    "planned": "blue",
 }
 STATUS_MARKS = {
     "completed": "✓",
@@ -37,65 +50,57 @@ STATUS_MARKS = {
     "skipped": "-",
 }
 
-PIPE_WIDTH = 160
-_consoles: dict[bool, Console] = {}
+
+def colour(stderr: bool = False) -> bool:
+    return use_colour(sys.stderr if stderr else sys.stdout, session.current.no_color)
 
 
-def console(*, stderr: bool = False) -> Console:
-    """The Rich console for stdout (or stderr); honours --no-color and NO_COLOR."""
-    if stderr not in _consoles:
-        from rich.console import Console
-
-        stream = sys.stderr if stderr else sys.stdout
-        # Piped output (cron mail, CI logs) is not cut to 80 columns.
-        width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-        _consoles[stderr] = Console(
-            stderr=stderr,
-            no_color=session.current.no_color or None,
-            highlight=False,
-            soft_wrap=False,
-            width=width,
-        )
-    return _consoles[stderr]
+def out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
 
 
-def reset_consoles() -> None:
-    _consoles.clear()
+def print_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[Cell]], *, title: str | None = None
+) -> None:
+    out(render(columns, rows, colour=colour(), title=title))
 
 
 def print_json(data: Any) -> None:
     """Machine output: JSON on stdout and nothing else."""
+    import json
+
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
 def print_json_line(data: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
 
 
 def error(message: str, hint: str | None = None) -> None:
-    err = console(stderr=True)
-    err.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
+    tint = colour(stderr=True)
+    sys.stderr.write(f"{paint('error:', 'bold red', tint)} {message}\n")
     if hint:
-        err.print(f"[dim]hint: {_escape(hint)}[/]", soft_wrap=True)
+        sys.stderr.write(paint(f"hint: {hint}", "dim", tint) + "\n")
+    sys.stderr.flush()
 
 
 def note(message: str) -> None:
     """A human message on stderr, suppressed by --quiet."""
     if not session.current.quiet:
-        console(stderr=True).print(message, soft_wrap=True)
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+def styled_status(status: str, *, stderr: bool = False) -> str:
+    return paint(status, STATUS_STYLES.get(status, ""), colour(stderr))
 
 
-def status_text(status: str) -> str:
-    style = STATUS_STYLES.get(status, "")
-    return f"[{style}]{status}[/]" if style else status
+def status_cell(status: str) -> Styled:
+    return Styled(status, STATUS_STYLES.get(status, ""))
 
 
 def local_time(moment: datetime | None, *, short: bool = False) -> str:
@@ -104,34 +109,47 @@ def local_time(moment: datetime | None, *, short: bool = False) -> str:
     return moment.astimezone().strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
-def runs_table(runs: Iterable[Run], *, title: str | None = None) -> Table:
-    from rich.table import Table
+def money(amount: float) -> str:
+    return f"${amount:,.4f}"
 
+
+RUN_COLUMNS = (
+    Column("ID", right=True),
+    Column("JOB"),
+    Column("SCOPE"),
+    Column("STATUS"),
+    Column("STARTED"),
+    Column("DURATION", right=True),
+    Column("OK/FAIL", right=True),
+    Column("TOKENS", right=True),
+    Column("COST", right=True),
+)
+
+
+def print_runs(runs: Iterable[Run]) -> None:
     from batchctl.durations import format_duration
 
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name, justify in (
-        ("ID", "right"),
-        ("JOB", "left"),
-        ("SCOPE", "left"),
-        ("STATUS", "left"),
-        ("STARTED", "left"),
-        ("DURATION", "right"),
-        ("OK/FAIL", "right"),
-        ("TOKENS", "right"),
-        ("COST", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for run in runs:
-        table.add_row(
+    rows: list[list[Cell]] = [
+        [
             str(run.id),
             run.job,
             run.scope or "-",
-            status_text(run.status.value),
+            status_cell(run.status.value),
             local_time(run.started_at or run.created_at, short=True),
             format_duration(run.duration),
             f"{run.items_processed}/{run.items_failed}",
             f"{run.total_tokens:,}",
-            f"${run.total_cost:,.4f}",
-        )
-    return table
+            money(run.total_cost),
+        ]
+        for run in runs
+    ]
+    print_table(RUN_COLUMNS, rows)
+
+
+def rich_console(*, stderr: bool = False) -> Console:
+    """A Rich console for live progress displays; honours --no-color and NO_COLOR."""
+    from rich.console import Console
+
+    return Console(
+        stderr=stderr, no_color=session.current.no_color or None, highlight=False, emoji=False
+    )

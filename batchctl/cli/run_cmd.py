@@ -71,7 +71,7 @@ def cancel(
     if json_output:
         render.print_json(current.to_json())
     elif current.status.terminal:
-        render.note(f"run {run_id} {render.status_text(current.status.value)}")
+        render.note(f"run {run_id} {render.styled_status(current.status.value, stderr=True)}")
     else:
         render.note(f"cancel of run {run_id} requested; it is still {current.status.value}")
     if not current.status.terminal and wait > 0:
@@ -98,12 +98,23 @@ def _targets(
     return targets
 
 
+def _markup(status: str) -> str:
+    style = render.STATUS_STYLES.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _execute(config: Config, json_output: bool, action: Any) -> None:
     from batchctl.engine import Engine
     from batchctl.errors import exit_code_for
 
     quiet = session.current.quiet
-    out = render.console(stderr=json_output)
+    out = render.rich_console(stderr=json_output)
     display = RunDisplay(
         out,
         live=out.is_terminal and not quiet,
@@ -124,20 +135,20 @@ def _execute(config: Config, json_output: bool, action: Any) -> None:
 
 
 def _summary(runs: list[Run]) -> None:
-    out = render.console()
-    out.print(render.runs_table(runs))
+    render.print_runs(runs)
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    parts = ", ".join(f"{n} {render.status_text(s)}" for s, n in counts.items())
+    parts = ", ".join(f"{n} {render.styled_status(s)}" for s, n in counts.items())
     tokens = sum(r.total_tokens for r in runs)
     cost = sum(r.total_cost for r in runs)
-    out.print(f"{len(runs)} run(s): {parts}; {tokens:,} tokens, ${cost:,.4f}")
+    render.out(f"{len(runs)} run(s): {parts}; {tokens:,} tokens, {render.money(cost)}")
     for r in runs:
         if r.reason and r.status.value == "skipped":
-            out.print(f"  run {r.id}: {r.reason}", soft_wrap=True)
+            render.out(f"  run {r.id}: {r.reason}")
         elif r.error and r.status.value != "completed":
-            out.print(f"  run {r.id}: {r.error}  [dim](batchctl logs {r.id})[/]", soft_wrap=True)
+            hint = render.paint(f"(batchctl logs {r.id})", "dim", render.colour())
+            render.out(f"  run {r.id}: {r.error}  {hint}")
 
 
 @contextmanager
@@ -205,7 +216,7 @@ class RunDisplay:
     def log(self, entry: LogEntry) -> None:
         if self.verbose:
             self.bars.console.print(
-                f"[dim]{entry.stream}[/] {render._escape(entry.message)}", soft_wrap=True
+                f"[dim]{entry.stream}[/] {escape(entry.message)}", soft_wrap=True
             )
         elif entry.run_id in self.tasks:
             self.bars.update(self.tasks[entry.run_id], line=entry.message[-60:])
@@ -215,8 +226,8 @@ class RunDisplay:
 
         if self.announce:
             self.bars.console.print(
-                f"run {run_id}: attempt {attempt} {render.status_text(outcome.status.value)}"
-                f" ({render._escape(outcome.error or '')}); retrying in {format_duration(delay)}",
+                f"run {run_id}: attempt {attempt} {_markup(outcome.status.value)}"
+                f" ({escape(outcome.error or '')}); retrying in {format_duration(delay)}",
                 soft_wrap=True,
             )
 
@@ -229,6 +240,6 @@ class RunDisplay:
             mark = render.STATUS_MARKS.get(run.status.value, "•")
             label = f"{run.job}[{run.scope}]" if run.scope else run.job
             self.console.print(
-                f"{mark} run {run.id} {label} {render.status_text(run.status.value)}"
+                f"{mark} run {run.id} {escape(label)} {_markup(run.status.value)}"
                 f" in {format_duration(run.duration)}"
             )

@@ -58,18 +58,21 @@ def status(
     if json_output:
         render.print_json([r.to_json() for r in runs])
         return
-    out = render.console()
     if not runs:
-        out.print(
+        render.out(
             "no runs yet"
             if query == _filter(None, None, False, None, limit, False)
             else "no runs match"
         )
         return
-    out.print(render.runs_table(runs))
+    render.print_runs(runs)
     total = store.count_runs(query)
     if total > len(runs):
-        out.print(f"[dim]showing {len(runs)} of {total} runs; more with --limit N[/]")
+        render.out(
+            render.paint(
+                f"showing {len(runs)} of {total} runs; more with --limit N", "dim", render.colour()
+            )
+        )
 
 
 def _filter(
@@ -109,14 +112,16 @@ def _filter(
 
 
 def _print_detail(detail: RunDetail) -> None:
-    from rich.table import Table
-
+    from batchctl.cli.table import Column
     from batchctl.durations import format_duration
 
     run = detail.run
-    out = render.console()
+    tint = render.colour()
     label = f"{run.job}[{run.scope}]" if run.scope else run.job
-    out.print(f"[bold]run {run.id}[/] {label}  {render.status_text(run.status.value)}")
+    render.out(
+        f"{render.paint(f'run {run.id}', 'bold', tint)} {label}  "
+        f"{render.styled_status(run.status.value)}"
+    )
     rows = [
         ("trigger", run.trigger + (f" (retry of run {run.retry_of})" if run.retry_of else "")),
         ("attempts", f"{run.attempts} of {run.max_attempts}"),
@@ -126,8 +131,10 @@ def _print_detail(detail: RunDetail) -> None:
         ("duration", format_duration(run.duration)),
         ("items", f"{run.items_processed} ok, {run.items_failed} failed"),
         ("tokens", f"{run.total_tokens:,}"),
-        ("cost", f"${run.total_cost:,.4f}"),
+        ("cost", render.money(run.total_cost)),
     ]
+    if run.scheduled_for is not None:
+        rows.append(("scheduled for", render.local_time(run.scheduled_for)))
     if run.progress_done is not None:
         total = "?" if run.progress_total is None else str(run.progress_total)
         rows.append(("progress", f"{run.progress_done}/{total}"))
@@ -137,37 +144,50 @@ def _print_detail(detail: RunDetail) -> None:
         rows.append(("reason", run.reason))
     if run.error:
         rows.append(("error", run.error))
-    grid = Table.grid(padding=(0, 2))
+    width = max(len(key) for key, _ in rows)
     for key, value in rows:
-        grid.add_row(f"[dim]{key}[/]", render._escape(value))
-    out.print(grid)
+        render.out(f"  {render.paint(key.ljust(width), 'dim', tint)}  {value}")
     if detail.attempts:
-        table = Table(title="attempts", title_justify="left", header_style="bold")
-        for name in ("#", "STATUS", "STARTED", "FINISHED", "EXIT", "ERROR"):
-            table.add_column(name)
-        for a in detail.attempts:
-            table.add_row(
-                str(a.number),
-                render.status_text(a.status.value),
-                render.local_time(a.started_at),
-                render.local_time(a.finished_at),
-                "-" if a.exit_code is None else str(a.exit_code),
-                render._escape(a.error or ""),
-            )
-        out.print(table)
+        render.out()
+        render.print_table(
+            [
+                Column("#", right=True),
+                Column("STATUS"),
+                Column("STARTED"),
+                Column("FINISHED"),
+                Column("EXIT", right=True),
+                Column("ERROR"),
+            ],
+            [
+                [
+                    str(a.number),
+                    render.status_cell(a.status.value),
+                    render.local_time(a.started_at),
+                    render.local_time(a.finished_at),
+                    "-" if a.exit_code is None else str(a.exit_code),
+                    a.error or "",
+                ]
+                for a in detail.attempts
+            ],
+            title="attempts",
+        )
     reported = [e for e in detail.errors if e.source == "result"]
-    for e in reported:
-        out.print(
-            f"[red]error[/] (attempt {e.attempt}): {render._escape(e.message)}", soft_wrap=True
-        )
-    table = Table(title="transitions", title_justify="left", header_style="bold")
-    for name in ("AT", "FROM", "TO", "REASON"):
-        table.add_column(name)
-    for t in detail.transitions:
-        table.add_row(
-            render.local_time(t.at),
-            t.from_status.value if t.from_status else "-",
-            render.status_text(t.to_status.value),
-            render._escape(t.reason or ""),
-        )
-    out.print(table)
+    if reported:
+        render.out()
+        render.out(render.paint("errors reported by the processor", "bold", tint))
+        for e in reported:
+            render.out(f"  attempt {e.attempt}: {e.message}")
+    render.out()
+    render.print_table(
+        [Column("AT"), Column("FROM"), Column("TO"), Column("REASON")],
+        [
+            [
+                render.local_time(t.at),
+                t.from_status.value if t.from_status else "-",
+                render.status_cell(t.to_status.value),
+                t.reason or "",
+            ]
+            for t in detail.transitions
+        ],
+        title="transitions",
+    )

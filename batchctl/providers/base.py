@@ -1,0 +1,116 @@
+"""The provider interface: what the core needs from a Batch API, whoever offers it.
+
+Everything here is plain data. A second provider (say, Anthropic's Message Batches) implements
+``Provider`` and maps its statuses onto ``TERMINAL``/``ACTIVE`` below; the engine never changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from batchctl.errors import BatchctlError, ExitCode
+
+# The remote statuses (OpenAI's names) and which of them are final.
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+ACTIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
+class ProviderError(BatchctlError):
+    """A call to the API failed. ``transient`` errors were retried until the policy gave up."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.transient = transient
+
+
+class RequestCounts(NamedTuple):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"total": self.total, "completed": self.completed, "failed": self.failed}
+
+
+class RemoteFile(NamedTuple):
+    id: str
+    filename: str
+    bytes: int
+    purpose: str
+    created_at: int
+
+
+class RemoteBatch(NamedTuple):
+    """A batch as the API reports it (times are Unix seconds, as the API gives them)."""
+
+    id: str
+    status: str
+    endpoint: str
+    input_file_id: str
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    expires_at: int | None
+    completed_at: int | None
+    request_counts: RequestCounts
+    metadata: Mapping[str, str]
+    errors: tuple[Mapping[str, Any], ...]
+    usage: Mapping[str, Any] | None
+    model: str | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class Provider(Protocol):
+    name: str
+
+    def upload(self, path: Path, filename: str) -> RemoteFile:
+        """Upload a JSONL file for batch use. Never retried blindly: see ``find_file``."""
+        ...
+
+    def find_file(self, filename: str, size: int, *, since: int) -> RemoteFile | None:
+        """A batch file with this name and size uploaded at or after ``since`` (Unix seconds)."""
+        ...
+
+    def create_batch(
+        self,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: Mapping[str, str],
+    ) -> RemoteBatch:
+        """Create a batch. Never retried blindly: see ``find_batch``."""
+        ...
+
+    def find_batch(self, key: str, value: str, *, since: int) -> RemoteBatch | None:
+        """The batch whose metadata has ``key`` = ``value``, created at or after ``since``."""
+        ...
+
+    def get_batch(self, batch_id: str) -> RemoteBatch: ...
+
+    def list_batches(self) -> Iterator[RemoteBatch]:
+        """Every batch of the account, newest first, page by page."""
+        ...
+
+    def cancel_batch(self, batch_id: str) -> RemoteBatch: ...
+
+    def download(self, file_id: str, destination: Path) -> int:
+        """Stream a file's content to ``destination`` (written whole or not at all); its size."""
+        ...
+
+    def close(self) -> None: ...

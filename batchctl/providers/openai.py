@@ -1,0 +1,332 @@
+"""The OpenAI Files + Batches API: the only module that imports ``openai``.
+
+The SDK's own retries are switched off; every call goes through one tenacity policy that retries
+connection errors, timeouts, 408/409/429 and 5xx with exponential backoff and jitter, honouring
+``Retry-After`` however long it is (the SDK gives up on waits over 120 s). Other 4xx fail at once
+with the API's message.
+
+Creating calls (upload, create batch) are never retried blindly: the SDK sends no idempotency key,
+so a retry after a lost reply would create a second file or batch. Before each retry we look for
+what the lost call may have created — the file by name and size, the batch by the metadata
+batchctl put on it — and adopt it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import openai
+from openai import OpenAI
+
+from batchctl.config import OpenAIConfig
+from batchctl.errors import UsageError
+from batchctl.providers.base import ProviderError, RemoteBatch, RemoteFile, RequestCounts
+
+T = TypeVar("T")
+RetryNotice = Callable[[str], None]
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 60.0
+PAGE_SIZE = 100
+DOWNLOAD_CHUNK = 1 << 20
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(
+        self,
+        client: OpenAI,
+        *,
+        max_retries: int,
+        on_retry: RetryNotice | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.max_retries = max_retries
+        self.on_retry = on_retry
+        self.sleep = sleep
+
+    @classmethod
+    def from_config(
+        cls, settings: OpenAIConfig, on_retry: RetryNotice | None = None
+    ) -> OpenAIProvider:
+        key = os.environ.get(settings.api_key_env)
+        if not key:
+            raise UsageError(
+                f"no API key: the environment variable {settings.api_key_env} is not set",
+                hint="export it, or name another variable with [openai] api_key_env",
+            )
+        client = OpenAI(
+            api_key=key,
+            base_url=settings.base_url,  # None: the SDK reads $OPENAI_BASE_URL, else its default
+            organization=settings.organization,
+            project=settings.project,
+            timeout=settings.timeout,
+            max_retries=0,  # our policy below retries, and knows which calls must not be repeated
+        )
+        return cls(client, max_retries=settings.max_retries, on_retry=on_retry)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- files ----------------------------------------------------------------------------------
+    def upload(self, path: Path, filename: str) -> RemoteFile:
+        size = path.stat().st_size
+        started = int(time.time()) - 60
+
+        def attempt() -> RemoteFile:
+            with path.open("rb") as handle:
+                return _file(self.client.files.create(file=(filename, handle), purpose="batch"))
+
+        return self._create(attempt, lambda: self.find_file(filename, size, since=started))
+
+    def find_file(self, filename: str, size: int, *, since: int) -> RemoteFile | None:
+        after: str | None = None
+        while True:
+            cursor = after or openai.omit
+            page = self._call(
+                # The lambda runs before the loop moves on, so binding the loop variable is fine.
+                lambda: self.client.files.list(
+                    purpose="batch",
+                    order="desc",
+                    limit=1000,
+                    after=cursor,  # noqa: B023
+                )
+            )
+            for item in page.data:
+                if item.created_at < since:
+                    return None
+                if item.filename == filename and item.bytes == size:
+                    return _file(item)
+            if not page.data or not page.has_more:
+                return None
+            after = page.data[-1].id
+
+    def download(self, file_id: str, destination: Path) -> int:
+        partial = destination.with_name(destination.name + ".part")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+
+        def attempt() -> int:
+            written = 0
+            with (
+                self.client.files.with_streaming_response.content(file_id) as response,
+                partial.open("wb") as out,
+            ):
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            partial.replace(destination)  # whole or not at all
+            return written
+
+        return self._call(attempt)
+
+    # --- batches --------------------------------------------------------------------------------
+    def create_batch(
+        self,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: Mapping[str, str],
+    ) -> RemoteBatch:
+        key, value = next(iter(metadata.items()))
+        started = int(time.time()) - 60
+
+        def attempt() -> RemoteBatch:
+            return _batch(
+                self.client.batches.create(
+                    input_file_id=input_file_id,
+                    endpoint=endpoint,  # type: ignore[arg-type]
+                    completion_window=completion_window,  # type: ignore[arg-type]
+                    metadata=dict(metadata),
+                )
+            )
+
+        return self._create(attempt, lambda: self.find_batch(key, value, since=started))
+
+    def find_batch(self, key: str, value: str, *, since: int) -> RemoteBatch | None:
+        for batch in self.list_batches():
+            if batch.created_at < since:
+                return None
+            if batch.metadata.get(key) == value:
+                return batch
+        return None
+
+    def get_batch(self, batch_id: str) -> RemoteBatch:
+        return _batch(self._call(lambda: self.client.batches.retrieve(batch_id)))
+
+    def list_batches(self) -> Iterator[RemoteBatch]:
+        after: str | None = None
+        while True:
+            cursor = after or openai.omit
+            page = self._call(
+                lambda: self.client.batches.list(limit=PAGE_SIZE, after=cursor)  # noqa: B023
+            )
+            yield from (_batch(item) for item in page.data)
+            if not page.data or not page.has_more:
+                return
+            after = page.data[-1].id
+
+    def cancel_batch(self, batch_id: str) -> RemoteBatch:
+        return _batch(self._call(lambda: self.client.batches.cancel(batch_id)))
+
+    # --- the retry policy -----------------------------------------------------------------------
+    def _call(self, action: Callable[[], T]) -> T:
+        """Run a call that is safe to repeat, retrying transient failures."""
+        return self._create(action, None)
+
+    def _create(self, action: Callable[[], T], lookup: Callable[[], T | None] | None) -> T:
+        """Run ``action``; after a transient failure, adopt what ``lookup`` finds, else retry."""
+        from tenacity import (
+            RetryCallState,
+            Retrying,
+            retry_if_exception,
+            stop_after_attempt,
+        )
+
+        def before(state: RetryCallState) -> None:
+            if state.attempt_number > 1 and self.on_retry and state.outcome is not None:
+                error = state.outcome.exception()
+                self.on_retry(f"retrying after: {_describe(error)}")
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            delay = _retry_after(error)
+            if delay is None:
+                ceiling = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (state.attempt_number - 1))
+                delay = ceiling / 2 + random.random() * ceiling / 2
+            return delay
+
+        def attempt() -> T:
+            try:
+                return action()
+            except openai.OpenAIError as exc:
+                if lookup is not None and _transient(exc):
+                    found = lookup()  # the lost reply may have created it: adopt, never repeat
+                    if found is not None:
+                        return found
+                raise
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, openai.OpenAIError) and _transient(e)),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait,
+            sleep=self.sleep,
+            before=before,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except openai.OpenAIError as exc:
+            raise _as_provider_error(exc) from exc
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+        return True
+    if isinstance(error, openai.APIStatusError):
+        if error.status_code == 429:
+            return _error_code(error) != "insufficient_quota"  # billing: waiting will not help
+        return error.status_code in (408, 409) or error.status_code >= 500
+    return False
+
+
+def _retry_after(error: BaseException | None) -> float | None:
+    if not isinstance(error, openai.APIStatusError):
+        return None
+    headers = error.response.headers
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _error_code(error: openai.APIStatusError) -> str | None:
+    body = error.body if isinstance(error.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body, dict) else {}
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return str(code) if code else None
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}: {_message(error)}"
+    if isinstance(error, openai.APITimeoutError):
+        return "the request timed out"
+    if isinstance(error, openai.APIConnectionError):
+        return f"cannot connect: {error.__cause__ or error}"
+    return str(error)
+
+
+def _message(error: openai.APIStatusError) -> str:
+    body = error.body if isinstance(error.body, dict) else None
+    inner = body.get("error", body) if body else None
+    if isinstance(inner, dict) and inner.get("message"):
+        return str(inner["message"])
+    return error.message
+
+
+def _as_provider_error(error: openai.OpenAIError) -> ProviderError:
+    transient = _transient(error)
+    status = error.status_code if isinstance(error, openai.APIStatusError) else None
+    hint = None
+    if status == 401:
+        hint = "check the API key in the environment variable named by [openai] api_key_env"
+    elif transient:
+        hint = "the API kept failing; batchctl will pick up where it stopped when run again"
+    prefix = "OpenAI API" if status else "OpenAI API unreachable"
+    return ProviderError(
+        f"{prefix}: {_describe(error)}", status=status, transient=transient, hint=hint
+    )
+
+
+def _file(item: Any) -> RemoteFile:
+    return RemoteFile(
+        id=item.id,
+        filename=item.filename,
+        bytes=item.bytes,
+        purpose=item.purpose,
+        created_at=item.created_at,
+    )
+
+
+def _batch(item: Any) -> RemoteBatch:
+    counts = item.request_counts
+    errors = item.errors.data if item.errors and item.errors.data else []
+    usage = item.usage.model_dump() if getattr(item, "usage", None) else None
+    return RemoteBatch(
+        id=item.id,
+        status=item.status,
+        endpoint=item.endpoint,
+        input_file_id=item.input_file_id,
+        output_file_id=item.output_file_id or None,  # "" has been seen for "none"
+        error_file_id=item.error_file_id or None,
+        created_at=item.created_at,
+        expires_at=item.expires_at,
+        completed_at=item.completed_at,
+        request_counts=RequestCounts(counts.total, counts.completed, counts.failed)
+        if counts
+        else RequestCounts(),
+        metadata=dict(item.metadata or {}),
+        errors=tuple(e.model_dump() for e in errors),
+        usage=usage,
+        model=getattr(item, "model", None),
+    )
