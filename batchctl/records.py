@@ -226,3 +226,130 @@ class LockHolder(NamedTuple):
     run_id: int
     owner: Owner
     lease_until: datetime
+
+
+# --- OpenAI batch submissions -----------------------------------------------------------------
+
+REQUEST_OUTCOMES = ("succeeded", "failed", "expired", "cancelled", "missing")
+
+
+class Submission(NamedTuple):
+    """A run's batch submission: what was sent, where its files live, how it is driven."""
+
+    run_id: int
+    provider: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str]
+    input_sha256: str
+    inputs: list[str]
+    directory: str
+    token: str
+    requests: int
+    bytes: int
+    on_expired: str
+    max_request_attempts: int
+    merged_at: datetime | None
+    results_path: str | None
+
+
+class Part(NamedTuple):
+    """One remote batch of a submission (a retry or resubmission adds parts in later rounds)."""
+
+    id: int
+    run_id: int
+    number: int
+    round: int
+    model: str
+    requests: int
+    bytes: int
+    path: str
+    filename: str
+    status: str
+    upload_started_at: datetime | None
+    input_file_id: str | None
+    create_started_at: datetime | None
+    batch_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    request_counts: dict[str, int]
+    usage: dict[str, Any] | None
+    errors: list[dict[str, Any]]
+    remote_created_at: int | None
+    expires_at: int | None
+    downloaded_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "round": self.round,
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "model": self.model,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "request_counts": self.request_counts,
+            "input_file_id": self.input_file_id,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "expires_at": self.expires_at,
+            "errors": self.errors,
+        }
+
+
+class PartPlanRow(NamedTuple):
+    """A part to record before anything is uploaded."""
+
+    number: int
+    round: int
+    model: str
+    requests: int
+    bytes: int
+    path: str
+    filename: str
+
+
+class RequestRow(NamedTuple):
+    """A request to record: where its line is in its part's local file."""
+
+    custom_id: str
+    ordinal: int
+    part_number: int
+    line_offset: int
+    line_length: int
+
+
+class RequestResult(NamedTuple):
+    """One request's outcome, as read from a part's output or error file."""
+
+    custom_id: str
+    outcome: str
+    status_code: int | None
+    error_code: str | None
+    error_message: str | None
+    input_tokens: int
+    output_tokens: int
+    kind: str  # "output" or "error": which downloaded file holds the line
+    offset: int
+    length: int
+
+
+class RequestState(NamedTuple):
+    """A recorded request: its order, where it was sent and what came back."""
+
+    custom_id: str
+    ordinal: int
+    part_id: int
+    line_offset: int
+    line_length: int
+    attempts: int
+    outcome: str | None
+    status_code: int | None
+    error_code: str | None
+    error_message: str | None
+    input_tokens: int
+    output_tokens: int
+    result_part_id: int | None
+    result_kind: str | None
+    result_offset: int | None
+    result_length: int | None

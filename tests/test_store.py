@@ -6,14 +6,27 @@ import sqlite3
 
 from tests.conftest import Workspace
 
-TABLES = {"runs", "attempts", "transitions", "run_logs", "locks", "schema_version"}
+TABLES = {
+    "runs",
+    "attempts",
+    "transitions",
+    "run_logs",
+    "locks",
+    "schema_version",
+    "meta",
+    "submissions",
+    "parts",
+    "requests",
+}
 
 
 def test_database_is_created_with_schema_version_on_first_use(ws: Workspace, cli) -> None:
     assert cli("status", "--json").exit_code == 0
     names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert names >= TABLES
-    assert ws.sql("SELECT max(version) FROM schema_version") == [(1,)]
+    from batchctl.store.migrations import LATEST_VERSION
+
+    assert ws.sql("SELECT max(version) FROM schema_version") == [(LATEST_VERSION,)]
 
 
 def test_database_uses_wal_journal(ws: Workspace, cli) -> None:
@@ -63,3 +76,15 @@ def test_run_history_is_readable_with_plain_sqlite(ws: Workspace, cli) -> None:
         "SELECT r.job, r.status, l.stream, l.message FROM runs r JOIN run_logs l ON l.run_id = r.id"
     )
     assert rows == [("j", "completed", "stdout", "readable")]
+
+
+def test_an_older_database_is_migrated_in_place(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
+    cli("run", "j")
+    with sqlite3.connect(ws.db) as conn:  # turn it back into a version-1 database
+        for table in ("requests", "parts", "submissions", "meta"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+    assert cli("status", "--json").json()[0]["job"] == "j"
+    names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert TABLES <= names

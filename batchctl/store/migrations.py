@@ -106,7 +106,99 @@ def _run_statements(db: object, script: str) -> None:
             db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_m001_initial]
+def _m002_submissions(db: object) -> None:
+    import uuid
+
+    _run_statements(
+        db,
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+
+        CREATE TABLE submissions (
+            run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+            provider TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            completion_window TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            input_sha256 TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            directory TEXT NOT NULL,
+            token TEXT NOT NULL UNIQUE,
+            requests INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            on_expired TEXT NOT NULL,
+            max_request_attempts INTEGER NOT NULL,
+            merged_at TEXT,
+            results_path TEXT,
+            lease_host TEXT,
+            lease_pid INTEGER,
+            lease_until TEXT
+        );
+        CREATE INDEX submissions_by_input ON submissions (input_sha256);
+
+        CREATE TABLE parts (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            round INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            status TEXT NOT NULL,
+            upload_started_at TEXT,
+            input_file_id TEXT,
+            create_started_at TEXT,
+            batch_id TEXT UNIQUE,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            request_counts TEXT,
+            usage TEXT,
+            errors TEXT,
+            remote_created_at INTEGER,
+            expires_at INTEGER,
+            refreshed_at TEXT,
+            downloaded_at TEXT,
+            UNIQUE (run_id, number)
+        );
+
+        CREATE TABLE requests (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            custom_id TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            part_id INTEGER NOT NULL,
+            line_offset INTEGER NOT NULL,
+            line_length INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            outcome TEXT,
+            status_code INTEGER,
+            error_code TEXT,
+            error_message TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            result_part_id INTEGER,
+            result_kind TEXT,
+            result_offset INTEGER,
+            result_length INTEGER,
+            PRIMARY KEY (run_id, custom_id)
+        );
+        CREATE INDEX requests_in_order ON requests (run_id, ordinal);
+        CREATE INDEX requests_by_part ON requests (part_id);
+        """,
+    )
+    import sqlite_utils
+
+    assert isinstance(db, sqlite_utils.Database)
+    # This database's identity, written into the metadata of every remote batch, so that two
+    # databases sharing an API account never adopt each other's batches.
+    db.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", [uuid.uuid4().hex])
+
+
+MIGRATIONS: list[Migration] = [_m001_initial, _m002_submissions]
 LATEST_VERSION = len(MIGRATIONS)
 
 

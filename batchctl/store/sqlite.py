@@ -31,6 +31,7 @@ from batchctl.records import (
     to_iso,
 )
 from batchctl.store import migrations
+from batchctl.store.sqlite_batches import BatchTables
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -42,7 +43,7 @@ _RUN_COLUMNS = (
 _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.RETRYING.value)
 
 
-class SQLiteStore:
+class SQLiteStore(BatchTables):
     """A batchctl database in one SQLite file, readable with the sqlite-utils CLI or Datasette."""
 
     def __init__(self, conn: sqlite3.Connection, location: str) -> None:

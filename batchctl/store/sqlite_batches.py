@@ -1,0 +1,456 @@
+"""The SQLite store's tables for batch submissions: submissions, parts and requests.
+
+A mixin of ``SQLiteStore`` (it uses its connection and write transactions), kept apart so that
+each file stays about one thing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from batchctl.records import (
+    Owner,
+    Part,
+    PartPlanRow,
+    RequestResult,
+    RequestRow,
+    RequestState,
+    RunStatus,
+    Submission,
+    from_iso,
+    to_iso,
+)
+
+_PART_COLUMNS = (
+    "id, run_id, number, round, model, requests, bytes, path, filename, status, "
+    "upload_started_at, input_file_id, create_started_at, batch_id, output_file_id, "
+    "error_file_id, request_counts, usage, errors, remote_created_at, expires_at, downloaded_at"
+)
+_UPDATABLE_PART_COLUMNS = frozenset(
+    {
+        "status",
+        "upload_started_at",
+        "input_file_id",
+        "create_started_at",
+        "batch_id",
+        "output_file_id",
+        "error_file_id",
+        "request_counts",
+        "usage",
+        "errors",
+        "remote_created_at",
+        "expires_at",
+        "refreshed_at",
+        "downloaded_at",
+    }
+)
+_JSON_PART_COLUMNS = frozenset({"request_counts", "usage", "errors"})
+_REQUEST_COLUMNS = (
+    "custom_id, ordinal, part_id, line_offset, line_length, attempts, outcome, status_code, "
+    "error_code, error_message, input_tokens, output_tokens, result_part_id, result_kind, "
+    "result_offset, result_length"
+)
+INSERT_CHUNK = 5000
+
+
+class BatchTables:
+    conn: sqlite3.Connection
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def instance_id(self) -> str:
+        return str(self.conn.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()[0])
+
+    def submission_for_input(self, sha256: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT run_id FROM submissions WHERE input_sha256 = ? ORDER BY run_id DESC LIMIT 1",
+            (sha256,),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def record_submission(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        now: datetime,
+        submission: Submission,
+        parts: Sequence[PartPlanRow],
+        requests: Iterable[RequestRow],
+        scheduled_for: datetime | None = None,
+    ) -> int:
+        """Record the run, its submission, parts and every request, in one transaction."""
+        stamp = to_iso(now)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (job, scope, status, trigger, attempts, max_attempts, created_at,"
+                " started_at, scheduled_for) VALUES (?, ?, 'running', ?, 1, 1, ?, ?, ?)",
+                (job, scope or "", trigger, stamp, stamp, to_iso(scheduled_for)),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
+                " VALUES (?, NULL, 'running', ?, ?)",
+                (
+                    run_id,
+                    stamp,
+                    f"submitting {submission.requests} requests in {len(parts)} part(s)",
+                ),
+            )
+            conn.execute(
+                "INSERT INTO submissions (run_id, provider, endpoint, completion_window, metadata,"
+                " input_sha256, inputs, directory, token, requests, bytes, on_expired,"
+                " max_request_attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    submission.provider,
+                    submission.endpoint,
+                    submission.completion_window,
+                    json.dumps(submission.metadata),
+                    submission.input_sha256,
+                    json.dumps(submission.inputs),
+                    submission.directory,
+                    submission.token,
+                    submission.requests,
+                    submission.bytes,
+                    submission.on_expired,
+                    submission.max_request_attempts,
+                ),
+            )
+            part_ids = {p.number: self._insert_part(conn, run_id, p) for p in parts}
+            self._insert_requests(conn, run_id, part_ids, requests)
+        return run_id
+
+    def _insert_part(self, conn: sqlite3.Connection, run_id: int, part: PartPlanRow) -> int:
+        cursor = conn.execute(
+            "INSERT INTO parts (run_id, number, round, model, requests, bytes, path, filename,"
+            " status, request_counts, errors) VALUES (?,?,?,?,?,?,?,?, 'planned', '{}', '[]')",
+            (
+                run_id,
+                part.number,
+                part.round,
+                part.model,
+                part.requests,
+                part.bytes,
+                part.path,
+                part.filename,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _insert_requests(
+        self,
+        conn: sqlite3.Connection,
+        run_id: int,
+        part_ids: dict[int, int],
+        requests: Iterable[RequestRow],
+    ) -> None:
+        sql = (
+            "INSERT INTO requests (run_id, custom_id, ordinal, part_id, line_offset, line_length)"
+            " VALUES (?,?,?,?,?,?)"
+        )
+        chunk: list[tuple[Any, ...]] = []
+        for r in requests:
+            chunk.append(
+                (
+                    run_id,
+                    r.custom_id,
+                    r.ordinal,
+                    part_ids[r.part_number],
+                    r.line_offset,
+                    r.line_length,
+                )
+            )
+            if len(chunk) >= INSERT_CHUNK:
+                conn.executemany(sql, chunk)
+                chunk = []
+        if chunk:
+            conn.executemany(sql, chunk)
+
+    def get_submission(self, run_id: int) -> Submission | None:
+        row = self.conn.execute(
+            "SELECT run_id, provider, endpoint, completion_window, metadata, input_sha256, inputs,"
+            " directory, token, requests, bytes, on_expired, max_request_attempts, merged_at,"
+            " results_path FROM submissions WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Submission(
+            run_id=row[0],
+            provider=row[1],
+            endpoint=row[2],
+            completion_window=row[3],
+            metadata=json.loads(row[4]),
+            input_sha256=row[5],
+            inputs=json.loads(row[6]),
+            directory=row[7],
+            token=row[8],
+            requests=row[9],
+            bytes=row[10],
+            on_expired=row[11],
+            max_request_attempts=row[12],
+            merged_at=from_iso(row[13]),
+            results_path=row[14],
+        )
+
+    def submissions_in_flight(self) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT s.run_id FROM submissions s JOIN runs r ON r.id = s.run_id"
+            " WHERE s.merged_at IS NULL AND r.status IN ('queued', 'running', 'retrying')"
+            " ORDER BY s.run_id"
+        )
+        return [int(row[0]) for row in rows]
+
+    def parts(self, run_id: int) -> list[Part]:
+        rows = self.conn.execute(
+            f"SELECT {_PART_COLUMNS} FROM parts WHERE run_id = ? ORDER BY number", (run_id,)
+        )
+        return [_part_from_row(row) for row in rows]
+
+    def parts_for_runs(self, run_ids: Sequence[int]) -> dict[int, list[Part]]:
+        found: dict[int, list[Part]] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT {_PART_COLUMNS} FROM parts WHERE run_id IN ({marks}) ORDER BY number",
+                chunk,
+            )
+            for row in rows:
+                part = _part_from_row(row)
+                found.setdefault(part.run_id, []).append(part)
+        return found
+
+    def update_part(self, part_id: int, **columns: Any) -> None:
+        unknown = set(columns) - _UPDATABLE_PART_COLUMNS
+        if unknown:
+            raise ValueError(f"not a part column: {', '.join(sorted(unknown))}")
+        values = [
+            json.dumps(v)
+            if k in _JSON_PART_COLUMNS and v is not None
+            else to_iso(v)
+            if isinstance(v, datetime)
+            else v
+            for k, v in columns.items()
+        ]
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self._write() as conn:
+            conn.execute(f"UPDATE parts SET {assignments} WHERE id = ?", (*values, part_id))
+
+    def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> None:
+        """Record the outcomes read from a part's files, and mark the part downloaded."""
+        sql = (
+            "UPDATE requests SET outcome = ?, status_code = ?, error_code = ?, error_message = ?,"
+            " input_tokens = ?, output_tokens = ?, result_part_id = ?, result_kind = ?,"
+            " result_offset = ?, result_length = ? WHERE part_id = ? AND custom_id = ?"
+        )
+        with self._write() as conn:
+            run_id = conn.execute("SELECT run_id FROM parts WHERE id = ?", (part_id,)).fetchone()[0]
+            chunk: list[tuple[Any, ...]] = []
+            for r in results:
+                chunk.append(
+                    (
+                        r.outcome,
+                        r.status_code,
+                        r.error_code,
+                        r.error_message,
+                        r.input_tokens,
+                        r.output_tokens,
+                        part_id,
+                        r.kind,
+                        r.offset,
+                        r.length,
+                        part_id,
+                        r.custom_id,
+                    )
+                )
+                if len(chunk) >= INSERT_CHUNK:
+                    conn.executemany(sql + " AND run_id = ?", [(*c, run_id) for c in chunk])
+                    chunk = []
+            if chunk:
+                conn.executemany(sql + " AND run_id = ?", [(*c, run_id) for c in chunk])
+            conn.execute("UPDATE parts SET downloaded_at = ? WHERE id = ?", (to_iso(now), part_id))
+
+    def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
+        """Give every request of the part that has no outcome yet this one; how many."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE requests SET outcome = ?, error_code = ?, error_message = ?"
+                " WHERE part_id = ? AND outcome IS NULL",
+                (outcome, error_code, message, part_id),
+            )
+        return cursor.rowcount
+
+    def requests_in_order(self, run_id: int, *, order: str = "input") -> Iterator[RequestState]:
+        by = (
+            "ordinal"
+            if order == "input"
+            else "result_part_id IS NULL, result_part_id, result_kind DESC, result_offset, ordinal"
+        )
+        cursor = self.conn.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE run_id = ? ORDER BY {by}", (run_id,)
+        )
+        for row in cursor:
+            yield RequestState(*row)
+
+    def requests_to_resend(
+        self, run_id: int, outcomes: Sequence[str], max_attempts: int
+    ) -> list[RequestState]:
+        marks = ",".join("?" * len(outcomes))
+        rows = self.conn.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE run_id = ? AND outcome IN ({marks})"
+            " AND attempts < ? ORDER BY ordinal",
+            (run_id, *outcomes, max_attempts),
+        )
+        return [RequestState(*row) for row in rows]
+
+    def record_resend_part(
+        self, run_id: int, part: PartPlanRow, moved: Sequence[tuple[str, int, int]]
+    ) -> int:
+        """Add a part that re-sends requests: (custom_id, line_offset, line_length) in its file."""
+        with self._write() as conn:
+            part_id = self._insert_part(conn, run_id, part)
+            conn.executemany(
+                "UPDATE requests SET part_id = ?, line_offset = ?, line_length = ?,"
+                " attempts = attempts + 1, outcome = NULL, status_code = NULL, error_code = NULL,"
+                " error_message = NULL, result_part_id = NULL, result_kind = NULL,"
+                " result_offset = NULL, result_length = NULL"
+                " WHERE run_id = ? AND custom_id = ?",
+                [
+                    (part_id, offset, length, run_id, custom_id)
+                    for custom_id, offset, length in moved
+                ],
+            )
+        return part_id
+
+    def request_summary(self, run_id: int) -> dict[str, int]:
+        """Counts by outcome ("pending" for none yet) and the token totals."""
+        rows = self.conn.execute(
+            "SELECT coalesce(outcome, 'pending'), count(*), sum(input_tokens), sum(output_tokens)"
+            " FROM requests WHERE run_id = ? GROUP BY 1",
+            (run_id,),
+        )
+        summary = {"input_tokens": 0, "output_tokens": 0}
+        for outcome, count, tokens_in, tokens_out in rows:
+            summary[outcome] = count
+            summary["input_tokens"] += tokens_in or 0
+            summary["output_tokens"] += tokens_out or 0
+        return summary
+
+    def tokens_by_model(self, run_id: int) -> list[tuple[str, int, int]]:
+        rows = self.conn.execute(
+            "SELECT p.model, sum(r.input_tokens), sum(r.output_tokens) FROM requests r"
+            " JOIN parts p ON p.id = r.part_id WHERE r.run_id = ? GROUP BY p.model",
+            (run_id,),
+        )
+        return [(row[0], row[1] or 0, row[2] or 0) for row in rows]
+
+    def mark_merged(self, run_id: int, results_path: str, now: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE submissions SET merged_at = ?, results_path = ? WHERE run_id = ?",
+                (to_iso(now), results_path, run_id),
+            )
+
+    def take_submission_lease(
+        self, run_id: int, owner: Owner, until: datetime, now: datetime
+    ) -> Owner | None:
+        """Become the one process driving this submission; else return who is."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT lease_host, lease_pid, lease_until FROM submissions WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            holder = None if row[0] is None else Owner(row[0], row[1])
+            expired = row[2] is None or (from_iso(row[2]) or now) <= now
+            if holder is not None and holder != owner and not expired:
+                return holder
+            conn.execute(
+                "UPDATE submissions SET lease_host = ?, lease_pid = ?, lease_until = ?"
+                " WHERE run_id = ?",
+                (owner.host, owner.pid, to_iso(until), run_id),
+            )
+        return None
+
+    def release_submission_lease(self, run_id: int, owner: Owner) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE submissions SET lease_host = NULL, lease_pid = NULL, lease_until = NULL"
+                " WHERE run_id = ? AND lease_host = ? AND lease_pid = ?",
+                (run_id, owner.host, owner.pid),
+            )
+
+    def finish_submission_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        items_processed: int,
+        items_failed: int,
+        total_tokens: int,
+        total_cost: float,
+        error: str | None,
+        now: datetime,
+    ) -> bool:
+        stamp = to_iso(now)
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or RunStatus(row[0]).terminal:
+                return False
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, items_processed = ?,"
+                " items_failed = ?, total_tokens = ?, total_cost = ?, error = ? WHERE id = ?",
+                (
+                    status.value,
+                    stamp,
+                    items_processed,
+                    items_failed,
+                    total_tokens,
+                    total_cost,
+                    error,
+                    run_id,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
+                " VALUES (?,?,?,?,?)",
+                (run_id, row[0], status.value, stamp, error),
+            )
+        return True
+
+
+def _part_from_row(row: Sequence[Any]) -> Part:
+    return Part(
+        id=row[0],
+        run_id=row[1],
+        number=row[2],
+        round=row[3],
+        model=row[4],
+        requests=row[5],
+        bytes=row[6],
+        path=row[7],
+        filename=row[8],
+        status=row[9],
+        upload_started_at=from_iso(row[10]),
+        input_file_id=row[11],
+        create_started_at=from_iso(row[12]),
+        batch_id=row[13],
+        output_file_id=row[14],
+        error_file_id=row[15],
+        request_counts=json.loads(row[16] or "{}"),
+        usage=json.loads(row[17]) if row[17] else None,
+        errors=json.loads(row[18] or "[]"),
+        remote_created_at=row[19],
+        expires_at=row[20],
+        downloaded_at=from_iso(row[21]),
+    )
