@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batchctl.batches.pricing import Price
 from batchctl.durations import parse_duration
 from batchctl.errors import ConfigError
 
 JOB_KINDS = ("command", "python", "openai")
+ON_EXPIRED = ("keep", "resubmit")
 CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
 RETRY_CAUSES = ("error", "timeout", "partial")
 DEFAULT_TIMEOUT_S = 3600.0
@@ -62,6 +64,15 @@ class JobConfig:
     command: str | tuple[str, ...] | None = None
     processor: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    # kind = "openai"
+    input: str | None = None  # a file or a glob, relative to the config file's directory
+    input_command: str | None = None  # or a command whose stdout is the JSONL
+    endpoint: str | None = None
+    completion_window: str = "24h"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    on_expired: str = "keep"
+    on_complete: str | None = None
+    output_dir: Path | None = None
 
     def run_scopes(self) -> tuple[str | None, ...]:
         """The scopes one ``batchctl run JOB`` covers: each listed scope, or the job's one run."""
@@ -80,10 +91,24 @@ class OpenAIConfig:
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """Defaults for OpenAI batch submissions (``[batches]``)."""
+
+    max_requests: int = 50_000
+    max_bytes: int = 200_000_000
+    max_request_attempts: int = 3
+    completion_window: str = "24h"
+    on_expired: str = "keep"
+    batch_discount: float = 0.5
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
     openai: OpenAIConfig = OpenAIConfig()
+    batches: BatchSettings = BatchSettings()
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -128,11 +153,13 @@ def parse_config(
         if job is not None:
             jobs[name] = job
     openai = _parse_openai(_Section(section.table("openai"), "openai", section.problems))
+    batches = _parse_batches(_Section(section.table("batches"), "batches", section.problems))
+    prices = _parse_prices(section.table("prices"), section.problems)
     section.finish()
     if check_processors:
         _check_processors(jobs, base_dir, section.problems)
     section.problems.raise_if_any()
-    return Config(path=path, jobs=jobs, openai=openai)
+    return Config(path=path, jobs=jobs, openai=openai, batches=batches, prices=prices)
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -172,9 +199,38 @@ def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> Jo
     if kind == "python" and job.processor is None and "processor" not in s.seen:
         problems.add(f"{key}.processor", "required for a job of kind 'python' (\"module:attr\")")
     if kind == "openai":
-        problems.add(f"{key}.kind", "jobs of kind 'openai' are not supported by this version yet")
+        job = _openai_job(job, s, base_dir)
     s.finish()
     return job
+
+
+def _openai_job(job: JobConfig, s: _Section, base_dir: Path) -> JobConfig:
+    from dataclasses import replace
+
+    from batchctl.batches.validation import SUPPORTED_ENDPOINTS
+
+    source = s.convert("input", _input_source)
+    if source is None and "input" not in s.seen:
+        s.problems.add(f"{s.prefix}.input", 'required: a file or glob, or { command = "..." }')
+    return replace(
+        job,
+        input=source if isinstance(source, str) else None,
+        input_command=source["command"] if isinstance(source, dict) else None,
+        endpoint=s.choice("endpoint", SUPPORTED_ENDPOINTS),
+        completion_window=s.choice("completion_window", ("24h",)) or "24h",
+        metadata=s.string_table("metadata"),
+        on_expired=s.choice("on_expired", ON_EXPIRED) or "keep",
+        on_complete=s.get("on_complete", str, None),
+        output_dir=s.convert("output_dir", lambda v: base_dir / _string(v)),
+    )
+
+
+def _input_source(value: Any) -> str | dict[str, str]:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, dict) and set(value) == {"command"} and isinstance(value["command"], str):
+        return {"command": value["command"]}
+    raise ValueError('expected a file or glob ("requests/*.jsonl") or { command = "..." }')
 
 
 def _parse_retries(s: _Section | None) -> RetryPolicy:
@@ -208,6 +264,47 @@ def _parse_openai(s: _Section) -> OpenAIConfig:
     )
     s.finish()
     return config
+
+
+def _parse_batches(s: _Section) -> BatchSettings:
+    default = BatchSettings()
+
+    def positive(name: str, value: int) -> int:
+        if value < 1:
+            s.problems.add(f"batches.{name}", f"must be 1 or more, got {value}")
+            return getattr(default, name)  # type: ignore[no-any-return]
+        return value
+
+    settings = BatchSettings(
+        max_requests=positive("max_requests", s.get("max_requests", int, default.max_requests)),
+        max_bytes=positive("max_bytes", s.get("max_bytes", int, default.max_bytes)),
+        max_request_attempts=positive(
+            "max_request_attempts", s.get("max_request_attempts", int, default.max_request_attempts)
+        ),
+        completion_window=s.choice("completion_window", ("24h",)) or "24h",
+        on_expired=s.choice("on_expired", ON_EXPIRED) or default.on_expired,
+        batch_discount=s.get("batch_discount", float, default.batch_discount),
+    )
+    s.finish()
+    return settings
+
+
+def _parse_prices(raw: Mapping[str, Any], problems: _Problems) -> dict[str, Price]:
+    prices: dict[str, Price] = {}
+    for model, value in raw.items():
+        key = f"prices.{model}"
+        if not isinstance(value, dict):
+            problems.add(key, "expected a table like { input = 0.15, output = 0.60 }")
+            continue
+        s = _Section(value, key, problems)
+        price = Price(
+            input=float(s.get("input", float, 0.0)), output=float(s.get("output", float, 0.0))
+        )
+        if "input" not in s.seen:
+            problems.add(f"{key}.input", "required (US dollars per million input tokens)")
+        s.finish()
+        prices[model] = price
+    return prices
 
 
 def _check_processors(jobs: Mapping[str, JobConfig], base_dir: Path, problems: _Problems) -> None:

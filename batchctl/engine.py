@@ -44,6 +44,7 @@ class EngineSettings:
     poll: float = 0.1  # how often a running attempt is checked
     log_flush_interval: float = 0.2
     log_flush_lines: int = 500
+    cancel_check: float = 0.5  # how often a running attempt looks for `batchctl cancel`
 
     @property
     def heartbeat(self) -> float:
@@ -216,22 +217,32 @@ class Engine:
         return None if stolen else self.store.get_lock(key)
 
     def _take_or_recover(self, key: str, run_id: int) -> LockHolder | None:
-        holder = self.store.try_lock(key, run_id, self.owner, self._lease_until(), self.clock())
-        if holder is None or not is_dead(holder.owner):
+        taken, holder = self.store.try_lock(
+            key, run_id, self.owner, self._lease_until(), self.clock()
+        )
+        if taken:
+            if holder is not None:  # its lease ran out: the process holding it is gone or stuck
+                self._abandon(holder, "its lease expired")
+            return None
+        assert holder is not None
+        if not is_dead(holder.owner):
             return holder
         # Its process is gone (kill -9, power loss): the lock is stale and the run abandoned.
         if not self.store.steal_lock(
             key, holder, run_id, self.owner, self._lease_until(), self.clock()
         ):
             return self.store.get_lock(key)
+        self._abandon(holder, "its process died")
+        return None
+
+    def _abandon(self, holder: LockHolder, why: str) -> None:
         self.store.set_status(
             holder.run_id,
             RunStatus.ABANDONED,
             self.clock(),
-            reason=f"its process (host {holder.owner.host}, pid {holder.owner.pid}) died",
+            reason=f"{why} (host {holder.owner.host}, pid {holder.owner.pid})",
             only_if=_ACTIVE,
         )
-        return None
 
     # --- attempts -------------------------------------------------------------------------------
     def _attempts(self, job: JobConfig, scope: str | None, run_id: int, key: str) -> None:
@@ -285,11 +296,12 @@ class Engine:
         return True
 
     def heartbeat(self, run_id: int, key: str) -> bool:
-        """Renew the run's lease and lock; False when the run should stop (cancel requested)."""
+        """Renew the run's lease and lock; False when the run should stop (cancel requested,
+        or the lock was lost to another run after our lease ran out)."""
         lease = self._lease_until()
         run = self.store.renew_run(run_id, self.owner, lease)
-        self.store.renew_lock(key, run_id, lease)
-        return run is not None and not run.cancel_requested and not run.status.terminal
+        held = self.store.renew_lock(key, run_id, lease) or self.store.get_lock(key) is None
+        return held and run is not None and not run.cancel_requested and not run.status.terminal
 
     def _finished(self, run_id: int) -> Run:
         run = self.get(run_id)
@@ -333,6 +345,7 @@ class _Attempt:
         started = time.monotonic()
         deadline = started + self.job.timeout if self.job.timeout else None
         next_beat = started + self.settings.heartbeat
+        next_check = started + self.settings.cancel_check
         last_flush = started
         stopping = False
         execution = jobs.start(self.job, self.ctx, self.engine.config.base_dir)
@@ -352,6 +365,10 @@ class _Attempt:
                 next_beat = now + self.settings.heartbeat
                 if not stopping and not self.engine.heartbeat(self.run_id, self.key):
                     stopping = self._stop(execution, "cancelled", "cancel requested")
+            elif now >= next_check and not stopping:
+                next_check = now + self.settings.cancel_check
+                if self._cancel_requested():
+                    stopping = self._stop(execution, "cancelled", "cancel requested")
             if now - last_flush >= self.settings.log_flush_interval:
                 last_flush = now
                 self._flush()
@@ -364,6 +381,10 @@ class _Attempt:
             self._engine_log(LogLevel.ERROR, message, source="result")
         self._flush(final=True)
         return outcome
+
+    def _cancel_requested(self) -> bool:
+        signal = self.store.run_signal(self.run_id)
+        return signal is None or signal[1] or signal[0].terminal
 
     def _stop(self, execution: jobs.Execution, cause: str, message: str) -> bool:
         self._engine_log(LogLevel.WARNING, message)

@@ -153,7 +153,8 @@ def _summary(runs: list[Run]) -> None:
 
 @contextmanager
 def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
-    """Ctrl-C and SIGTERM ask the engine to cancel the run cleanly instead of dying mid-write."""
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) ask the engine to cancel the run cleanly
+    instead of dying mid-write."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -161,7 +162,8 @@ def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         cancel.set()
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:

@@ -96,6 +96,11 @@ class CommandExecution:
                 self._signal(signal.SIGKILL)
                 self._kill_at = None
             return None
+        if self._kill_at is not None and not self._group_gone():
+            if time.monotonic() < self._kill_at:
+                return None  # the leader is gone; give the rest of its group their grace too
+            self._signal(signal.SIGKILL)
+            self._kill_at = None
         if any(reader.is_alive() for reader in self._readers):
             self._exited_at = self._exited_at or time.monotonic()
             if time.monotonic() - self._exited_at < READER_DRAIN_S:
@@ -119,6 +124,16 @@ class CommandExecution:
         return RunOutcome(
             RunStatus.FAILED, error=f"exit code {code}", exit_code=code, cause="error"
         )
+
+    def _group_gone(self) -> bool:
+        assert self._process is not None
+        try:
+            os.killpg(self._process.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def _signal(self, signum: signal.Signals) -> None:
         assert self._process is not None

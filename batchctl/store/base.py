@@ -98,8 +98,13 @@ class Store(Protocol):
     # --- locks ------------------------------------------------------------------------------
     def try_lock(
         self, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
-    ) -> LockHolder | None:
-        """Take the lock if it is free or its lease has expired; else return its holder."""
+    ) -> tuple[bool, LockHolder | None]:
+        """Take the lock if it is free or its lease has expired: (True, the expired holder it
+        replaced, if any). Else (False, the holder)."""
+        ...
+
+    def run_signal(self, run_id: int) -> tuple[RunStatus, bool] | None:
+        """The run's status and whether a cancel was requested (cheap: polled often)."""
         ...
 
     def steal_lock(

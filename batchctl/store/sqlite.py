@@ -344,13 +344,19 @@ class SQLiteStore(BatchTables):
     # --- locks --------------------------------------------------------------------------------
     def try_lock(
         self, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
-    ) -> LockHolder | None:
+    ) -> tuple[bool, LockHolder | None]:
         with self._write() as conn:
             holder = _get_lock(conn, key)
             if holder is not None and holder.lease_until > now:
-                return holder
+                return False, holder
             _put_lock(conn, key, run_id, owner, lease_until, now)
-        return None
+        return True, holder
+
+    def run_signal(self, run_id: int) -> tuple[RunStatus, bool] | None:
+        row = self.conn.execute(
+            "SELECT status, cancel_requested FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else (RunStatus(row[0]), bool(row[1]))
 
     def steal_lock(
         self,

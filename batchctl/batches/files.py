@@ -1,0 +1,99 @@
+"""The local files of a submission: part files written before upload, downloads, results.
+
+Everything lives in one directory per submission beside the database
+(``<db name>-files/<token>/``): ``part-001.jsonl`` (the exact bytes uploaded),
+``part-001.output.jsonl`` / ``part-001.errors.jsonl`` (downloads) and ``results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from batchctl.records import RequestRow
+
+
+def files_root(db_location: str) -> Path:
+    db = Path(db_location).expanduser().resolve()
+    return db.with_name(db.stem + "-files")
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def part_filename(token: str, number: int) -> str:
+    """The name a part is uploaded under: unique, so a lost upload can be found by it."""
+    return f"batchctl-{token}-part{number:03d}.jsonl"
+
+
+def part_path(directory: Path, number: int) -> Path:
+    return directory / f"part-{number:03d}.jsonl"
+
+
+def download_path(directory: Path, number: int, kind: str) -> Path:
+    return directory / f"part-{number:03d}.{'output' if kind == 'output' else 'errors'}.jsonl"
+
+
+class PartWriter:
+    """Receives validated lines (a ``PartSink``) and writes each part's file as it goes.
+
+    Requests are kept compactly (a list of ids and three integer arrays) until recorded.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.handles: dict[int, IO[bytes]] = {}
+        self.sizes: dict[int, int] = {}
+        self.custom_ids: list[str] = []
+        self.parts = array("q")
+        self.offsets = array("q")
+        self.lengths = array("q")
+
+    def add(self, part: int, line: bytes, custom_id: str, ordinal: int) -> None:
+        handle = self.handles.get(part)
+        if handle is None:
+            handle = self.handles[part] = part_path(self.directory, part).open("wb")
+            self.sizes[part] = 0
+        handle.write(line)
+        self.custom_ids.append(custom_id)
+        self.parts.append(part)
+        self.offsets.append(self.sizes[part])
+        self.lengths.append(len(line))
+        self.sizes[part] += len(line)
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        self.handles.clear()
+
+    def discard(self) -> None:
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def requests(self) -> Iterator[RequestRow]:
+        for ordinal, custom_id in enumerate(self.custom_ids):
+            yield RequestRow(
+                custom_id,
+                ordinal,
+                self.parts[ordinal],
+                self.offsets[ordinal],
+                self.lengths[ordinal],
+            )
+
+
+def read_line(path: Path, offset: int, length: int, cache: dict[str, IO[bytes]]) -> bytes:
+    """The bytes of one line of ``path``; ``cache`` keeps files open across calls."""
+    handle = cache.get(str(path))
+    if handle is None:
+        handle = cache[str(path)] = path.open("rb")
+    handle.seek(offset)
+    return handle.read(length)

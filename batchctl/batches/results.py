@@ -1,0 +1,167 @@
+"""Reading a part's output and error files into outcomes, and writing merged results.
+
+Outcomes are recorded per request with the place of its line in the downloaded file, so merging
+in input order is a walk over the requests table that reads each line by offset: nothing is held
+in memory but one line at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from batchctl.records import RequestResult, RequestState
+
+# The API's error codes for requests that never ran, mapped to batchctl's outcomes.
+_UNRUN = {"batch_expired": "expired", "batch_cancelled": "cancelled"}
+
+
+def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
+    """Each line of a downloaded output (``kind="output"``) or error file, as an outcome."""
+    offset = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            length = len(raw)
+            if raw.strip():
+                yield _result(json.loads(raw), kind, offset, length)
+            offset += length
+
+
+def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> RequestResult:
+    custom_id = str(line.get("custom_id"))
+    response = line.get("response") or None
+    error = line.get("error") or None
+    status = response.get("status_code") if isinstance(response, dict) else None
+    body = response.get("body") if isinstance(response, dict) else None
+    tokens_in, tokens_out = usage_of(body)
+    if isinstance(status, int) and 200 <= status < 300 and not error:
+        return RequestResult(
+            custom_id, "succeeded", status, None, None, tokens_in, tokens_out, kind, offset, length
+        )
+    code, message = _error_of(error, body, status)
+    outcome = _UNRUN.get(code or "", "failed")
+    return RequestResult(
+        custom_id, outcome, status, code, message, tokens_in, tokens_out, kind, offset, length
+    )
+
+
+def usage_of(body: Any) -> tuple[int, int]:
+    """Input and output tokens of a response body, whatever the endpoint's naming."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0
+    tokens_in = usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0
+    tokens_out = usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0
+    return int(tokens_in), int(tokens_out)
+
+
+def _error_of(error: Any, body: Any, status: Any) -> tuple[str | None, str | None]:
+    if isinstance(error, dict):
+        return _text(error.get("code")), _text(error.get("message"))
+    inner = body.get("error") if isinstance(body, dict) else None
+    if isinstance(inner, dict):
+        return _text(inner.get("code")) or f"http_{status}", _text(inner.get("message"))
+    return (f"http_{status}" if status else "unknown"), None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class MergedWriter:
+    """Writes one result line per request: JSONL (the API's lines, merged) or CSV."""
+
+    CSV_COLUMNS = (
+        "custom_id",
+        "outcome",
+        "status_code",
+        "error_code",
+        "error_message",
+        "input_tokens",
+        "output_tokens",
+        "content",
+    )
+
+    def __init__(self, handle: IO[str], fmt: str, errors: IO[str] | None = None) -> None:
+        self.handle = handle
+        self.fmt = fmt
+        self.errors = errors
+        self.csv = csv.writer(handle) if fmt == "csv" else None
+        if self.csv is not None:
+            self.csv.writerow(self.CSV_COLUMNS)
+
+    def write(self, request: RequestState, line: dict[str, Any] | None) -> None:
+        record = merged_record(request, line)
+        if self.errors is not None and request.outcome != "succeeded":
+            self.errors.write(json.dumps(record) + "\n")
+        if self.csv is None:
+            self.handle.write(json.dumps(record) + "\n")
+            return
+        response = record.get("response") or {}
+        error = record.get("error") or {}
+        self.csv.writerow(
+            [
+                request.custom_id,
+                request.outcome or "pending",
+                response.get("status_code"),
+                error.get("code"),
+                error.get("message"),
+                request.input_tokens,
+                request.output_tokens,
+                content_of(response.get("body")),
+            ]
+        )
+
+
+def merged_record(request: RequestState, line: dict[str, Any] | None) -> dict[str, Any]:
+    """The merged result of one request: the API's ``response`` as it was, and for anything
+    but success an ``error`` whose ``code`` is the outcome (failed, expired, cancelled,
+    missing)."""
+    record: dict[str, Any] = {"custom_id": request.custom_id}
+    if line is not None and line.get("response"):
+        record["response"] = line["response"]
+    outcome = request.outcome or "missing"
+    if outcome != "succeeded":
+        error: dict[str, Any] = {"code": outcome}
+        if request.error_code:
+            error["type"] = request.error_code
+        error["message"] = request.error_message or _DEFAULT_MESSAGES.get(outcome, outcome)
+        record["error"] = error
+    return record
+
+
+_DEFAULT_MESSAGES = {
+    "missing": "the batch finished without a result for this request",
+    "expired": "the batch's completion window ended before this request ran",
+    "cancelled": "the batch was cancelled before this request ran",
+    "failed": "the request failed",
+}
+
+
+def content_of(body: Any) -> str:
+    """The text of a response, for the CSV format: chat, responses and completions."""
+    if not isinstance(body, dict):
+        return ""
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices:
+        first = choices[0]
+        message = first.get("message") if isinstance(first, dict) else None
+        if isinstance(message, dict):
+            return str(message.get("content") or "")
+        return str(first.get("text") or "") if isinstance(first, dict) else ""
+    if isinstance(body.get("output_text"), str):
+        return str(body["output_text"])
+    output = body.get("output")
+    if isinstance(output, list):
+        texts = [
+            part.get("text", "")
+            for item in output
+            if isinstance(item, dict)
+            for part in item.get("content", []) or []
+            if isinstance(part, dict)
+        ]
+        return "".join(str(t) for t in texts)
+    return ""
