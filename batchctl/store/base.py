@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from batchctl.records import (
     Attempt,
@@ -12,15 +12,95 @@ from batchctl.records import (
     LogEntry,
     LogLevel,
     Owner,
+    Part,
+    PartPlanRow,
+    RequestResult,
+    RequestRow,
+    RequestState,
     Run,
     RunFilter,
     RunOutcome,
     RunStatus,
+    Submission,
     Transition,
 )
 
 
-class Store(Protocol):
+class BatchStore(Protocol):
+    """The tables of OpenAI batch submissions: submissions, parts, requests."""
+
+    def instance_id(self) -> str: ...
+
+    def submission_for_input(self, sha256: str) -> int | None: ...
+
+    def record_submission(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        now: datetime,
+        submission: Submission,
+        parts: Sequence[PartPlanRow],
+        requests: Iterable[RequestRow],
+        scheduled_for: datetime | None = None,
+    ) -> int: ...
+
+    def get_submission(self, run_id: int) -> Submission | None: ...
+
+    def submissions_in_flight(self) -> list[int]: ...
+
+    def parts(self, run_id: int) -> list[Part]: ...
+
+    def parts_for_runs(self, run_ids: Sequence[int]) -> dict[int, list[Part]]: ...
+
+    def update_part(self, part_id: int, **columns: Any) -> None: ...
+
+    def record_results(
+        self, part_id: int, results: Iterable[RequestResult], now: datetime
+    ) -> None: ...
+
+    def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int: ...
+
+    def requests_in_order(self, run_id: int, *, order: str = "input") -> Iterator[RequestState]: ...
+
+    def requests_to_resend(
+        self, run_id: int, outcomes: Sequence[str], max_attempts: int
+    ) -> list[RequestState]: ...
+
+    def record_resend_part(
+        self, run_id: int, part: PartPlanRow, moved: Sequence[tuple[str, int, int]]
+    ) -> int: ...
+
+    def request_summary(self, run_id: int) -> dict[str, int]: ...
+
+    def tokens_by_model(self, run_id: int) -> list[tuple[str, int, int]]: ...
+
+    def mark_merged(self, run_id: int, results_path: str, now: datetime) -> None: ...
+
+    def reopen_submission(self, run_id: int, now: datetime, reason: str) -> None: ...
+
+    def take_submission_lease(
+        self, run_id: int, owner: Owner, until: datetime, now: datetime
+    ) -> Owner | None: ...
+
+    def release_submission_lease(self, run_id: int, owner: Owner) -> None: ...
+
+    def finish_submission_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        items_processed: int,
+        items_failed: int,
+        total_tokens: int,
+        total_cost: float,
+        error: str | None,
+        now: datetime,
+    ) -> bool: ...
+
+
+class Store(BatchStore, Protocol):
     location: str
 
     def close(self) -> None: ...

@@ -360,6 +360,24 @@ class BatchTables:
                 (to_iso(now), results_path, run_id),
             )
 
+    def reopen_submission(self, run_id: int, now: datetime, reason: str) -> None:
+        """Put a settled submission back in flight (its run back to running) for a retry."""
+        stamp = to_iso(now)
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            conn.execute("UPDATE submissions SET merged_at = NULL WHERE run_id = ?", (run_id,))
+            conn.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL,"
+                " cancel_requested = 0, attempts = attempts + 1, max_attempts = max_attempts + 1"
+                " WHERE id = ?",
+                (run_id,),
+            )
+            conn.execute(
+                "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
+                " VALUES (?,?, 'running', ?, ?)",
+                (run_id, row[0] if row else None, stamp, reason),
+            )
+
     def take_submission_lease(
         self, run_id: int, owner: Owner, until: datetime, now: datetime
     ) -> Owner | None:

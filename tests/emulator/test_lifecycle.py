@@ -1,0 +1,195 @@
+"""A batch from upload to downloaded results, through the real SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import openai
+from emulator_helpers import chat_line, read_jsonl, run_to_end, start_batch
+
+from batchctl.emulator import Emulator
+
+
+def test_batch_completes_with_outputs_counts_and_usage(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    lines = [chat_line(f"req-{i}", text=f"hello {i}") for i in range(30)]
+    batch = run_to_end(emulator, client, start_batch(client, lines).id)
+
+    assert batch.status == "completed"
+    assert batch.request_counts is not None
+    assert (batch.request_counts.total, batch.request_counts.completed) == (30, 30)
+    assert batch.request_counts.failed == 0
+    assert batch.model == "gpt-4o-mini"
+    assert batch.error_file_id is None
+    assert batch.output_file_id is not None
+    assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
+    outputs = read_jsonl(client, batch.output_file_id)
+    assert len(outputs) == 30
+    first = outputs[0]
+    assert first["id"].startswith("batch_req_")
+    assert first["error"] is None
+    assert first["response"]["status_code"] == 200
+    assert first["response"]["request_id"].startswith("req_")
+    body = first["response"]["body"]
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == f"Echo: hello {first['custom_id'][4:]}"
+    usage = batch.usage
+    assert usage is not None
+    prompt = sum(o["response"]["body"]["usage"]["prompt_tokens"] for o in outputs)
+    completion = sum(o["response"]["body"]["usage"]["completion_tokens"] for o in outputs)
+    assert (usage.input_tokens, usage.output_tokens) == (prompt, completion)
+    assert usage.total_tokens == prompt + completion
+    assert usage.input_tokens_details.cached_tokens == 0
+    assert usage.output_tokens_details.reasoning_tokens == 0
+
+
+def test_create_returns_validating_batch_with_every_field(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    created = start_batch(client, [chat_line("a")])
+    raw = emulator.batches[created.id]
+
+    assert created.status == "validating"
+    assert created.request_counts is not None
+    assert created.request_counts.total == 0
+    assert created.expires_at == created.created_at + 86_400
+    for name in (
+        "model",
+        "errors",
+        "output_file_id",
+        "error_file_id",
+        "in_progress_at",
+        "finalizing_at",
+        "completed_at",
+        "failed_at",
+        "expired_at",
+        "cancelling_at",
+        "cancelled_at",
+        "usage",
+        "metadata",
+    ):
+        assert name in raw
+        assert raw[name] is None
+
+
+def test_output_order_is_shuffled_but_complete(emulator: Emulator, client: openai.OpenAI) -> None:
+    ids = [f"req-{i:03d}" for i in range(200)]
+    batch = run_to_end(emulator, client, start_batch(client, [chat_line(i) for i in ids]).id)
+    assert batch.output_file_id is not None
+
+    seen = [line["custom_id"] for line in read_jsonl(client, batch.output_file_id)]
+    assert seen != ids
+    assert sorted(seen) == ids
+
+
+def test_output_order_is_deterministic_for_a_seed(make_emulator: Callable[..., Emulator]) -> None:
+    orders = []
+    for _ in range(2):
+        emu = make_emulator(shuffle_seed=7)
+        with openai.OpenAI(base_url=emu.base_url, api_key="k") as sdk:
+            lines = [chat_line(f"r{i}") for i in range(50)]
+            batch = run_to_end(emu, sdk, start_batch(sdk, lines).id)
+            assert batch.output_file_id is not None
+            orders.append([x["custom_id"] for x in read_jsonl(sdk, batch.output_file_id)])
+    assert orders[0] == orders[1]
+
+
+def test_request_counts_grow_while_in_progress(make_emulator: Callable[..., Emulator]) -> None:
+    emu = make_emulator(processing_rate=10.0)
+    with openai.OpenAI(base_url=emu.base_url, api_key="k") as sdk:
+        batch = start_batch(sdk, [chat_line(f"r{i}") for i in range(100)])
+        emu.advance(0.2)  # validation done
+        emu.advance(3)
+        middle = sdk.batches.retrieve(batch.id)
+        emu.advance(4)
+        later = sdk.batches.retrieve(batch.id)
+
+    assert middle.status == later.status == "in_progress"
+    assert middle.request_counts is not None and later.request_counts is not None
+    assert middle.request_counts.total == 100
+    assert 0 < middle.request_counts.completed < later.request_counts.completed < 100
+    assert middle.usage is not None and later.usage is not None
+    assert middle.usage.input_tokens < later.usage.input_tokens
+
+
+def test_status_goes_through_finalizing(make_emulator: Callable[..., Emulator]) -> None:
+    emu = make_emulator(finalizing_delay=5.0)
+    with openai.OpenAI(base_url=emu.base_url, api_key="k") as sdk:
+        batch = start_batch(sdk, [chat_line("a")])
+        emu.advance(1)
+        finalizing = sdk.batches.retrieve(batch.id)
+        emu.advance(5)
+        done = sdk.batches.retrieve(batch.id)
+
+    assert finalizing.status == "finalizing"
+    assert finalizing.output_file_id is None
+    assert done.status == "completed"
+
+
+def test_embeddings_batch_returns_vectors(emulator: Emulator, client: openai.OpenAI) -> None:
+    lines = [
+        {
+            "custom_id": f"e{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": f"text {i}"},
+        }
+        for i in range(3)
+    ]
+    batch = run_to_end(emulator, client, start_batch(client, lines, "/v1/embeddings").id)
+    assert batch.output_file_id is not None
+
+    body = read_jsonl(client, batch.output_file_id)[0]["response"]["body"]
+    assert body["object"] == "list"
+    assert len(body["data"][0]["embedding"]) == 8
+    assert body["usage"]["prompt_tokens"] >= 1
+    assert batch.usage is not None and batch.usage.output_tokens == 0
+
+
+def test_responses_batch_reports_input_and_output_tokens(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    lines = [
+        {
+            "custom_id": "x",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "gpt-5-mini", "input": "Write a haiku"},
+        }
+    ]
+    batch = run_to_end(emulator, client, start_batch(client, lines, "/v1/responses").id)
+    assert batch.output_file_id is not None
+
+    body = read_jsonl(client, batch.output_file_id)[0]["response"]["body"]
+    assert body["object"] == "response"
+    assert body["output"][0]["content"][0]["text"] == "Echo: Write a haiku"
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert batch.usage is not None
+    assert batch.usage.input_tokens == usage["input_tokens"]
+
+
+def test_metadata_is_returned(emulator: Emulator, client: openai.OpenAI) -> None:
+    uploaded = client.files.create(file=("in.jsonl", b'{"a":1}\n'), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "nightly"},
+    )
+    assert client.batches.retrieve(batch.id).metadata == {"job": "nightly"}
+
+
+def test_progress_follows_the_wall_clock_when_not_manual(
+    make_emulator: Callable[..., Emulator],
+) -> None:
+    emu = make_emulator(manual_clock=False, validation_delay=0.05, finalizing_delay=0.05)
+    with openai.OpenAI(base_url=emu.base_url, api_key="k") as sdk:
+        batch = start_batch(sdk, [chat_line("a"), chat_line("b")])
+
+        deadline = time.monotonic() + 5
+        while sdk.batches.retrieve(batch.id).status != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
