@@ -247,6 +247,73 @@ class Batches:
         self.advance(run_id)
         return run_id
 
+    def adopt(self, batch_id: str) -> int:
+        """Track a batch that batchctl did not create, as a new submission. Returns its run id.
+
+        Its input file is downloaded to learn its requests, so results merge in input order.
+        """
+        tracked = self.store.runs_for_batches([batch_id])
+        if batch_id in tracked:
+            raise UsageError(f"batch {batch_id} is already tracked as run {tracked[batch_id]}")
+        batch = self.provider.get_batch(batch_id)
+        token = local.new_token()
+        directory = local.files_root(self.store.location) / token
+        directory.mkdir(parents=True, exist_ok=True)
+        downloaded = directory / "input.jsonl"
+        self.provider.download(batch.input_file_id, downloaded)
+        writer = local.PartWriter(directory)
+        plan = scan(
+            [downloaded], endpoint=batch.endpoint, max_requests=10**9, max_bytes=10**12, sink=writer
+        )
+        downloaded.unlink()
+        if plan.problems or len(plan.parts) != 1:
+            writer.discard()
+            if plan.problems:
+                raise InputError(plan)
+            raise UsageError(f"batch {batch_id}'s input uses several models; cannot adopt it")
+        writer.close()
+        part = plan.parts[0]
+        submission = Submission(
+            run_id=0,
+            provider="openai",
+            endpoint=batch.endpoint,
+            completion_window="24h",
+            metadata=dict(batch.metadata),
+            input_sha256=plan.sha256,
+            inputs=[f"{batch.input_file_id} (adopted {batch_id})"],
+            directory=str(directory),
+            token=token,
+            requests=plan.requests,
+            bytes=plan.bytes,
+            on_expired="keep",
+            max_request_attempts=self.config.batches.max_request_attempts,
+            merged_at=None,
+            results_path=None,
+        )
+        row = PartPlanRow(
+            1,
+            1,
+            part.model,
+            part.requests,
+            part.bytes,
+            str(local.part_path(directory, 1)),
+            local.part_filename(token, 1),
+        )
+        run_id = self.store.record_submission(
+            job="adopt",
+            scope=None,
+            trigger="adopt",
+            now=self.clock(),
+            submission=submission,
+            parts=[row],
+            requests=writer.requests(),
+        )
+        (recorded,) = self.store.parts(run_id)
+        self.store.update_part(recorded.id, input_file_id=batch.input_file_id)
+        self._record_remote(recorded, batch)
+        self.advance(run_id)
+        return run_id
+
     # --- drive ----------------------------------------------------------------------------------
     def advance(self, run_id: int, *, refresh: bool = True) -> bool:
         """Do all that can be done for the submission now; True when it is settled."""
@@ -393,6 +460,10 @@ class Batches:
             now=self.clock(),
         )
         self.store.mark_merged(run_id, str(path), self.clock())
+        if run is not None:
+            from batchctl.jobs.openai import after_settle
+
+            after_settle(self.store, self.config, run_id, run.job, path)
         return True
 
     # --- wait, cancel, retry --------------------------------------------------------------------

@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("batchctl.cli.run_cmd", "cancel"),
     "retry": ("batchctl.cli.run_cmd", "retry"),
     "config": ("batchctl.cli.config_cmd", "app"),
+    "submit": ("batchctl.cli.batch_cmd", "submit"),
+    "wait": ("batchctl.cli.batch_cmd", "wait"),
+    "results": ("batchctl.cli.batch_cmd", "results"),
+    "adopt": ("batchctl.cli.remote_cmd", "adopt"),
+    "emulator": ("batchctl.cli.emulator_cmd", "emulator"),
 }
 
 

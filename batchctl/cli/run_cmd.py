@@ -17,6 +17,7 @@ from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
     from batchctl.config import Config, JobConfig
+    from batchctl.engine import Engine
     from batchctl.records import LogEntry, Run, RunOutcome
 
 
@@ -26,6 +27,9 @@ def run(
         str | None, typer.Option("--scope", "-s", help="Run only this scope.", show_default=False)
     ] = None,
     all_jobs: Annotated[bool, typer.Option("--all", help="Run every enabled job.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="openai jobs: wait for the results, then merge them.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run a job now, in the foreground (every scope, or --scope S); Ctrl-C cancels cleanly.
@@ -38,33 +42,100 @@ def run(
         raise UsageError("name one JOB, or pass --all", hint="batchctl run JOB [--scope S] | --all")
     config = session.current.config()
     targets = _targets(config, job, scope)
-    _execute(config, json_output, lambda engine: [engine.run(j, s) for j, s in targets])
+    _execute(config, json_output, lambda engine: [_run_one(engine, j, s, wait) for j, s in targets])
+
+
+def _run_one(engine: Engine, job: JobConfig, scope: str | None, wait: bool) -> Run:
+    """A local job runs through the engine; an openai job is submitted (and, with --wait,
+    waited for)."""
+    if job.kind != "openai" or not job.enabled:
+        return engine.run(job, scope)
+    from batchctl.cli.batch_cmd import open_batches
+    from batchctl.jobs.openai import submit_job
+
+    batches = open_batches()
+    run_id = submit_job(batches, job, scope)
+    if wait:
+        batches.wait(run_id)
+    return engine.get(run_id)
 
 
 def retry(
     run_id: Annotated[int, typer.Argument(help="The run to run again.", show_default=False)],
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Batches: re-send failed requests.")
+    ] = False,
+    expired: Annotated[
+        bool, typer.Option("--expired", help="Batches: re-send expired requests.")
+    ] = False,
+    missing: Annotated[
+        bool, typer.Option("--missing", help="Batches: re-send requests without a result.")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Batches: wait for the results.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Run a failed, partial, cancelled or skipped run's job and scope again, as a new run."""
+    """Run a failed, partial, cancelled or skipped run again, as a new run.
+
+    For a batch submission, re-send the requests that did not succeed (all of them, or only
+    --failed/--expired/--missing) as new parts of the same submission, so that ``results``
+    gives one line per original request.
+    """
+    store = session.current.store()
+    if store.get_submission(run_id) is not None:
+        _retry_batch(run_id, failed, expired, missing, wait, json_output)
+        return
     config = session.current.config()
     _execute(config, json_output, lambda engine: [engine.retry(run_id)])
+
+
+def _retry_batch(
+    run_id: int, failed: bool, expired: bool, missing: bool, wait: bool, json_output: bool
+) -> None:
+    from batchctl.cli import batch_cmd
+    from batchctl.records import REQUEST_OUTCOMES
+
+    flags = (("failed", failed), ("expired", expired), ("missing", missing))
+    chosen = [name for name, on in flags if on]
+    outcomes = chosen or [o for o in REQUEST_OUTCOMES if o != "succeeded"]
+    batches = batch_cmd.open_batches()
+    count = batches.retry(run_id, outcomes)
+    if wait:
+        batch_cmd.finish(batches, run_id, json_output=json_output)
+        return
+    if json_output:
+        render.print_json(batch_cmd.run_json(batches, run_id))
+        return
+    render.out(
+        f"run {run_id}: re-sending {count:,} request(s); follow with: batchctl wait {run_id}"
+    )
 
 
 def cancel(
     run_id: Annotated[int, typer.Argument(help="The run to cancel.", show_default=False)],
     wait: Annotated[
-        float, typer.Option("--wait", help="Seconds to wait for the run to stop (0: don't wait).")
-    ] = 30.0,
+        bool | None,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Wait until the run has stopped (default: yes for local runs, no for batch "
+            "submissions).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait at most.")] = 30.0,
     json_output: JsonOption = False,
 ) -> None:
-    """Cancel a running or queued run: its process stops it (SIGTERM, then SIGKILL after grace)."""
+    """Cancel a run: a local run's process stops it (SIGTERM, then SIGKILL after grace); a batch
+    submission's unfinished batches are cancelled (their finished results are kept)."""
+    store = session.current.store()
+    if store.get_submission(run_id) is not None:
+        _cancel_batch(run_id, bool(wait), timeout, json_output)
+        return
     from batchctl.config import EMPTY
     from batchctl.engine import Engine
 
-    store = session.current.store()
     engine = Engine(store, EMPTY)
     current = engine.cancel(run_id)
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + (timeout if wait is not False else 0)
     while not current.status.terminal and time.monotonic() < deadline:
         time.sleep(0.2)
         current = engine.get(run_id)
@@ -74,8 +145,29 @@ def cancel(
         render.note(f"run {run_id} {render.styled_status(current.status.value, stderr=True)}")
     else:
         render.note(f"cancel of run {run_id} requested; it is still {current.status.value}")
-    if not current.status.terminal and wait > 0:
+    if not current.status.terminal and wait is not False:
         raise typer.Exit(1)
+
+
+def _cancel_batch(run_id: int, wait: bool, timeout: float, json_output: bool) -> None:
+    from batchctl.cli import batch_cmd
+    from batchctl.errors import UsageError
+
+    batches = batch_cmd.open_batches()
+    run = batches.store.get_run(run_id)
+    assert run is not None
+    if run.status.terminal:
+        raise UsageError(f"run {run_id} already finished ({run.status.value}); nothing to cancel")
+    parts = batches.cancel(run_id)
+    if wait:
+        batches.wait(run_id, timeout=timeout)
+        parts = batches.store.parts(run_id)
+    if json_output:
+        render.print_json(batch_cmd.run_json(batches, run_id))
+        return
+    for part in parts:
+        status = render.styled_status(part.status, stderr=True)
+        render.note(f"run {run_id} part {part.number}: {part.batch_id or '-'} {status}")
 
 
 def _targets(

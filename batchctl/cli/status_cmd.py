@@ -11,7 +11,7 @@ from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
     from batchctl.history import RunDetail
-    from batchctl.records import RunFilter
+    from batchctl.records import Part, RunFilter
 
 TABLE_LIMIT = 20
 
@@ -40,32 +40,113 @@ def status(
             show_default=False,
         ),
     ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh/--no-refresh", help="Refresh in-flight batch submissions from the API first."
+        ),
+    ] = True,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Redraw until no shown submission is in flight.")
+    ] = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="List the account's batches as the API has them.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """List runs, newest first; with RUN_ID, one run's attempts, errors and transitions."""
-    store = session.current.store()
-    if run_id is not None:
-        from batchctl.history import load_detail
+    """List runs, newest first; with RUN_ID, one run's attempts, errors and transitions.
 
-        detail = load_detail(store, run_id)
-        if json_output:
-            render.print_json(detail.to_json())
-        else:
-            _print_detail(detail)
+    Batch submissions show their parts (one remote batch each); in-flight ones are refreshed
+    from the API first unless --no-refresh.
+    """
+    if remote:
+        from batchctl.cli.remote_cmd import list_remote
+
+        list_remote(limit or (None if json_output else TABLE_LIMIT), json_output)
         return
+    store = session.current.store()
     query = _filter(job, statuses, failed, since, limit, json_output)
-    runs = store.list_runs(query)
+    while True:
+        shown = {run_id} if run_id is not None else {r.id for r in store.list_runs(query)}
+        in_flight = [i for i in store.submissions_in_flight() if i in shown]
+        if refresh and in_flight:
+            _refresh(in_flight)
+        if run_id is not None:
+            _show_one(run_id, json_output)
+        else:
+            _show_list(query, json_output)
+        if not watch or not [i for i in store.submissions_in_flight() if i in shown]:
+            return
+        import time
+
+        time.sleep(
+            session.current.config(required=False, check_processors=False).openai.poll_interval
+        )
+        if render.colour():
+            render.out("\x1b[H\x1b[2J")
+
+
+def _refresh(run_ids: list[int]) -> None:
+    from batchctl.batches.refresh import refresh
+    from batchctl.errors import BatchctlError
+    from batchctl.providers import open_provider
+
+    config = session.current.config(required=False, check_processors=False)
+    store = session.current.store()
+
+    def warn(run_id: int, exc: BaseException) -> None:
+        render.note(f"warning: could not refresh run {run_id}: {exc}")
+
+    try:
+        provider = open_provider(config.openai)
+    except BatchctlError as exc:
+        render.note(f"warning: not refreshing submissions: {exc.message}")
+        return
+    try:
+        refresh(store.location, config, run_ids, provider=provider, on_error=warn)
+    finally:
+        provider.close()
+
+
+def _show_one(run_id: int, json_output: bool) -> None:
+    from batchctl.history import load_detail
+
+    store = session.current.store()
+    detail = load_detail(store, run_id)
+    parts = store.parts(run_id)
     if json_output:
-        render.print_json([r.to_json() for r in runs])
+        data = detail.to_json()
+        if store.get_submission(run_id) is not None:
+            data.update(_batch_fields(run_id, parts))
+        render.print_json(data)
+        return
+    _print_detail(detail)
+    if parts:
+        render.out()
+        _print_parts({run_id: parts})
+
+
+def _show_list(query: RunFilter, json_output: bool) -> None:
+    store = session.current.store()
+    runs = store.list_runs(query)
+    parts = store.parts_for_runs([r.id for r in runs])
+    if json_output:
+        listed = []
+        for r in runs:
+            data = r.to_json()
+            if r.id in parts:
+                data.update(_batch_fields(r.id, parts[r.id]))
+            listed.append(data)
+        render.print_json(listed)
         return
     if not runs:
-        render.out(
-            "no runs yet"
-            if query == _filter(None, None, False, None, limit, False)
-            else "no runs match"
-        )
+        filtered = query.job or query.status or query.since
+        render.out("no runs match" if filtered else "no runs yet")
         return
     render.print_runs(runs)
+    if parts:
+        render.out()
+        _print_parts(parts)
     total = store.count_runs(query)
     if total > len(runs):
         render.out(
@@ -73,6 +154,60 @@ def status(
                 f"showing {len(runs)} of {total} runs; more with --limit N", "dim", render.colour()
             )
         )
+
+
+def _batch_fields(run_id: int, parts: list[Part]) -> dict[str, object]:
+    summary = session.current.store().request_summary(run_id)
+    return {
+        "parts": [p.to_json() for p in parts],
+        "requests": {k: v for k, v in summary.items() if not k.endswith("_tokens")},
+    }
+
+
+def _print_parts(parts: dict[int, list[Part]]) -> None:
+    import time
+
+    from batchctl.cli.table import Cell, Column
+    from batchctl.durations import format_duration
+
+    now = time.time()
+    rows: list[list[Cell]] = []
+    for run_id, run_parts in parts.items():
+        for p in run_parts:
+            counts = p.request_counts or {}
+            done = int(counts.get("completed", 0)) + int(counts.get("failed", 0))
+            age = format_duration(now - p.remote_created_at) if p.remote_created_at else "-"
+            left = "-"
+            if p.expires_at and p.status not in ("completed", "failed", "expired", "cancelled"):
+                left = format_duration(max(0.0, p.expires_at - now))
+            rows.append(
+                [
+                    str(run_id),
+                    str(p.number),
+                    p.model,
+                    p.batch_id or "-",
+                    render.status_cell(p.status),
+                    f"{done:,}/{p.requests:,}",
+                    f"{int(counts.get('failed', 0)):,}",
+                    age,
+                    left,
+                ]
+            )
+    render.print_table(
+        [
+            Column("RUN", right=True),
+            Column("PART", right=True),
+            Column("MODEL"),
+            Column("BATCH"),
+            Column("STATUS"),
+            Column("DONE", right=True),
+            Column("FAILED", right=True),
+            Column("AGE", right=True),
+            Column("LEFT", right=True),
+        ],
+        rows,
+        title="batch parts",
+    )
 
 
 def _filter(

@@ -229,6 +229,18 @@ class BatchTables:
                 found.setdefault(part.run_id, []).append(part)
         return found
 
+    def runs_for_batches(self, batch_ids: Sequence[str]) -> dict[str, int]:
+        """The run tracking each of these remote batch ids, for those that are tracked."""
+        found: dict[str, int] = {}
+        for start in range(0, len(batch_ids), 500):
+            chunk = list(batch_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT batch_id, run_id FROM parts WHERE batch_id IN ({marks})", chunk
+            )
+            found.update({row[0]: row[1] for row in rows})
+        return found
+
     def update_part(self, part_id: int, **columns: Any) -> None:
         unknown = set(columns) - _UPDATABLE_PART_COLUMNS
         if unknown:

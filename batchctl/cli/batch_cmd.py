@@ -1,0 +1,341 @@
+"""``batchctl submit``, ``wait``, ``results`` and ``adopt``: OpenAI Batch API submissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from batchctl.cli import render, session
+from batchctl.cli.options import JsonOption
+
+if TYPE_CHECKING:
+    from batchctl.batches.submission import Batches, ResultSummary, SubmitOptions
+    from batchctl.batches.validation import Plan
+    from batchctl.config import Config
+
+
+def submit(
+    files: Annotated[list[Path], typer.Argument(help="JSONL request files.", show_default=False)],
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            "-e",
+            help="The batch endpoint (default: the lines' url).",
+            show_default=False,
+        ),
+    ] = None,
+    job: Annotated[
+        str | None, typer.Option("--job", help="Record it as a run of this openai job.")
+    ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metadata", "-m", help="KEY=VALUE put on each batch (repeatable).", show_default=False
+        ),
+    ] = None,
+    completion_window: Annotated[
+        str, typer.Option("--completion-window", help="Only 24h is offered by the API.")
+    ] = "24h",
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the results, then merge them.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and print the plan and its cost estimate.")
+    ] = False,
+    max_requests: Annotated[
+        int | None,
+        typer.Option(
+            "--max-requests", help="Requests per part (default 50,000).", show_default=False
+        ),
+    ] = None,
+    max_bytes: Annotated[
+        int | None,
+        typer.Option("--max-bytes", help="Bytes per part (default 200 MB).", show_default=False),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Submit even if this input was submitted before.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Validate JSONL request files, split them into batches that fit, and submit them.
+
+    Every request is recorded before anything is uploaded; a crash is picked up by the next
+    batchctl command. Exit codes: 0 submitted (with --wait: all requests succeeded), 1 failed,
+    2 bad input (nothing uploaded), 3 with --wait: some requests did not succeed.
+    """
+    from batchctl.batches.submission import SubmitOptions
+
+    config = session.current.config(required=False, check_processors=False)
+    job_config = config.job(job) if job else None
+    if job_config is not None and job_config.kind != "openai":
+        from batchctl.errors import UsageError
+
+        raise UsageError(f"job {job!r} is of kind {job_config.kind!r}, not 'openai'")
+    options = SubmitOptions(
+        endpoint=endpoint or (job_config.endpoint if job_config else None),
+        completion_window=completion_window,
+        metadata={**(dict(job_config.metadata) if job_config else {}), **_metadata(metadata)},
+        max_requests=max_requests or config.batches.max_requests,
+        max_bytes=max_bytes or config.batches.max_bytes,
+        on_expired=job_config.on_expired if job_config else config.batches.on_expired,
+        force=force,
+    )
+    _check_limits(options)
+    batches = open_batches()
+    if dry_run:
+        _print_plan(batches.plan(files, options), config, json_output)
+        return
+    run_id = batches.submit(files, options, job=job or "submit")
+    if wait:
+        finish(batches, run_id, json_output=json_output)
+        return
+    if json_output:
+        render.print_json(run_json(batches, run_id))
+        return
+    _print_submitted(batches, run_id)
+
+
+def wait(
+    run_id: Annotated[int, typer.Argument(help="The submission's run id.", show_default=False)],
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", help='Give up after this long, e.g. "2h" (exit 1).')
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Wait until a submission has finished and its results are merged, driving it forward.
+
+    Exit codes as ``results``: 0 all requests succeeded, 1 the run failed or timed out,
+    3 some requests did not succeed.
+    """
+    seconds = None
+    if timeout is not None:
+        from batchctl.durations import parse_duration
+        from batchctl.errors import UsageError
+
+        try:
+            seconds = parse_duration(timeout)
+        except ValueError as exc:
+            raise UsageError(f"--timeout: {exc}") from None
+    finish(open_batches(), run_id, json_output=json_output, timeout=seconds)
+
+
+def results(
+    run_id: Annotated[int, typer.Argument(help="The submission's run id.", show_default=False)],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the merged results here "
+            "(default: beside the database; the path is printed).",
+        ),
+    ] = None,
+    errors: Annotated[
+        Path | None,
+        typer.Option(
+            "--errors",
+            help="Also write the requests that did not succeed here (JSONL).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    order: Annotated[str, typer.Option("--order", help="input or completion.")] = "input",
+    json_output: JsonOption = False,
+) -> None:
+    """Merge a finished submission's results: one line per request, in input order.
+
+    Exit codes: 0 all requests succeeded, 1 the run failed, 3 some requests did not succeed.
+    """
+    from batchctl.errors import UsageError
+
+    if fmt not in ("jsonl", "csv"):
+        raise UsageError(f"--format: expected jsonl or csv, got {fmt!r}")
+    if order not in ("input", "completion"):
+        raise UsageError(f"--order: expected input or completion, got {order!r}")
+    batches = open_batches()
+    if not batches.advance(run_id):
+        parts = batches.store.parts(run_id)
+        done = sum(1 for p in parts if p.downloaded_at is not None)
+        raise UsageError(
+            f"run {run_id} is still in progress ({done} of {len(parts)} parts finished)",
+            hint=f"wait for it: batchctl wait {run_id}",
+        )
+    submission = batches.store.get_submission(run_id)
+    assert submission is not None
+    path = output or Path(submission.directory) / f"results.{fmt}"
+    summary = batches.write_results(run_id, path, errors_path=errors, fmt=fmt, order=order)
+    _print_summary(summary, json_output)
+    if summary.exit_code:
+        raise typer.Exit(int(summary.exit_code))
+
+
+def finish(
+    batches: Batches, run_id: int, *, json_output: bool, timeout: float | None = None
+) -> None:
+    """Wait for a submission with progress bars, then print its results' summary."""
+    from batchctl.cli.batch_display import PartsProgress
+
+    display = PartsProgress(stderr=json_output, enabled=not session.current.quiet)
+    with display:
+        batches.wait(run_id, timeout=timeout, on_progress=display.update)
+    submission = batches.store.get_submission(run_id)
+    assert submission is not None and submission.results_path is not None
+    summary = batches.write_results(run_id, Path(submission.results_path))
+    _print_summary(summary, json_output)
+    if summary.exit_code:
+        raise typer.Exit(int(summary.exit_code))
+
+
+def run_json(batches: Batches, run_id: int) -> dict[str, Any]:
+    """A run's --json object with its ``parts`` and ``requests`` counts."""
+    run = batches.store.get_run(run_id)
+    assert run is not None
+    data = run.to_json()
+    data["parts"] = [p.to_json() for p in batches.store.parts(run_id)]
+    data["requests"] = _request_counts(batches.store.request_summary(run_id))
+    return data
+
+
+def _request_counts(summary: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in summary.items() if not k.endswith("_tokens")}
+
+
+def open_batches() -> Batches:
+    """The batches of this invocation's store, with its config (or defaults) for the API."""
+    from batchctl.batches.submission import Batches
+
+    config = session.current.config(required=False, check_processors=False)
+    return Batches(session.current.store(), config)
+
+
+def _metadata(pairs: list[str] | None) -> dict[str, str]:
+    from batchctl.errors import UsageError
+
+    found: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--metadata: expected KEY=VALUE, got {pair!r}")
+        found[key] = value
+    return found
+
+
+def _check_limits(options: SubmitOptions) -> None:
+    from batchctl.errors import UsageError
+
+    metadata = options.metadata or {}
+    if len(metadata) > 14:  # the API allows 16 pairs; batchctl uses two to find its batches
+        raise UsageError(f"--metadata: at most 14 pairs, got {len(metadata)}")
+    for key, value in metadata.items():
+        if len(key) > 64 or len(value) > 512:
+            raise UsageError(f"--metadata: {key!r}: keys are at most 64 characters, values 512")
+        if key.startswith("batchctl_"):
+            raise UsageError(f"--metadata: {key!r}: the batchctl_ prefix is reserved")
+    if options.completion_window != "24h":
+        raise UsageError("--completion-window: the API offers only 24h")
+    if options.max_requests < 1 or options.max_bytes < 1:
+        raise UsageError("--max-requests and --max-bytes must be 1 or more")
+
+
+def _print_plan(plan: Plan, config: Config, json_output: bool) -> None:
+    from batchctl.batches.pricing import cost_of
+
+    cost = cost_of(
+        [(p.model, p.estimated_input_tokens, 0) for p in plan.parts],
+        config.prices,
+        config.batches.batch_discount,
+    )
+    tokens = sum(p.estimated_input_tokens for p in plan.parts)
+    data = {
+        "endpoint": plan.endpoint,
+        "requests": plan.requests,
+        "bytes": plan.bytes,
+        "models": plan.models,
+        "parts": [
+            {
+                "number": p.number,
+                "model": p.model,
+                "requests": p.requests,
+                "bytes": p.bytes,
+                "estimated_input_tokens": p.estimated_input_tokens,
+            }
+            for p in plan.parts
+        ],
+        "estimated_input_tokens": tokens,
+        "estimated_cost": {
+            "batch": round(cost.batch, 6),
+            "synchronous": round(cost.synchronous, 6),
+        },
+        "unpriced_models": list(cost.unpriced_models),
+        "sha256": plan.sha256,
+    }
+    if json_output:
+        render.print_json(data)
+        return
+    from batchctl.cli.table import Column
+
+    render.out(
+        f"plan: {plan.requests:,} requests, {plan.bytes:,} bytes, endpoint {plan.endpoint}, "
+        f"{len(plan.parts)} part(s)"
+    )
+    render.print_table(
+        [
+            Column("PART", right=True),
+            Column("MODEL"),
+            Column("REQUESTS", right=True),
+            Column("BYTES", right=True),
+            Column("EST. INPUT TOKENS", right=True),
+        ],
+        [
+            [
+                str(p.number),
+                p.model,
+                f"{p.requests:,}",
+                f"{p.bytes:,}",
+                f"{p.estimated_input_tokens:,}",
+            ]
+            for p in plan.parts
+        ],
+    )
+    render.out(
+        f"estimated input cost: {render.money(cost.batch)} at batch price, "
+        f"{render.money(cost.synchronous)} synchronous (input tokens estimated at ~4 bytes "
+        "each; output not included)"
+    )
+    if cost.unpriced_models:
+        render.out(f"no price in [prices] for: {', '.join(cost.unpriced_models)}")
+
+
+def _print_submitted(batches: Batches, run_id: int) -> None:
+    parts = batches.store.parts(run_id)
+    submission = batches.store.get_submission(run_id)
+    assert submission is not None
+    render.out(f"submitted run {run_id}: {submission.requests:,} requests in {len(parts)} part(s)")
+    for part in parts:
+        render.out(
+            f"  part {part.number} ({part.model}, {part.requests:,} requests): "
+            f"{part.batch_id} {render.styled_status(part.status)}"
+        )
+    render.out(render.paint(f"follow it with: batchctl wait {run_id}", "dim", render.colour()))
+
+
+def _print_summary(summary: ResultSummary, json_output: bool) -> None:
+    if json_output:
+        render.print_json(summary.to_json())
+        return
+    counts = _request_counts(summary.counts)
+    parts = ", ".join(f"{n:,} {render.styled_status(k)}" for k, n in sorted(counts.items()))
+    run = summary.run
+    render.out(f"run {run.id} {render.styled_status(run.status.value)}: {parts}")
+    render.out(f"tokens: {summary.input_tokens:,} in, {summary.output_tokens:,} out")
+    render.out(
+        f"cost: {render.money(summary.cost_batch)} at batch price "
+        f"(synchronous: {render.money(summary.cost_synchronous)}, saved "
+        f"{render.money(summary.cost_synchronous - summary.cost_batch)})"
+    )
+    if summary.unpriced_models:
+        render.out(f"no price in [prices] for: {', '.join(summary.unpriced_models)}")
+    render.out(f"results: {summary.path}")

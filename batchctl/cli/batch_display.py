@@ -1,0 +1,57 @@
+"""Live progress of batch submissions: one bar per part, fed by the API's request counts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from batchctl.cli import render
+
+if TYPE_CHECKING:
+    from batchctl.records import Part, Run
+
+
+class PartsProgress:
+    """A Rich progress display with a bar per part; silent when not on a terminal."""
+
+    def __init__(self, *, stderr: bool, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        console = render.rich_console(stderr=stderr)
+        self.bars = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[dim]{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not (enabled and console.is_terminal),
+            transient=False,
+        )
+        self.tasks: dict[int, Any] = {}
+
+    def __enter__(self) -> PartsProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def update(self, run: Run, parts: list[Part]) -> None:
+        for part in parts:
+            counts = part.request_counts or {}
+            done = int(counts.get("completed", 0)) + int(counts.get("failed", 0))
+            total = int(counts.get("total") or part.requests)
+            if part.id not in self.tasks:
+                label = f"run {run.id} part {part.number} ({part.model})"
+                self.tasks[part.id] = self.bars.add_task(label, total=total, status=part.status)
+            self.bars.update(self.tasks[part.id], completed=done, total=total, status=part.status)

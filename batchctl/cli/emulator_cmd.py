@@ -1,0 +1,37 @@
+"""``batchctl emulator``: run the local OpenAI Batch API emulator in the foreground."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from batchctl.cli import render
+
+if TYPE_CHECKING:
+    from batchctl.emulator import Emulator
+
+
+def emulator(
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8089,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback by default).")
+    ] = "127.0.0.1",
+    processing_rate: Annotated[
+        float, typer.Option("--rate", help="Requests each batch completes per second.")
+    ] = 50.0,
+) -> None:
+    """Run a LOCAL STAND-IN for the OpenAI Files + Batches API (no key, no cost).
+
+    For trying batchctl and for testing batch pipelines in CI: point OPENAI_BASE_URL at the
+    printed address and set OPENAI_API_KEY to anything. Ctrl-C stops it.
+    """
+    from batchctl.emulator import EmulatorSettings, serve
+
+    def ready(emu: Emulator) -> None:
+        render.note(
+            f"batchctl emulator (a local stand-in for the OpenAI Batch API) on {emu.base_url}\n"
+            f"  export OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator"
+        )
+
+    serve(host, port, EmulatorSettings(processing_rate=processing_rate), on_ready=ready)
