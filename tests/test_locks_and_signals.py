@@ -500,7 +500,7 @@ def test_cancel_command_stops_a_running_command_job(ws: Workspace, procs: Procs)
     run_id = procs.running_run(runner)
     pgid = procs.group(ws.root / f"pid-{run_id}")
 
-    result = procs.run("cancel", str(run_id), "--wait", "15", timeout=20)
+    result = procs.run("cancel", str(run_id), "--timeout", "15", timeout=20)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"run {run_id} cancelled" in result.stdout + result.stderr
@@ -517,7 +517,7 @@ def test_cancel_request_reaches_the_runner_promptly(ws: Workspace, procs: Procs)
     run_id = procs.running_run(runner)
     procs.group(ws.root / f"pid-{run_id}")
 
-    result = procs.run("cancel", str(run_id), "--wait", "3")
+    result = procs.run("cancel", str(run_id), "--timeout", "3")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_row(ws, run_id)["status"] == "cancelled"

@@ -107,7 +107,7 @@ class MergedWriter:
                 request.custom_id,
                 request.outcome or "pending",
                 response.get("status_code"),
-                error.get("code"),
+                request.error_code,
                 error.get("message"),
                 request.input_tokens,
                 request.output_tokens,
