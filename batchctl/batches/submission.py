@@ -200,10 +200,7 @@ class Batches:
         existing = self.store.submission_for_input(plan.sha256)
         if existing is not None and not options.force:
             writer.discard()
-            raise UsageError(
-                f"this input was already submitted as run {existing}",
-                hint=f"see: batchctl status {existing}; pass --force to submit it again",
-            )
+            raise DuplicateInput(existing)
         assert plan.endpoint is not None
         submission = Submission(
             run_id=0,
@@ -656,6 +653,17 @@ class Batches:
         run = self.store.get_run(run_id)
         assert run is not None
         return run
+
+
+class DuplicateInput(UsageError):
+    """The same input (by content hash) was submitted before: refused, so nobody pays twice."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(
+            f"this input was already submitted as run {run_id}",
+            hint=f"see: batchctl status {run_id}; pass --force to submit it again",
+        )
+        self.run_id = run_id
 
 
 class WaitTimeout(UsageError):

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("batchctl.cli.batch_cmd", "results"),
     "adopt": ("batchctl.cli.remote_cmd", "adopt"),
     "emulator": ("batchctl.cli.emulator_cmd", "emulator"),
+    "demo": ("batchctl.cli.demo_cmd", "demo"),
 }
 
 

@@ -167,7 +167,7 @@ def results(
     assert submission is not None
     path = output or Path(submission.directory) / f"results.{fmt}"
     summary = batches.write_results(run_id, path, errors_path=errors, fmt=fmt, order=order)
-    _print_summary(summary, json_output)
+    print_summary(summary, json_output)
     if summary.exit_code:
         raise typer.Exit(int(summary.exit_code))
 
@@ -184,7 +184,7 @@ def finish(
     submission = batches.store.get_submission(run_id)
     assert submission is not None and submission.results_path is not None
     summary = batches.write_results(run_id, Path(submission.results_path))
-    _print_summary(summary, json_output)
+    print_summary(summary, json_output)
     if summary.exit_code:
         raise typer.Exit(int(summary.exit_code))
 
@@ -322,7 +322,7 @@ def _print_submitted(batches: Batches, run_id: int) -> None:
     render.out(render.paint(f"follow it with: batchctl wait {run_id}", "dim", render.colour()))
 
 
-def _print_summary(summary: ResultSummary, json_output: bool) -> None:
+def print_summary(summary: ResultSummary, json_output: bool) -> None:
     if json_output:
         render.print_json(summary.to_json())
         return

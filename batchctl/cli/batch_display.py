@@ -47,11 +47,17 @@ class PartsProgress:
         self.bars.stop()
 
     def update(self, run: Run, parts: list[Part]) -> None:
-        for part in parts:
-            counts = part.request_counts or {}
-            done = int(counts.get("completed", 0)) + int(counts.get("failed", 0))
-            total = int(counts.get("total") or part.requests)
-            if part.id not in self.tasks:
-                label = f"run {run.id} part {part.number} ({part.model})"
-                self.tasks[part.id] = self.bars.add_task(label, total=total, status=part.status)
-            self.bars.update(self.tasks[part.id], completed=done, total=total, status=part.status)
+        update_part_bars(self.bars, self.tasks, run, parts)
+
+
+def update_part_bars(bars: Any, tasks: dict[int, Any], run: Run, parts: list[Part]) -> None:
+    """Add or move one progress bar per part (keyed by negative part id beside run ids)."""
+    for part in parts:
+        counts = part.request_counts or {}
+        done = int(counts.get("completed", 0)) + int(counts.get("failed", 0))
+        total = int(counts.get("total") or part.requests)
+        key = -part.id
+        if key not in tasks:
+            label = f"run {run.id} part {part.number} ({part.model})"
+            tasks[key] = bars.add_task(label, total=total, status=part.status, line=part.status)
+        bars.update(tasks[key], completed=done, total=total, status=part.status, line=part.status)

@@ -18,7 +18,7 @@ from batchctl.cli.options import JsonOption
 if TYPE_CHECKING:
     from batchctl.config import Config, JobConfig
     from batchctl.engine import Engine
-    from batchctl.records import LogEntry, Run, RunOutcome
+    from batchctl.records import LogEntry, Part, Run, RunOutcome
 
 
 def run(
@@ -42,12 +42,25 @@ def run(
         raise UsageError("name one JOB, or pass --all", hint="batchctl run JOB [--scope S] | --all")
     config = session.current.config()
     targets = _targets(config, job, scope)
-    _execute(config, json_output, lambda engine: [_run_one(engine, j, s, wait) for j, s in targets])
+    _exit_for(run_targets(config, targets, wait=wait, json_output=json_output))
 
 
-def _run_one(engine: Engine, job: JobConfig, scope: str | None, wait: bool) -> Run:
+def run_targets(
+    config: Config, targets: list[tuple[JobConfig, str | None]], *, wait: bool, json_output: bool
+) -> list[Run]:
+    """Run (or submit) each (job, scope) with progress; print the summary; return the runs."""
+    return _execute(
+        config,
+        json_output,
+        lambda engine, display: [_run_one(engine, display, j, s, wait) for j, s in targets],
+    )
+
+
+def _run_one(
+    engine: Engine, display: RunDisplay, job: JobConfig, scope: str | None, wait: bool
+) -> Run:
     """A local job runs through the engine; an openai job is submitted (and, with --wait,
-    waited for)."""
+    waited for, with a progress bar per part)."""
     if job.kind != "openai" or not job.enabled:
         return engine.run(job, scope)
     from batchctl.cli.batch_cmd import open_batches
@@ -55,9 +68,11 @@ def _run_one(engine: Engine, job: JobConfig, scope: str | None, wait: bool) -> R
 
     batches = open_batches()
     run_id = submit_job(batches, job, scope)
-    if wait:
-        batches.wait(run_id)
-    return engine.get(run_id)
+    if wait and not engine.get(run_id).status.terminal:
+        batches.wait(run_id, on_progress=display.parts)
+    run = engine.get(run_id)
+    display.run_finished(run)
+    return run
 
 
 def retry(
@@ -85,7 +100,7 @@ def retry(
         _retry_batch(run_id, failed, expired, missing, wait, json_output)
         return
     config = session.current.config()
-    _execute(config, json_output, lambda engine: [engine.retry(run_id)])
+    _exit_for(_execute(config, json_output, lambda engine, _display: [engine.retry(run_id)]))
 
 
 def _retry_batch(
@@ -201,9 +216,8 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def _execute(config: Config, json_output: bool, action: Any) -> None:
+def _execute(config: Config, json_output: bool, action: Any) -> list[Run]:
     from batchctl.engine import Engine
-    from batchctl.errors import exit_code_for
 
     quiet = session.current.quiet
     out = render.rich_console(stderr=json_output)
@@ -216,11 +230,17 @@ def _execute(config: Config, json_output: bool, action: Any) -> None:
     cancel = threading.Event()
     engine = Engine(session.current.store(), config, observer=display, cancel=cancel)
     with _cancel_on_signals(cancel), display:
-        runs: list[Run] = action(engine)
+        runs: list[Run] = action(engine, display)
     if json_output:
         render.print_json([r.to_json() for r in runs])
     elif not quiet:
         _summary(runs)
+    return runs
+
+
+def _exit_for(runs: list[Run]) -> None:
+    from batchctl.errors import exit_code_for
+
     code = exit_code_for(r.status.value for r in runs)
     if code:
         raise typer.Exit(int(code))
@@ -324,6 +344,12 @@ class RunDisplay:
                 f" ({escape(outcome.error or '')}); retrying in {format_duration(delay)}",
                 soft_wrap=True,
             )
+
+    def parts(self, run: Run, parts: list[Part]) -> None:
+        """A batch submission's parts, one bar each, fed by the API's request counts."""
+        from batchctl.cli.batch_display import update_part_bars
+
+        update_part_bars(self.bars, self.tasks, run, parts)
 
     def run_finished(self, run: Run) -> None:
         from batchctl.durations import format_duration

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from batchctl.config import Config, JobConfig
 from batchctl.errors import UsageError
-from batchctl.records import LogEntry, LogLevel, utcnow
+from batchctl.records import LogEntry, LogLevel, RunStatus, utcnow
 
 if TYPE_CHECKING:
     from batchctl.batches.submission import Batches
@@ -37,7 +37,7 @@ def submit_job(
 ) -> int:
     """Submit one run of an ``openai`` job; returns its run id."""
     from batchctl.batches import files as local
-    from batchctl.batches.submission import SubmitOptions
+    from batchctl.batches.submission import DuplicateInput, SubmitOptions
 
     config = batches.config
     settings = config.batches
@@ -54,6 +54,18 @@ def submit_job(
     try:
         return batches.submit(
             paths, options, job=job.name, scope=scope, trigger=trigger, scheduled_for=scheduled_for
+        )
+    except DuplicateInput as exc:
+        # A job whose input has not changed has nothing new to pay for: the run is skipped.
+        return batches.store.create_run(
+            job=job.name,
+            scope=scope,
+            trigger=trigger,
+            status=RunStatus.SKIPPED,
+            max_attempts=1,
+            now=batches.clock(),
+            scheduled_for=scheduled_for,
+            reason=f"input unchanged since run {exc.run_id} (same content); nothing to submit",
         )
     finally:
         if job.input_command is not None:
