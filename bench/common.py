@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Unit = Literal["ms", "runs/s", "us"]
+Unit = Literal["ms", "runs/s", "us", "MB"]
 #: "max": the batchctl figure must not exceed the limit; "min": it must reach it.
 #: "ratio_max": batchctl's cost over the baseline's cost must not exceed the limit.
 TargetKind = Literal["max", "min", "ratio_max"]

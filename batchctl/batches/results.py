@@ -93,8 +93,14 @@ class MergedWriter:
         if self.csv is not None:
             self.csv.writerow(self.CSV_COLUMNS)
 
-    def write(self, request: RequestState, line: dict[str, Any] | None) -> None:
-        record = merged_record(request, line)
+    def write(self, request: RequestState, raw: bytes | None) -> None:
+        """Write one request's result; ``raw`` is its line in the downloaded file, if any."""
+        if self.csv is None and request.outcome == "succeeded" and raw is not None:
+            # The API's own line, untouched: it holds custom_id and the response exactly as
+            # the API sent it, and copying it costs a fraction of re-encoding it.
+            self.handle.write(raw.decode("utf-8").rstrip("\r\n") + "\n")
+            return
+        record = merged_record(request, None if raw is None else json.loads(raw))
         if self.errors is not None and request.outcome != "succeeded":
             self.errors.write(json.dumps(record) + "\n")
         if self.csv is None:

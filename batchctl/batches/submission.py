@@ -609,8 +609,10 @@ class Batches:
                 )
                 try:
                     writer = MergedWriter(out, fmt, errors_out)
+                    paths: dict[tuple[int, str], Path] = {}
                     for request in self.store.requests_in_order(run_id, order=order):
-                        writer.write(request, _result_line(request, parts, directory, handles))
+                        raw = _result_line(request, parts, directory, handles, paths)
+                        writer.write(request, raw)
                 finally:
                     if errors_out is not None:
                         errors_out.close()
@@ -691,14 +693,17 @@ def _breakdown(summary: dict[str, int]) -> str:
 
 
 def _result_line(
-    request: RequestState, parts: dict[int, Part], directory: Path, handles: dict[str, IO[bytes]]
-) -> dict[str, object] | None:
-    import json
-
+    request: RequestState,
+    parts: dict[int, Part],
+    directory: Path,
+    handles: dict[str, IO[bytes]],
+    paths: dict[tuple[int, str], Path],
+) -> bytes | None:
+    """The raw line of the request's result in its downloaded file, if it has one."""
     if request.result_part_id is None or request.result_offset is None:
         return None
-    part = parts[request.result_part_id]
-    path = local.download_path(directory, part.number, request.result_kind or "output")
-    raw = local.read_line(path, request.result_offset, request.result_length or 0, handles)
-    line: dict[str, object] = json.loads(raw)
-    return line
+    kind = request.result_kind or "output"
+    key = (request.result_part_id, kind)
+    if key not in paths:
+        paths[key] = local.download_path(directory, parts[request.result_part_id].number, kind)
+    return local.read_line(paths[key], request.result_offset, request.result_length or 0, handles)

@@ -100,7 +100,10 @@ class _Scanner:
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         self.sink = sink
-        self.seen: dict[str, tuple[Path, int]] = {}
+        # custom_id -> where it was first seen, packed as (file index << 32 | line) so that the
+        # memory per request is one dict entry and an int, not a tuple.
+        self.seen: dict[str, int] = {}
+        self.files: list[Path] = []
         self.open_part: dict[str, PartPlan] = {}  # the part now being filled, per model
         self.digest = hashlib.sha256()
         if endpoint is not None and endpoint not in SUPPORTED_ENDPOINTS:
@@ -119,6 +122,7 @@ class _Scanner:
             self.problem(path, 0, f"cannot read: {exc.strerror or exc}")
             return
         requests_before = self.plan.requests
+        self.files.append(path)
         with handle:
             for number, raw in enumerate(handle, start=1):
                 self.digest.update(raw)
@@ -136,7 +140,7 @@ class _Scanner:
 
     def scan_line(self, path: Path, number: int, raw: bytes) -> None:
         line = raw.rstrip(b"\r\n")
-        if not line.strip():
+        if not line or line.isspace():
             if raw.endswith(b"\n") or line:
                 self.problem(path, number, "empty line")
             return
@@ -159,13 +163,15 @@ class _Scanner:
         if model is None:
             return
         custom_id = request["custom_id"]
-        if custom_id in self.seen:
-            first_path, first_line = self.seen[custom_id]
+        first = self.seen.get(custom_id)
+        if first is not None:
+            first_path, first_line = self.files[first >> 32], first & 0xFFFFFFFF
             where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
             self.problem(path, number, f"duplicate custom_id {custom_id!r} (first at {where})")
             return
-        self.seen[custom_id] = (path, number)
-        self.assign(line + b"\n", model, custom_id)
+        self.seen[custom_id] = (len(self.files) - 1) << 32 | number
+        # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
+        self.assign(raw if len(raw) == len(line) + 1 else line + b"\n", model, custom_id)
 
     def check_request(self, path: Path, number: int, request: object) -> str | None:
         """The request's model when the request is valid, else None (problems recorded)."""
