@@ -353,3 +353,42 @@ class RequestState(NamedTuple):
     result_kind: str | None
     result_offset: int | None
     result_length: int | None
+
+
+# --- schedules and the daemon -----------------------------------------------------------------
+
+TICK_STATUSES = ("pending", "fired", "skipped", "missed")
+
+
+class Tick(NamedTuple):
+    """One scheduled time of a job (and scope): fired once, or recorded skipped or missed."""
+
+    id: int
+    job: str
+    scope: str | None
+    scheduled_for: datetime
+    status: str
+    reason: str | None
+    run_id: int | None
+    priority: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "scope": self.scope,
+            "scheduled_for": to_iso(self.scheduled_for),
+            "status": self.status,
+            "reason": self.reason,
+            "run_id": self.run_id,
+        }
+
+
+class DaemonInfo(NamedTuple):
+    instance: str
+    host: str
+    pid: int
+    mode: str  # "daemon" or "once"
+    started_at: datetime
+    heartbeat_at: datetime
+    last_pass_at: datetime | None
+    stopped_at: datetime | None

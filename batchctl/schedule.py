@@ -1,14 +1,26 @@
-"""Cron expressions: validation and the next fire times.
+"""Cron schedules: validation, fire times with Debian cron's daylight-saving rule, catch-up.
 
-Five fields (minute hour day-of-month month day-of-week), or six with the seconds field LAST, as
-croniter reads it (``0 0 * * * 30`` fires at 00:00:30); ``@hourly``, ``@daily``, ``@weekly``,
-``@monthly``, ``@yearly`` (and ``@annually``, ``@midnight``) are accepted. croniter is imported
-only when an expression is checked or evaluated.
+Expressions have 5 fields (minute hour day-of-month month day-of-week), or 6 with the SECONDS
+field LAST as croniter reads it (``0 0 * * * 30`` fires at 00:00:30); ``@hourly``, ``@daily``,
+``@weekly``, ``@monthly``, ``@yearly`` (and ``@annually``, ``@midnight``) are accepted.
+
+Daylight-saving time follows Debian cron: a *fixed-time* expression (its minute and hour fields
+do not start with ``*``) whose wall-clock time does not exist that day fires once, right after
+the jump; one whose time happens twice fires only the first time. Other expressions (``*`` or
+``*/n`` in the minute or hour field) fire at every real instant, so an hourly job runs every real
+hour. croniter alone yields a repeated fixed time twice; ``Schedule`` drops the second.
+
+Everything here takes "now" as an argument: no function reads the clock.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import cache
+from zoneinfo import ZoneInfo
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -28,6 +40,9 @@ _FIELDS = (
     ("day-of-week", 7),
     ("second", 60),
 )
+CATCHUP_POLICIES = ("none", "latest", "all")
+MAX_TICKS_CONSIDERED = 10_000  # a bound on catch-up work after very long downtime
+ON_TIME_S = 60.0  # a tick this fresh is "on time" even with catchup = "none"
 
 
 def expand(expression: str) -> str:
@@ -61,8 +76,149 @@ def cron_problem(expression: str) -> str | None:
     return None
 
 
+def is_fixed_time(expression: str) -> bool:
+    """Debian cron's test: neither the minute nor the hour field starts with ``*``."""
+    minute, hour = expand(expression).split()[:2]
+    return not minute.startswith("*") and not hour.startswith("*")
+
+
+@cache
+def local_zone() -> tzinfo:
+    """The machine's time zone with its DST rules ($TZ, else /etc/localtime)."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ValueError, OSError, KeyError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    except OSError:
+        return UTC
+
+
+def zone_for(timezone: str | None) -> tzinfo:
+    return ZoneInfo(timezone) if timezone else local_zone()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A job's cron expression in its time zone."""
+
+    expression: str
+    zone: tzinfo
+
+    @classmethod
+    def of(cls, expression: str, timezone: str | None) -> Schedule:
+        return cls(expand(expression), zone_for(timezone))
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first fire time strictly after ``moment`` (in the schedule's zone)."""
+        from croniter import croniter
+
+        fixed = is_fixed_time(self.expression)
+        times = croniter(self.expression, moment.astimezone(self.zone))
+        for _ in range(MAX_TICKS_CONSIDERED):
+            candidate: datetime = times.get_next(datetime)
+            if candidate <= moment:
+                continue  # never step backwards, whatever the library does around a transition
+            if fixed and _is_repeat(candidate, self.zone):
+                continue
+            return candidate
+        raise RuntimeError(f"no fire time found after {moment} for {self.expression!r}")
+
+    def fire_times(self, after: datetime, until: datetime) -> Iterator[datetime]:
+        """Fire times in (after, until], oldest first."""
+        moment = after
+        for _ in range(MAX_TICKS_CONSIDERED):
+            moment = self.next_after(moment)
+            if moment > until:
+                return
+            yield moment
+
+    def upcoming(self, after: datetime, count: int) -> list[datetime]:
+        times: list[datetime] = []
+        moment = after
+        for _ in range(count):
+            moment = self.next_after(moment)
+            times.append(moment)
+        return times
+
+
+def _is_repeat(moment: datetime, zone: tzinfo) -> bool:
+    """True for the second occurrence of a wall-clock time repeated when clocks go back."""
+    wall = moment.replace(tzinfo=None)
+    first = wall.replace(tzinfo=zone, fold=0)
+    return first.astimezone(UTC) < moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """What to do with the ticks that came due since the cursor."""
+
+    fire: list[datetime]
+    missed: list[datetime]
+    cursor: datetime | None  # the newest tick considered: the job's cursor moves here
+    more_missed: int = 0  # ticks beyond MAX_TICKS_CONSIDERED, counted but not listed
+
+
+def plan_ticks(
+    schedule: Schedule,
+    cursor: datetime,
+    now: datetime,
+    *,
+    catchup: str = "latest",
+    max_catchup: int = 100,
+    starting_deadline: float | None = None,
+) -> TickPlan:
+    """Decide which ticks in (cursor, now] fire and which are missed.
+
+    ``none`` fires only a tick that is on time (due within the last minute); ``latest`` fires
+    the newest tick and misses the rest; ``all`` fires each, oldest first, at most
+    ``max_catchup`` (the newest ones). A tick older than ``starting_deadline`` seconds is
+    missed whatever the policy.
+    """
+    due = list(schedule.fire_times(cursor, now))
+    if not due:
+        return TickPlan([], [], None)
+    if catchup == "all":
+        fire, missed = due[-max_catchup:], due[:-max_catchup] if max_catchup else due
+    elif catchup == "none":
+        on_time = now - due[-1] <= timedelta(seconds=ON_TIME_S)
+        fire, missed = (due[-1:], due[:-1]) if on_time else ([], due)
+    else:
+        fire, missed = due[-1:], due[:-1]
+    if starting_deadline is not None:
+        late = [t for t in fire if (now - t).total_seconds() > starting_deadline]
+        fire = [t for t in fire if t not in late]
+        missed = sorted(missed + late)
+    return TickPlan(fire, missed, due[-1])
+
+
+def describe(expression: str) -> str:
+    """A short English reading of common expressions; the expression itself otherwise."""
+    fields = expand(expression).split()
+    if len(fields) != 5:
+        return f"cron {expression!r}"
+    minute, hour, dom, month, dow = fields
+    if fields == ["*"] * 5:
+        return "every minute"
+    if minute.startswith("*/") and hour == dom == month == dow == "*":
+        return f"every {minute[2:]} minutes"
+    if minute.isdigit() and hour == dom == month == dow == "*":
+        return f"every hour at minute {int(minute)}"
+    if minute.isdigit() and hour.isdigit():
+        at = f"at {int(hour):02d}:{int(minute):02d}"
+        if dom == month == dow == "*":
+            return f"{at} every day"
+        if dom == month == "*":
+            return f"{at} on weekdays {dow}"
+        if month == dow == "*":
+            return f"{at} on day {dom} of the month"
+    return f"cron {expression!r}"
+
+
 def next_fire(expression: str, zone: tzinfo, after: datetime) -> datetime:
     """The first fire time strictly after ``after``, in ``zone``."""
-    from croniter import croniter
-
-    return croniter(expand(expression), after.astimezone(zone)).get_next(datetime)  # type: ignore[no-any-return]
+    return Schedule(expand(expression), zone).next_after(after)

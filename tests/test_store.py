@@ -82,7 +82,7 @@ def test_an_older_database_is_migrated_in_place(ws: Workspace, cli) -> None:
     ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
     cli("run", "j")
     with sqlite3.connect(ws.db) as conn:  # turn it back into a version-1 database
-        for table in ("requests", "parts", "submissions", "meta"):
+        for table in TABLES - VERSION_1_TABLES:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     assert cli("status", "--json").json()[0]["job"] == "j"

@@ -198,7 +198,62 @@ def _m002_submissions(db: object) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", [uuid.uuid4().hex])
 
 
-MIGRATIONS: list[Migration] = [_m001_initial, _m002_submissions]
+def _m003_schedules(db: object) -> None:
+    _run_statements(
+        db,
+        """
+        CREATE TABLE ticks (
+            id INTEGER PRIMARY KEY,
+            job TEXT NOT NULL,
+            scope TEXT NOT NULL DEFAULT '',
+            scheduled_for TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            run_id INTEGER,
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            fired_at TEXT,
+            UNIQUE (job, scope, scheduled_for)
+        );
+        CREATE INDEX ticks_pending ON ticks (status, priority, scheduled_for);
+        CREATE INDEX ticks_by_job ON ticks (job, id);
+
+        CREATE TABLE schedule_cursors (
+            job TEXT NOT NULL,
+            scope TEXT NOT NULL DEFAULT '',
+            last_scheduled_for TEXT NOT NULL,
+            PRIMARY KEY (job, scope)
+        );
+
+        CREATE TABLE pauses (
+            job TEXT PRIMARY KEY,
+            paused_at TEXT NOT NULL,
+            reason TEXT
+        );
+
+        CREATE TABLE daemons (
+            instance TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            mode TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL,
+            last_pass_at TEXT,
+            stopped_at TEXT
+        );
+
+        CREATE TABLE daemon_lock (
+            name TEXT PRIMARY KEY,
+            instance TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            lease_until TEXT NOT NULL
+        );
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [_m001_initial, _m002_submissions, _m003_schedules]
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -32,6 +32,7 @@ from batchctl.records import (
 )
 from batchctl.store import migrations
 from batchctl.store.sqlite_batches import BatchTables
+from batchctl.store.sqlite_schedule import ScheduleTables
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -43,7 +44,7 @@ _RUN_COLUMNS = (
 _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.RETRYING.value)
 
 
-class SQLiteStore(BatchTables):
+class SQLiteStore(BatchTables, ScheduleTables):
     """A batchctl database in one SQLite file, readable with the sqlite-utils CLI or Datasette."""
 
     def __init__(self, conn: sqlite3.Connection, location: str) -> None:
@@ -252,6 +253,12 @@ class SQLiteStore(BatchTables):
     def count_runs(self, query: RunFilter) -> int:
         where, params = _run_where(query)
         return int(self.conn.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[0])
+
+    def _runs(self, where: str, params: Sequence[Any]) -> list[Run]:
+        rows = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id", params
+        )
+        return [_run_from_row(row) for row in rows]
 
     def last_run_per_job(self) -> dict[str, Run]:
         rows = self.conn.execute(
