@@ -6,17 +6,17 @@ import sqlite3
 
 from tests.conftest import Workspace
 
-TABLES = {
-    "runs",
-    "attempts",
-    "transitions",
-    "run_logs",
-    "locks",
-    "schema_version",
+VERSION_1_TABLES = {"runs", "attempts", "transitions", "run_logs", "locks", "schema_version"}
+TABLES = VERSION_1_TABLES | {
     "meta",
     "submissions",
     "parts",
     "requests",
+    "ticks",
+    "schedule_cursors",
+    "pauses",
+    "daemons",
+    "daemon_lock",
 }
 
 
