@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from batchctl.batches.pricing import Price
 from batchctl.durations import parse_duration
 from batchctl.errors import ConfigError
+from batchctl.schedule import CATCHUP_POLICIES
 
 JOB_KINDS = ("command", "python", "openai")
 ON_EXPIRED = ("keep", "resubmit")
@@ -73,6 +74,14 @@ class JobConfig:
     on_expired: str = "keep"
     on_complete: str | None = None
     output_dir: Path | None = None
+    # scheduling (batchctl daemon)
+    jitter: float = 0.0
+    catchup: str = "latest"
+    max_catchup: int = 100
+    starting_deadline: float | None = None
+    priority: int = 0
+    after: tuple[str, ...] = ()
+    ping_url: str | None = None
 
     def run_scopes(self) -> tuple[str | None, ...]:
         """The scopes one ``batchctl run JOB`` covers: each listed scope, or the job's one run."""
@@ -103,12 +112,25 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    """How ``batchctl daemon`` runs (``[daemon]``)."""
+
+    max_workers: int = 4
+    lease: float = 30.0
+    grace: float = 30.0
+    poll_interval: float | None = None  # default: [openai] poll_interval
+    http: str | None = None
+    metrics_textfile: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
     openai: OpenAIConfig = OpenAIConfig()
     batches: BatchSettings = BatchSettings()
     prices: Mapping[str, Price] = field(default_factory=dict)
+    daemon: DaemonSettings = DaemonSettings()
 
     @property
     def base_dir(self) -> Path:
@@ -155,11 +177,15 @@ def parse_config(
     openai = _parse_openai(_Section(section.table("openai"), "openai", section.problems))
     batches = _parse_batches(_Section(section.table("batches"), "batches", section.problems))
     prices = _parse_prices(section.table("prices"), section.problems)
+    daemon = _parse_daemon(_Section(section.table("daemon"), "daemon", section.problems), base_dir)
+    _check_chains(jobs, section.problems)
     section.finish()
     if check_processors:
         _check_processors(jobs, base_dir, section.problems)
     section.problems.raise_if_any()
-    return Config(path=path, jobs=jobs, openai=openai, batches=batches, prices=prices)
+    return Config(
+        path=path, jobs=jobs, openai=openai, batches=batches, prices=prices, daemon=daemon
+    )
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -191,6 +217,13 @@ def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> Jo
         env=s.string_table("env"),
         cwd=s.convert("cwd", lambda v: base_dir / _string(v)),
         command=s.convert("command", _command) if kind == "command" else None,
+        jitter=s.convert("jitter", parse_duration, 0.0),
+        catchup=s.choice("catchup", CATCHUP_POLICIES) or "latest",
+        max_catchup=_at_least_one(s, "max_catchup", 100),
+        starting_deadline=s.convert("starting_deadline", parse_duration),
+        priority=s.get("priority", int, 0),
+        after=tuple(s.string_list("after", unique=True)),
+        ping_url=s.convert("ping_url", _url),
         processor=s.get("processor", str, None) if kind == "python" else None,
         options=s.table("options") if kind == "python" else {},
     )
@@ -264,6 +297,64 @@ def _parse_openai(s: _Section) -> OpenAIConfig:
     )
     s.finish()
     return config
+
+
+def _at_least_one(s: _Section, name: str, default: int) -> int:
+    value: int = s.get(name, int, default)
+    if value < 1:
+        s.problems.add(f"{s.prefix}.{name}", f"must be 1 or more, got {value}")
+        return default
+    return value
+
+
+def _url(value: Any) -> str:
+    text = _string(value)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _address(value: Any) -> str:
+    text = _string(value)
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9187", got {text!r}')
+    return text
+
+
+def _parse_daemon(s: _Section, base_dir: Path) -> DaemonSettings:
+    default = DaemonSettings()
+    settings = DaemonSettings(
+        max_workers=_at_least_one(s, "max_workers", default.max_workers),
+        lease=s.convert("lease", parse_duration, default.lease),
+        grace=s.convert("grace", parse_duration, default.grace),
+        poll_interval=s.convert("poll_interval", parse_duration),
+        http=s.convert("http", _address),
+        metrics_textfile=s.convert("metrics_textfile", lambda v: base_dir / _string(v)),
+    )
+    if settings.lease < 3:
+        s.problems.add("daemon.lease", f"must be at least 3 seconds, got {settings.lease:g}")
+    s.finish()
+    return settings
+
+
+def _check_chains(jobs: Mapping[str, JobConfig], problems: _Problems) -> None:
+    for job in jobs.values():
+        for upstream in job.after:
+            if upstream not in jobs:
+                problems.add(f"jobs.{job.name}.after", f"no job named {upstream!r}")
+    for job in jobs.values():  # a chain must not lead back to itself
+        seen: set[str] = set()
+        todo = list(job.after)
+        while todo:
+            name = todo.pop()
+            if name == job.name:
+                problems.add(f"jobs.{job.name}.after", "the chain of 'after' jobs is a cycle")
+                break
+            if name in seen or name not in jobs:
+                continue
+            seen.add(name)
+            todo.extend(jobs[name].after)
 
 
 def _parse_batches(s: _Section) -> BatchSettings:

@@ -23,6 +23,7 @@ from batchctl.durations import format_duration
 from batchctl.errors import NotFoundError, UsageError
 from batchctl.jobs.context import AttemptContext, Event, Progress, Wake
 from batchctl.owners import is_dead, this_process
+from batchctl.pings import Pinger
 from batchctl.records import (
     LockHolder,
     LogEntry,
@@ -135,6 +136,8 @@ class Engine:
                 )
                 self.store.set_status(run_id, RunStatus.SKIPPED, self.clock(), reason=reason)
                 return self._finished(run_id)
+        pinger = Pinger(job.ping_url)
+        pinger.start()
         try:
             self._attempts(job, scope, run_id, key)
         except BaseException as exc:
@@ -149,7 +152,25 @@ class Engine:
         finally:
             if job.concurrency != "allow":
                 self.store.release_lock(key, run_id)
-        return self._finished(run_id)
+        run = self._finished(run_id)
+        pinger.finish(run.status is RunStatus.COMPLETED)
+        if run.status is RunStatus.COMPLETED:
+            self._run_chained(job, scope, run)
+        return run
+
+    def _run_chained(self, upstream: JobConfig, scope: str | None, run: Run) -> None:
+        """Run the jobs whose ``after`` names this one (their own scopes, or this scope)."""
+        for job in self.config.jobs.values():
+            if upstream.name not in job.after or not job.enabled:
+                continue
+            for each in [scope] if scope in job.scopes else job.run_scopes():
+                if job.kind == "openai":
+                    from batchctl.batches.submission import Batches
+                    from batchctl.jobs.openai import submit_job
+
+                    submit_job(Batches(self.store, self.config), job, each, trigger="after")
+                else:
+                    self.run(job, each, trigger="after", retry_of=None)
 
     def retry(self, run_id: int) -> Run:
         """Run a finished run's job and scope again, as a new run linked to the old one."""

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "adopt": ("batchctl.cli.remote_cmd", "adopt"),
     "emulator": ("batchctl.cli.emulator_cmd", "emulator"),
     "demo": ("batchctl.cli.demo_cmd", "demo"),
+    "daemon": ("batchctl.cli.daemon_cmd", "daemon"),
+    "schedule": ("batchctl.cli.schedule_cmd", "app"),
 }
 
 

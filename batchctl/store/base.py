@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from batchctl.records import (
     Attempt,
+    DaemonInfo,
     LockHolder,
     LogEntry,
     LogLevel,
@@ -22,6 +23,7 @@ from batchctl.records import (
     RunOutcome,
     RunStatus,
     Submission,
+    Tick,
     Transition,
 )
 
@@ -102,7 +104,71 @@ class BatchStore(Protocol):
     ) -> bool: ...
 
 
-class Store(BatchStore, Protocol):
+class ScheduleStore(Protocol):
+    """Ticks, cursors, pauses and the daemon's lease and heartbeat."""
+
+    def cursor(self, job: str, scope: str | None) -> datetime | None: ...
+
+    def set_cursor(self, job: str, scope: str | None, moment: datetime) -> None: ...
+
+    def record_ticks(
+        self,
+        job: str,
+        scope: str | None,
+        *,
+        pending: Sequence[datetime],
+        closed: Sequence[tuple[datetime, str, str]],
+        cursor: datetime,
+        priority: int,
+        now: datetime,
+    ) -> list[int]: ...
+
+    def claim_ticks(self, limit: int, now: datetime) -> list[Tick]: ...
+
+    def pending_tick_count(self) -> int: ...
+
+    def close_tick(
+        self, tick_id: int, status: str, *, run_id: int | None = None, reason: str | None = None
+    ) -> None: ...
+
+    def reopen_ticks(self, job: str, since: datetime, *, latest_only: bool, limit: int) -> int: ...
+
+    def ticks(self, *, job: str | None = None, limit: int = 100) -> list[Tick]: ...
+
+    def last_tick_per_job(self) -> dict[str, Tick]: ...
+
+    def tick_counts(self, since: datetime) -> dict[tuple[str, str], int]: ...
+
+    def pause(self, job: str, now: datetime, reason: str | None) -> bool: ...
+
+    def resume(self, job: str) -> datetime | None: ...
+
+    def paused(self) -> dict[str, datetime]: ...
+
+    def take_daemon_lock(
+        self, instance: str, owner: Owner, lease_until: datetime, now: datetime
+    ) -> tuple[str, Owner] | None: ...
+
+    def daemon_lock_holder(self) -> tuple[str, Owner, datetime] | None: ...
+
+    def renew_daemon_lock(self, instance: str, lease_until: datetime) -> bool: ...
+
+    def release_daemon_lock(self, instance: str) -> None: ...
+
+    def register_daemon(self, instance: str, owner: Owner, mode: str, now: datetime) -> None: ...
+
+    def daemon_heartbeat(self, instance: str, now: datetime, *, passed: bool = False) -> None: ...
+
+    def daemon_stopped(self, instance: str, now: datetime) -> None: ...
+
+    def daemons(self, limit: int = 20) -> list[DaemonInfo]: ...
+
+    def runs_past_lease(self, now: datetime) -> list[Run]: ...
+
+    def active_runs(self, job: str | None = None) -> list[Run]: ...
+
+
+class Store(BatchStore, ScheduleStore, Protocol):
     location: str
 
     def close(self) -> None: ...

@@ -1,0 +1,498 @@
+"""The daemon: fires due ticks, runs them in a bounded pool, refreshes in-flight batches.
+
+One daemon per database (an flock beside the file, which the kernel drops when the process
+dies, plus a lease row naming the holder for other hosts and for ``health``). ``--once`` is one
+pass without the lock — for crontab and systemd timers — and is safe beside a running daemon:
+each tick is inserted once per (job, scope, scheduled time), so only one process fires it.
+
+Stopping (SIGTERM, SIGINT): no new ticks are taken; running jobs get ``[daemon] grace`` to
+finish, then they are cancelled and recorded so. Remote batches in flight are simply picked up by
+the next daemon. SIGHUP, or a change of the config file, reloads the config; a config that no
+longer validates is refused and the old one kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from batchctl.config import Config, JobConfig
+from batchctl.engine import Engine, EngineSettings
+from batchctl.errors import BatchctlError, ConfigError, ExitCode
+from batchctl.owners import is_dead, this_process
+from batchctl.records import RunStatus, Tick, utcnow
+from batchctl.schedule import Schedule, plan_ticks
+
+if TYPE_CHECKING:
+    from batchctl.providers.base import Provider
+    from batchctl.store.base import Store
+
+log = logging.getLogger("batchctl.daemon")
+MAX_SLEEP_S = 60.0
+
+
+class DaemonBusy(BatchctlError):
+    """Another daemon holds this database."""
+
+    exit_code = ExitCode.SKIPPED
+
+
+class Daemon:
+    def __init__(
+        self,
+        location: str,
+        load_config: Callable[[], Config],
+        *,
+        once: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        from batchctl.store import open_store
+
+        self.location = location
+        self.load_config = load_config
+        self.config = load_config()
+        self.once = once
+        self.clock = clock
+        self.store: Store = open_store(location)
+        self.instance = uuid.uuid4().hex
+        self.owner = this_process()
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.wake = threading.Event()
+        self.pool = ThreadPoolExecutor(
+            max_workers=self.config.daemon.max_workers, thread_name_prefix="batchctl-run"
+        )
+        self.running: dict[Future[None], threading.Event] = {}
+        self.lock_file: IO[str] | None = None
+        self.config_mtime = self._config_mtime()
+        self.next_refresh = 0.0
+        self.provider: Provider | None = None
+        self.api_down_since: float | None = None
+
+    # --- life cycle -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped (or one pass with ``once``); the exit code."""
+        if not self.once:
+            self._take_lock()
+        self.store.register_daemon(
+            self.instance, self.owner, "once" if self.once else "daemon", self.clock()
+        )
+        log.info(
+            "started (%s, pid %s, %s workers)",
+            self.owner.host,
+            self.owner.pid,
+            self.config.daemon.max_workers,
+        )
+        try:
+            while not self.stopping.is_set():
+                self.pass_once()
+                if self.once:
+                    self._wait_for_runs(None)
+                    self.pass_once(schedule=False)  # collect what finished during the pass
+                    break
+                self._sleep()
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def request_reload(self) -> None:
+        self.reload_requested.set()
+        self.wake.set()
+
+    def _take_lock(self) -> None:
+        path = Path(self.location).expanduser().resolve()
+        handle = open(path.with_name(path.name + ".daemon.lock"), "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise self._busy() from None
+        self.lock_file = handle
+        lease = timedelta(seconds=self.config.daemon.lease)
+        while True:
+            now = self.clock()
+            holder = self.store.take_daemon_lock(self.instance, self.owner, now + lease, now)
+            if holder is None:
+                return
+            _, owner = holder
+            if owner.host == self.owner.host:
+                # We hold the flock, so that daemon is gone: take over at once.
+                self.store.release_daemon_lock(holder[0])
+                continue
+            log.warning(
+                "waiting for the lease of the daemon on %s (pid %s) to expire",
+                owner.host,
+                owner.pid,
+            )
+            if self.stopping.wait(self.config.daemon.lease / 3):
+                raise self._busy()
+
+    def _busy(self) -> DaemonBusy:
+        holder = self.store.daemon_lock_holder()
+        who = (
+            "another daemon"
+            if holder is None
+            else (f"the daemon on host {holder[1].host} (pid {holder[1].pid})")
+        )
+        return DaemonBusy(
+            f"{who} already runs for database {self.store.location}",
+            hint="one daemon per database; use `batchctl daemon --once` beside it if needed",
+        )
+
+    def _shutdown(self) -> None:
+        if self.running:
+            grace = self.config.daemon.grace
+            log.info(
+                "stopping: waiting up to %.0fs for %d running job(s)", grace, len(self.running)
+            )
+            if not self._wait_for_runs(grace):
+                for cancel in list(self.running.values()):
+                    cancel.set()
+                self._wait_for_runs(None)
+        self.pool.shutdown(wait=True)
+        now = self.clock()
+        self.store.daemon_stopped(self.instance, now)
+        if not self.once:
+            self.store.release_daemon_lock(self.instance)
+        if self.provider is not None:
+            self.provider.close()
+        if self.lock_file is not None:
+            self.lock_file.close()
+        log.info("stopped")
+
+    def _wait_for_runs(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            self._reap()
+            if not self.running:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    # --- one pass -------------------------------------------------------------------------------
+    def pass_once(self, *, schedule: bool = True) -> None:
+        now = self.clock()
+        self._maybe_reload()
+        self._heartbeat(now)
+        self._recover_abandoned(now)
+        if schedule and not self.stopping.is_set():
+            for job in self.config.jobs.values():
+                if job.schedule and job.enabled:
+                    for scope in job.run_scopes():
+                        self._schedule(job, scope, now)
+            self._dispatch()
+        self._refresh_batches()
+        self._reap()
+        self.store.daemon_heartbeat(self.instance, self.clock(), passed=True)
+        self._write_metrics()
+
+    def _schedule(self, job: JobConfig, scope: str | None, now: datetime) -> None:
+        assert job.schedule is not None
+        cursor = self.store.cursor(job.name, scope)
+        if cursor is None:
+            # A job seen for the first time starts now: no backfill of its past.
+            self.store.set_cursor(job.name, scope, now)
+            return
+        schedule = Schedule.of(job.schedule, job.timezone)
+        plan = plan_ticks(
+            schedule,
+            cursor,
+            now,
+            catchup=job.catchup,
+            max_catchup=job.max_catchup,
+            starting_deadline=job.starting_deadline,
+        )
+        if plan.cursor is None:
+            return
+        paused = job.name in self.store.paused()
+        closed = [(t, "missed", f"catchup={job.catchup}") for t in plan.missed]
+        pending = plan.fire
+        if paused:
+            closed += [(t, "skipped", "paused") for t in pending]
+            pending = []
+        self.store.record_ticks(
+            job.name,
+            scope,
+            pending=pending,
+            closed=closed,
+            cursor=plan.cursor,
+            priority=job.priority,
+            now=now,
+        )
+        if plan.missed:
+            label = f"{job.name}[{scope}]" if scope else job.name
+            log.warning(
+                "%s: %d tick(s) missed (catchup=%s), the oldest %s",
+                label,
+                len(plan.missed),
+                job.catchup,
+                plan.missed[0].isoformat(),
+            )
+
+    def _dispatch(self) -> None:
+        self._reap()
+        free = self.config.daemon.max_workers - len(self.running)
+        if free <= 0:
+            return
+        for tick in self.store.claim_ticks(free, self.clock()):
+            cancel = threading.Event()
+            future = self.pool.submit(self._fire, tick, cancel)
+            self.running[future] = cancel
+
+    def _reap(self) -> None:
+        for future in [f for f in self.running if f.done()]:
+            self.running.pop(future)
+            error = future.exception()
+            if error is not None:
+                log.error("a run failed inside the daemon: %s", error, exc_info=error)
+
+    # --- firing a tick (on a worker thread, with its own store connection) ---------------------
+    def _fire(self, tick: Tick, cancel: threading.Event) -> None:
+        from batchctl.store import open_store
+
+        store = open_store(self.location)
+        try:
+            self._fire_with(store, tick, cancel)
+        finally:
+            store.close()
+            self.wake.set()
+
+    def _fire_with(self, store: Store, tick: Tick, cancel: threading.Event) -> None:
+        config = self.config
+        job = config.jobs.get(tick.job)
+        label = f"{tick.job}[{tick.scope}]" if tick.scope else tick.job
+        if job is None or not job.enabled or not job.schedule:
+            store.close_tick(tick.id, "skipped", reason="job removed or disabled")
+            return
+        if job.jitter and cancel.wait(random.uniform(0, job.jitter)):
+            store.close_tick(tick.id, "skipped", reason="daemon stopping")
+            return
+        late = (self.clock() - tick.scheduled_for).total_seconds()
+        if job.starting_deadline is not None and late > job.starting_deadline:
+            store.close_tick(tick.id, "missed", reason=f"started {late:.0f}s late")
+            return
+        log.info("firing %s for %s", label, tick.scheduled_for.isoformat())
+        if job.kind == "openai":
+            run_id = self._submit(store, config, job, tick)
+            store.close_tick(tick.id, "fired", run_id=run_id)
+            return
+        engine = Engine(
+            store,
+            config,
+            clock=self.clock,
+            cancel=cancel,
+            settings=EngineSettings(lease=config.daemon.lease),
+        )
+        run = engine.run(job, tick.scope, trigger="schedule", scheduled_for=tick.scheduled_for)
+        status = "skipped" if run.status is RunStatus.SKIPPED else "fired"
+        store.close_tick(
+            tick.id, status, run_id=run.id, reason=run.reason if status == "skipped" else None
+        )
+        log.info("%s run %d %s", label, run.id, run.status.value)
+
+    def _submit(self, store: Store, config: Config, job: JobConfig, tick: Tick) -> int:
+        from batchctl.batches.submission import Batches
+        from batchctl.jobs.openai import submit_job
+
+        if job.concurrency == "forbid":
+            busy = [r for r in store.active_runs(job.name) if r.scope == tick.scope]
+            if busy:
+                return store.create_run(
+                    job=job.name,
+                    scope=tick.scope,
+                    trigger="schedule",
+                    status=RunStatus.SKIPPED,
+                    max_attempts=1,
+                    now=self.clock(),
+                    scheduled_for=tick.scheduled_for,
+                    reason=f"run {busy[0].id} of this job is still in flight (concurrency=forbid)",
+                )
+        batches = Batches(store, config, provider_factory=self._provider)
+        return submit_job(
+            batches, job, tick.scope, trigger="schedule", scheduled_for=tick.scheduled_for
+        )
+
+    # --- batches in flight ----------------------------------------------------------------------
+    def _provider(self) -> Provider:
+        if self.provider is None:
+            from batchctl.providers import open_provider
+
+            self.provider = open_provider(self.config.openai)
+        return self.provider
+
+    def _refresh_batches(self) -> None:
+        if time.monotonic() < self.next_refresh:
+            return
+        interval = self.config.daemon.poll_interval or self.config.openai.poll_interval
+        self.next_refresh = time.monotonic() + interval
+        in_flight = self.store.submissions_in_flight()
+        if not in_flight:
+            return
+        from batchctl.batches.refresh import refresh
+
+        errors: list[str] = []
+        try:
+            provider = self._provider()
+        except BatchctlError as exc:
+            log.error("cannot refresh %d submission(s): %s", len(in_flight), exc.message)
+            return
+        refresh(
+            self.location,
+            self.config,
+            in_flight,
+            provider=provider,
+            on_error=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
+        )
+        self._report_api(errors, len(in_flight), interval)
+
+    def _report_api(self, errors: list[str], total: int, interval: float) -> None:
+        """One log line per interval while the API fails, not one per request."""
+        if not errors:
+            if self.api_down_since is not None:
+                down = time.monotonic() - self.api_down_since
+                log.info("the API answers again (it failed for %.0fs)", down)
+                self.api_down_since = None
+            return
+        if self.api_down_since is None:
+            self.api_down_since = time.monotonic()
+        log.error(
+            "could not refresh %d of %d submission(s) (retrying every %.0fs): %s",
+            len(errors),
+            total,
+            interval,
+            errors[0],
+        )
+
+    # --- recovery, heartbeat, reload --------------------------------------------------------------
+    def _recover_abandoned(self, now: datetime) -> None:
+        for run in self.store.runs_past_lease(now):
+            if run.owner is not None and run.owner == self.owner:
+                continue
+            if (
+                run.owner is not None
+                and run.owner.host == self.owner.host
+                and not is_dead(run.owner)
+            ):
+                continue  # alive here, only slow to renew: its lock decides
+            reason = "its lease expired"
+            if run.owner is not None:
+                where = f"host {run.owner.host}, pid {run.owner.pid}"
+                reason = f"its process ({where}) stopped renewing its lease"
+            if not self.store.set_status(
+                run.id,
+                RunStatus.ABANDONED,
+                now,
+                reason=reason,
+                only_if=(RunStatus.RUNNING, RunStatus.RETRYING),
+            ):
+                continue
+            log.warning("run %d of %s abandoned: %s", run.id, run.job, reason)
+            self._retry_abandoned(run.id, run.job, run.scope, run.attempts)
+
+    def _retry_abandoned(
+        self, run_id: int, job_name: str, scope: str | None, attempts: int
+    ) -> None:
+        job = self.config.jobs.get(job_name)
+        if job is None or "error" not in job.retries.on or attempts >= job.retries.max_attempts:
+            return
+        cancel = threading.Event()
+
+        def retry() -> None:
+            from batchctl.store import open_store
+
+            store = open_store(self.location)
+            try:
+                engine = Engine(
+                    store,
+                    self.config,
+                    clock=self.clock,
+                    cancel=cancel,
+                    settings=EngineSettings(lease=self.config.daemon.lease),
+                )
+                engine.run(job, scope, trigger="retry", retry_of=run_id)
+            finally:
+                store.close()
+
+        self.running[self.pool.submit(retry)] = cancel
+
+    def _heartbeat(self, now: datetime) -> None:
+        self.store.daemon_heartbeat(self.instance, now)
+        if self.once:
+            return
+        until = now + timedelta(seconds=self.config.daemon.lease)
+        if not self.store.renew_daemon_lock(self.instance, until):
+            log.error("lost the daemon lease to another daemon; stopping")
+            self.stop()
+
+    def _config_mtime(self) -> float | None:
+        path = self.config.path
+        try:
+            return None if path is None else path.stat().st_mtime
+        except OSError:
+            return None
+
+    def _maybe_reload(self) -> None:
+        mtime = self._config_mtime()
+        if not self.reload_requested.is_set() and mtime == self.config_mtime:
+            return
+        self.reload_requested.clear()
+        self.config_mtime = mtime
+        try:
+            config = self.load_config()
+        except ConfigError as exc:
+            problems = "; ".join(exc.problems) or exc.message
+            log.error("config reload refused, keeping the previous config: %s", problems)
+            return
+        if config.daemon.max_workers != self.config.daemon.max_workers:
+            log.warning("[daemon] max_workers takes effect at the next start")
+            config = replace(
+                config, daemon=replace(config.daemon, max_workers=self.config.daemon.max_workers)
+            )
+        self.config = config
+        log.info("config reloaded from %s (%d jobs)", config.path, len(config.jobs))
+
+    def _write_metrics(self) -> None:
+        target = self.config.daemon.metrics_textfile
+        if target is None:
+            return
+        from batchctl.metrics import write_textfile
+
+        with contextlib.suppress(OSError):
+            write_textfile(self.store, self.config, target, now=self.clock())
+
+    def _sleep(self) -> None:
+        now = self.clock()
+        wake_at = now + timedelta(seconds=MAX_SLEEP_S)
+        for job in self.config.jobs.values():
+            if not (job.schedule and job.enabled):
+                continue
+            schedule = Schedule.of(job.schedule, job.timezone)
+            for scope in job.run_scopes():
+                cursor = self.store.cursor(job.name, scope) or now
+                wake_at = min(wake_at, schedule.next_after(max(cursor, now - timedelta(days=1))))
+        seconds = max(0.0, (wake_at - now).total_seconds())
+        seconds = min(seconds, self.config.daemon.lease / 3)  # the heartbeat keeps the lease
+        if self.store.submissions_in_flight() or self.store.pending_tick_count():
+            interval = self.config.daemon.poll_interval or self.config.openai.poll_interval
+            seconds = min(seconds, interval)
+        if self.running:
+            seconds = min(seconds, 1.0)  # hand free workers the next pending tick soon
+        self.wake.wait(seconds)
+        self.wake.clear()
