@@ -7,6 +7,7 @@ fast and commands that need no network never import ``openai``.
 from __future__ import annotations
 
 import importlib
+import os
 import sqlite3
 import sys
 from typing import Annotated, Any
@@ -155,6 +156,18 @@ def _global_options(
     session.reset(config_path=config, db=db, quiet=quiet, verbose=verbose, no_color=no_color)
 
 
+COMPLETE_VAR = "_BATCHCTL_COMPLETE"
+
+
 def main() -> None:
     """The ``batchctl`` console script."""
+    if COMPLETE_VAR in os.environ:
+        enable_completion()
     app(prog_name="batchctl")
+
+
+def enable_completion() -> None:
+    """Register Typer's shell completion classes (only when a shell asks: they cost start-up)."""
+    from typer.completion import completion_init
+
+    completion_init()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from batchctl.cli import render, session
+from batchctl.cli.complete import run_ids
 from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
@@ -99,7 +100,10 @@ def submit(
 
 
 def wait(
-    run_id: Annotated[int, typer.Argument(help="The submission's run id.", show_default=False)],
+    run_id: Annotated[
+        int,
+        typer.Argument(autocompletion=run_ids, help="The submission's run id.", show_default=False),
+    ],
     timeout: Annotated[
         str | None, typer.Option("--timeout", help='Give up after this long, e.g. "2h" (exit 1).')
     ] = None,
@@ -123,7 +127,10 @@ def wait(
 
 
 def results(
-    run_id: Annotated[int, typer.Argument(help="The submission's run id.", show_default=False)],
+    run_id: Annotated[
+        int,
+        typer.Argument(autocompletion=run_ids, help="The submission's run id.", show_default=False),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(

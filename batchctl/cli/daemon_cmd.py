@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 

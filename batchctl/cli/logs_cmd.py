@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from batchctl.cli import render, session
+from batchctl.cli.complete import run_ids
 
 if TYPE_CHECKING:
     from batchctl.records import LogEntry
@@ -16,7 +17,12 @@ FOLLOW_POLL_S = 0.25
 
 
 def logs(
-    run_id: Annotated[int, typer.Argument(help="The run whose log to print.", show_default=False)],
+    run_id: Annotated[
+        int,
+        typer.Argument(
+            autocompletion=run_ids, help="The run whose log to print.", show_default=False
+        ),
+    ],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")
     ] = False,

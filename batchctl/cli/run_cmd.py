@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from batchctl.cli import render, session
+from batchctl.cli.complete import job_names, run_ids
 from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 
 
 def run(
-    job: Annotated[str | None, typer.Argument(help="The job to run.", show_default=False)] = None,
+    job: Annotated[
+        str | None,
+        typer.Argument(autocompletion=job_names, help="The job to run.", show_default=False),
+    ] = None,
     scope: Annotated[
         str | None, typer.Option("--scope", "-s", help="Run only this scope.", show_default=False)
     ] = None,
@@ -76,7 +80,10 @@ def _run_one(
 
 
 def retry(
-    run_id: Annotated[int, typer.Argument(help="The run to run again.", show_default=False)],
+    run_id: Annotated[
+        int,
+        typer.Argument(autocompletion=run_ids, help="The run to run again.", show_default=False),
+    ],
     failed: Annotated[
         bool, typer.Option("--failed", help="Batches: re-send failed requests.")
     ] = False,
@@ -126,7 +133,9 @@ def _retry_batch(
 
 
 def cancel(
-    run_id: Annotated[int, typer.Argument(help="The run to cancel.", show_default=False)],
+    run_id: Annotated[
+        int, typer.Argument(autocompletion=run_ids, help="The run to cancel.", show_default=False)
+    ],
     wait: Annotated[
         bool | None,
         typer.Option(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from batchctl.cli import render, session
+from batchctl.cli.complete import job_names
 from batchctl.cli.install_cmd import app
 from batchctl.cli.options import JsonOption
 
@@ -109,7 +110,9 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 @app.command("pause")
 def pause(
-    job: Annotated[str, typer.Argument(help="The job to pause.", show_default=False)],
+    job: Annotated[
+        str, typer.Argument(autocompletion=job_names, help="The job to pause.", show_default=False)
+    ],
     reason: Annotated[str | None, typer.Option("--reason", help="Why (shown in ticks).")] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -127,7 +130,9 @@ def pause(
 
 @app.command("resume")
 def resume(
-    job: Annotated[str, typer.Argument(help="The job to resume.", show_default=False)],
+    job: Annotated[
+        str, typer.Argument(autocompletion=job_names, help="The job to resume.", show_default=False)
+    ],
     json_output: JsonOption = False,
 ) -> None:
     """Resume a paused job. Ticks that passed meanwhile fire only as its catchup says: none

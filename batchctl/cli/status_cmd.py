@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from batchctl.cli import render, session
+from batchctl.cli.complete import run_ids
 from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ TABLE_LIMIT = 20
 
 def status(
     run_id: Annotated[
-        int | None, typer.Argument(help="Show this run in detail.", show_default=False)
+        int | None,
+        typer.Argument(autocompletion=run_ids, help="Show this run in detail.", show_default=False),
     ] = None,
     job: Annotated[str | None, typer.Option("--job", "-j", help="Only runs of this job.")] = None,
     statuses: Annotated[

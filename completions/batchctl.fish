@@ -1,0 +1,1 @@
+complete --command batchctl --no-files --arguments "(env _BATCHCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) batchctl)" --condition "env _BATCHCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) batchctl"
