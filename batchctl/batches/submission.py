@@ -622,6 +622,10 @@ class Batches:
         finally:
             for handle in handles.values():
                 handle.close()
+        return self.summary(run_id, path, errors_path)
+
+    def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
+        """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
         summary = self.store.request_summary(run_id)
         cost = cost_of(
             self.store.tokens_by_model(run_id),

@@ -122,6 +122,7 @@ class _Scanner:
             self.problem(path, 0, f"cannot read: {exc.strerror or exc}")
             return
         requests_before = self.plan.requests
+        problems_before = self.plan.problem_count
         self.files.append(path)
         with handle:
             for number, raw in enumerate(handle, start=1):
@@ -132,11 +133,8 @@ class _Scanner:
                     )
                     continue
                 self.scan_line(path, number, raw)
-        if self.plan.requests == requests_before and not self._had_problems_in(path):
+        if self.plan.requests == requests_before and self.plan.problem_count == problems_before:
             self.problem(path, 0, "no requests: the file is empty")
-
-    def _had_problems_in(self, path: Path) -> bool:
-        return any(p.path == path for p in self.plan.problems)
 
     def scan_line(self, path: Path, number: int, raw: bytes) -> None:
         line = raw.rstrip(b"\r\n")
@@ -171,7 +169,8 @@ class _Scanner:
             return
         self.seen[custom_id] = (len(self.files) - 1) << 32 | number
         # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
-        self.assign(raw if len(raw) == len(line) + 1 else line + b"\n", model, custom_id)
+        plain = raw.endswith(b"\n") and len(raw) == len(line) + 1
+        self.assign(raw if plain else line + b"\n", model, custom_id)
 
     def check_request(self, path: Path, number: int, request: object) -> str | None:
         """The request's model when the request is valid, else None (problems recorded)."""

@@ -93,11 +93,12 @@ def _report(exc: BaseException) -> None:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    if isinstance(exc, ConfigError) and exc.problems:
-        for problem in exc.problems:
+    problems: list[str] = getattr(exc, "problems", None) or []
+    if problems:  # a config or an input file: one line per problem, then the summary
+        for problem in problems:
             render.error(problem)
-        if exc.hint:
-            render.error(exc.message, exc.hint)
+        if exc.hint or not isinstance(exc, ConfigError):
+            render.error(getattr(exc, "message", str(exc)), getattr(exc, "hint", None))
         return
     if isinstance(exc, BatchctlError):
         render.error(exc.message, exc.hint)

@@ -190,7 +190,7 @@ def finish(
         batches.wait(run_id, timeout=timeout, on_progress=display.update)
     submission = batches.store.get_submission(run_id)
     assert submission is not None and submission.results_path is not None
-    summary = batches.write_results(run_id, Path(submission.results_path))
+    summary = batches.summary(run_id, Path(submission.results_path))  # merged when it settled
     print_summary(summary, json_output)
     if summary.exit_code:
         raise typer.Exit(int(summary.exit_code))

@@ -42,6 +42,6 @@ def demo() -> None:
             submission = batches.store.get_submission(run.id)
             if submission is not None and submission.results_path:
                 render.out()
-                summary = batches.write_results(run.id, Path(submission.results_path))
+                summary = batches.summary(run.id, Path(submission.results_path))
                 batch_cmd.print_summary(summary, json_output=False)
     render.out(f"\nsee the history again with: batchctl --db {session.current.db} status")

@@ -1,0 +1,252 @@
+"""The SQLite store's read-mostly queries for monitoring and retention: metrics, health, prune.
+
+A mixin of ``SQLiteStore`` (it uses its connection and write transactions). Every query here
+aggregates in SQL and stays cheap on large databases: runs are read in one ``GROUP BY`` pass,
+ticks only through the ``ticks_pending`` index (by status) and the ``(job, scope,
+scheduled_for)`` unique key, never scanned whole.
+
+Pruning deletes runs in chunks, one short write transaction each, so that a daemon writing
+beside it waits milliseconds, not the whole prune; every delete re-checks its conditions inside
+its transaction, so a run reopened meanwhile (``retry`` of a submission) is never deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from batchctl.records import DaemonInfo, from_iso, to_iso
+
+# A run that may be pruned: ended, and not a batch submission whose results are not merged yet
+# (its run may be terminal for a moment before the merge is recorded, or reopened by a retry).
+_PRUNABLE = (
+    "r.status NOT IN ('queued', 'running', 'retrying') AND r.finished_at IS NOT NULL"
+    " AND r.finished_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.run_id = r.id AND s.merged_at IS NULL)"
+)
+_DAEMON_COLUMNS = (
+    "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
+)
+# Seconds between two ISO 8601 texts, as SQLite computes it (millisecond precision).
+_SECONDS = "(julianday(finished_at) - julianday(started_at)) * 86400.0"
+
+
+class RunStats(NamedTuple):
+    """The runs of one job with one status, summed (one row of ``run_stats``)."""
+
+    job: str
+    status: str
+    runs: int
+    total_tokens: int
+    total_cost: float
+    duration_sum: float  # seconds, over the runs that started and finished
+    duration_count: int
+    last_finished_at: datetime | None
+
+
+class SchedulePosition(NamedTuple):
+    """How far the scheduler got for one (job, scope): its cursor and its newest tick."""
+
+    cursor: datetime
+    last_tick_at: datetime | None
+
+
+class PrunableRun(NamedTuple):
+    """A run ``prune`` may delete: its log line count and its submission's file directory."""
+
+    id: int
+    log_lines: int
+    directory: str | None  # a batch submission's directory of part files, downloads, results
+
+
+class PruneCounts(NamedTuple):
+    """What a prune of ticks and daemon records removes (or would remove)."""
+
+    ticks: int
+    daemons: int
+
+
+class MaintenanceTables:
+    conn: sqlite3.Connection
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    # --- metrics ------------------------------------------------------------------------------
+    def run_stats(self) -> list[RunStats]:
+        """Per (job, status): run count, tokens, cost, duration sum and count, last finish."""
+        rows = self.conn.execute(
+            "SELECT job, status, count(*), coalesce(sum(total_tokens), 0),"
+            " coalesce(sum(total_cost), 0.0),"
+            f" coalesce(sum(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL"
+            f" THEN max(0.0, {_SECONDS}) END), 0.0),"
+            " count(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL THEN 1 END),"
+            " max(finished_at)"
+            " FROM runs GROUP BY job, status ORDER BY job, status"
+        )
+        return [
+            RunStats(
+                job=row[0],
+                status=row[1],
+                runs=int(row[2]),
+                total_tokens=int(row[3]),
+                total_cost=float(row[4]),
+                duration_sum=float(row[5]),
+                duration_count=int(row[6]),
+                last_finished_at=from_iso(row[7]),
+            )
+            for row in rows
+        ]
+
+    def tick_stats(self, statuses: Sequence[str]) -> dict[tuple[str, str], int]:
+        """Tick counts per (job, status) for the given statuses (through the status index)."""
+        if not statuses:
+            return {}
+        marks = ",".join("?" * len(statuses))
+        rows = self.conn.execute(
+            f"SELECT job, status, count(*) FROM ticks WHERE status IN ({marks})"
+            " GROUP BY job, status",
+            tuple(statuses),
+        )
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    def part_stats(self) -> dict[str, int]:
+        """Parts of the submissions still in flight (not merged, run active), by remote status."""
+        rows = self.conn.execute(
+            "SELECT p.status, count(*) FROM parts p"
+            " JOIN submissions s ON s.run_id = p.run_id JOIN runs r ON r.id = p.run_id"
+            " WHERE s.merged_at IS NULL AND r.status IN ('queued', 'running', 'retrying')"
+            " GROUP BY p.status"
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    # --- health ---------------------------------------------------------------------------------
+    def schedule_positions(self) -> dict[tuple[str, str | None], SchedulePosition]:
+        """Per (job, scope) with a cursor: the cursor and the newest tick's scheduled time."""
+        rows = self.conn.execute(
+            "SELECT c.job, c.scope, c.last_scheduled_for,"
+            " (SELECT max(t.scheduled_for) FROM ticks t WHERE t.job = c.job AND t.scope = c.scope)"
+            " FROM schedule_cursors c"
+        )
+        positions: dict[tuple[str, str | None], SchedulePosition] = {}
+        for row in rows:
+            cursor = from_iso(row[2])
+            if cursor is not None:
+                positions[(row[0], row[1] or None)] = SchedulePosition(cursor, from_iso(row[3]))
+        return positions
+
+    def latest_daemon(self, mode: str) -> DaemonInfo | None:
+        """The daemon record of ``mode`` ("daemon" or "once") not marked stopped, newest
+        heartbeat first; None if there is none."""
+        row = self.conn.execute(
+            f"SELECT {_DAEMON_COLUMNS} FROM daemons WHERE mode = ? AND stopped_at IS NULL"
+            " ORDER BY heartbeat_at DESC LIMIT 1",
+            (mode,),
+        ).fetchone()
+        return None if row is None else _daemon(row)
+
+    def daemons_since(self, since: datetime, limit: int = 50) -> list[DaemonInfo]:
+        """Daemon records that beat at or after ``since``, or are not marked stopped; newest
+        heartbeat first."""
+        rows = self.conn.execute(
+            f"SELECT {_DAEMON_COLUMNS} FROM daemons WHERE heartbeat_at >= ? OR stopped_at IS NULL"
+            " ORDER BY heartbeat_at DESC LIMIT ?",
+            (to_iso(since), limit),
+        )
+        return [_daemon(row) for row in rows]
+
+    # --- prune ----------------------------------------------------------------------------------
+    def prunable_runs(
+        self, before: datetime, *, after_id: int = 0, limit: int = 500
+    ) -> list[PrunableRun]:
+        """Runs that ended before ``before`` and may be deleted, by id, ``limit`` at a time."""
+        rows = self.conn.execute(
+            "SELECT r.id, (SELECT count(*) FROM run_logs l WHERE l.run_id = r.id),"
+            " (SELECT s.directory FROM submissions s WHERE s.run_id = r.id)"
+            f" FROM runs r WHERE r.id > ? AND {_PRUNABLE} ORDER BY r.id LIMIT ?",
+            (after_id, to_iso(before), limit),
+        )
+        return [PrunableRun(int(row[0]), int(row[1]), row[2]) for row in rows]
+
+    def unmerged_finished_count(self, before: datetime) -> int:
+        """Ended runs older than ``before`` kept because their submission is not merged."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM runs r JOIN submissions s ON s.run_id = r.id"
+            " WHERE s.merged_at IS NULL AND r.status NOT IN ('queued', 'running', 'retrying')"
+            " AND r.finished_at < ?",
+            (to_iso(before),),
+        ).fetchone()
+        return int(row[0])
+
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> list[int]:
+        """Delete these runs (their attempts, transitions, logs, submission, parts and requests
+        go with them by ``ON DELETE CASCADE``) if they are still prunable; the ids deleted."""
+        if not run_ids:
+            return []
+        marks = ",".join("?" * len(run_ids))
+        with self._write() as conn:
+            rows = conn.execute(
+                f"DELETE FROM runs AS r WHERE r.id IN ({marks}) AND {_PRUNABLE} RETURNING r.id",
+                (*run_ids, to_iso(before)),
+            ).fetchall()
+        return sorted(int(row[0]) for row in rows)
+
+    def prune_ticks(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete ticks scheduled before ``before``: never pending ones, nor one being fired
+        (fired, no run recorded yet), nor one whose run is still active. Cursors stay."""
+        where = (
+            " WHERE scheduled_for < ? AND status != 'pending'"
+            " AND NOT (status = 'fired' AND run_id IS NULL)"
+            " AND (run_id IS NULL OR run_id NOT IN"
+            " (SELECT id FROM runs WHERE status IN ('queued', 'running', 'retrying')))"
+        )
+        params = (to_iso(before),)
+        if dry_run:
+            return int(self.conn.execute(f"SELECT count(*) FROM ticks{where}", params).fetchone()[0])
+        with self._write() as conn:
+            return int(conn.execute(f"DELETE FROM ticks{where}", params).rowcount)
+
+    def prune_daemons(
+        self, before: datetime, dead_before: datetime, *, dry_run: bool = False
+    ) -> int:
+        """Delete daemon records that stopped before ``before``, and those never marked
+        stopped whose last heartbeat is older than both ``before`` and ``dead_before`` (their
+        process died); never the holder of the daemon lock."""
+        where = (
+            " WHERE ((stopped_at IS NOT NULL AND stopped_at < ?)"
+            " OR (stopped_at IS NULL AND heartbeat_at < ? AND heartbeat_at < ?))"
+            " AND instance NOT IN (SELECT instance FROM daemon_lock)"
+        )
+        stamp = to_iso(before)
+        params = (stamp, stamp, to_iso(dead_before))
+        if dry_run:
+            return int(
+                self.conn.execute(f"SELECT count(*) FROM daemons{where}", params).fetchone()[0]
+            )
+        with self._write() as conn:
+            return int(conn.execute(f"DELETE FROM daemons{where}", params).rowcount)
+
+    def compact(self, *, vacuum: bool = False) -> None:
+        """Fold the write-ahead log into the database file and truncate it; with ``vacuum``,
+        also rewrite the file to give freed pages back to the file system (slow on a large
+        file, and it needs as much free disk again)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        if vacuum:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def _daemon(row: Sequence[Any]) -> DaemonInfo:
+    return DaemonInfo(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        from_iso(row[4]) or datetime.min,
+        from_iso(row[5]) or datetime.min,
+        from_iso(row[6]),
+        from_iso(row[7]),
+    )
