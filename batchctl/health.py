@@ -214,7 +214,11 @@ def check(store: Store, config: Config, now: datetime) -> HealthReport:
     problems: list[str] = []
     warnings: list[str] = []
     if daemon is not None and daemon.state == "running" and not daemon.holds_lock:
-        who = "nobody" if lock is None else f"{_short(lock.instance)} (host {lock.host}, pid {lock.pid})"
+        who = (
+            "nobody"
+            if lock is None
+            else f"{_short(lock.instance)} (host {lock.host}, pid {lock.pid})"
+        )
         problems.append(
             f"the running daemon {_describe(daemon)} does not hold the daemon lock (held by {who})"
         )

@@ -154,7 +154,9 @@ def collect(store: Store, config: Config, now: datetime) -> list[Family]:
         paused.add(1 if job in paused_jobs else 0, job=job)
     healthy = Family("healthy", "gauge", "1 when `batchctl health` passes, else 0.")
     healthy.add(1 if report.healthy else 0)
-    overdue = Family("jobs_overdue", "gauge", "Jobs (and scopes) that `batchctl health` finds overdue.")
+    overdue = Family(
+        "jobs_overdue", "gauge", "Jobs (and scopes) that `batchctl health` finds overdue."
+    )
     overdue.add(len(report.overdue))
 
     return [
@@ -224,7 +226,9 @@ def write_textfile(
 
 
 def format_value(value: float) -> str:
-    if isinstance(value, int) or (math.isfinite(value) and value == int(value) and abs(value) < 1e15):
+    if isinstance(value, int) or (
+        math.isfinite(value) and value == int(value) and abs(value) < 1e15
+    ):
         return str(int(value))
     if math.isnan(value):
         return "NaN"

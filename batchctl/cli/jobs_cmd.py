@@ -18,11 +18,18 @@ def jobs(json_output: JsonOption = False) -> None:
     from batchctl.records import to_iso, utcnow
 
     config = session.current.config(check_processors=False)
-    last = session.current.store().last_run_per_job()
+    store = session.current.store()
+    last = store.last_run_per_job()
+    paused = store.paused()
     now = utcnow()
     rows = [(job, _next_fire(job, now), last.get(job.name)) for job in config.jobs.values()]
     if json_output:
-        render.print_json([_job_json(job, nxt, run, to_iso) for job, nxt, run in rows])
+        render.print_json(
+            [
+                {**_job_json(job, nxt, run, to_iso), "paused": job.name in paused}
+                for job, nxt, run in rows
+            ]
+        )
         return
     from batchctl.cli.table import Column
 
@@ -34,7 +41,11 @@ def jobs(json_output: JsonOption = False) -> None:
         [
             job.name,
             job.kind,
-            "yes" if job.enabled else render.Styled("no", "dim"),
+            render.Styled("paused", "yellow")
+            if job.name in paused
+            else "yes"
+            if job.enabled
+            else render.Styled("no", "dim"),
             ", ".join(job.scopes) or "-",
             (job.schedule or "-") + (f" ({job.timezone})" if job.timezone else ""),
             nxt.strftime("%Y-%m-%d %H:%M %Z") if nxt else "-",
@@ -49,13 +60,9 @@ def jobs(json_output: JsonOption = False) -> None:
 def _next_fire(job: JobConfig, now: datetime) -> datetime | None:
     if not job.schedule or not job.enabled:
         return None
-    from zoneinfo import ZoneInfo
+    from batchctl.schedule import Schedule
 
-    from batchctl.schedule import next_fire
-
-    zone = ZoneInfo(job.timezone) if job.timezone else now.astimezone().tzinfo
-    assert zone is not None
-    return next_fire(job.schedule, zone, now)
+    return Schedule.of(job.schedule, job.timezone).next_after(now)
 
 
 def _job_json(job: JobConfig, nxt: datetime | None, run: Run | None, to_iso: Any) -> dict[str, Any]:

@@ -27,9 +27,7 @@ _PRUNABLE = (
     " AND r.finished_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.run_id = r.id AND s.merged_at IS NULL)"
 )
-_DAEMON_COLUMNS = (
-    "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
-)
+_DAEMON_COLUMNS = "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
 # Seconds between two ISO 8601 texts, as SQLite computes it (millisecond precision).
 _SECONDS = "(julianday(finished_at) - julianday(started_at)) * 86400.0"
 
@@ -205,7 +203,9 @@ class MaintenanceTables:
         )
         params = (to_iso(before),)
         if dry_run:
-            return int(self.conn.execute(f"SELECT count(*) FROM ticks{where}", params).fetchone()[0])
+            return int(
+                self.conn.execute(f"SELECT count(*) FROM ticks{where}", params).fetchone()[0]
+            )
         with self._write() as conn:
             return int(conn.execute(f"DELETE FROM ticks{where}", params).rowcount)
 
