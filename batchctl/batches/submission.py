@@ -24,7 +24,7 @@ from batchctl.batches.results import MergedWriter, read_results
 from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
 from batchctl.errors import ExitCode, NotFoundError, UsageError
-from batchctl.owners import this_process
+from batchctl.owners import is_dead, this_process
 from batchctl.records import (
     Part,
     PartPlanRow,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 PART_KEY = "batchctl_part"  # the metadata key that names a part, so a lost create can be found
 RUN_KEY = "batchctl_run"
 LEASE_S = 120.0
+INTENT_SETTLE_S = 10.0  # how long a dead process's last upload or create may take to land
 FIND_SLACK_S = 600  # look back this far (seconds) for what a lost call may have created
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _SETTLE = {  # what a request without a result line becomes when its part ends
@@ -318,9 +319,12 @@ class Batches:
         if submission.merged_at is not None:
             return True
         now = self.clock()
-        holder = self.store.take_submission_lease(
-            run_id, self.owner, now + timedelta(seconds=LEASE_S), now
-        )
+        until = now + timedelta(seconds=LEASE_S)
+        holder = self.store.take_submission_lease(run_id, self.owner, until, now)
+        if holder is not None and is_dead(holder):
+            # Its driver died (kill -9): take over now rather than wait for the lease to run out.
+            self.store.release_submission_lease(run_id, holder)
+            holder = self.store.take_submission_lease(run_id, self.owner, until, now)
         if holder is not None:
             return False  # another process is driving it right now
         try:
@@ -340,6 +344,10 @@ class Batches:
             self._download(submission, part)
 
     def _send(self, submission: Submission, part: Part) -> Part:
+        if self._settling(
+            part.upload_started_at if part.input_file_id is None else part.create_started_at
+        ):
+            return part  # a crashed process's call may still be landing: look again shortly
         if part.input_file_id is None:
             part = self._upload(part)
         key = f"{self.store.instance_id()}:{submission.token}:{part.number}"
@@ -356,6 +364,16 @@ class Batches:
                 metadata=metadata,
             )
         return self._record_remote(part, found)
+
+    def _settling(self, intent: datetime | None) -> bool:
+        """True while a call recorded at ``intent`` by another process may still take effect.
+
+        A process killed mid-call may have sent a request that the server has not finished
+        handling; looking for its result at once could miss it and send it twice.
+        """
+        if intent is None:
+            return False
+        return (self.clock() - intent).total_seconds() < INTENT_SETTLE_S
 
     def _upload(self, part: Part) -> Part:
         path = Path(part.path)
