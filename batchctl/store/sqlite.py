@@ -33,6 +33,7 @@ from batchctl.records import (
 from batchctl.store import migrations
 from batchctl.store.sqlite_batches import BatchTables
 from batchctl.store.sqlite_schedule import ScheduleTables
+from batchctl.store.transitions import record_transition
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -132,7 +133,7 @@ class SQLiteStore(BatchTables, ScheduleTables):
                 ),
             )
             run_id = int(cursor.lastrowid or 0)
-            _transition(conn, run_id, None, status, stamp, reason)
+            record_transition(conn, run_id, None, status, stamp, reason)
         return run_id
 
     def start_attempt(
@@ -155,7 +156,9 @@ class SQLiteStore(BatchTables, ScheduleTables):
                 (run_id, number, stamp),
             )
             if previous is not RunStatus.RUNNING:
-                _transition(conn, run_id, previous, RunStatus.RUNNING, stamp, f"attempt {number}")
+                record_transition(
+                    conn, run_id, previous, RunStatus.RUNNING, stamp, f"attempt {number}"
+                )
         return True
 
     def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
@@ -193,7 +196,7 @@ class SQLiteStore(BatchTables, ScheduleTables):
                 " WHERE id = ?",
                 (status.value, reason, finished, run_id),
             )
-            _transition(conn, run_id, previous, status, stamp, reason)
+            record_transition(conn, run_id, previous, status, stamp, reason)
         return True
 
     def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
@@ -217,7 +220,7 @@ class SQLiteStore(BatchTables, ScheduleTables):
                     run_id,
                 ),
             )
-            _transition(conn, run_id, previous, outcome.status, stamp, outcome.error)
+            record_transition(conn, run_id, previous, outcome.status, stamp, outcome.error)
         return True
 
     def record_progress(self, run_id: int, done: int, total: int | None) -> None:
@@ -414,20 +417,6 @@ def _time(text: str) -> datetime:
 def _status_of(conn: sqlite3.Connection, run_id: int) -> RunStatus | None:
     row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     return None if row is None else RunStatus(row[0])
-
-
-def _transition(
-    conn: sqlite3.Connection,
-    run_id: int,
-    previous: RunStatus | None,
-    status: RunStatus,
-    stamp: str | None,
-    reason: str | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO transitions (run_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
-        (run_id, None if previous is None else previous.value, status.value, stamp, reason),
-    )
 
 
 def _get_run(conn: sqlite3.Connection, run_id: int) -> Run | None:

@@ -25,6 +25,7 @@ from batchctl.records import (
     from_iso,
     to_iso,
 )
+from batchctl.store.transitions import record_transition
 
 _PART_COLUMNS = (
     "id, run_id, number, round, model, requests, bytes, path, filename, status, "
@@ -95,14 +96,13 @@ class BatchTables:
                 (job, scope or "", trigger, stamp, stamp, to_iso(scheduled_for)),
             )
             run_id = int(cursor.lastrowid or 0)
-            conn.execute(
-                "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
-                " VALUES (?, NULL, 'running', ?, ?)",
-                (
-                    run_id,
-                    stamp,
-                    f"submitting {submission.requests} requests in {len(parts)} part(s)",
-                ),
+            record_transition(
+                conn,
+                run_id,
+                None,
+                RunStatus.RUNNING,
+                stamp,
+                f"submitting {submission.requests} requests in {len(parts)} part(s)",
             )
             conn.execute(
                 "INSERT INTO submissions (run_id, provider, endpoint, completion_window, metadata,"
@@ -384,10 +384,8 @@ class BatchTables:
                 " WHERE id = ?",
                 (run_id,),
             )
-            conn.execute(
-                "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
-                " VALUES (?,?, 'running', ?, ?)",
-                (run_id, row[0] if row else None, stamp, reason),
+            record_transition(
+                conn, run_id, row[0] if row else None, RunStatus.RUNNING, stamp, reason
             )
 
     def take_submission_lease(
@@ -451,11 +449,7 @@ class BatchTables:
                     run_id,
                 ),
             )
-            conn.execute(
-                "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
-                " VALUES (?,?,?,?,?)",
-                (run_id, row[0], status.value, stamp, error),
-            )
+            record_transition(conn, run_id, row[0], status, stamp, error)
         return True
 
 
