@@ -3,19 +3,19 @@
 The rules, in one place (the README's "batchctl health" repeats them):
 
 - **Liveness.** The daemon is the newest ``daemons`` record of mode ``daemon`` not marked
-  stopped. It is alive when its heartbeat is at most ``2 × [daemon] lease`` old (it beats every
+  stopped. It is alive when its heartbeat is at most ``2 x [daemon] lease`` old (it beats every
   ``lease / 3`` at the latest) and, on this host, its process still exists. It should also hold
   the daemon lock (the ``daemon_lock`` row); a live daemon that does not is a problem.
   Installed with cron or a systemd timer instead (``batchctl daemon --once`` every minute), the
   scheduler counts as alive when a ``--once`` round beat within the last
-  ``max(ONCE_WINDOW_S, 2 × lease)`` seconds.
+  ``max(ONCE_WINDOW_S, 2 x lease)`` seconds.
 - **Who needs a scheduler.** A *scheduled job* is enabled, has a ``schedule`` and is not paused.
   With no scheduled job, no scheduler is needed and its absence is no problem: a database used
   only by hand, or by ``submit``/``wait`` scripts, is healthy. With scheduled jobs, "no daemon
   running" or "heartbeat stale" makes the report unhealthy.
 - **Overdue.** A scheduled job (each scope) is overdue when its next fire time after what the
   scheduler last considered (the newer of its cursor and its newest tick) is more than
-  ``max(OVERDUE_MARGIN_S, 2 × lease) + jitter`` in the past: no tick was recorded for it, fired,
+  ``max(OVERDUE_MARGIN_S, 2 x lease) + jitter`` in the past: no tick was recorded for it, fired,
   skipped or missed. A running run (of a ``command`` or ``python`` job) is overdue when its
   current attempt has run longer than the job's ``timeout + grace`` plus that margin, or — for
   a scheduled ``concurrency = "forbid"`` job without a timeout — when it still runs more than
@@ -269,7 +269,7 @@ def _why_not_alive(daemon: DaemonState | None, lease: float) -> str:
         return f"the daemon {_describe(daemon)} is gone: its process no longer exists"
     return (
         f"the daemon {_describe(daemon)} has not beaten for "
-        f"{format_duration(daemon.heartbeat_age)} (stale after 2 × lease = "
+        f"{format_duration(daemon.heartbeat_age)} (stale after 2 x lease = "
         f"{format_duration(2 * lease)})"
     )
 

@@ -21,6 +21,7 @@ space again).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 CHUNK = 500
 DEAD_DAEMON_AFTER = timedelta(days=1)  # a daemon record never stopped, silent this long, died
+FIRING_WINDOW = timedelta(days=1)  # a tick fired this recently may not have its run recorded yet
 
 
 @dataclass
@@ -119,7 +121,7 @@ def prune(
                 continue
             report.submissions += 1
             _remove_directory(Path(run.directory), root, report, dry_run=dry_run)
-    report.ticks = store.prune_ticks(cutoff, dry_run=dry_run)
+    report.ticks = store.prune_ticks(cutoff, now - FIRING_WINDOW, dry_run=dry_run)
     report.daemons = store.prune_daemons(cutoff, now - DEAD_DAEMON_AFTER, dry_run=dry_run)
     report.kept_unmerged = store.unmerged_finished_count(cutoff)
     report.kept_in_flight = sum(1 for r in store.active_runs() if r.created_at < cutoff)
@@ -160,8 +162,6 @@ def _tree_size(path: Path) -> tuple[int, int]:
 def _database_bytes(location: str) -> int:
     total = 0
     for suffix in ("", "-wal"):
-        try:
+        with contextlib.suppress(OSError):
             total += os.stat(location + suffix).st_size
-        except OSError:
-            pass
     return total

@@ -392,3 +392,34 @@ class DaemonInfo(NamedTuple):
     heartbeat_at: datetime
     last_pass_at: datetime | None
     stopped_at: datetime | None
+
+
+# --- maintenance: metrics, health, prune -------------------------------------------------------
+
+
+class RunStats(NamedTuple):
+    """The runs of one job with one status, summed (one row of ``run_stats``)."""
+
+    job: str
+    status: str
+    runs: int
+    total_tokens: int
+    total_cost: float
+    duration_sum: float  # seconds, over the runs that started and finished
+    duration_count: int
+    last_finished_at: datetime | None
+
+
+class SchedulePosition(NamedTuple):
+    """How far the scheduler got for one (job, scope): its cursor and its newest tick."""
+
+    cursor: datetime
+    last_tick_at: datetime | None
+
+
+class PrunableRun(NamedTuple):
+    """A run ``prune`` may delete: its log line count and its submission's file directory."""
+
+    id: int
+    log_lines: int
+    directory: str | None  # a batch submission's directory of part files, downloads, results

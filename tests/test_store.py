@@ -84,6 +84,7 @@ def test_an_older_database_is_migrated_in_place(ws: Workspace, cli) -> None:
     with sqlite3.connect(ws.db) as conn:  # turn it back into a version-1 database
         for table in TABLES - VERSION_1_TABLES:
             conn.execute(f"DROP TABLE {table}")
+        conn.execute("DROP INDEX runs_by_retry_of")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     assert cli("status", "--json").json()[0]["job"] == "j"
     names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -36,6 +36,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("batchctl.cli.emulator_cmd", "emulator"),
     "demo": ("batchctl.cli.demo_cmd", "demo"),
     "daemon": ("batchctl.cli.daemon_cmd", "daemon"),
+    "health": ("batchctl.cli.observe_cmd", "health"),
+    "metrics": ("batchctl.cli.observe_cmd", "metrics"),
+    "prune": ("batchctl.cli.observe_cmd", "prune"),
     "schedule": ("batchctl.cli.schedule_cmd", "app"),
 }
 
@@ -93,14 +96,12 @@ def _report(exc: BaseException) -> None:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    problems: list[str] = getattr(exc, "problems", None) or []
-    if problems:  # a config or an input file: one line per problem, then the summary
-        for problem in problems:
-            render.error(problem)
-        if exc.hint or not isinstance(exc, ConfigError):
-            render.error(getattr(exc, "message", str(exc)), getattr(exc, "hint", None))
+    if not isinstance(exc, BatchctlError):
         return
-    if isinstance(exc, BatchctlError):
+    problems: list[str] = getattr(exc, "problems", None) or []
+    for problem in problems:  # a config or an input file: one line per problem
+        render.error(problem)
+    if not problems or exc.hint or not isinstance(exc, ConfigError):
         render.error(exc.message, exc.hint)
 
 
@@ -169,6 +170,6 @@ def main() -> None:
 
 def enable_completion() -> None:
     """Register Typer's shell completion classes (only when a shell asks: they cost start-up)."""
-    from typer.completion import completion_init
+    from typer import completion
 
-    completion_init()
+    completion.completion_init()  # type: ignore[attr-defined]

@@ -42,7 +42,8 @@ def daemon(
     assert path is not None
     _configure_logging(verbose=session.current.verbose, quiet=session.current.quiet)
     worker = Daemon(resolve_db(session.current.db), lambda: load_config(Path(path)), once=once)
-    stop_http = _start_http(config.daemon.http, worker.location, lambda: load_config(Path(path)))
+    address = None if once else config.daemon.http
+    stop_http = _start_http(address, worker.location, lambda: worker.config)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()
@@ -66,9 +67,13 @@ def _start_http(
 ) -> Callable[[], None] | None:
     if address is None:
         return None
+    from batchctl.errors import UsageError
     from batchctl.http import start_http_server
 
-    return start_http_server(address, location, load_config)
+    try:
+        return start_http_server(address, location, load_config)
+    except OSError as exc:
+        raise UsageError(f"[daemon] http: cannot serve on {address}: {exc}") from None
 
 
 def _configure_logging(*, verbose: bool, quiet: bool) -> None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def health(json_output: JsonOption = False) -> None:
     """Is the daemon alive and is every scheduled job on time? Exit 0 if so, 1 if not.
 
-    Checks the daemon's heartbeat against [daemon] lease (alive within 2 × lease) and the
+    Checks the daemon's heartbeat against [daemon] lease (alive within 2 x lease) and the
     daemon lock, and finds overdue jobs: a tick that did not come, a run past its timeout.
     Without scheduled jobs no daemon is needed. For monitoring checks and `/healthz`.
     """

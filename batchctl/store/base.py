@@ -15,13 +15,16 @@ from batchctl.records import (
     Owner,
     Part,
     PartPlanRow,
+    PrunableRun,
     RequestResult,
     RequestRow,
     RequestState,
     Run,
     RunFilter,
     RunOutcome,
+    RunStats,
     RunStatus,
+    SchedulePosition,
     Submission,
     Tick,
     Transition,
@@ -168,7 +171,41 @@ class ScheduleStore(Protocol):
     def active_runs(self, job: str | None = None) -> list[Run]: ...
 
 
-class Store(BatchStore, ScheduleStore, Protocol):
+class MaintenanceStore(Protocol):
+    """Aggregates for metrics and health, and the deletes of ``prune``."""
+
+    def run_stats(self) -> list[RunStats]: ...
+
+    def tick_stats(self, statuses: Sequence[str]) -> dict[tuple[str, str], int]: ...
+
+    def part_stats(self) -> dict[str, int]: ...
+
+    def schedule_positions(self) -> dict[tuple[str, str | None], SchedulePosition]: ...
+
+    def latest_daemon(self, mode: str) -> DaemonInfo | None: ...
+
+    def daemons_since(self, since: datetime, limit: int = 50) -> list[DaemonInfo]: ...
+
+    def prunable_runs(
+        self, before: datetime, *, after_id: int = 0, limit: int = 500
+    ) -> list[PrunableRun]: ...
+
+    def unmerged_finished_count(self, before: datetime) -> int: ...
+
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> list[int]: ...
+
+    def prune_ticks(
+        self, before: datetime, firing_since: datetime, *, dry_run: bool = False
+    ) -> int: ...
+
+    def prune_daemons(
+        self, before: datetime, dead_before: datetime, *, dry_run: bool = False
+    ) -> int: ...
+
+    def compact(self, *, vacuum: bool = False) -> None: ...
+
+
+class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
     location: str
 
     def close(self) -> None: ...

@@ -253,7 +253,18 @@ def _m003_schedules(db: object) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_m001_initial, _m002_submissions, _m003_schedules]
+def _m004_retry_index(db: object) -> None:
+    # Deleting a run sets the retry_of of its retries to NULL: without an index that is a scan
+    # of every run, per run deleted (prune).
+    _run_statements(db, "CREATE INDEX runs_by_retry_of ON runs (retry_of)")
+
+
+MIGRATIONS: list[Migration] = [
+    _m001_initial,
+    _m002_submissions,
+    _m003_schedules,
+    _m004_retry_index,
+]
 LATEST_VERSION = len(MIGRATIONS)
 
 

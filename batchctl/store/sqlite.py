@@ -32,6 +32,7 @@ from batchctl.records import (
 )
 from batchctl.store import migrations
 from batchctl.store.sqlite_batches import BatchTables
+from batchctl.store.sqlite_maintenance import MaintenanceTables
 from batchctl.store.sqlite_schedule import ScheduleTables
 from batchctl.store.transitions import record_transition
 
@@ -45,7 +46,7 @@ _RUN_COLUMNS = (
 _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.RETRYING.value)
 
 
-class SQLiteStore(BatchTables, ScheduleTables):
+class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
     """A batchctl database in one SQLite file, readable with the sqlite-utils CLI or Datasette."""
 
     def __init__(self, conn: sqlite3.Connection, location: str) -> None:

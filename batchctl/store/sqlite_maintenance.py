@@ -16,9 +16,9 @@ import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-from batchctl.records import DaemonInfo, from_iso, to_iso
+from batchctl.records import DaemonInfo, PrunableRun, RunStats, SchedulePosition, from_iso, to_iso
 
 # A run that may be pruned: ended, and not a batch submission whose results are not merged yet
 # (its run may be terminal for a moment before the merge is recorded, or reopened by a retry).
@@ -30,41 +30,6 @@ _PRUNABLE = (
 _DAEMON_COLUMNS = "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
 # Seconds between two ISO 8601 texts, as SQLite computes it (millisecond precision).
 _SECONDS = "(julianday(finished_at) - julianday(started_at)) * 86400.0"
-
-
-class RunStats(NamedTuple):
-    """The runs of one job with one status, summed (one row of ``run_stats``)."""
-
-    job: str
-    status: str
-    runs: int
-    total_tokens: int
-    total_cost: float
-    duration_sum: float  # seconds, over the runs that started and finished
-    duration_count: int
-    last_finished_at: datetime | None
-
-
-class SchedulePosition(NamedTuple):
-    """How far the scheduler got for one (job, scope): its cursor and its newest tick."""
-
-    cursor: datetime
-    last_tick_at: datetime | None
-
-
-class PrunableRun(NamedTuple):
-    """A run ``prune`` may delete: its log line count and its submission's file directory."""
-
-    id: int
-    log_lines: int
-    directory: str | None  # a batch submission's directory of part files, downloads, results
-
-
-class PruneCounts(NamedTuple):
-    """What a prune of ticks and daemon records removes (or would remove)."""
-
-    ticks: int
-    daemons: int
 
 
 class MaintenanceTables:
@@ -187,27 +152,35 @@ class MaintenanceTables:
         marks = ",".join("?" * len(run_ids))
         with self._write() as conn:
             rows = conn.execute(
-                f"DELETE FROM runs AS r WHERE r.id IN ({marks}) AND {_PRUNABLE} RETURNING r.id",
+                "DELETE FROM runs WHERE id IN"
+                f" (SELECT r.id FROM runs r WHERE r.id IN ({marks}) AND {_PRUNABLE}) RETURNING id",
                 (*run_ids, to_iso(before)),
             ).fetchall()
         return sorted(int(row[0]) for row in rows)
 
-    def prune_ticks(self, before: datetime, *, dry_run: bool = False) -> int:
-        """Delete ticks scheduled before ``before``: never pending ones, nor one being fired
-        (fired, no run recorded yet), nor one whose run is still active. Cursors stay."""
+    def prune_ticks(
+        self, before: datetime, firing_since: datetime, *, dry_run: bool = False
+    ) -> int:
+        """Delete ticks scheduled before ``before``; never pending ones, nor one fired since
+        ``firing_since`` whose run is not recorded yet, nor one whose run is still active.
+        The cursors stay, so no deleted tick fires again."""
         where = (
-            " WHERE scheduled_for < ? AND status != 'pending'"
-            " AND NOT (status = 'fired' AND run_id IS NULL)"
-            " AND (run_id IS NULL OR run_id NOT IN"
-            " (SELECT id FROM runs WHERE status IN ('queued', 'running', 'retrying')))"
+            " WHERE t.scheduled_for < ? AND t.status != 'pending'"
+            " AND NOT (t.status = 'fired' AND t.run_id IS NULL"
+            " AND coalesce(t.fired_at, t.created_at) >= ?)"
+            " AND NOT EXISTS (SELECT 1 FROM runs r"
+            " WHERE r.status IN ('queued', 'running', 'retrying') AND (r.id = t.run_id"
+            " OR (r.job = t.job AND r.scope = t.scope AND r.scheduled_for = t.scheduled_for)))"
         )
-        params = (to_iso(before),)
+        params = (to_iso(before), to_iso(firing_since))
         if dry_run:
-            return int(
-                self.conn.execute(f"SELECT count(*) FROM ticks{where}", params).fetchone()[0]
-            )
+            row = self.conn.execute(f"SELECT count(*) FROM ticks t{where}", params).fetchone()
+            return int(row[0])
         with self._write() as conn:
-            return int(conn.execute(f"DELETE FROM ticks{where}", params).rowcount)
+            cursor = conn.execute(
+                f"DELETE FROM ticks WHERE id IN (SELECT t.id FROM ticks t{where})", params
+            )
+            return int(cursor.rowcount)
 
     def prune_daemons(
         self, before: datetime, dead_before: datetime, *, dry_run: bool = False
