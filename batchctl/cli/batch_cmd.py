@@ -59,6 +59,14 @@ def submit(
     force: Annotated[
         bool, typer.Option("--force", help="Submit even if this input was submitted before.")
     ] = False,
+    on_expired: Annotated[
+        str | None,
+        typer.Option(
+            "--on-expired",
+            help="keep (default) or resubmit what an expired batch left undone.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Validate JSONL request files, split them into batches that fit, and submit them.
@@ -81,7 +89,8 @@ def submit(
         metadata={**(dict(job_config.metadata) if job_config else {}), **_metadata(metadata)},
         max_requests=max_requests or config.batches.max_requests,
         max_bytes=max_bytes or config.batches.max_bytes,
-        on_expired=job_config.on_expired if job_config else config.batches.on_expired,
+        on_expired=on_expired
+        or (job_config.on_expired if job_config else config.batches.on_expired),
         force=force,
     )
     _check_limits(options)
@@ -241,6 +250,8 @@ def _check_limits(options: SubmitOptions) -> None:
             raise UsageError(f"--metadata: {key!r}: keys are at most 64 characters, values 512")
         if key.startswith("batchctl_"):
             raise UsageError(f"--metadata: {key!r}: the batchctl_ prefix is reserved")
+    if options.on_expired not in ("keep", "resubmit"):
+        raise UsageError(f"--on-expired: expected keep or resubmit, got {options.on_expired!r}")
     if options.completion_window != "24h":
         raise UsageError("--completion-window: the API offers only 24h")
     if options.max_requests < 1 or options.max_bytes < 1:
