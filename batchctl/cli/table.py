@@ -5,8 +5,8 @@ a third of a ``batchctl status`` call, and a borderless table is easier to grep 
 cron mail. Colour is used only on a terminal, never with NO_COLOR or --no-color.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: it would make the NamedTuples below compile their
+# field annotations at every start-up.
 import os
 import sys
 from collections.abc import Sequence
