@@ -7,6 +7,7 @@ Everything lives in one directory per submission beside the database
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -88,6 +89,34 @@ class PartWriter:
                 self.offsets[ordinal],
                 self.lengths[ordinal],
             )
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksum(path: Path) -> None:
+    """Record a download's SHA-256 beside it, so that a later merge can trust it."""
+    target = checksum_path(path)
+    partial = target.with_name(target.name + ".part")
+    partial.write_text(file_sha256(path) + "\n")
+    partial.replace(target)
+
+
+def checksum_ok(path: Path) -> bool:
+    """True when ``path`` exists and still has the SHA-256 recorded when it was downloaded."""
+    recorded = checksum_path(path)
+    if not path.exists() or not recorded.exists():
+        return False
+    return recorded.read_text().strip() == file_sha256(path)
 
 
 def read_line(path: Path, offset: int, length: int, cache: dict[str, IO[bytes]]) -> bytes:

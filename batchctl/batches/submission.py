@@ -417,9 +417,7 @@ class Batches:
         for kind, file_id in (("output", part.output_file_id), ("error", part.error_file_id)):
             if file_id is None:
                 continue
-            destination = local.download_path(directory, part.number, kind)
-            if not destination.exists():  # downloads land whole or not at all
-                self.provider.download(file_id, destination)
+            destination = self._fetch(directory, part.number, kind, file_id)
             self.store.record_results(part.id, read_results(destination, kind), self.clock())
         outcome, code, message = _SETTLE[part.status]
         if part.status == "failed" and part.errors:
@@ -427,6 +425,24 @@ class Batches:
             code, message = str(first.get("code") or code), str(first.get("message") or message)
         self.store.settle_pending(part.id, outcome, code, message)
         self.store.update_part(part.id, downloaded_at=self.clock())
+
+    def _fetch(self, directory: Path, number: int, kind: str, file_id: str) -> Path:
+        """The downloaded file, fetched once: whole (renamed into place) and checksummed."""
+        destination = local.download_path(directory, number, kind)
+        if not local.checksum_ok(destination):
+            self.provider.download(file_id, destination)
+            local.write_checksum(destination)
+        return destination
+
+    def _verify_downloads(self, submission: Submission, parts: dict[int, Part]) -> None:
+        """Fetch again any download whose content no longer matches its checksum."""
+        directory = Path(submission.directory)
+        for part in parts.values():
+            if part.downloaded_at is None:
+                continue
+            for kind, file_id in (("output", part.output_file_id), ("error", part.error_file_id)):
+                if file_id is not None:
+                    self._fetch(directory, part.number, kind, file_id)
 
     def _resubmit_expired(self, submission: Submission) -> None:
         if submission.on_expired != "resubmit":
@@ -611,7 +627,9 @@ class Batches:
     ) -> ResultSummary:
         """Write one result line per request (input order by default), atomically."""
         parts = {p.id: p for p in self.store.parts(run_id)}
-        directory = Path(self._submission(run_id).directory)
+        submission = self._submission(run_id)
+        self._verify_downloads(submission, parts)
+        directory = Path(submission.directory)
         handles: dict[str, IO[bytes]] = {}
         temporary = path.with_name(path.name + ".part")
         errors_temporary = (

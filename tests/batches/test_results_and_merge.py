@@ -356,3 +356,23 @@ def test_adopting_a_tracked_batch_again_exits_2(api: Emulator, ws: Any, cli: Any
     assert again.exit_code == 2
     assert f"error: batch {batch_id} is already tracked as run {run_id}" in again.stderr
     assert ws.sql("SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_a_download_that_no_longer_matches_its_checksum_is_fetched_again(
+    finished: Finished, api: Emulator, ws: Any, cli: Any
+):
+    downloads = sorted(ws.root.glob("*-files/*/part-*.output.jsonl"))
+    assert downloads and all(Path(f"{d}.sha256").exists() for d in downloads)
+    damaged = downloads[0]
+    damaged.write_bytes(damaged.read_bytes().replace(b"Echo", b"Ecno", 1))
+    content_calls = len([r for r in api.requests if r.path.endswith("/content")])
+    out = ws.root / "out.jsonl"
+
+    result = cli("results", str(finished.run_id), "-o", str(out))
+
+    assert result.exit_code == 3
+    assert len([r for r in api.requests if r.path.endswith("/content")]) == content_calls + 1
+    lines = {line["custom_id"]: line for line in read_jsonl(out)}
+    for cid, line in finished.api_lines.items():
+        if cid not in finished.failed:
+            assert lines[cid]["response"] == line["response"]
