@@ -74,6 +74,7 @@ class Daemon:
             max_workers=self.config.daemon.max_workers, thread_name_prefix="batchctl-run"
         )
         self.running: dict[Future[None], threading.Event] = {}
+        self.local = threading.local()
         self.lock_file: IO[str] | None = None
         self.config_mtime = self._config_mtime()
         self.next_refresh = 0.0
@@ -264,14 +265,20 @@ class Daemon:
                 log.error("a run failed inside the daemon: %s", error, exc_info=error)
 
     # --- firing a tick (on a worker thread, with its own store connection) ---------------------
-    def _fire(self, tick: Tick, cancel: threading.Event) -> None:
-        from batchctl.store import open_store
+    def _thread_store(self) -> Store:
+        """This worker thread's own connection (SQLite connections are per thread), kept for
+        the thread's life: opening one per run costs more than a no-op run."""
+        store: Store | None = getattr(self.local, "store", None)
+        if store is None:
+            from batchctl.store import open_store
 
-        store = open_store(self.location)
+            store = self.local.store = open_store(self.location)
+        return store
+
+    def _fire(self, tick: Tick, cancel: threading.Event) -> None:
         try:
-            self._fire_with(store, tick, cancel)
+            self._fire_with(self._thread_store(), tick, cancel)
         finally:
-            store.close()
             self.wake.set()
 
     def _fire_with(self, store: Store, tick: Tick, cancel: threading.Event) -> None:
@@ -415,20 +422,14 @@ class Daemon:
         cancel = threading.Event()
 
         def retry() -> None:
-            from batchctl.store import open_store
-
-            store = open_store(self.location)
-            try:
-                engine = Engine(
-                    store,
-                    self.config,
-                    clock=self.clock,
-                    cancel=cancel,
-                    settings=EngineSettings(lease=self.config.daemon.lease),
-                )
-                engine.run(job, scope, trigger="retry", retry_of=run_id)
-            finally:
-                store.close()
+            engine = Engine(
+                self._thread_store(),
+                self.config,
+                clock=self.clock,
+                cancel=cancel,
+                settings=EngineSettings(lease=self.config.daemon.lease),
+            )
+            engine.run(job, scope, trigger="retry", retry_of=run_id)
 
         self.running[self.pool.submit(retry)] = cancel
 

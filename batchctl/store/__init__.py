@@ -1,8 +1,10 @@
 """The store: the only code that speaks SQL.
 
-``Store`` (in ``base``) is the interface the core uses; ``SQLiteStore`` is the embedded default. A
-second back end implements the same protocol and is chosen by ``open_store`` from the location's
-form. The protocol is imported for type checking only, to keep start-up lean.
+``Store`` (in ``base``) is the interface the core uses; ``SQLiteStore`` is the embedded default;
+``PostgresStore`` (``postgresql://`` or ``postgres://`` URLs, psycopg 3 from the ``postgres``
+extra) implements the same protocol for a database shared by several hosts. ``open_store``
+chooses one from the location's form. The protocol is imported for type checking only, to keep
+start-up lean.
 """
 
 from __future__ import annotations
@@ -16,12 +18,9 @@ if TYPE_CHECKING:
 def open_store(location: str) -> Store:
     """Open (creating and migrating when needed) the store at ``location``: a path or a URL."""
     if location.startswith(("postgres://", "postgresql://")):
-        from batchctl.errors import UsageError
+        from batchctl.store.postgres import PostgresStore
 
-        raise UsageError(
-            "PostgreSQL stores are not available in this version",
-            hint="use a SQLite file path for --db",
-        )
+        return PostgresStore.open(location)
     from batchctl.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(location)

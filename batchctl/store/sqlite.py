@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -92,13 +93,16 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
     def _write(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front, so the busy timeout applies; a deferred
         # transaction that reads and then writes would fail with SQLITE_BUSY instead of waiting.
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        # Threads of one process queue on a lock first: SQLite's busy handler would make them
+        # sleep 1-100 ms instead of handing over at once.
+        with _process_lock(self.location):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     # --- runs ---------------------------------------------------------------------------------
     def create_run(
@@ -399,6 +403,15 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def get_lock(self, key: str) -> LockHolder | None:
         return _get_lock(self.conn, key)
+
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(location: str) -> threading.Lock:
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(location, threading.Lock())
 
 
 def _configure(conn: sqlite3.Connection) -> None:

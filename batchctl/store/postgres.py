@@ -1,0 +1,532 @@
+"""The PostgreSQL store: one database shared by several hosts and several daemons.
+
+Chosen by ``open_store`` for ``postgresql://`` and ``postgres://`` locations; psycopg 3 is an
+optional extra (``pip install 'batchctl[postgres]'``) and is imported only by these
+``postgres*`` modules. It implements the same ``Store`` protocol as ``SQLiteStore``, method for
+method, with the same records back, over the same tables (``postgres_migrations.py``).
+
+Transactions: the connection is in autocommit mode, so a read is one statement; every write is
+an explicit ``conn.transaction()`` block. Where SQLite relies on ``BEGIN IMMEDIATE`` making
+writers take turns, this store says what it locks: the row (``SELECT ... FOR UPDATE``), or for a
+row that may not exist yet (a (job, scope) lock, the daemon lease) a transaction-scoped advisory
+lock on its key. Ticks are inserted with ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` on
+their unique (job, scope, scheduled time), so among any number of daemons exactly one inserts
+each tick, and ``claim_ticks`` takes pending ticks ``FOR UPDATE SKIP LOCKED``, so two daemons
+never fire the same one.
+
+Clocks: hosts' clocks may disagree, so every LEASE is timed by the database's clock. A method
+that takes a lease (a run's, a (job, scope) lock's, a submission's, the daemon's) gets
+``lease_until`` and ``now`` from the caller's clock; the store keeps only their difference and
+writes ``now() + that span``, and judges whether a lease has run out against ``now()`` — never
+against the ``now`` argument. Methods without a ``now`` (the ``renew_*`` ones) measure the span
+from this host's clock (``lease_span``). So the ``lease_until`` values read back (``Run``,
+``LockHolder``, ``daemon_lock_holder``) are database times, and a test that fakes the clock can
+shorten or lengthen a lease but cannot make time pass for a lease. Every other time (created,
+started, finished, heartbeats, ticks' times) is the caller's ``now``, exactly as in SQLite.
+
+Times are ``timestamptz`` (the session's time zone is UTC, so they come back as aware UTC
+datetimes, equal to SQLite's); JSON values are ``json`` columns read back as text, so the same
+``json.loads`` as SQLite's decodes them, key order kept.
+
+Log ids come from a sequence: ids of one run's lines increase in the order they were written
+(one process writes a run's logs), which is what ``logs(after_id=...)`` (``logs --follow``)
+needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from batchctl.errors import StoreError
+from batchctl.records import (
+    Attempt,
+    LockHolder,
+    LogEntry,
+    LogLevel,
+    Owner,
+    Run,
+    RunFilter,
+    RunOutcome,
+    RunStatus,
+    Transition,
+)
+from batchctl.store import migrations, postgres_migrations
+from batchctl.store.postgres_batches import BatchTables
+from batchctl.store.postgres_common import lease_span, record_transition, serialize
+from batchctl.store.postgres_maintenance import MaintenanceTables
+from batchctl.store.postgres_schedule import ScheduleTables
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from batchctl.store.postgres_common import Conn
+
+CONNECT_TIMEOUT_S = 10
+INSTALL_HINT = "pip install 'batchctl[postgres]'"
+
+RUN_COLUMNS = (
+    "id, job, scope, status, trigger, attempts, max_attempts, created_at, started_at, finished_at, "
+    "items_processed, items_failed, total_tokens, total_cost, progress_done, progress_total, "
+    "error, reason, host, pid, lease_until, cancel_requested, retry_of, scheduled_for"
+)
+
+
+def redact(location: str) -> str:
+    """The URL without its password (in the user part or a ``password=`` parameter)."""
+    parts = urlsplit(location)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise StoreError(
+            "PostgreSQL stores need psycopg 3, which is not installed",
+            hint=f"install the extra: {INSTALL_HINT}",
+        ) from exc
+    return psycopg
+
+
+class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
+    """A batchctl database in PostgreSQL, shared by every host that points ``--db`` at it."""
+
+    def __init__(self, conn: Conn, location: str) -> None:
+        self.conn = conn
+        self.location = location
+
+    @classmethod
+    def open(cls, location: str) -> PostgresStore:
+        psycopg = _import_psycopg()
+        shown = redact(location)
+        options: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in location:
+            options["connect_timeout"] = CONNECT_TIMEOUT_S
+        try:
+            conn = psycopg.connect(location, **options)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to database {shown}: {str(exc).strip()}",
+                hint="is the server running, and the URL's user, password and database right?",
+            ) from exc
+        try:
+            _configure(conn)
+            version = postgres_migrations.current_version(conn)
+            if version > migrations.LATEST_VERSION:
+                raise StoreError(
+                    f"database {shown} has schema version {version}, newer than this batchctl "
+                    f"understands ({migrations.LATEST_VERSION})",
+                    hint="upgrade batchctl, or point --db at another database",
+                )
+            if version < migrations.LATEST_VERSION:
+                postgres_migrations.migrate(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(
+                f"cannot use database {shown}: {str(exc).strip()}",
+                hint="is it a batchctl database, and may this user create tables in it?",
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, shown)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Conn]:
+        with self.conn.transaction():
+            yield self.conn
+
+    # --- runs ---------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        status: RunStatus,
+        max_attempts: int,
+        now: datetime,
+        reason: str | None = None,
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> int:
+        finished = now if status.terminal else None
+        with self._write() as conn:
+            row = conn.execute(
+                "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at,"
+                " finished_at, reason, retry_of, scheduled_for)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+                (
+                    job,
+                    scope or "",
+                    status.value,
+                    trigger,
+                    max_attempts,
+                    now,
+                    finished,
+                    reason,
+                    retry_of,
+                    scheduled_for,
+                ),
+            ).fetchone()
+            assert row is not None
+            run_id = int(row[0])
+            record_transition(conn, run_id, None, status, now, reason)
+        return run_id
+
+    def start_attempt(
+        self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
+    ) -> bool:
+        with self._write() as conn:
+            previous = _status_of(conn, run_id, lock=True)
+            if previous is None or previous.terminal:
+                return False
+            conn.execute(
+                "UPDATE runs SET status = 'running', attempts = %s,"
+                " started_at = coalesce(started_at, %s), host = %s, pid = %s,"
+                " lease_until = now() + %s WHERE id = %s",
+                (number, now, owner.host, owner.pid, lease_span(lease_until, now), run_id),
+            )
+            conn.execute(
+                "INSERT INTO attempts (run_id, number, status, started_at)"
+                " VALUES (%s, %s, 'running', %s)",
+                (run_id, number, now),
+            )
+            if previous is not RunStatus.RUNNING:
+                record_transition(
+                    conn, run_id, previous, RunStatus.RUNNING, now, f"attempt {number}"
+                )
+        return True
+
+    def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE attempts SET status = %s, finished_at = %s, error = %s, exit_code = %s"
+                " WHERE run_id = %s AND number = %s",
+                (outcome.status.value, now, outcome.error, outcome.exit_code, run_id, number),
+            )
+
+    def set_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        only_if: Sequence[RunStatus] = (),
+    ) -> bool:
+        with self._write() as conn:
+            previous = _status_of(conn, run_id, lock=True)
+            if previous is None or (only_if and previous not in only_if):
+                return False
+            conn.execute(
+                "UPDATE runs SET status = %s, reason = coalesce(%s, reason), finished_at = %s"
+                " WHERE id = %s",
+                (status.value, reason, now if status.terminal else None, run_id),
+            )
+            record_transition(conn, run_id, previous, status, now, reason)
+        return True
+
+    def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
+        with self._write() as conn:
+            previous = _status_of(conn, run_id, lock=True)
+            if previous is None or previous.terminal:
+                return False
+            conn.execute(
+                "UPDATE runs SET status = %s, finished_at = %s, items_processed = %s,"
+                " items_failed = %s, total_tokens = %s, total_cost = %s, error = %s,"
+                " lease_until = NULL WHERE id = %s",
+                (
+                    outcome.status.value,
+                    now,
+                    outcome.items_processed,
+                    outcome.items_failed,
+                    outcome.total_tokens,
+                    outcome.total_cost,
+                    outcome.error,
+                    run_id,
+                ),
+            )
+            record_transition(conn, run_id, previous, outcome.status, now, outcome.error)
+        return True
+
+    def record_progress(self, run_id: int, done: int, total: int | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET progress_done = %s, progress_total = %s WHERE id = %s",
+                (done, total, run_id),
+            )
+
+    def renew_run(self, run_id: int, owner: Owner, lease_until: datetime) -> Run | None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET lease_until = now() + %s WHERE id = %s AND host = %s AND pid = %s",
+                (lease_span(lease_until), run_id, owner.host, owner.pid),
+            )
+            return _get_run(conn, run_id)
+
+    def request_cancel(self, run_id: int) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE runs SET cancel_requested = true WHERE id = %s", (run_id,))
+
+    def get_run(self, run_id: int) -> Run | None:
+        return _get_run(self.conn, run_id)
+
+    def list_runs(self, query: RunFilter) -> list[Run]:
+        where, params = _run_where(query)
+        sql = f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY id DESC"
+        if query.limit is not None:
+            sql += " LIMIT %s"
+            params.append(query.limit)
+        return [run_from_row(row) for row in self.conn.execute(sql, params)]
+
+    def count_runs(self, query: RunFilter) -> int:
+        where, params = _run_where(query)
+        row = self.conn.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()
+        return int(row[0]) if row else 0
+
+    def _runs(self, where: str, params: Sequence[Any]) -> list[Run]:
+        rows = self.conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id", params
+        )
+        return [run_from_row(row) for row in rows]
+
+    def last_run_per_job(self) -> dict[str, Run]:
+        rows = self.conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
+        )
+        return {run.job: run for run in map(run_from_row, rows)}
+
+    def attempts(self, run_id: int) -> list[Attempt]:
+        rows = self.conn.execute(
+            "SELECT run_id, number, status, started_at, finished_at, error, exit_code"
+            " FROM attempts WHERE run_id = %s ORDER BY number",
+            (run_id,),
+        )
+        return [
+            Attempt(
+                run_id=row[0],
+                number=row[1],
+                status=RunStatus(row[2]),
+                started_at=row[3],
+                finished_at=row[4],
+                error=row[5],
+                exit_code=row[6],
+            )
+            for row in rows
+        ]
+
+    def transitions(self, run_id: int) -> list[Transition]:
+        rows = self.conn.execute(
+            "SELECT run_id, from_status, to_status, at, reason FROM transitions"
+            " WHERE run_id = %s ORDER BY id",
+            (run_id,),
+        )
+        return [
+            Transition(
+                run_id=row[0],
+                from_status=None if row[1] is None else RunStatus(row[1]),
+                to_status=RunStatus(row[2]),
+                at=row[3],
+                reason=row[4],
+            )
+            for row in rows
+        ]
+
+    # --- logs ---------------------------------------------------------------------------------
+    def append_logs(self, entries: Sequence[LogEntry]) -> None:
+        if not entries:
+            return
+        with self._write() as conn, conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO run_logs (run_id, attempt, at, level, stream, message, fields)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                [
+                    (
+                        e.run_id,
+                        e.attempt,
+                        e.at,
+                        e.level.value,
+                        e.stream,
+                        e.message,
+                        json.dumps(e.fields, default=str) if e.fields else None,
+                    )
+                    for e in entries
+                ],
+            )
+
+    def logs(
+        self, run_id: int, *, after_id: int = 0, min_level: LogLevel | None = None
+    ) -> list[LogEntry]:
+        levels = [lvl.value for lvl in LogLevel if min_level is None or lvl.rank >= min_level.rank]
+        rows = self.conn.execute(
+            "SELECT id, run_id, attempt, at, level, stream, message, fields FROM run_logs"
+            " WHERE run_id = %s AND id > %s AND level = ANY(%s) ORDER BY id",
+            (run_id, after_id, levels),
+        )
+        return [
+            LogEntry(
+                id=row[0],
+                run_id=row[1],
+                attempt=row[2],
+                at=row[3],
+                level=LogLevel(row[4]),
+                stream=row[5],
+                message=row[6],
+                fields=json.loads(row[7]) if row[7] else {},
+            )
+            for row in rows
+        ]
+
+    # --- locks --------------------------------------------------------------------------------
+    def try_lock(
+        self, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
+    ) -> tuple[bool, LockHolder | None]:
+        with self._write() as conn:
+            serialize(conn, f"lock:{key}")
+            holder = _get_lock(conn, key)
+            if holder is not None and _lease_alive(conn, holder.lease_until):
+                return False, holder
+            _put_lock(conn, key, run_id, owner, lease_until, now)
+        return True, holder
+
+    def run_signal(self, run_id: int) -> tuple[RunStatus, bool] | None:
+        row = self.conn.execute(
+            "SELECT status, cancel_requested FROM runs WHERE id = %s", (run_id,)
+        ).fetchone()
+        return None if row is None else (RunStatus(row[0]), bool(row[1]))
+
+    def steal_lock(
+        self,
+        key: str,
+        holder: LockHolder,
+        run_id: int,
+        owner: Owner,
+        lease_until: datetime,
+        now: datetime,
+    ) -> bool:
+        with self._write() as conn:
+            serialize(conn, f"lock:{key}")
+            current = _get_lock(conn, key)
+            if current is not None and current != holder:
+                return False
+            _put_lock(conn, key, run_id, owner, lease_until, now)
+        return True
+
+    def renew_lock(self, key: str, run_id: int, lease_until: datetime) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE locks SET lease_until = now() + %s WHERE key = %s AND run_id = %s",
+                (lease_span(lease_until), key, run_id),
+            )
+            return cursor.rowcount == 1
+
+    def release_lock(self, key: str, run_id: int) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM locks WHERE key = %s AND run_id = %s", (key, run_id))
+
+    def get_lock(self, key: str) -> LockHolder | None:
+        return _get_lock(self.conn, key)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    from psycopg.types.string import TextLoader
+
+    conn.execute("SET TIME ZONE 'UTC'")
+    # JSON columns come back as their text, decoded by the same json.loads as SQLite's.
+    conn.adapters.register_loader("json", TextLoader)
+    conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def _lease_alive(conn: Conn, lease_until: datetime) -> bool:
+    row = conn.execute("SELECT %s > now()", (lease_until,)).fetchone()
+    return bool(row and row[0])
+
+
+def _status_of(conn: Conn, run_id: int, *, lock: bool = False) -> RunStatus | None:
+    sql = "SELECT status FROM runs WHERE id = %s" + (" FOR UPDATE" if lock else "")
+    row = conn.execute(sql, (run_id,)).fetchone()
+    return None if row is None else RunStatus(row[0])
+
+
+def _get_run(conn: Conn, run_id: int) -> Run | None:
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)).fetchone()
+    return None if row is None else run_from_row(row)
+
+
+def _run_where(query: RunFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.job is not None:
+        clauses.append("job = %s")
+        params.append(query.job)
+    if query.status:
+        clauses.append("status = ANY(%s)")
+        params.append(list(query.status))
+    if query.since is not None:
+        clauses.append("created_at >= %s")
+        params.append(query.since)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0],
+        job=row[1],
+        scope=row[2] or None,
+        status=RunStatus(row[3]),
+        trigger=row[4],
+        attempts=row[5],
+        max_attempts=row[6],
+        created_at=row[7],
+        started_at=row[8],
+        finished_at=row[9],
+        items_processed=row[10],
+        items_failed=row[11],
+        total_tokens=row[12],
+        total_cost=float(row[13]),
+        progress_done=row[14],
+        progress_total=row[15],
+        error=row[16],
+        reason=row[17],
+        owner=None if row[18] is None else Owner(row[18], row[19]),
+        lease_until=row[20],
+        cancel_requested=bool(row[21]),
+        retry_of=row[22],
+        scheduled_for=row[23],
+    )
+
+
+def _get_lock(conn: Conn, key: str) -> LockHolder | None:
+    row = conn.execute(
+        "SELECT key, run_id, host, pid, lease_until FROM locks WHERE key = %s", (key,)
+    ).fetchone()
+    if row is None:
+        return None
+    return LockHolder(key=row[0], run_id=row[1], owner=Owner(row[2], row[3]), lease_until=row[4])
+
+
+def _put_lock(
+    conn: Conn, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
+) -> None:
+    conn.execute(
+        "INSERT INTO locks (key, run_id, host, pid, acquired_at, lease_until)"
+        " VALUES (%s, %s, %s, %s, %s, now() + %s)"
+        " ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, host = excluded.host,"
+        " pid = excluded.pid, acquired_at = excluded.acquired_at,"
+        " lease_until = excluded.lease_until",
+        (key, run_id, owner.host, owner.pid, now, lease_span(lease_until, now)),
+    )
