@@ -74,6 +74,7 @@ class Daemon:
             max_workers=self.config.daemon.max_workers, thread_name_prefix="batchctl-run"
         )
         self.running: dict[Future[None], threading.Event] = {}
+        self.running_keys: dict[Future[None], tuple[tuple[str, str | None], datetime]] = {}
         self.local = threading.local()
         self.lock_file: IO[str] | None = None
         self.config_mtime = self._config_mtime()
@@ -99,6 +100,7 @@ class Daemon:
             while not self.stopping.is_set():
                 self.pass_once()
                 if self.once:
+                    self._drain()
                     self._wait_for_runs(None)
                     self.pass_once(schedule=False)  # collect what finished during the pass
                     break
@@ -247,19 +249,35 @@ class Daemon:
                 plan.missed[0].isoformat(),
             )
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> int:
+        """Hand pending ticks to free workers; how many were handed out."""
         self._reap()
         free = self.config.daemon.max_workers - len(self.running)
         if free <= 0:
-            return
-        for tick in self.store.claim_ticks(free, self.clock()):
+            return 0
+        # Ticks of a job that must not overlap itself go one at a time per scope, in order.
+        serial = {j.name for j in self.config.jobs.values() if j.concurrency != "allow"}
+        now = self.clock()
+        busy = {key: since for key, since in self.running_keys.values()}
+        claimed = self.store.claim_ticks(free, now, busy=busy, serial_jobs=serial)
+        for tick in claimed:
             cancel = threading.Event()
             future = self.pool.submit(self._fire, tick, cancel)
             self.running[future] = cancel
+            self.running_keys[future] = ((tick.job, tick.scope), now)
+        return len(claimed)
+
+    def _drain(self) -> None:
+        """``--once``: keep handing out due ticks as workers free up until none is left."""
+        while not self.stopping.is_set():
+            if not self._dispatch() and not self.running:
+                return
+            time.sleep(0.02)
 
     def _reap(self) -> None:
         for future in [f for f in self.running if f.done()]:
             self.running.pop(future)
+            self.running_keys.pop(future, None)
             error = future.exception()
             if error is not None:
                 log.error("a run failed inside the daemon: %s", error, exc_info=error)

@@ -126,7 +126,9 @@ class Schedule:
         times.set_current(moment.astimezone(self.zone), force=True)
         for _ in range(MAX_TICKS_CONSIDERED):
             candidate: datetime = times.get_next(datetime)
-            if candidate <= moment:
+            # Compare instants, not wall times: datetimes sharing a tzinfo compare by their wall
+            # clock and ignore ``fold``, which would lose the repeated hour at fall-back.
+            if candidate.timestamp() <= moment.timestamp():
                 continue  # never step backwards, whatever the library does around a transition
             if fixed and _is_repeat(candidate, self.zone):
                 continue
@@ -138,7 +140,7 @@ class Schedule:
         moment = after
         for _ in range(MAX_TICKS_CONSIDERED):
             moment = self.next_after(moment)
-            if moment > until:
+            if moment.timestamp() > until.timestamp():
                 return
             yield moment
 

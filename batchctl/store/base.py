@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -126,7 +126,14 @@ class ScheduleStore(Protocol):
         now: datetime,
     ) -> list[int]: ...
 
-    def claim_ticks(self, limit: int, now: datetime) -> list[Tick]: ...
+    def claim_ticks(
+        self,
+        limit: int,
+        now: datetime,
+        *,
+        busy: Mapping[tuple[str, str | None], datetime] | None = None,
+        serial_jobs: Collection[str] = (),
+    ) -> list[Tick]: ...
 
     def pending_tick_count(self) -> int: ...
 

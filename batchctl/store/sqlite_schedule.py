@@ -9,7 +9,7 @@ tick fire again.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -90,20 +90,43 @@ class ScheduleTables:
             )
         return inserted
 
-    def claim_ticks(self, limit: int, now: datetime) -> list[Tick]:
-        """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired."""
+    def claim_ticks(
+        self,
+        limit: int,
+        now: datetime,
+        *,
+        busy: Mapping[tuple[str, str | None], datetime] | None = None,
+        serial_jobs: Collection[str] = (),
+    ) -> list[Tick]:
+        """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired.
+
+        ``busy`` maps a running (job, scope) to when its run was handed out. For a job in
+        ``serial_jobs``, a tick that was already due then waits (a backlog, e.g. catch-up, runs
+        one tick after the other, in order); a tick that came due later is handed out, and the
+        job's concurrency policy decides (forbid skips it, replace replaces the running one).
+        """
+        taken: dict[tuple[str, str | None], datetime] = dict(busy or {})
+        chosen: list[Tick] = []
         with self._write() as conn:
             rows = conn.execute(
                 f"SELECT {_TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
                 " ORDER BY priority DESC, scheduled_for, id LIMIT ?",
-                (limit,),
-            ).fetchall()
+                (limit * 20 + 100,),
+            )
+            for tick in map(_tick, rows):
+                key = (tick.job, tick.scope)
+                if tick.job in serial_jobs and key in taken and tick.scheduled_for <= taken[key]:
+                    continue
+                taken[key] = now
+                chosen.append(tick)
+                if len(chosen) == limit:
+                    break
             conn.executemany(
                 "UPDATE ticks SET status = 'fired', fired_at = ?"
                 " WHERE id = ? AND status = 'pending'",
-                [(to_iso(now), row[0]) for row in rows],
+                [(to_iso(now), tick.id) for tick in chosen],
             )
-        return [_tick(row)._replace(status="fired") for row in rows]
+        return [tick._replace(status="fired") for tick in chosen]
 
     def pending_tick_count(self) -> int:
         return int(
