@@ -85,7 +85,10 @@ class Daemon:
     # --- life cycle -----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped (or one pass with ``once``); the exit code."""
-        if not self.once:
+        # A shared database (PostgreSQL) is worked by every daemon pointed at it, on any host:
+        # no single-daemon lock (ticks are inserted and claimed once, runs and submissions carry
+        # leases on the database's clock).
+        if not self.once and not self.store.shared:
             self._take_lock()
         self.store.register_daemon(
             self.instance, self.owner, "once" if self.once else "daemon", self.clock()
@@ -170,7 +173,7 @@ class Daemon:
         self.pool.shutdown(wait=True)
         now = self.clock()
         self.store.daemon_stopped(self.instance, now)
-        if not self.once:
+        if not self.once and not self.store.shared:
             self.store.release_daemon_lock(self.instance)
         if self.provider is not None:
             self.provider.close()
@@ -453,7 +456,7 @@ class Daemon:
 
     def _heartbeat(self, now: datetime) -> None:
         self.store.daemon_heartbeat(self.instance, now)
-        if self.once:
+        if self.once or self.store.shared:
             return
         until = now + timedelta(seconds=self.config.daemon.lease)
         if not self.store.renew_daemon_lock(self.instance, until):

@@ -213,7 +213,8 @@ def check(store: Store, config: Config, now: datetime) -> HealthReport:
     ]
     problems: list[str] = []
     warnings: list[str] = []
-    if daemon is not None and daemon.state == "running" and not daemon.holds_lock:
+    lock_expected = not store.shared  # on a shared database every daemon works; none holds it
+    if daemon is not None and daemon.state == "running" and not daemon.holds_lock and lock_expected:
         who = (
             "nobody"
             if lock is None

@@ -18,8 +18,23 @@ from typing import IO
 
 from batchctl.records import RequestRow
 
+FILES_ENV = "BATCHCTL_FILES"
+
 
 def files_root(db_location: str) -> Path:
+    """Where submissions keep their files: beside a SQLite file; for a database URL,
+    ``$BATCHCTL_FILES`` (a directory every host sees, for several daemons on several hosts) or
+    else ``$XDG_DATA_HOME/batchctl/<database name>-files``."""
+    if "://" in db_location:
+        from urllib.parse import urlsplit
+
+        explicit = os.environ.get(FILES_ENV)
+        if explicit:
+            return Path(explicit).expanduser().resolve()
+        from batchctl.locations import default_db_path
+
+        name = urlsplit(db_location).path.strip("/") or "batchctl"
+        return default_db_path().parent / f"{name}-files"
     db = Path(db_location).expanduser().resolve()
     return db.with_name(db.stem + "-files")
 

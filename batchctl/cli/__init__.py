@@ -82,6 +82,9 @@ class _Group(TyperGroup):
             raise
         except Exception as exc:  # a bug in batchctl: say so plainly, trace with --verbose
             _report(exc)
+            if type(exc).__module__.startswith("psycopg"):  # only the PostgreSQL store uses it
+                render.error(f"database error: {exc}", hint="check the --db URL and the server")
+                raise typer.Exit(int(ExitCode.USAGE)) from None
             render.error(
                 f"internal error: {type(exc).__name__}: {exc}",
                 hint="run with --verbose for the traceback, and please report it",

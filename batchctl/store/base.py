@@ -214,6 +214,9 @@ class MaintenanceStore(Protocol):
 
 class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
     location: str
+    # True when several daemons (on several hosts) may share the database (PostgreSQL): no
+    # single-daemon lock, every daemon fires and refreshes.
+    shared: bool
 
     def close(self) -> None: ...
 

@@ -101,6 +101,10 @@ def _import_psycopg() -> Any:
 class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
     """A batchctl database in PostgreSQL, shared by every host that points ``--db`` at it."""
 
+    # Several daemons (on several hosts) may work on this database at once: no single-daemon
+    # lock applies (ticks are inserted and claimed once, runs and submissions carry leases).
+    shared = True
+
     def __init__(self, conn: Conn, location: str) -> None:
         self.conn = conn
         self.location = location

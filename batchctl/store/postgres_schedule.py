@@ -12,7 +12,7 @@ The daemon lease (``daemon_lock``) and ``runs_past_lease`` are judged on the dat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -84,21 +84,49 @@ class ScheduleTables(Tables):
             )
         return inserted
 
-    def claim_ticks(self, limit: int, now: datetime) -> list[Tick]:
+    def claim_ticks(
+        self,
+        limit: int,
+        now: datetime,
+        *,
+        busy: Mapping[tuple[str, str | None], datetime] | None = None,
+        serial_jobs: Collection[str] = (),
+    ) -> list[Tick]:
         """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired;
-        ticks another daemon is claiming at this moment are skipped, not waited for."""
+        ticks another daemon is claiming at this moment are skipped (``SKIP LOCKED``), not
+        waited for, so two daemons never get the same tick.
+
+        ``busy`` maps a running (job, scope) of this daemon to when its run was handed out. For
+        a job in ``serial_jobs``, a tick that was already due then waits; a tick that came due
+        later is handed out, and the job's concurrency policy decides (as in SQLite's).
+        """
         if limit <= 0:
             return []
+        # Only when some ticks may be passed over do more candidates than ``limit`` get locked
+        # (for the few milliseconds of this transaction).
+        window = limit * 20 + 100 if serial_jobs else limit
+        taken: dict[tuple[str, str | None], datetime] = dict(busy or {})
+        chosen: list[Tick] = []
         with self._write() as conn:
             rows = conn.execute(
-                f"UPDATE ticks SET status = 'fired', fired_at = %s WHERE id IN ("
-                " SELECT id FROM ticks WHERE status = 'pending'"
-                " ORDER BY priority DESC, scheduled_for, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-                f" AND status = 'pending' RETURNING {TICK_COLUMNS}",
-                (now, limit),
+                f"SELECT {TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
+                " ORDER BY priority DESC, scheduled_for, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (window,),
             ).fetchall()
-        ticks = [_tick(row) for row in rows]
-        return sorted(ticks, key=lambda t: (-t.priority, t.scheduled_for, t.id))
+            for tick in map(_tick, rows):
+                key = (tick.job, tick.scope)
+                if tick.job in serial_jobs and key in taken and tick.scheduled_for <= taken[key]:
+                    continue
+                taken[key] = now
+                chosen.append(tick)
+                if len(chosen) == limit:
+                    break
+            if chosen:
+                conn.execute(
+                    "UPDATE ticks SET status = 'fired', fired_at = %s WHERE id = ANY(%s)",
+                    (now, [tick.id for tick in chosen]),
+                )
+        return [tick._replace(status="fired") for tick in chosen]
 
     def pending_tick_count(self) -> int:
         row = self.conn.execute("SELECT count(*) FROM ticks WHERE status = 'pending'").fetchone()

@@ -50,6 +50,8 @@ _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.RETRYING.v
 class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
     """A batchctl database in one SQLite file, readable with the sqlite-utils CLI or Datasette."""
 
+    shared = False  # one daemon per file: an flock beside it, plus the daemon_lock lease
+
     def __init__(self, conn: sqlite3.Connection, location: str) -> None:
         self.conn = conn
         self.location = location

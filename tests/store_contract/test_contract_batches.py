@@ -1,0 +1,261 @@
+"""Store contract: batch submissions, their parts and requests, and the submission lease."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from batchctl.records import (
+    Owner,
+    PartPlanRow,
+    RequestResult,
+    RequestRow,
+    RunStatus,
+    Submission,
+    utcnow,
+)
+from batchctl.store.base import Store
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+ME = Owner("host-a", 101)
+OTHER = Owner("host-b", 202)
+
+
+def _submit(store: Store, token: str = "tok1", sha: str = "sha-1", requests: int = 4) -> int:
+    submission = Submission(
+        run_id=0,
+        provider="openai",
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"z": "1", "a": "2"},
+        input_sha256=sha,
+        inputs=["in.jsonl"],
+        directory=f"/tmp/{token}",
+        token=token,
+        requests=requests,
+        bytes=1000,
+        on_expired="retry",
+        max_request_attempts=3,
+        merged_at=None,
+        results_path=None,
+    )
+    parts = [
+        PartPlanRow(1, 1, "gpt-4o-mini", 2, 500, "/tmp/p1", "f1.jsonl"),
+        PartPlanRow(2, 1, "gpt-4o", requests - 2, 500, "/tmp/p2", "f2.jsonl"),
+    ]
+    rows = [RequestRow(f"r{i}", i, 1 if i < 2 else 2, i * 100, 100) for i in range(requests)]
+    return store.record_submission(
+        job="batch",
+        scope=None,
+        trigger="submit",
+        now=T0,
+        submission=submission,
+        parts=parts,
+        requests=iter(rows),
+        scheduled_for=T0 - timedelta(minutes=5),
+    )
+
+
+def _result(
+    custom_id: str, outcome: str, kind: str, offset: int, tokens: int = 10
+) -> RequestResult:
+    return RequestResult(
+        custom_id,
+        outcome,
+        200 if outcome == "succeeded" else 400,
+        None,
+        None,
+        tokens,
+        1,
+        kind,
+        offset,
+        50,
+    )
+
+
+def test_record_and_read_a_submission(store: Store) -> None:
+    run_id = _submit(store)
+    run = store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.RUNNING and run.attempts == 1
+    assert run.scheduled_for == T0 - timedelta(minutes=5) and run.started_at == T0
+    assert [t.reason for t in store.transitions(run_id)] == ["submitting 4 requests in 2 part(s)"]
+    sub = store.get_submission(run_id)
+    assert sub is not None
+    assert sub.run_id == run_id and sub.metadata == {"z": "1", "a": "2"}
+    assert list(sub.metadata) == ["z", "a"] and sub.inputs == ["in.jsonl"]
+    assert (sub.token, sub.requests, sub.bytes, sub.merged_at) == ("tok1", 4, 1000, None)
+    assert store.get_submission(run_id + 99) is None
+    assert store.submission_for_input("sha-1") == run_id
+    assert store.submission_for_input("nope") is None
+    assert store.submissions_in_flight() == [run_id]
+    assert len(store.instance_id()) == 32
+    parts = store.parts(run_id)
+    assert [(p.number, p.model, p.status, p.request_counts, p.errors, p.usage) for p in parts] == [
+        (1, "gpt-4o-mini", "planned", {}, [], None),
+        (2, "gpt-4o", "planned", {}, [], None),
+    ]
+    assert store.parts_for_runs([run_id, run_id + 99]) == {run_id: parts}
+    assert store.parts_for_runs([]) == {}
+    requests = list(store.requests_in_order(run_id))
+    assert [(r.custom_id, r.ordinal, r.part_id, r.attempts, r.outcome) for r in requests] == [
+        ("r0", 0, parts[0].id, 1, None),
+        ("r1", 1, parts[0].id, 1, None),
+        ("r2", 2, parts[1].id, 1, None),
+        ("r3", 3, parts[1].id, 1, None),
+    ]
+    assert store.request_summary(run_id) == {"pending": 4, "input_tokens": 0, "output_tokens": 0}
+
+
+def test_update_part_and_runs_for_batches(store: Store) -> None:
+    run_id = _submit(store)
+    part = store.parts(run_id)[0]
+    store.update_part(
+        part.id,
+        status="in_progress",
+        batch_id="batch_1",
+        input_file_id="file_1",
+        upload_started_at=T0,
+        request_counts={"total": 2, "completed": 1},
+        usage={"input_tokens": 3},
+        errors=[{"code": "x"}],
+        expires_at=1_900_000_000,
+        downloaded_at=T0 + timedelta(seconds=1),
+    )
+    updated = store.parts(run_id)[0]
+    assert updated.status == "in_progress" and updated.batch_id == "batch_1"
+    assert updated.upload_started_at == T0 and updated.expires_at == 1_900_000_000
+    assert updated.request_counts == {"total": 2, "completed": 1}
+    assert updated.usage == {"input_tokens": 3} and updated.errors == [{"code": "x"}]
+    assert updated.downloaded_at == T0 + timedelta(seconds=1)
+    store.update_part(part.id, usage=None)
+    assert store.parts(run_id)[0].usage is None
+    assert store.runs_for_batches(["batch_1", "batch_2"]) == {"batch_1": run_id}
+    assert store.runs_for_batches([]) == {}
+    with pytest.raises(ValueError, match="not a part column"):
+        store.update_part(part.id, model="other")
+
+
+def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
+    run_id = _submit(store)
+    p1, p2 = store.parts(run_id)
+    store.record_results(
+        p2.id,
+        [_result("r3", "succeeded", "output", 0), _result("r2", "failed", "error", 0, 5)],
+        T0,
+    )
+    store.record_results(p1.id, [_result("r1", "succeeded", "output", 0, 7)], T0)
+    store.record_results(p1.id, [_result("r3", "succeeded", "output", 9)], T0)  # not in p1
+    assert store.parts(run_id)[0].downloaded_at == T0
+    assert store.settle_pending(p1.id, "expired", "batch_expired", "it expired") == 1
+    assert store.settle_pending(p1.id, "expired", "batch_expired", "again") == 0
+    by_input = [(r.custom_id, r.outcome) for r in store.requests_in_order(run_id)]
+    assert by_input == [
+        ("r0", "expired"),
+        ("r1", "succeeded"),
+        ("r2", "failed"),
+        ("r3", "succeeded"),
+    ]
+    completion = [r.custom_id for r in store.requests_in_order(run_id, order="completion")]
+    assert completion == ["r1", "r3", "r2", "r0"]
+    r0 = next(iter(store.requests_in_order(run_id)))
+    assert (r0.error_code, r0.error_message, r0.result_part_id) == (
+        "batch_expired",
+        "it expired",
+        None,
+    )
+    assert store.request_summary(run_id) == {
+        "expired": 1,
+        "succeeded": 2,
+        "failed": 1,
+        "input_tokens": 22,
+        "output_tokens": 3,
+    }
+    assert sorted(store.tokens_by_model(run_id)) == [("gpt-4o", 15, 2), ("gpt-4o-mini", 7, 1)]
+    summary = store.request_summary(run_id)
+    assert all(type(v) is int for v in summary.values())  # not Decimal: the core does arithmetic
+    assert all(type(n) is int for _, i, o in store.tokens_by_model(run_id) for n in (i, o))
+
+
+def test_resend_parts_move_requests_and_count_attempts(store: Store) -> None:
+    run_id = _submit(store)
+    p1, p2 = store.parts(run_id)
+    store.record_results(p2.id, [_result("r2", "failed", "error", 0)], T0)
+    store.settle_pending(p1.id, "expired", "batch_expired", "late")
+    resend = store.requests_to_resend(run_id, ["expired", "failed"], 3)
+    assert [r.custom_id for r in resend] == ["r0", "r1", "r2"]
+    assert store.requests_to_resend(run_id, ["expired"], 1) == []
+    new_part = store.record_resend_part(
+        run_id,
+        PartPlanRow(3, 2, "gpt-4o-mini", 2, 200, "/tmp/p3", "f3.jsonl"),
+        [("r0", 0, 100), ("r2", 100, 100)],
+    )
+    assert [p.number for p in store.parts(run_id)] == [1, 2, 3]
+    moved = {r.custom_id: r for r in store.requests_in_order(run_id)}
+    assert (moved["r0"].part_id, moved["r0"].attempts, moved["r0"].outcome) == (new_part, 2, None)
+    assert (moved["r2"].line_offset, moved["r2"].error_code) == (100, None)
+    assert moved["r1"].outcome == "expired" and moved["r1"].attempts == 1
+
+
+def test_merge_finish_and_reopen(store: Store) -> None:
+    run_id = _submit(store)
+    assert store.finish_submission_run(
+        run_id,
+        RunStatus.PARTIAL,
+        items_processed=3,
+        items_failed=1,
+        total_tokens=40,
+        total_cost=0.01,
+        error="1 failed",
+        now=T0 + timedelta(seconds=9),
+    )
+    assert not store.finish_submission_run(
+        run_id,
+        RunStatus.COMPLETED,
+        items_processed=4,
+        items_failed=0,
+        total_tokens=0,
+        total_cost=0,
+        error=None,
+        now=T0,
+    )
+    store.mark_merged(run_id, "/tmp/results.jsonl", T0 + timedelta(seconds=10))
+    sub = store.get_submission(run_id)
+    assert sub is not None and sub.merged_at == T0 + timedelta(seconds=10)
+    assert sub.results_path == "/tmp/results.jsonl"
+    assert store.submissions_in_flight() == []
+    run = store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.PARTIAL and run.items_failed == 1
+    store.request_cancel(run_id)
+    store.reopen_submission(run_id, T0 + timedelta(minutes=1), "retry --failed")
+    run = store.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.attempts, run.max_attempts, run.error) == (
+        RunStatus.RUNNING,
+        2,
+        2,
+        None,
+    )
+    assert run.finished_at is None and not run.cancel_requested
+    assert store.submissions_in_flight() == [run_id]
+    last = store.transitions(run_id)[-1]
+    assert (last.from_status, last.to_status, last.reason) == (
+        RunStatus.PARTIAL,
+        RunStatus.RUNNING,
+        "retry --failed",
+    )
+
+
+def test_submission_lease(store: Store) -> None:
+    run_id = _submit(store)
+    now = utcnow()
+    assert store.take_submission_lease(run_id, ME, now + timedelta(seconds=60), now) is None
+    assert store.take_submission_lease(run_id, ME, now + timedelta(seconds=60), now) is None
+    assert store.take_submission_lease(run_id, OTHER, now + timedelta(seconds=60), now) == ME
+    store.release_submission_lease(run_id, OTHER)  # not the holder: nothing happens
+    assert store.take_submission_lease(run_id, OTHER, now + timedelta(seconds=60), now) == ME
+    store.release_submission_lease(run_id, ME)
+    assert store.take_submission_lease(run_id, OTHER, now - timedelta(seconds=1), now) is None
+    # OTHER's lease has run out: anyone may take it over.
+    assert store.take_submission_lease(run_id, ME, now + timedelta(seconds=60), now) is None
+    assert store.take_submission_lease(run_id + 99, ME, now, now) is None
