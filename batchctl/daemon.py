@@ -245,9 +245,9 @@ class Daemon:
         if plan.missed:
             label = f"{job.name}[{scope}]" if scope else job.name
             log.warning(
-                "%s: %d tick(s) missed (catchup=%s), the oldest %s",
+                "%s: %d tick(s) missed (catchup=%s), the oldest recorded %s",
                 label,
-                len(plan.missed),
+                len(plan.missed) + plan.more_missed,
                 job.catchup,
                 plan.missed[0].isoformat(),
             )

@@ -189,6 +189,9 @@ def check(store: Store, config: Config, now: datetime) -> HealthReport:
     daemon = None if newest is None else judge(newest)
     recent = store.daemons_since(now - timedelta(seconds=RECENT_DAEMONS_S))
     daemons = [judge(d) for d in recent]
+    if store.shared:  # several daemons share the work: any one running keeps it alive
+        running = (d for d in daemons if d.info.mode == "daemon" and d.state == "running")
+        daemon = next(running, daemon)
     once_window = max(ONCE_WINDOW_S, stale_after)
     once_rounds = [
         d

@@ -45,6 +45,7 @@ _FIELDS = (
 CATCHUP_POLICIES = ("none", "latest", "all")
 MAX_TICKS_CONSIDERED = 10_000  # a bound on catch-up work after very long downtime
 ON_TIME_S = 60.0  # a tick this fresh is "on time" even with catchup = "none"
+MAX_MISSED_COUNTED = 100_000  # missed ticks counted beyond those listed, at most
 
 
 def expand(expression: str) -> str:
@@ -135,6 +136,26 @@ class Schedule:
             return candidate
         raise RuntimeError(f"no fire time found after {moment} for {self.expression!r}")
 
+    def previous(self, until: datetime, *, after: datetime, count: int) -> list[datetime]:
+        """Up to ``count`` fire times in (after, until], the newest ones, oldest first."""
+        fixed = is_fixed_time(self.expression)
+        found: list[datetime] = []
+        with _ITERATOR_LOCK:
+            times = _iterator(self.expression, self.zone)
+            # croniter steps back from a whole second strictly before its start: start just
+            # past ``until`` and drop what lies beyond it.
+            times.set_current((until + timedelta(seconds=1)).astimezone(self.zone), force=True)
+            for _ in range(count + MAX_TICKS_CONSIDERED):
+                candidate: datetime = times.get_prev(datetime)
+                if candidate.timestamp() <= after.timestamp() or len(found) == count:
+                    break
+                if candidate.timestamp() > until.timestamp():
+                    continue
+                if fixed and _is_repeat(candidate, self.zone):
+                    continue
+                found.append(candidate)
+        return found[::-1]
+
     def fire_times(self, after: datetime, until: datetime) -> Iterator[datetime]:
         """Fire times in (after, until], oldest first."""
         moment = after
@@ -178,7 +199,7 @@ class TickPlan:
     fire: list[datetime]
     missed: list[datetime]
     cursor: datetime | None  # the newest tick considered: the job's cursor moves here
-    more_missed: int = 0  # ticks beyond MAX_TICKS_CONSIDERED, counted but not listed
+    more_missed: int = 0  # missed ticks beyond the MAX_TICKS_CONSIDERED listed (counted, to a cap)
 
 
 def plan_ticks(
@@ -197,21 +218,31 @@ def plan_ticks(
     ``max_catchup`` (the newest ones). A tick older than ``starting_deadline`` seconds is
     missed whatever the policy.
     """
-    due = list(schedule.fire_times(cursor, now))
-    if not due:
+    # Count back from now: after a downtime of any length the newest ticks are found at once;
+    # the older, missed ones are listed up to MAX_TICKS_CONSIDERED.
+    newest = schedule.previous(
+        now, after=cursor, count=max(1, max_catchup) if catchup == "all" else 1
+    )
+    if not newest:
         return TickPlan([], [], None)
-    if catchup == "all":
-        fire, missed = due[-max_catchup:], due[:-max_catchup] if max_catchup else due
-    elif catchup == "none":
-        on_time = now - due[-1] <= timedelta(seconds=ON_TIME_S)
-        fire, missed = (due[-1:], due[:-1]) if on_time else ([], due)
-    else:
-        fire, missed = due[-1:], due[:-1]
+    older = schedule.previous(
+        newest[0] - timedelta(microseconds=1), after=cursor, count=MAX_TICKS_CONSIDERED
+    )
+    more = 0
+    if len(older) == MAX_TICKS_CONSIDERED:  # count the rest (to a cap), without listing them
+        more = len(
+            schedule.previous(
+                older[0] - timedelta(microseconds=1), after=cursor, count=MAX_MISSED_COUNTED
+            )
+        )
+    fire, missed = newest, older
+    if catchup == "none" and now - newest[-1] > timedelta(seconds=ON_TIME_S):
+        fire, missed = [], older + newest
     if starting_deadline is not None:
         late = [t for t in fire if (now - t).total_seconds() > starting_deadline]
         fire = [t for t in fire if t not in late]
         missed = sorted(missed + late)
-    return TickPlan(fire, missed, due[-1])
+    return TickPlan(fire, missed, newest[-1], more)
 
 
 def describe(expression: str) -> str:

@@ -328,6 +328,10 @@ class Batches:
         if holder is not None:
             return False  # another process is driving it right now
         try:
+            # Read again under the lease: another process may have settled it meanwhile.
+            submission = self._submission(run_id)
+            if submission.merged_at is not None:
+                return True
             for part in self.store.parts(run_id):
                 self._advance_part(submission, part, refresh=refresh)
             self._resubmit_expired(submission)
@@ -480,7 +484,7 @@ class Batches:
                 f"{failed} of {submission.requests} requests did not succeed"
                 f" ({_breakdown(summary)})"
             )
-        self.store.finish_submission_run(
+        finished = self.store.finish_submission_run(
             run_id,
             status,
             items_processed=succeeded,
@@ -490,6 +494,8 @@ class Batches:
             error=error,
             now=self.clock(),
         )
+        if not finished:
+            return True  # settled by another process: its results and on_complete stand
         self.store.mark_merged(run_id, str(path), self.clock())
         if run is not None:
             from batchctl.jobs.openai import after_settle
