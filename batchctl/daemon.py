@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("batchctl.daemon")
 MAX_SLEEP_S = 60.0
+RELOAD_SETTLE_S = 0.2
 
 
 class DaemonBusy(BatchctlError):
@@ -474,14 +475,25 @@ class Daemon:
         mtime = self._config_mtime()
         if not self.reload_requested.is_set() and mtime == self.config_mtime:
             return
-        self.reload_requested.clear()
-        self.config_mtime = mtime
+        # An editor may be writing the file right now: read it only once it has stood still,
+        # and apply it only if it did not change while it was read (else: the next pass).
+        time.sleep(RELOAD_SETTLE_S)
+        if self._config_mtime() != mtime:
+            return
         try:
             config = self.load_config()
         except ConfigError as exc:
+            if self._config_mtime() != mtime:
+                return
+            self.reload_requested.clear()
+            self.config_mtime = mtime
             problems = "; ".join(exc.problems) or exc.message
             log.error("config reload refused, keeping the previous config: %s", problems)
             return
+        if self._config_mtime() != mtime:
+            return
+        self.reload_requested.clear()
+        self.config_mtime = mtime
         if config.daemon.max_workers != self.config.daemon.max_workers:
             log.warning("[daemon] max_workers takes effect at the next start")
             config = replace(
