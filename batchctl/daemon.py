@@ -1,7 +1,9 @@
 """The daemon: fires due ticks, runs them in a bounded pool, refreshes in-flight batches.
 
-One daemon per database (an flock beside the file, which the kernel drops when the process
-dies, plus a lease row naming the holder for other hosts and for ``health``). ``--once`` is one
+One daemon per SQLite database (an flock beside the file, which the kernel drops when the
+process dies, plus a lease row naming the holder for other hosts and for ``health``). A shared
+store (PostgreSQL) has no such lock: several daemons work it at once, and ticks, claims and
+leases in the database keep them from doing anything twice. ``--once`` is one
 pass without the lock — for crontab and systemd timers — and is safe beside a running daemon:
 each tick is inserted once per (job, scope, scheduled time), so only one process fires it.
 
