@@ -33,7 +33,7 @@ from batchctl.config import Config, JobConfig
 from batchctl.engine import Engine, EngineSettings
 from batchctl.errors import BatchctlError, ConfigError, ExitCode
 from batchctl.owners import is_dead, this_process
-from batchctl.records import RunStatus, Tick, utcnow
+from batchctl.records import Owner, RunStatus, Tick, utcnow
 from batchctl.schedule import Schedule, plan_ticks
 
 if TYPE_CHECKING:
@@ -265,7 +265,9 @@ class Daemon:
         serial = {j.name for j in self.config.jobs.values() if j.concurrency != "allow"}
         now = self.clock()
         busy = {key: since for key, since in self.running_keys.values()}
-        claimed = self.store.claim_ticks(free, now, busy=busy, serial_jobs=serial)
+        claimed = self.store.claim_ticks(
+            free, now, busy=busy, serial_jobs=serial, claimer=self.instance
+        )
         for tick in claimed:
             cancel = threading.Event()
             future = self.pool.submit(self._fire, tick, cancel)
@@ -413,6 +415,18 @@ class Daemon:
 
     # --- recovery, heartbeat, reload --------------------------------------------------------------
     def _recover_abandoned(self, now: datetime) -> None:
+        for other in self.store.daemons():
+            if other.stopped_at is None and other.instance != self.instance:
+                owner = Owner(other.host, other.pid)
+                if owner.host == self.owner.host and is_dead(owner):
+                    self.store.daemon_stopped(other.instance, now)  # killed: not coming back
+        stale = now - timedelta(seconds=2 * self.config.daemon.lease)
+        refired = self.store.refire_orphaned_ticks(stale)
+        if refired:
+            log.warning(
+                "%d tick(s) claimed by a daemon that died before running them: firing them again",
+                refired,
+            )
         for run in self.store.runs_past_lease(now):
             if run.owner is not None and run.owner == self.owner:
                 continue

@@ -11,6 +11,7 @@ submission (a lease in the store).
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -318,6 +319,15 @@ class Batches:
         submission = self._submission(run_id)
         if submission.merged_at is not None:
             return True
+        driving = _driving(run_id)
+        if not driving.acquire(blocking=False):
+            return False  # another thread of this process is driving it (the lease names us)
+        try:
+            return self._advance_leased(run_id, refresh=refresh)
+        finally:
+            driving.release()
+
+    def _advance_leased(self, run_id: int, *, refresh: bool) -> bool:
         now = self.clock()
         until = now + timedelta(seconds=LEASE_S)
         holder = self.store.take_submission_lease(run_id, self.owner, until, now)
@@ -548,14 +558,17 @@ class Batches:
                 f"run {run_id} still has batches in flight",
                 hint=f"wait for them: batchctl wait {run_id}",
             )
-        count = self._resend(submission, outcomes)
-        if count == 0:
+        waiting = self.store.requests_to_resend(run_id, outcomes, submission.max_request_attempts)
+        if not waiting:
             raise UsageError(
                 f"run {run_id} has no {'/'.join(outcomes)} requests left to retry",
                 hint=f"each request is sent at most {submission.max_request_attempts} times "
                 "([batches] max_request_attempts)",
             )
-        self.store.reopen_submission(run_id, self.clock(), f"retrying {count} request(s)")
+        # Reopen first: a crash after it leaves a submission that the next advance settles
+        # again; recording the new parts first would leave them unsent behind a merged one.
+        self.store.reopen_submission(run_id, self.clock(), f"retrying {len(waiting)} request(s)")
+        count = self._resend(submission, outcomes)
         self.advance(run_id)
         return count
 
@@ -719,6 +732,17 @@ class WaitTimeout(UsageError):
 
     def __init__(self, run_id: int) -> None:
         super().__init__(f"run {run_id} is still in progress", hint=f"batchctl wait {run_id}")
+
+
+_DRIVING: dict[int, threading.Lock] = {}
+_DRIVING_GUARD = threading.Lock()
+
+
+def _driving(run_id: int) -> threading.Lock:
+    """The lock a thread holds while it drives a submission: the store's lease names the
+    process (host and pid), so threads of one process need this too."""
+    with _DRIVING_GUARD:
+        return _DRIVING.setdefault(run_id, threading.Lock())
 
 
 def remove_files(submission: Submission) -> None:

@@ -133,7 +133,10 @@ class ScheduleStore(Protocol):
         *,
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
+        claimer: str | None = None,
     ) -> list[Tick]: ...
+
+    def refire_orphaned_ticks(self, stale_before: datetime) -> int: ...
 
     def pending_tick_count(self) -> int: ...
 

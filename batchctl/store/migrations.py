@@ -271,12 +271,18 @@ def _m005_claim_index(db: object) -> None:
     )
 
 
+def _m006_tick_claimer(db: object) -> None:
+    # Which daemon claimed a tick: if it dies before the run exists, another fires it again.
+    _run_statements(db, "ALTER TABLE ticks ADD COLUMN claimed_by TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     _m001_initial,
     _m002_submissions,
     _m003_schedules,
     _m004_retry_index,
     _m005_claim_index,
+    _m006_tick_claimer,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

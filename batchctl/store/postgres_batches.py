@@ -275,7 +275,6 @@ class BatchTables(Tables):
             )
             with conn.cursor() as cursor:
                 cursor.executemany(sql + " AND run_id = %s", rows)
-            conn.execute("UPDATE parts SET downloaded_at = %s WHERE id = %s", (now, part_id))
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
         """Give every request of the part that has no outcome yet this one; how many."""

@@ -238,6 +238,11 @@ CREATE INDEX ticks_pending ON ticks (status, priority DESC, scheduled_for, id)
 """
 
 
+_M006 = """
+ALTER TABLE ticks ADD COLUMN claimed_by TEXT
+"""
+
+
 def _m002_instance(conn: psycopg.Connection[Any]) -> None:
     # This database's identity, written into the metadata of every remote batch.
     conn.execute("INSERT INTO meta (key, value) VALUES ('instance', %s)", (uuid.uuid4().hex,))
@@ -251,6 +256,7 @@ MIGRATIONS: list[tuple[str, Step | None]] = [
     (_M003, None),
     (_M004, None),
     (_M005, None),
+    (_M006, None),
 ]
 assert len(MIGRATIONS) == LATEST_VERSION, "keep the PostgreSQL migrations in step with SQLite's"
 

@@ -91,6 +91,7 @@ class ScheduleTables(Tables):
         *,
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
+        claimer: str | None = None,
     ) -> list[Tick]:
         """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired;
         ticks another daemon is claiming at this moment are skipped (``SKIP LOCKED``), not
@@ -123,10 +124,25 @@ class ScheduleTables(Tables):
                     break
             if chosen:
                 conn.execute(
-                    "UPDATE ticks SET status = 'fired', fired_at = %s WHERE id = ANY(%s)",
-                    (now, [tick.id for tick in chosen]),
+                    "UPDATE ticks SET status = 'fired', fired_at = %s, claimed_by = %s"
+                    " WHERE id = ANY(%s)",
+                    (now, claimer, [tick.id for tick in chosen]),
                 )
         return [tick._replace(status="fired") for tick in chosen]
+
+    def refire_orphaned_ticks(self, stale_before: datetime) -> int:
+        """Put back to pending the ticks a daemon claimed and died before it started a run."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE ticks t SET status = 'pending', claimed_by = NULL,"
+                " reason = 'its daemon stopped before starting it; fired again'"
+                " WHERE t.status = 'fired' AND t.run_id IS NULL AND t.claimed_by IN"
+                " (SELECT instance FROM daemons WHERE heartbeat_at < %s OR stopped_at IS NOT NULL)"
+                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = t.job AND r.scope = t.scope"
+                " AND r.scheduled_for = t.scheduled_for)",
+                (stale_before,),
+            )
+            return cursor.rowcount
 
     def pending_tick_count(self) -> int:
         row = self.conn.execute("SELECT count(*) FROM ticks WHERE status = 'pending'").fetchone()

@@ -289,7 +289,6 @@ class BatchTables:
                     chunk = []
             if chunk:
                 conn.executemany(sql + " AND run_id = ?", [(*c, run_id) for c in chunk])
-            conn.execute("UPDATE parts SET downloaded_at = ? WHERE id = ?", (to_iso(now), part_id))
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
         """Give every request of the part that has no outcome yet this one; how many."""

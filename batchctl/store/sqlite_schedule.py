@@ -97,6 +97,7 @@ class ScheduleTables:
         *,
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
+        claimer: str | None = None,
     ) -> list[Tick]:
         """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired.
 
@@ -122,11 +123,25 @@ class ScheduleTables:
                 if len(chosen) == limit:
                     break
             conn.executemany(
-                "UPDATE ticks SET status = 'fired', fired_at = ?"
+                "UPDATE ticks SET status = 'fired', fired_at = ?, claimed_by = ?"
                 " WHERE id = ? AND status = 'pending'",
-                [(to_iso(now), tick.id) for tick in chosen],
+                [(to_iso(now), claimer, tick.id) for tick in chosen],
             )
         return [tick._replace(status="fired") for tick in chosen]
+
+    def refire_orphaned_ticks(self, stale_before: datetime) -> int:
+        """Put back to pending the ticks a daemon claimed and died before it started a run."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE ticks SET status = 'pending', claimed_by = NULL,"
+                " reason = 'its daemon stopped before starting it; fired again'"
+                " WHERE status = 'fired' AND run_id IS NULL AND claimed_by IN"
+                " (SELECT instance FROM daemons WHERE heartbeat_at < ? OR stopped_at IS NOT NULL)"
+                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = ticks.job"
+                " AND r.scope = ticks.scope AND r.scheduled_for = ticks.scheduled_for)",
+                (to_iso(stale_before),),
+            )
+        return cursor.rowcount
 
     def pending_tick_count(self) -> int:
         return int(
