@@ -89,3 +89,23 @@ def test_an_older_database_is_migrated_in_place(ws: Workspace, cli) -> None:
     assert cli("status", "--json").json()[0]["job"] == "j"
     names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert names >= TABLES
+
+
+def test_a_database_locked_by_another_process_is_a_clear_error(ws: Workspace, batchctl_exe) -> None:
+    from tests.conftest import run_exe
+
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
+    run_exe(batchctl_exe, "status", env=ws.env())  # create it
+    holder = sqlite3.connect(ws.db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, and not letting go
+    try:
+        before = holder.execute("SELECT count(*) FROM runs").fetchone()
+        result = run_exe(batchctl_exe, "run", "j", env={**ws.env(), "BATCHCTL_BUSY_TIMEOUT": "1"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 2
+    assert "error: the database is locked by another process" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ws.sql("SELECT count(*) FROM runs") == [before]
+    assert ws.sql("PRAGMA integrity_check") == [("ok",)]

@@ -71,9 +71,16 @@ class _Group(TyperGroup):
             raise typer.Exit(int(exc.exit_code)) from None
         except sqlite3.DatabaseError as exc:
             _report(exc)
-            render.error(
-                f"database error: {exc}", hint="check the --db file (is it a batchctl database?)"
-            )
+            if "locked" in str(exc):
+                render.error(
+                    "the database is locked by another process for longer than the busy timeout",
+                    hint="retry; $BATCHCTL_BUSY_TIMEOUT sets how long to wait (seconds, 30)",
+                )
+            else:
+                render.error(
+                    f"database error: {exc}",
+                    hint="check the --db file (is it a batchctl database?)",
+                )
             raise typer.Exit(int(ExitCode.USAGE)) from None
         except KeyboardInterrupt:
             render.error("interrupted")

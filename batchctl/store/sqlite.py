@@ -8,6 +8,7 @@ sqlite-utils (see ``migrations.py``).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -37,7 +38,7 @@ from batchctl.store.sqlite_maintenance import MaintenanceTables
 from batchctl.store.sqlite_schedule import ScheduleTables
 from batchctl.store.transitions import record_transition
 
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's; $BATCHCTL_BUSY_TIMEOUT
 
 _RUN_COLUMNS = (
     "id, job, scope, status, trigger, attempts, max_attempts, created_at, started_at, finished_at, "
@@ -62,7 +63,7 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                str(path), timeout=_busy_timeout(), isolation_level=None, check_same_thread=False
             )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
@@ -416,8 +417,15 @@ def _process_lock(location: str) -> threading.Lock:
         return _PROCESS_LOCKS.setdefault(location, threading.Lock())
 
 
+def _busy_timeout() -> float:
+    try:
+        return float(os.environ.get("BATCHCTL_BUSY_TIMEOUT", BUSY_TIMEOUT_S))
+    except ValueError:
+        return BUSY_TIMEOUT_S
+
+
 def _configure(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute(f"PRAGMA busy_timeout = {int(_busy_timeout() * 1000)}")
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")

@@ -1,0 +1,86 @@
+"""An API outage: the daemon keeps running, logs it once per interval, and recovers by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from batchctl.emulator import Emulator, EmulatorSettings, Fault
+from tests.conftest import Workspace, run_exe
+
+# The issue asks for a minute of outage; BATCHCTL_OUTAGE_SECONDS shortens it for a quick run.
+OUTAGE_S = float(os.environ.get("BATCHCTL_OUTAGE_SECONDS", "60"))
+INTERVAL_S = 2.0
+
+
+def _requests(path: Path, count: int) -> None:
+    with path.open("w") as handle:
+        for i in range(count):
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]}
+            handle.write(
+                json.dumps(
+                    {
+                        "custom_id": f"r{i}",
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
+                )
+                + "\n"
+            )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(OUTAGE_S + 120)
+def test_the_daemon_rides_out_an_api_outage_and_recovers(ws: Workspace, batchctl_exe: str) -> None:
+    with Emulator(EmulatorSettings(processing_rate=2.0)) as emu:
+        env = {**ws.env(), "OPENAI_BASE_URL": emu.base_url, "OPENAI_API_KEY": "test-key"}
+        ws.write_config(
+            f"[openai]\npoll_interval = {INTERVAL_S}\nmax_retries = 1\n"
+            f"[daemon]\npoll_interval = {INTERVAL_S}\n"
+            '[jobs.idle]\nkind = "command"\ncommand = "true"\nschedule = "@yearly"\n'
+        )
+        _requests(ws.root / "in.jsonl", 30)
+        submitted = run_exe(
+            batchctl_exe, "submit", "in.jsonl", "--max-requests", "10", "--json", env=env
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        run_id = json.loads(submitted.stdout)["id"]
+        log = ws.root / "daemon.log"
+        with log.open("wb") as err:
+            daemon = subprocess.Popen([batchctl_exe, "daemon"], env=env, stderr=err)
+        try:
+            emu.set_faults([Fault(kind="503", path="/v1/*")])
+            down_since = len(emu.requests)
+            time.sleep(OUTAGE_S)
+            assert daemon.poll() is None, log.read_text()  # still running
+            during = len(emu.requests) - down_since
+            emu.clear_faults()
+            deadline = time.monotonic() + 60
+            while True:
+                status = run_exe(
+                    batchctl_exe, "status", str(run_id), "--json", "--no-refresh", env=env
+                )
+                if json.loads(status.stdout)["status"] == "completed":
+                    break
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=30) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        text = log.read_text()
+        outage_lines = [line for line in text.splitlines() if "could not refresh" in line]
+        intervals = OUTAGE_S / INTERVAL_S
+        # once per interval (give or take the passes around its start and end), not per request
+        assert 2 <= len(outage_lines) <= intervals + 3, text
+        assert during > 2 * len(outage_lines)  # many more failed requests than log lines
+        assert "the API answers again" in text
+        assert "Traceback" not in text
