@@ -415,13 +415,15 @@ class Daemon:
 
     # --- recovery, heartbeat, reload --------------------------------------------------------------
     def _recover_abandoned(self, now: datetime) -> None:
-        for other in self.store.daemons():
-            if other.stopped_at is None and other.instance != self.instance:
-                owner = Owner(other.host, other.pid)
-                if owner.host == self.owner.host and is_dead(owner):
-                    self.store.daemon_stopped(other.instance, now)  # killed: not coming back
+        dead = [  # daemons on this host that were killed: their claims will not be honoured
+            other.instance
+            for other in self.store.daemons()
+            if other.stopped_at is None
+            and other.instance != self.instance
+            and is_dead(Owner(other.host, other.pid))
+        ]
         stale = now - timedelta(seconds=2 * self.config.daemon.lease)
-        refired = self.store.refire_orphaned_ticks(stale)
+        refired = self.store.refire_orphaned_ticks(stale, dead)
         if refired:
             log.warning(
                 "%d tick(s) claimed by a daemon that died before running them: firing them again",

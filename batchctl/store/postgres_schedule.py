@@ -130,17 +130,18 @@ class ScheduleTables(Tables):
                 )
         return [tick._replace(status="fired") for tick in chosen]
 
-    def refire_orphaned_ticks(self, stale_before: datetime) -> int:
+    def refire_orphaned_ticks(self, stale_before: datetime, dead: Collection[str] = ()) -> int:
         """Put back to pending the ticks a daemon claimed and died before it started a run."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE ticks t SET status = 'pending', claimed_by = NULL,"
                 " reason = 'its daemon stopped before starting it; fired again'"
                 " WHERE t.status = 'fired' AND t.run_id IS NULL AND t.claimed_by IN"
-                " (SELECT instance FROM daemons WHERE heartbeat_at < %s OR stopped_at IS NOT NULL)"
+                " (SELECT instance FROM daemons WHERE heartbeat_at < %s OR stopped_at IS NOT NULL"
+                " OR instance = ANY(%s))"
                 " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = t.job AND r.scope = t.scope"
                 " AND r.scheduled_for = t.scheduled_for)",
-                (stale_before,),
+                (stale_before, list(dead)),
             )
             return cursor.rowcount
 

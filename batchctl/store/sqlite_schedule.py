@@ -129,17 +129,18 @@ class ScheduleTables:
             )
         return [tick._replace(status="fired") for tick in chosen]
 
-    def refire_orphaned_ticks(self, stale_before: datetime) -> int:
+    def refire_orphaned_ticks(self, stale_before: datetime, dead: Collection[str] = ()) -> int:
         """Put back to pending the ticks a daemon claimed and died before it started a run."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE ticks SET status = 'pending', claimed_by = NULL,"
                 " reason = 'its daemon stopped before starting it; fired again'"
                 " WHERE status = 'fired' AND run_id IS NULL AND claimed_by IN"
-                " (SELECT instance FROM daemons WHERE heartbeat_at < ? OR stopped_at IS NOT NULL)"
+                " (SELECT instance FROM daemons WHERE heartbeat_at < ? OR stopped_at IS NOT NULL"
+                f" OR instance IN ({','.join('?' * len(dead)) or 'NULL'}))"
                 " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = ticks.job"
                 " AND r.scope = ticks.scope AND r.scheduled_for = ticks.scheduled_for)",
-                (to_iso(stale_before),),
+                (to_iso(stale_before), *dead),
             )
         return cursor.rowcount
 
