@@ -159,7 +159,7 @@ class Daemon:
             else (f"the daemon on host {holder[1].host} (pid {holder[1].pid})")
         )
         return DaemonBusy(
-            f"{who} already runs for database {self.store.location}",
+            f"{who} already runs for database {self.store.shown}",
             hint="one daemon per database; use `batchctl daemon --once` beside it if needed",
         )
 

@@ -3,6 +3,10 @@
 Every test gets its own XDG directories, config file and SQLite database in a temporary
 directory, selected through the same environment variables users set ($BATCHCTL_CONFIG,
 $BATCHCTL_DB), so the CLI under test finds them exactly as it would in the field.
+
+A test that asks for the ``database`` fixture runs twice: on that SQLite file, and on a fresh
+database of the PostgreSQL test server (``tests/databases.py``; skipped, saying why, without a
+server). Such a test reaches its database through ``ws.location`` and ``ws.sql``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -23,6 +26,8 @@ import pytest
 from typer.testing import CliRunner
 
 from batchctl.cli import app
+from tests import databases
+from tests.databases import PgServer
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -34,6 +39,16 @@ class Workspace:
     root: Path
     config: Path
     db: Path
+    url: str | None = None  # a PostgreSQL database used instead of the SQLite file ``db``
+
+    @property
+    def location(self) -> str:
+        """What ``--db`` / ``$BATCHCTL_DB`` name: the PostgreSQL URL, or the SQLite file."""
+        return self.url or str(self.db)
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.url else "sqlite"
 
     def write_config(self, text: str) -> Path:
         self.config.write_text(textwrap.dedent(text))
@@ -46,12 +61,17 @@ class Workspace:
         return path
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Read the database directly, as a user with the sqlite3 CLI would."""
-        with sqlite3.connect(self.db) as conn:
-            return conn.execute(query, params).fetchall()
+        """Read the database directly (``?`` placeholders), as a user with sqlite3/psql would."""
+        return databases.sql(self.location, query, *params)
+
+    def has_tables(self) -> bool:
+        return databases.has_tables(self.location)
+
+    def integrity_problems(self) -> list[str]:
+        return databases.integrity_problems(self.location)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "BATCHCTL_CONFIG": str(self.config), "BATCHCTL_DB": str(self.db)}
+        return {**os.environ, "BATCHCTL_CONFIG": str(self.config), "BATCHCTL_DB": self.location}
 
 
 @pytest.fixture
@@ -71,6 +91,37 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     monkeypatch.chdir(root)
     monkeypatch.syspath_prepend(str(root))
     yield workspace
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer | str]:
+    """The PostgreSQL test server, or why there is none; drops what the tests left behind."""
+    server = databases.find_pg_server()
+    yield server
+    if isinstance(server, PgServer):
+        for name in list(server.created):
+            server.drop(server.url_for(name))
+
+
+@pytest.fixture(params=databases.BACKENDS)
+def database(
+    request: pytest.FixtureRequest,
+    ws: Workspace,
+    pg_server: PgServer | str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    """Run the test on each back end: the workspace's SQLite file, or a new PostgreSQL database
+    (``ws.url``, also in ``$BATCHCTL_DB``), dropped afterwards. Yields the back end's name."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    server = databases.require_pg(pg_server)
+    ws.url = server.create()
+    monkeypatch.setenv("BATCHCTL_DB", ws.url)
+    try:
+        yield "postgres"
+    finally:
+        server.drop(ws.url)
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Concurrency: one SQLite database shared by the daemon and busy CLI processes.
+"""Concurrency: one database shared by the daemon and busy CLI processes.
 
-The installed ``batchctl`` executable in real processes, against one database:
+The installed ``batchctl`` executable in real processes, against one database — each test runs
+on a SQLite file and on a PostgreSQL database (the ``database`` fixture; skipped, saying why,
+without a test server, required on CI):
 
 - the daemon firing a job every second while four threads loop ``status --json``, ``run`` of a
   quick command job, ``submit --json`` of a tiny unique JSONL (against the API emulator) and
@@ -20,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -36,19 +37,12 @@ import pytest
 
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
 from tests.conftest import Workspace
+from tests.databases import DATABASE_ERRORS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("database")]
 
 LOAD_SECONDS = float(os.environ.get("BATCHCTL_LOAD_SECONDS", "60"))
 LOCKED = ("database is locked", "locked")
-
-
-def sql(ws: Workspace, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(ws.db, timeout=30)
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -92,7 +86,7 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> 
     while time.monotonic() < deadline:
         try:
             found = predicate()
-        except (OSError, sqlite3.OperationalError):  # the database is not there (yet)
+        except (OSError, *DATABASE_ERRORS):  # the database or its tables are not there (yet)
             found = None
         if found:
             return found
@@ -250,28 +244,27 @@ def test_the_daemon_and_four_cli_loops_share_the_database_without_lock_errors_or
     assert {by_id[i]["status"] for i in started_runs} == {"completed"}
     # Every submission has its parts (one request each) and its requests; each part was sent.
     for run_id in submitted:
-        parts = sql(ws, "SELECT batch_id, requests FROM parts WHERE run_id = ?", run_id)
+        parts = ws.sql("SELECT batch_id, requests FROM parts WHERE run_id = ?", run_id)
         assert len(parts) == 2 and all(b and n == 1 for b, n in parts), (run_id, parts)
-        requests = sql(ws, "SELECT count(*) FROM requests WHERE run_id = ?", run_id)
+        requests = ws.sql("SELECT count(*) FROM requests WHERE run_id = ?", run_id)
         assert requests == [(2,)]
     assert len(emulator.batches) == 2 * len(submitted)
     # Every tick the daemon fired has its run, for that scheduled time.
-    ticks = sql(ws, "SELECT id, status, run_id, scheduled_for FROM ticks WHERE job = 'beat'")
+    ticks = ws.sql("SELECT id, status, run_id, scheduled_for FROM ticks WHERE job = 'beat'")
     fired = [t for t in ticks if t[1] in ("fired", "skipped")]
     orphans = [t for t in fired if t[2] is None]
     assert orphans == []
-    matched = sql(
-        ws,
+    matched = ws.sql(
         "SELECT count(*) FROM ticks t JOIN runs r ON r.id = t.run_id"
         " WHERE t.job = 'beat' AND r.job = 'beat' AND r.scheduled_for = t.scheduled_for",
     )
     assert matched == [(len(fired),)]
-    beats = sql(ws, "SELECT count(*) FROM runs WHERE job = 'beat'")
+    beats = ws.sql("SELECT count(*) FROM runs WHERE job = 'beat'")
     assert beats == [(len(fired),)]
     assert len(fired) >= LOAD_SECONDS * 0.7, len(fired)  # about one a second
-    active = sql(ws, "SELECT id, job, status FROM runs WHERE status IN ('queued', 'running')")
+    active = ws.sql("SELECT id, job, status FROM runs WHERE status IN ('queued', 'running')")
     assert [r for r in active if r[1] != "submit"] == []
-    assert sql(ws, "PRAGMA integrity_check") == [("ok",)]
+    assert ws.integrity_problems() == []
 
     counts = {name: n for (name, _), n in sorted(calls.codes.items())}
     slowest = {name: round(s, 2) for name, s in sorted(calls.slowest.items())}
@@ -336,26 +329,25 @@ def test_four_daemon_once_started_together_never_fire_a_tick_twice(
                 proc.stderr.close()
         assert [code for code, _ in results] == [0, 0, 0, 0], results
         assert not [err for _, err in results if "locked" in err.lower()], results
-    twice = sql(
-        ws,
+    twice = ws.sql(
         "SELECT job, scope, scheduled_for, count(*) FROM runs"
         " GROUP BY job, scope, scheduled_for HAVING count(*) > 1",
     )
     assert twice == []
-    ticks = sql(ws, "SELECT id, job, scope, scheduled_for, status, run_id FROM ticks")
+    ticks = ws.sql("SELECT id, job, scope, scheduled_for, status, run_id FROM ticks")
     fired = [t for t in ticks if t[4] in ("fired", "skipped")]
     assert len(fired) >= rounds * 6, len(fired)  # each round had ticks to fight over
     # A --once pass claims what its workers can take; ticks it left pending wait for the next
     # pass, and nobody ran them yet.
     pending = {(t[1], t[2], t[3]) for t in ticks if t[4] == "pending"}
     assert [t for t in fired if t[5] is None] == []
-    runs = sql(ws, "SELECT id, job, scope, scheduled_for, status FROM runs")
+    runs = ws.sql("SELECT id, job, scope, scheduled_for, status FROM runs")
     assert len(runs) == len(fired)
     assert not [r for r in runs if (r[1], r[2], r[3]) in pending]
     by_id = {r[0]: r for r in runs}
     assert all(by_id[t[5]][1:4] == t[1:4] for t in fired)
     assert {r[4] for r in runs} <= {"completed", "skipped"}
-    assert sql(ws, "PRAGMA integrity_check") == [("ok",)]
+    assert ws.integrity_problems() == []
 
 
 # --- the daemon's worker and its refresh pass ----------------------------------------------
@@ -384,7 +376,7 @@ def test_the_daemons_refresh_never_drives_a_submission_its_worker_is_sending(
     daemon = start_daemon(ws, batchctl_exe, ws.env(), log)
     try:
         wait_for(
-            lambda: sql(ws, "SELECT merged_at FROM submissions WHERE merged_at IS NOT NULL"),
+            lambda: ws.sql("SELECT merged_at FROM submissions WHERE merged_at IS NOT NULL"),
             "the daemon to submit and merge the job's batch",
             timeout=40,
         )

@@ -16,9 +16,12 @@ moments drawn from a seeded ``random.Random`` and recovers the way a user would:
 After every kill point the recovered state is checked: no remote batch created twice for a part
 and no file uploaded twice (the emulator's files and batches, and its request log of effective
 ``POST /v1/files`` / ``POST /v1/batches``), every request with exactly one outcome, the merged
-output of ``results -o`` with one line per request in input order, ``PRAGMA integrity_check``
-ok, no run left ``queued``/``running``/``retrying``. The module prints how many kill points it
-tried and how many invariants held.
+output of ``results -o`` with one line per request in input order, the database's own
+integrity check clean, no run left ``queued``/``running``/``retrying``. The module prints how
+many kill points it tried and how many invariants held.
+
+Every test runs on both stores (the ``database`` fixture): a SQLite file, and a PostgreSQL
+database on the test server (skipped, saying why, without one; required on CI).
 
 Set ``BATCHCTL_CRASH_SEED`` to replay another sequence of kill moments.
 """
@@ -30,7 +33,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -47,7 +49,7 @@ from batchctl.batches.submission import INTENT_SETTLE_S, PART_KEY
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
 from tests.conftest import Workspace, run_exe
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("database")]
 
 SEED = int(os.environ.get("BATCHCTL_CRASH_SEED", "20250611"))
 SLOW_S = 0.3  # how long a slowed call is held by the emulator: a window to kill inside it
@@ -76,6 +78,7 @@ max_retries = 8
 @dataclass
 class Scenario:
     name: str
+    backend: str
     kill_points: int = 0
     invariants: int = 0
     phases: Counter[str] = field(default_factory=Counter)
@@ -86,7 +89,7 @@ class Scenario:
     def line(self) -> str:
         phases = ", ".join(f"{k} {v}" for k, v in sorted(self.phases.items()))
         return (
-            f"crash harness [{self.name}]: {self.kill_points} kill points, "
+            f"crash harness [{self.name}, {self.backend}]: {self.kill_points} kill points, "
             f"{self.invariants} invariants held (killed during: {phases}; "
             f"honest settles {self.honest_settles}, backdated intents {self.backdated})"
         )
@@ -94,10 +97,10 @@ class Scenario:
 
 @dataclass
 class Tally:
-    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    scenarios: dict[tuple[str, str], Scenario] = field(default_factory=dict)
 
-    def scenario(self, name: str) -> Scenario:
-        return self.scenarios.setdefault(name, Scenario(name))
+    def scenario(self, name: str, backend: str) -> Scenario:
+        return self.scenarios.setdefault((name, backend), Scenario(name, backend))
 
     def line(self) -> str:
         kills = sum(s.kill_points for s in self.scenarios.values())
@@ -138,14 +141,6 @@ class Invariants:
 
 
 # --- the world: a workspace, an emulator and the installed executable -----------------------
-
-
-def sql(ws: Workspace, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(ws.db, timeout=30)
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
 
 
 def write_requests(path: Path, count: int, salt: str, *, model: str = "gpt-4o-mini") -> list[str]:
@@ -232,8 +227,7 @@ class World:
             "downloaded_at",
             "token",
         )
-        rows = sql(
-            self.ws,
+        rows = self.ws.sql(
             "SELECT p.id, p.run_id, p.number, p.filename, p.upload_started_at, p.input_file_id,"
             " p.create_started_at, p.batch_id, p.status, p.downloaded_at, s.token"
             " FROM parts p JOIN submissions s ON s.run_id = p.run_id ORDER BY p.run_id, p.number",
@@ -242,10 +236,10 @@ class World:
         return found if run_ids is None else [p for p in found if p["run_id"] in run_ids]
 
     def instance(self) -> str:
-        return str(sql(self.ws, "SELECT value FROM meta WHERE key = 'instance'")[0][0])
+        return str(self.ws.sql("SELECT value FROM meta WHERE key = 'instance'")[0][0])
 
     def unmerged(self) -> list[int]:
-        rows = sql(self.ws, "SELECT run_id FROM submissions WHERE merged_at IS NULL")
+        rows = self.ws.sql("SELECT run_id FROM submissions WHERE merged_at IS NULL")
         return [int(r[0]) for r in rows]
 
     def phase(self, run_id: int | None) -> str:
@@ -253,7 +247,7 @@ class World:
         if run_id is None:
             return "before-record"
         parts = self.parts([run_id])
-        merged = sql(self.ws, "SELECT merged_at FROM submissions WHERE run_id = ?", run_id)
+        merged = self.ws.sql("SELECT merged_at FROM submissions WHERE run_id = ?", run_id)
         if any(p["upload_started_at"] and not p["input_file_id"] for p in parts):
             return "upload"
         if any(p["create_started_at"] and not p["batch_id"] for p in parts):
@@ -298,22 +292,20 @@ class World:
             time.sleep(0.02)
         if honest or not open_calls:
             return 0
-        conn = sqlite3.connect(self.ws.db, timeout=30)
-        try:
-            with conn:
-                for p in open_calls:
-                    column = (
-                        "upload_started_at"
-                        if p["upload_started_at"] and not p["input_file_id"]
-                        else "create_started_at"
-                    )
-                    moment = datetime.fromisoformat(p[column]) - BACKDATE
-                    conn.execute(
-                        f"UPDATE parts SET {column} = ? WHERE id = ?",
-                        (moment.isoformat(timespec="microseconds"), p["id"]),
-                    )
-        finally:
-            conn.close()
+        for p in open_calls:
+            column = (
+                "upload_started_at"
+                if p["upload_started_at"] and not p["input_file_id"]
+                else "create_started_at"
+            )
+            began = p[column]  # ISO text in SQLite, a datetime from PostgreSQL
+            if isinstance(began, str):
+                moment: Any = (datetime.fromisoformat(began) - BACKDATE).isoformat(
+                    timespec="microseconds"
+                )
+            else:
+                moment = began - BACKDATE
+            self.ws.sql(f"UPDATE parts SET {column} = ? WHERE id = ?", moment, p["id"])
         self.scenario.backdated += len(open_calls)
         return len(open_calls)
 
@@ -368,10 +360,9 @@ class World:
 
     def check_store(self, *, jobs: tuple[str, ...] | None = None) -> None:
         check = self.check
-        integrity = sql(self.ws, "PRAGMA integrity_check")
-        check.hold("PRAGMA integrity_check is ok", integrity == [("ok",)], integrity)
-        pending = sql(
-            self.ws,
+        problems = self.ws.integrity_problems()
+        check.hold("the database's integrity check finds nothing", problems == [], problems)
+        pending = self.ws.sql(
             "SELECT r.run_id, r.custom_id FROM requests r JOIN submissions s"
             " ON s.run_id = r.run_id WHERE r.outcome IS NULL LIMIT 5",
         )
@@ -382,7 +373,7 @@ class World:
         if jobs is not None:
             where += f" AND job IN ({','.join('?' * len(jobs))})"
             params += list(jobs)
-        stuck = sql(self.ws, f"SELECT id, job, status FROM runs WHERE {where}", *params)
+        stuck = self.ws.sql(f"SELECT id, job, status FROM runs WHERE {where}", *params)
         check.hold("no run stuck queued/running/retrying after recovery", stuck == [], stuck)
 
     def check_results(self, run_id: int, ids: list[str], *, codes: tuple[int, ...] = (0,)) -> None:
@@ -417,7 +408,11 @@ def world(
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
         ws.write_config(config)
         index = list(KILL_POINTS).index(name)
-        made.append(World(ws, emu, batchctl_exe, random.Random(SEED + index), tally.scenario(name)))
+        made.append(
+            World(
+                ws, emu, batchctl_exe, random.Random(SEED + index), tally.scenario(name, ws.backend)
+            )
+        )
         return made[-1]
 
     yield make
@@ -468,7 +463,7 @@ def test_submit_wait_killed_at_random_points_then_wait_recovers(
         name = f"in-{attempts}.jsonl"
         ids = write_requests(w.ws.root / name, 120, salt=f"submit {attempts}")  # 6 parts of 20
         files_before = len([f for f in w.emu.files.values() if f["purpose"] == "batch"])
-        newest = sql(w.ws, "SELECT max(id) FROM runs") if w.ws.db.exists() else [(None,)]
+        newest = w.ws.sql("SELECT max(id) FROM runs") if w.ws.has_tables() else [(None,)]
         # Slowed calls while the process under test runs, so that kills land inside them;
         # none while it recovers.
         w.emu.set_faults([*slow_posts(0.3), SLOW_DOWNLOADS])
@@ -629,7 +624,7 @@ def test_retry_wait_killed_at_random_points_then_wait_recovers(
         else:
             resent = len(w.parts([run_id])) > parts_before
             w.scenario.phases[w.phase(run_id) if resent else "before-resend"] += 1
-            status = sql(w.ws, "SELECT status FROM runs WHERE id = ?", run_id)[0][0]
+            status = w.ws.sql("SELECT status FROM runs WHERE id = ?", run_id)[0][0]
             if not resent:
                 check.hold(
                     "a retry killed before it re-sent leaves the run as it was",
@@ -641,7 +636,7 @@ def test_retry_wait_killed_at_random_points_then_wait_recovers(
                 w.land_in_flight()
                 done = w.run("wait", str(run_id), "--json", "--timeout", "60s")
             assert done.returncode == 0, done.stdout + done.stderr
-        final = sql(w.ws, "SELECT status FROM runs WHERE id = ?", run_id)[0][0]
+        final = w.ws.sql("SELECT status FROM runs WHERE id = ?", run_id)[0][0]
         check.hold("the retried run completed", final == "completed", final)
         w.check_remote()
         w.check_store()
@@ -706,7 +701,7 @@ def test_daemon_killed_at_random_points_then_restarted(
     checked: set[int] = set()
 
     def submissions() -> set[int]:
-        return {int(row[0]) for row in sql(w.ws, "SELECT run_id FROM submissions")}
+        return {int(row[0]) for row in w.ws.sql("SELECT run_id FROM submissions")}
 
     attempts = 0
     while w.scenario.kill_points < KILL_POINTS["daemon"]:
@@ -714,7 +709,7 @@ def test_daemon_killed_at_random_points_then_restarted(
         assert attempts <= 2 * KILL_POINTS["daemon"]
         w.emu.set_faults([*slow_posts(0.5), SLOW_DOWNLOADS])
         daemon = w.spawn("daemon", log="daemon")
-        unmerged_before = set(w.unmerged()) if w.ws.db.exists() else set()
+        unmerged_before = set(w.unmerged()) if w.ws.has_tables() else set()
         if not w.kill_after(daemon, w.rng.uniform(0.5, 3.5)):
             pytest.fail(f"the daemon exited with {daemon.returncode}")
         w.emu.clear_faults()
@@ -743,17 +738,28 @@ def test_daemon_killed_at_random_points_then_restarted(
     w.check_store()
     for run_id in submissions() - checked:
         w.check_results(run_id, ids)
-    lost = sql(
-        w.ws,
+    lost = w.ws.sql(
         "SELECT t.job, t.scheduled_for FROM ticks t WHERE t.status = 'fired' AND t.run_id IS NULL"
         " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = t.job AND r.scheduled_for ="
         " t.scheduled_for)",
     )
-    submitted = sql(w.ws, "SELECT count(*) FROM submissions")[0][0]
-    abandoned = sql(w.ws, "SELECT count(*) FROM runs WHERE status = 'abandoned'")[0][0]
+    submitted = w.ws.sql("SELECT count(*) FROM submissions")[0][0]
+    abandoned = w.ws.sql("SELECT count(*) FROM runs WHERE status = 'abandoned'")[0][0]
     assert submitted >= 3, "the daemon hardly submitted anything"
     extra = f"; {submitted} submissions, {abandoned} runs abandoned,"
     show(w.scenario, capsys, extra + f" {len(lost)} fired ticks without a run")
+
+
+STORE_CLASSES = {
+    "sqlite": ("batchctl.store.sqlite", "SQLiteStore"),
+    "postgres": ("batchctl.store.postgres", "PostgresStore"),
+}
+
+
+def patched(script: str, ws: Workspace) -> str:
+    """The script, patching the store class of the workspace's back end."""
+    module, name = STORE_CLASSES[ws.backend]
+    return script.format(store_module=module, store_class=name)
 
 
 # --- a kill point the random harness rarely hits: between reopening and recording a retry ----
@@ -763,10 +769,10 @@ def test_daemon_killed_at_random_points_then_restarted(
 # (two separate transactions in Batches.retry).
 KILL_BEFORE_RESEND = """\
 import os, signal, sys
-from batchctl.store.sqlite import SQLiteStore
+from {store_module} import {store_class} as Store
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
-SQLiteStore.record_resend_part = die
+Store.record_resend_part = die
 from batchctl.cli import main
 sys.argv = ["batchctl", *sys.argv[1:]]
 main()
@@ -787,21 +793,21 @@ def test_retry_killed_between_reopening_and_recording_its_parts_is_recovered(
         emu.update_settings(request_failure_rate=0.0)
 
         killed = subprocess.run(
-            [sys.executable, "-c", KILL_BEFORE_RESEND, "retry", str(run_id), "--wait"],
+            [sys.executable, "-c", patched(KILL_BEFORE_RESEND, ws), "retry", str(run_id), "--wait"],
             env=ws.env(),
             capture_output=True,
             timeout=60,
         )
         assert killed.returncode == -signal.SIGKILL
-        [(parts,)] = sql(ws, "SELECT count(*) FROM parts WHERE run_id = ?", run_id)
+        [(parts,)] = ws.sql("SELECT count(*) FROM parts WHERE run_id = ?", run_id)
         assert parts == 3  # reopened, but no re-send part recorded before the kill
 
         # wait settles the reopened submission again (nothing was re-sent: the failures stand)
         waited = run_exe(
             batchctl_exe, "wait", str(run_id), "--json", "--timeout", "30s", env=ws.env()
         )
-        pending = sql(ws, "SELECT count(*) FROM requests WHERE outcome IS NULL")
-        stuck = sql(ws, "SELECT number, status FROM parts WHERE status = 'planned'")
+        pending = ws.sql("SELECT count(*) FROM requests WHERE outcome IS NULL")
+        stuck = ws.sql("SELECT number, status FROM parts WHERE status = 'planned'")
         assert (waited.returncode, pending, stuck) == (3, [(0,)], []), waited.stderr
         # and the retry can simply be run again
         again = run_exe(batchctl_exe, "retry", str(run_id), "--wait", "--json", env=ws.env())
@@ -813,15 +819,15 @@ def test_retry_killed_between_reopening_and_recording_its_parts_is_recovered(
 # result file of a download (a part with failed requests has an output and an error file).
 KILL_BEFORE_SECOND_RECORD = """\
 import os, signal, sys
-from batchctl.store.sqlite import SQLiteStore
-record = SQLiteStore.record_results
+from {store_module} import {store_class} as Store
+record = Store.record_results
 calls = []
 def record_then_die(self, *args, **kwargs):
     calls.append(1)
     if len(calls) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     return record(self, *args, **kwargs)
-SQLiteStore.record_results = record_then_die
+Store.record_results = record_then_die
 from batchctl.cli import main
 sys.argv = ["batchctl", *sys.argv[1:]]
 main()
@@ -845,7 +851,7 @@ def test_results_killed_between_a_parts_output_and_error_files_loses_no_outcome(
             time.sleep(0.05)
 
         killed = subprocess.run(
-            [sys.executable, "-c", KILL_BEFORE_SECOND_RECORD, "results", str(run_id)],
+            [sys.executable, "-c", patched(KILL_BEFORE_SECOND_RECORD, ws), "results", str(run_id)],
             env=ws.env(),
             capture_output=True,
             timeout=60,
@@ -854,7 +860,7 @@ def test_results_killed_between_a_parts_output_and_error_files_loses_no_outcome(
 
         again = run_exe(batchctl_exe, "results", str(run_id), "-o", "out.jsonl", env=ws.env())
         assert again.returncode == 3, again.stderr  # some requests failed
-        pending = sql(ws, "SELECT custom_id FROM requests WHERE outcome IS NULL")
+        pending = ws.sql("SELECT custom_id FROM requests WHERE outcome IS NULL")
         lines = [json.loads(x) for x in (ws.root / "out.jsonl").read_text().splitlines()]
         assert [line["custom_id"] for line in lines] == ids
         assert pending == []
@@ -897,7 +903,7 @@ def test_a_tick_claimed_by_a_killed_daemon_is_not_silently_lost(
             time.sleep(0.5)  # the input command is running
             first.kill()
             first.wait(timeout=10)
-            assert sql(ws, "SELECT count(*) FROM runs") == [(0,)]
+            assert ws.sql("SELECT count(*) FROM runs") == [(0,)]
             second = start()
             time.sleep(6)  # past the dead daemon's 3 s lease, and the input command's 3 s
             second.send_signal(signal.SIGTERM)
@@ -906,8 +912,8 @@ def test_a_tick_claimed_by_a_killed_daemon_is_not_silently_lost(
             for proc in procs:
                 if proc.poll() is None:
                     proc.kill()
-        [(status, run_id, reason)] = sql(ws, "SELECT status, run_id, reason FROM ticks")
-        ran = sql(ws, "SELECT count(*) FROM runs")
+        [(status, run_id, reason)] = ws.sql("SELECT status, run_id, reason FROM ticks")
+        ran = ws.sql("SELECT count(*) FROM runs")
         assert run_id is not None or (status in ("missed", "skipped") and reason), (
             status,
             run_id,

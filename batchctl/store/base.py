@@ -219,7 +219,10 @@ class MaintenanceStore(Protocol):
 
 
 class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
+    # Where the store is, as given to ``open_store`` (a URL may hold a password): for opening it
+    # again, in another thread or process. Never print it; messages use ``shown``.
     location: str
+    shown: str  # the location without a password
     # True when several daemons (on several hosts) may share the database (PostgreSQL): no
     # single-daemon lock, every daemon fires and refreshes.
     shared: bool

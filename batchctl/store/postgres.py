@@ -107,7 +107,8 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def __init__(self, conn: Conn, location: str) -> None:
         self.conn = conn
-        self.location = location
+        self.location = location  # with its password: threads and workers open it again
+        self.shown = redact(location)
 
     @classmethod
     def open(cls, location: str) -> PostgresStore:
@@ -143,7 +144,7 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
         except BaseException:
             conn.close()
             raise
-        return cls(conn, shown)
+        return cls(conn, location)
 
     def close(self) -> None:
         self.conn.close()

@@ -55,7 +55,7 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def __init__(self, conn: sqlite3.Connection, location: str) -> None:
         self.conn = conn
-        self.location = location
+        self.location = self.shown = location  # a path holds no secret
 
     @classmethod
     def open(cls, location: str) -> SQLiteStore:

@@ -1,17 +1,13 @@
 """The store contract: one suite that every back end passes, through the ``Store`` protocol only.
 
 The ``store`` fixture is parametrized over ``sqlite`` (a file in a temporary directory) and
-``postgres``: a database created for each test module on the server named by
-``$BATCHCTL_TEST_PG`` (a URL such as ``postgresql://postgres:postgres@127.0.0.1:5432/postgres``;
-the tests connect to it to create and drop their own databases), emptied before each test and
-dropped at the end. Without that variable, without psycopg or without a reachable server, the
-``postgres`` cases are SKIPPED, saying why — never passed. With ``$BATCHCTL_TEST_PG_REQUIRED=1``
-(``.ci/run`` sets it) they fail instead of being skipped.
+``postgres``: a database created for each test module on the test server (see
+``tests/databases.py``; skipped, saying why, without one), emptied before each test and dropped
+at the end.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,37 +15,8 @@ import pytest
 
 from batchctl.store import open_store
 from batchctl.store.base import Store
-from tests.store_contract.support import (
-    BACKENDS,
-    PG_ENV,
-    TABLES,
-    Backend,
-    PgServer,
-    require_pg,
-)
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer | str]:
-    """The server, or why there is none (each postgres case then skips with that reason)."""
-    url = os.environ.get(PG_ENV)
-    if not url:
-        yield f"${PG_ENV} is not set (a server URL, e.g. postgresql://postgres:postgres@127.0.0.1:5432/postgres)"
-        return
-    try:
-        import psycopg
-    except ImportError:
-        yield "psycopg is not installed (pip install 'batchctl[postgres]')"
-        return
-    try:
-        psycopg.connect(url, autocommit=True, connect_timeout=5).close()
-    except psycopg.Error as exc:
-        yield f"cannot connect to ${PG_ENV}: {str(exc).strip()}"
-        return
-    server = PgServer(url)
-    yield server
-    for name in list(server.created):
-        server.drop(server.url_for(name))
+from tests.databases import BACKENDS, PgServer, require_pg
+from tests.store_contract.support import TABLES, Backend
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,16 @@ against the OpenAI API emulator. Skipped (saying why) without a test server."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from batchctl.emulator import Emulator
 from tests.conftest import Workspace
-from tests.store_contract.support import PgServer, require_pg
+from tests.databases import PG_ENV, PgServer, require_pg
 
 
 @pytest.fixture
@@ -88,3 +90,35 @@ def test_a_submission_completes_on_postgres(
         assert [json.loads(line)["custom_id"] for line in out.read_text().splitlines()] == [
             f"r{i}" for i in range(5)
         ]
+
+
+def test_status_refreshes_submissions_with_a_url_that_holds_a_password(
+    ws: Workspace, cli: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refresh opens the store again in worker threads: from the URL with its password,
+    # not from the password-free form that messages show.
+    if urlsplit(pg_url).password is None:
+        pytest.skip(f"${PG_ENV} names no password, so there is none to lose")
+    with Emulator() as emulator:
+        monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        ws.write_config("[openai]\npoll_interval = 0.05\n")
+        row = {
+            "custom_id": "r0",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        }
+        (ws.root / "in.jsonl").write_text(json.dumps(row) + "\n")
+        submitted = cli("--db", pg_url, "submit", "in.jsonl", "--json")
+        assert submitted.exit_code == 0, submitted.stderr
+        run_id = submitted.json()["id"]
+        deadline = time.monotonic() + 20
+        while [b["status"] for b in emulator.batches.values()] != ["completed"]:
+            assert time.monotonic() < deadline, emulator.batches
+            time.sleep(0.05)
+
+        listed = cli("--db", pg_url, "status", "--json")
+        assert listed.exit_code == 0, listed.stderr
+        assert "could not refresh" not in listed.stderr, listed.stderr
+        assert [(r["id"], r["status"]) for r in listed.json()] == [(run_id, "completed")]

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.conftest import Workspace, run_exe
-from tests.store_contract.support import PgServer, require_pg
+from tests.databases import PgServer, require_pg
 
 pytestmark = pytest.mark.slow
 
