@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from batchctl import process_groups
 from batchctl.config import Config, JobConfig
 from batchctl.engine import Engine, EngineSettings
 from batchctl.errors import BatchctlError, ConfigError, ExitCode
@@ -451,6 +452,10 @@ class Daemon:
             ):
                 continue
             log.warning("run %d of %s abandoned: %s", run.id, run.job, reason)
+            if run.owner is not None:
+                stopped = process_groups.stop_leftovers(self.store, run.id, run.owner.host, now)
+                if stopped:
+                    log.warning("run %d of %s: %s", run.id, run.job, stopped)
             self._retry_abandoned(run.id, run.job, run.scope, run.attempts)
 
     def _retry_abandoned(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from batchctl import jobs
+from batchctl import jobs, process_groups
 from batchctl.config import Config, JobConfig
 from batchctl.durations import format_duration
 from batchctl.errors import NotFoundError, UsageError
@@ -197,7 +197,11 @@ class Engine:
         )
         if run.status is RunStatus.QUEUED or gone:
             reason = "cancelled" if run.owner is None else "cancelled; its process had stopped"
-            self.store.set_status(run_id, RunStatus.CANCELLED, now, reason=reason, only_if=_ACTIVE)
+            ended = self.store.set_status(
+                run_id, RunStatus.CANCELLED, now, reason=reason, only_if=_ACTIVE
+            )
+            if ended and run.owner is not None:
+                process_groups.stop_leftovers(self.store, run_id, run.owner.host, now)
             self.store.release_lock(lock_key(run.job, run.scope), run_id)
         return self.get(run_id)
 
@@ -257,13 +261,16 @@ class Engine:
         return None
 
     def _abandon(self, holder: LockHolder, why: str) -> None:
-        self.store.set_status(
+        if self.store.set_status(
             holder.run_id,
             RunStatus.ABANDONED,
             self.clock(),
             reason=f"{why} (host {holder.owner.host}, pid {holder.owner.pid})",
             only_if=_ACTIVE,
-        )
+        ):
+            process_groups.stop_leftovers(
+                self.store, holder.run_id, holder.owner.host, self.clock()
+            )
 
     # --- attempts -------------------------------------------------------------------------------
     def _attempts(self, job: JobConfig, scope: str | None, run_id: int, key: str) -> None:
@@ -370,6 +377,7 @@ class _Attempt:
         last_flush = started
         stopping = False
         execution = jobs.start(self.job, self.ctx, self.engine.config.base_dir)
+        self._record_process_group(execution)
         while True:
             self._drain(self.settings.poll)
             outcome = execution.poll()
@@ -402,6 +410,13 @@ class _Attempt:
             self._engine_log(LogLevel.ERROR, message, source="result")
         self._flush(final=True)
         return outcome
+
+    def _record_process_group(self, execution: jobs.Execution) -> None:
+        # So that, should this process be killed, whoever abandons the run can stop the group.
+        group = execution.process_group()
+        started = process_groups.start_time(group) if group is not None else None
+        if group is not None and started is not None:
+            self.store.record_attempt_process(self.run_id, self.number, group, started)
 
     def _cancel_requested(self) -> bool:
         signal = self.store.run_signal(self.run_id)

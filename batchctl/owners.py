@@ -33,10 +33,10 @@ def is_dead(owner: Owner) -> bool:
         return True
     except PermissionError:
         return False
-    return _is_zombie(owner.pid)
+    return is_zombie(owner.pid)
 
 
-def _is_zombie(pid: int) -> bool:
+def is_zombie(pid: int) -> bool:
     # A killed process that its parent has not reaped still answers kill(pid, 0).
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:

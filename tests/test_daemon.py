@@ -235,6 +235,42 @@ def test_sigkill_of_the_daemon_then_a_new_one_starts_at_once_and_abandons_the_ru
     assert "running" not in {r["status"] for r in runs(ws)}, runs(ws)
 
 
+def test_the_job_a_killed_daemon_was_running_is_stopped_when_its_run_is_abandoned(
+    ws: Workspace, start: Callable[..., Daemon], batchctl_exe: str
+) -> None:
+    command = f"if [ -e started ]; then exit 0; fi; touch started; {SLEEPER}"
+    ws.write_config(daemon_toml(lease="3s", grace="1s") + job_toml("long", command))
+    killed = start()
+    killed.wait_started()
+    [pid_file] = wait_for(lambda: list(ws.root.glob("pid-*")), "the long run's process to start")
+    pgid = int(wait_for(lambda: pid_file.read_text().strip(), "the command's pid"))
+    first_id = runs(ws)[0]["id"]
+    killed.process.kill()
+    killed.process.wait(timeout=5)
+    assert is_running(pgid)  # the job outlives the daemon that ran it
+    try:
+        second = start()
+        second.wait_started()
+        wait_for(lambda: not is_running(pgid), "the orphaned job to be stopped", timeout=10)
+        code, _ = second.stop()
+        assert code == 0, second.text()
+        assert runs(ws)[0]["status"] == "abandoned"
+        logged = run_exe(batchctl_exe, "logs", str(first_id), env=ws.env())
+        assert f"stopped its leftover process group {pgid}" in logged.stdout, logged.stdout
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def once_pair(batchctl_exe: str, ws: Workspace) -> list[int]:
     """Two ``daemon --once`` started at the same moment; their exit codes."""
     processes = [

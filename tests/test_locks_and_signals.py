@@ -287,6 +287,34 @@ def test_lock_of_killed_runner_is_recovered_and_its_run_abandoned(
     assert lock_rows(ws) == []
 
 
+def test_the_command_of_a_killed_runner_is_stopped_when_its_run_is_abandoned(
+    ws: Workspace, procs: Procs
+) -> None:
+    # The first run's command leads a group with a child; any later run finishes at once.
+    ws.write_config(
+        job_toml(
+            "job",
+            "if [ -e first ]; then echo second; else touch first; echo $$ > pid-first;"
+            " sleep 30 & wait; fi",
+        )
+    )
+    runner = procs.start("run", "job")
+    old_id = procs.running_run(runner)
+    pgid = procs.group(ws.root / "pid-first")
+    wait_for(lambda: len(group_members(pgid)) == 2, "the command's shell and its child")
+    runner.kill()
+    runner.wait(timeout=5)
+    assert len(group_members(pgid)) == 2  # nothing else stops the orphaned command
+
+    result = procs.run("run", "job")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run_row(ws, old_id)["status"] == "abandoned"
+    wait_group_gone(pgid, timeout=1.0)  # stopped before the new run began, not by teardown
+    logged = procs.run("logs", str(old_id))
+    assert f"stopped its leftover process group {pgid} with SIGTERM" in logged.stdout
+
+
 # --- locks held by another host -----------------------------------------------------------------
 
 
@@ -543,6 +571,22 @@ def test_cancel_of_run_whose_runner_died_marks_it_cancelled_at_once(
     assert row["status"] == "cancelled"
     assert "its process had stopped" in row["reason"]
     assert lock_rows(ws) == []
+
+
+def test_cancel_of_run_whose_runner_died_stops_its_command(ws: Workspace, procs: Procs) -> None:
+    ws.write_config(job_toml("job", SLEEPER))
+    runner = procs.start("run", "job")
+    run_id = procs.running_run(runner)
+    pgid = procs.group(ws.root / f"pid-{run_id}")
+    runner.kill()
+    runner.wait(timeout=5)
+    assert group_members(pgid)  # the command outlives its runner
+
+    result = procs.run("cancel", str(run_id))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_group_gone(pgid, timeout=1.0)
+    assert "stopped its leftover process group" in procs.run("logs", str(run_id)).stdout
 
 
 def test_cancel_of_finished_run_exits_2(ws: Workspace, procs: Procs) -> None:

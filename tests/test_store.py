@@ -85,6 +85,8 @@ def test_an_older_database_is_migrated_in_place(ws: Workspace, cli) -> None:
         for table in TABLES - VERSION_1_TABLES:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DROP INDEX runs_by_retry_of")
+        conn.execute("ALTER TABLE attempts DROP COLUMN pgid")
+        conn.execute("ALTER TABLE attempts DROP COLUMN pgid_started")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     assert cli("status", "--json").json()[0]["job"] == "j"
     names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -23,6 +23,10 @@ class Execution(Protocol):
         """Stop the attempt; ``cause`` is "cancelled" or "timeout"."""
         ...
 
+    def process_group(self) -> int | None:
+        """The process group the attempt runs in, when it runs in one of its own."""
+        ...
+
 
 def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> Execution:
     if job.kind == "command":

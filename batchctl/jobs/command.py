@@ -80,6 +80,10 @@ class CommandExecution:
             reader.join(READER_DRAIN_S)
         self._ctx.wake()
 
+    def process_group(self) -> int | None:
+        # start_new_session: the child leads a group whose id is its pid.
+        return self._process.pid if self._process is not None else None
+
     def cancel(self, cause: str) -> None:
         if self._process is None or self._cause is not None:
             return

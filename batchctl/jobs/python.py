@@ -175,6 +175,9 @@ class PythonExecution:
             )
         return figures
 
+    def process_group(self) -> int | None:
+        return None  # runs in batchctl's own process
+
     def cancel(self, cause: str) -> None:
         if self._cause is not None or self._done.is_set():
             return

@@ -255,6 +255,16 @@ class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
         self, run_id: int, number: int, outcome: RunOutcome, now: datetime
     ) -> None: ...
 
+    def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
+        """Note the process group attempt ``number`` runs in, and when its leader started (to
+        stop the group if the run is abandoned: see ``batchctl.process_groups``)."""
+        ...
+
+    def attempt_process(self, run_id: int) -> tuple[int, int, str] | None:
+        """(attempt number, process group, leader start time) of the run's newest unfinished
+        attempt that recorded one."""
+        ...
+
     def set_status(
         self,
         run_id: int,

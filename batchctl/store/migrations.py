@@ -276,6 +276,18 @@ def _m006_tick_claimer(db: object) -> None:
     _run_statements(db, "ALTER TABLE ticks ADD COLUMN claimed_by TEXT")
 
 
+def _m007_attempt_process(db: object) -> None:
+    # The process group a command attempt runs in, and its leader's start time: whoever records
+    # the run abandoned stops a group that outlived its killed runner (process_groups.py).
+    _run_statements(
+        db,
+        """
+        ALTER TABLE attempts ADD COLUMN pgid INTEGER;
+        ALTER TABLE attempts ADD COLUMN pgid_started TEXT
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _m001_initial,
     _m002_submissions,
@@ -283,6 +295,7 @@ MIGRATIONS: list[Migration] = [
     _m004_retry_index,
     _m005_claim_index,
     _m006_tick_claimer,
+    _m007_attempt_process,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

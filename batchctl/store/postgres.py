@@ -224,6 +224,23 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
                 (outcome.status.value, now, outcome.error, outcome.exit_code, run_id, number),
             )
 
+    def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE attempts SET pgid = %s, pgid_started = %s"
+                " WHERE run_id = %s AND number = %s",
+                (pgid, started, run_id, number),
+            )
+
+    def attempt_process(self, run_id: int) -> tuple[int, int, str] | None:
+        row = self.conn.execute(
+            "SELECT number, pgid, pgid_started FROM attempts"
+            " WHERE run_id = %s AND finished_at IS NULL AND pgid IS NOT NULL"
+            " ORDER BY number DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        return (int(row[0]), int(row[1]), str(row[2])) if row else None
+
     def set_status(
         self,
         run_id: int,

@@ -243,6 +243,13 @@ ALTER TABLE ticks ADD COLUMN claimed_by TEXT
 """
 
 
+# The process group a command attempt runs in (see the SQLite migration 7).
+_M007 = """
+ALTER TABLE attempts ADD COLUMN pgid INTEGER;
+ALTER TABLE attempts ADD COLUMN pgid_started TEXT
+"""
+
+
 def _m002_instance(conn: psycopg.Connection[Any]) -> None:
     # This database's identity, written into the metadata of every remote batch.
     conn.execute("INSERT INTO meta (key, value) VALUES ('instance', %s)", (uuid.uuid4().hex,))
@@ -257,6 +264,7 @@ MIGRATIONS: list[tuple[str, Step | None]] = [
     (_M004, None),
     (_M005, None),
     (_M006, None),
+    (_M007, None),
 ]
 assert len(MIGRATIONS) == LATEST_VERSION, "keep the PostgreSQL migrations in step with SQLite's"
 

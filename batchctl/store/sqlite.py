@@ -184,6 +184,22 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
                 ),
             )
 
+    def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE attempts SET pgid = ?, pgid_started = ? WHERE run_id = ? AND number = ?",
+                (pgid, started, run_id, number),
+            )
+
+    def attempt_process(self, run_id: int) -> tuple[int, int, str] | None:
+        row = self.conn.execute(
+            "SELECT number, pgid, pgid_started FROM attempts"
+            " WHERE run_id = ? AND finished_at IS NULL AND pgid IS NOT NULL"
+            " ORDER BY number DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        return (int(row[0]), int(row[1]), str(row[2])) if row else None
+
     def set_status(
         self,
         run_id: int,

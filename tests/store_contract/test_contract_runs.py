@@ -62,6 +62,23 @@ def test_a_created_run_reads_back_with_every_field(store: Store) -> None:
     assert store.get_run(run_id + 1000) is None
 
 
+def test_the_process_group_of_the_unfinished_attempt_is_what_attempt_process_returns(
+    store: Store,
+) -> None:
+    run_id = _run(store, max_attempts=3)
+    lease = utcnow() + timedelta(seconds=30)
+    assert store.attempt_process(run_id) is None
+    assert store.start_attempt(run_id, 1, ME, lease, T0)
+    store.record_attempt_process(run_id, 1, 4321, "998877")
+    assert store.attempt_process(run_id) == (1, 4321, "998877")
+    store.finish_attempt(run_id, 1, RunOutcome(RunStatus.FAILED, error="boom"), T0)
+    assert store.attempt_process(run_id) is None  # its attempt ended: nothing is left over
+    assert store.start_attempt(run_id, 2, ME, lease, T0)
+    assert store.attempt_process(run_id) is None  # not recorded (a python job): nothing
+    store.record_attempt_process(run_id, 2, 5555, "1000")
+    assert store.attempt_process(run_id) == (2, 5555, "1000")
+
+
 def test_a_run_without_scope_reads_back_none_and_a_terminal_run_is_finished(store: Store) -> None:
     run_id = _run(store, status=RunStatus.SKIPPED, reason="busy")
     run = store.get_run(run_id)
