@@ -430,25 +430,31 @@ class Daemon:
                 "%d tick(s) claimed by a daemon that died before running them: firing them again",
                 refired,
             )
-        for run in self.store.runs_past_lease(now):
+        candidates = {run.id: run for run in self.store.runs_past_lease(now)}
+        for run in self.store.active_runs():
+            # A run still queued when its process died on this host (kill -9 before its first
+            # attempt) is taken at once: its lease is long (it covers lock waits and the start
+            # ping), and no lock of its own leads the next run to it under concurrency "allow".
+            # A running run waits for its lease, as documented, or for the next run's lock.
+            if run.status is RunStatus.QUEUED and run.owner is not None and is_dead(run.owner):
+                candidates.setdefault(run.id, run)
+        for run in candidates.values():
             if run.owner is not None and run.owner == self.owner:
                 continue
-            if (
-                run.owner is not None
-                and run.owner.host == self.owner.host
-                and not is_dead(run.owner)
-            ):
+            died = run.owner is not None and is_dead(run.owner)
+            if run.owner is not None and run.owner.host == self.owner.host and not died:
                 continue  # alive here, only slow to renew: its lock decides
             reason = "its lease expired"
             if run.owner is not None:
                 where = f"host {run.owner.host}, pid {run.owner.pid}"
-                reason = f"its process ({where}) stopped renewing its lease"
+                what = "died" if died else "stopped renewing its lease"
+                reason = f"its process ({where}) {what}"
             if not self.store.set_status(
                 run.id,
                 RunStatus.ABANDONED,
                 now,
                 reason=reason,
-                only_if=(RunStatus.RUNNING, RunStatus.RETRYING),
+                only_if=(RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING),
             ):
                 continue
             log.warning("run %d of %s abandoned: %s", run.id, run.job, reason)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from batchctl import jobs, process_groups
+from batchctl import jobs, pings, process_groups
 from batchctl.config import Config, JobConfig
 from batchctl.durations import format_duration
 from batchctl.errors import NotFoundError, UsageError
@@ -109,6 +109,8 @@ class Engine:
             )
 
         def record(status: RunStatus, reason: str | None = None) -> int:
+            now = self.clock()
+            queued = status is RunStatus.QUEUED
             return self.store.create_run(
                 job=job.name,
                 scope=scope,
@@ -116,9 +118,11 @@ class Engine:
                 status=status,
                 reason=reason,
                 max_attempts=job.retries.max_attempts,
-                now=self.clock(),
+                now=now,
                 retry_of=retry_of,
                 scheduled_for=scheduled_for,
+                owner=self.owner if queued else None,
+                lease_until=now + self._queued_lease(job) if queued else None,
             )
 
         if not job.enabled:
@@ -214,6 +218,14 @@ class Engine:
     # --- locking --------------------------------------------------------------------------------
     def _lease_until(self) -> datetime:
         return self.clock() + timedelta(seconds=self.settings.lease)
+
+    def _queued_lease(self, job: JobConfig) -> timedelta:
+        """How long a queued run's lease lasts, unrenewed: long enough to wait out a replaced
+        run (its grace, a heartbeat and a second), send the start ping (two tries) and begin the
+        first attempt, which renews it. Only a process that died leaves it to expire (on this
+        host that is seen at once, without waiting for the lease)."""
+        waits = job.grace + self.settings.heartbeat + 1.0 + pings.TRIES * pings.TIMEOUT_S
+        return timedelta(seconds=self.settings.lease + waits)
 
     def _acquire(
         self, key: str, run_id: int, *, replace: bool, job: JobConfig

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -313,6 +314,39 @@ def test_the_command_of_a_killed_runner_is_stopped_when_its_run_is_abandoned(
     wait_group_gone(pgid, timeout=1.0)  # stopped before the new run began, not by teardown
     logged = procs.run("logs", str(old_id))
     assert f"stopped its leftover process group {pgid} with SIGTERM" in logged.stdout
+
+
+def test_a_run_whose_runner_died_while_queued_is_abandoned_by_the_daemon(
+    ws: Workspace, procs: Procs
+) -> None:
+    # The start ping goes to a socket that accepts and never answers: the runner is held with
+    # its run `queued` (concurrency "allow": no lock that the next run would find).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/ping"
+        ws.write_config(
+            job_toml("job", "echo ran", concurrency='"allow"', ping_url=json.dumps(url))
+        )
+        runner = procs.start("run", "job")
+        [(run_id, status)] = wait_for(
+            lambda: query(ws, "SELECT id, status FROM runs"), "the run to be recorded"
+        )
+        assert status == "queued"
+        runner.kill()
+        runner.wait(timeout=5)
+    # (the ping socket is closed now: the retry's pings are refused at once)
+
+    result = procs.run("daemon", "--once")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = run_row(ws, run_id)
+    assert row["status"] == "abandoned", row
+    assert f"pid {runner.pid}) died" in row["reason"]
+    # It never made its attempt, so the job's retry policy (one attempt) still grants it one.
+    retried = ws.sql("SELECT status, trigger FROM runs WHERE retry_of = ?", run_id)
+    assert retried == [("completed", "retry")]
+    assert active_runs(ws) == []
 
 
 # --- locks held by another host -----------------------------------------------------------------

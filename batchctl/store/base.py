@@ -242,7 +242,12 @@ class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
         reason: str | None = None,
         retry_of: int | None = None,
         scheduled_for: datetime | None = None,
-    ) -> int: ...
+        owner: Owner | None = None,
+        lease_until: datetime | None = None,
+    ) -> int:
+        """Record a new run. A ``queued`` run may name its ``owner`` and a lease: should that
+        process die before the first attempt, the run is found past its lease and abandoned."""
+        ...
 
     def start_attempt(
         self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime

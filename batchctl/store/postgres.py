@@ -167,13 +167,16 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
         reason: str | None = None,
         retry_of: int | None = None,
         scheduled_for: datetime | None = None,
+        owner: Owner | None = None,
+        lease_until: datetime | None = None,
     ) -> int:
         finished = now if status.terminal else None
+        span = lease_span(lease_until, now) if lease_until is not None else None
         with self._write() as conn:
             row = conn.execute(
                 "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at,"
-                " finished_at, reason, retry_of, scheduled_for)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+                " finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, now() + %s) RETURNING id",
                 (
                     job,
                     scope or "",
@@ -185,6 +188,9 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
                     reason,
                     retry_of,
                     scheduled_for,
+                    owner.host if owner else None,
+                    owner.pid if owner else None,
+                    span,
                 ),
             ).fetchone()
             assert row is not None

@@ -295,7 +295,8 @@ class ScheduleTables(Tables):
         """Active runs whose lease has run out on the database's clock (``now`` is not used:
         hosts' clocks may disagree): their process died or hangs."""
         return self._runs(
-            "status IN ('running', 'retrying') AND lease_until IS NOT NULL AND lease_until < now()",
+            "status IN ('queued', 'running', 'retrying') AND lease_until IS NOT NULL"
+            " AND lease_until < now()",
             (),
         )
 

@@ -120,13 +120,16 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
         reason: str | None = None,
         retry_of: int | None = None,
         scheduled_for: datetime | None = None,
+        owner: Owner | None = None,
+        lease_until: datetime | None = None,
     ) -> int:
         stamp = to_iso(now)
         finished = stamp if status.terminal else None
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at, "
-                "finished_at, reason, retry_of, scheduled_for) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job,
                     scope or "",
@@ -138,6 +141,9 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
                     reason,
                     retry_of,
                     to_iso(scheduled_for),
+                    owner.host if owner else None,
+                    owner.pid if owner else None,
+                    to_iso(lease_until),
                 ),
             )
             run_id = int(cursor.lastrowid or 0)

@@ -301,7 +301,8 @@ class ScheduleTables:
     def runs_past_lease(self, now: datetime) -> list[Run]:
         """Active runs whose owner's lease has run out: their process died or hangs."""
         return self._runs(
-            "status IN ('running', 'retrying') AND lease_until IS NOT NULL AND lease_until < ?",
+            "status IN ('queued', 'running', 'retrying') AND lease_until IS NOT NULL"
+            " AND lease_until < ?",
             (to_iso(now),),
         )
 

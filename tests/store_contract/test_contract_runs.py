@@ -181,6 +181,16 @@ def test_runs_past_lease(store: Store) -> None:
     assert store.runs_past_lease(utcnow()) == []
 
 
+def test_a_queued_run_with_an_owner_is_past_its_lease_once_that_runs_out(store: Store) -> None:
+    now = utcnow()
+    waiting = _run(store, now=now, owner=ME, lease_until=now + timedelta(seconds=60))
+    stuck = _run(store, now=now, owner=OTHER, lease_until=now - timedelta(seconds=1))
+    _run(store, now=now)  # no owner, no lease: never judged by a lease
+    assert [r.id for r in store.runs_past_lease(utcnow())] == [stuck]
+    run = store.get_run(waiting)
+    assert run is not None and run.status is RunStatus.QUEUED and run.owner == ME
+
+
 # --- logs ----------------------------------------------------------------------------------------
 def test_logs_with_levels_fields_and_after_id(store: Store) -> None:
     run_id = _run(store)
