@@ -624,8 +624,16 @@ def test_retry_wait_killed_at_random_points_then_wait_recovers(
             assert proc.returncode == 0
         else:
             resent = len(w.parts([run_id])) > parts_before
-            w.scenario.phases[w.phase(run_id) if resent else "before-resend"] += 1
             status = w.ws.sql("SELECT status FROM runs WHERE id = ?", run_id)[0][0]
+            reopened = not resent and status == "running"
+            phase = "reopened" if reopened else "before-resend"
+            w.scenario.phases[w.phase(run_id) if resent else phase] += 1
+            if reopened:
+                # Killed between reopening the submission and recording its re-sent part (two
+                # transactions): `wait` settles it again, with its failures standing.
+                waited = w.run("wait", str(run_id), "--json", "--timeout", "60s")
+                check.hold("wait settles a reopened retry again", waited.returncode == 3)
+                status = w.ws.sql("SELECT status FROM runs WHERE id = ?", run_id)[0][0]
             if not resent:
                 check.hold(
                     "a retry killed before it re-sent leaves the run as it was",
