@@ -245,6 +245,10 @@ def test_the_job_a_killed_daemon_was_running_is_stopped_when_its_run_is_abandone
     [pid_file] = wait_for(lambda: list(ws.root.glob("pid-*")), "the long run's process to start")
     pgid = int(wait_for(lambda: pid_file.read_text().strip(), "the command's pid"))
     first_id = runs(ws)[0]["id"]
+    wait_for(  # the daemon records the group just after starting the command
+        lambda: query(ws, "SELECT pgid FROM attempts WHERE run_id = ?", first_id) == [(pgid,)],
+        "the command's process group to be recorded",
+    )
     killed.process.kill()
     killed.process.wait(timeout=5)
     assert is_running(pgid)  # the job outlives the daemon that ran it

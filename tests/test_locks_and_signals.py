@@ -215,6 +215,14 @@ def wait_group_gone(pgid: int, timeout: float = 3.0) -> None:
     wait_for(lambda: not group_members(pgid), f"process group {pgid} to be gone", timeout)
 
 
+def wait_group_recorded(ws: Workspace, run_id: int, pgid: int) -> None:
+    """Until the runner has recorded the command's process group (just after starting it)."""
+    wait_for(
+        lambda: query(ws, "SELECT pgid FROM attempts WHERE run_id = ?", run_id) == [(pgid,)],
+        f"run {run_id} to record process group {pgid}",
+    )
+
+
 def start_db(procs: Procs) -> None:
     """Create and migrate the database, as any first command does."""
     result = procs.run("status", "--json")
@@ -303,6 +311,7 @@ def test_the_command_of_a_killed_runner_is_stopped_when_its_run_is_abandoned(
     old_id = procs.running_run(runner)
     pgid = procs.group(ws.root / "pid-first")
     wait_for(lambda: len(group_members(pgid)) == 2, "the command's shell and its child")
+    wait_group_recorded(ws, old_id, pgid)
     runner.kill()
     runner.wait(timeout=5)
     assert len(group_members(pgid)) == 2  # nothing else stops the orphaned command
@@ -612,6 +621,7 @@ def test_cancel_of_run_whose_runner_died_stops_its_command(ws: Workspace, procs:
     runner = procs.start("run", "job")
     run_id = procs.running_run(runner)
     pgid = procs.group(ws.root / f"pid-{run_id}")
+    wait_group_recorded(ws, run_id, pgid)
     runner.kill()
     runner.wait(timeout=5)
     assert group_members(pgid)  # the command outlives its runner
