@@ -60,6 +60,7 @@ from batchctl.store.postgres_batches import BatchTables
 from batchctl.store.postgres_common import lease_span, record_transition, serialize
 from batchctl.store.postgres_maintenance import MaintenanceTables
 from batchctl.store.postgres_schedule import ScheduleTables
+from batchctl.store.rows import RUN_COLUMNS, as_stored, run_from_row
 
 if TYPE_CHECKING:
     import psycopg
@@ -68,12 +69,6 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT_S = 10
 INSTALL_HINT = "pip install 'batchctl[postgres]'"
-
-RUN_COLUMNS = (
-    "id, job, scope, status, trigger, attempts, max_attempts, created_at, started_at, finished_at, "
-    "items_processed, items_failed, total_tokens, total_cost, progress_done, progress_total, "
-    "error, reason, host, pid, lease_until, cancel_requested, retry_of, scheduled_for"
-)
 
 
 def redact(location: str) -> str:
@@ -319,7 +314,7 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
         if query.limit is not None:
             sql += " LIMIT %s"
             params.append(query.limit)
-        return [run_from_row(row) for row in self.conn.execute(sql, params)]
+        return [run_from_row(row, as_stored) for row in self.conn.execute(sql, params)]
 
     def count_runs(self, query: RunFilter) -> int:
         where, params = _run_where(query)
@@ -330,13 +325,13 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
         rows = self.conn.execute(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id", params
         )
-        return [run_from_row(row) for row in rows]
+        return [run_from_row(row, as_stored) for row in rows]
 
     def last_run_per_job(self) -> dict[str, Run]:
         rows = self.conn.execute(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
         )
-        return {run.job: run for run in map(run_from_row, rows)}
+        return {row[1]: run_from_row(row, as_stored) for row in rows}
 
     def attempts(self, run_id: int) -> list[Attempt]:
         rows = self.conn.execute(
@@ -492,7 +487,7 @@ def _status_of(conn: Conn, run_id: int, *, lock: bool = False) -> RunStatus | No
 
 def _get_run(conn: Conn, run_id: int) -> Run | None:
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)).fetchone()
-    return None if row is None else run_from_row(row)
+    return None if row is None else run_from_row(row, as_stored)
 
 
 def _run_where(query: RunFilter) -> tuple[str, list[Any]]:
@@ -508,34 +503,6 @@ def _run_where(query: RunFilter) -> tuple[str, list[Any]]:
         clauses.append("created_at >= %s")
         params.append(query.since)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def run_from_row(row: Sequence[Any]) -> Run:
-    return Run(
-        id=row[0],
-        job=row[1],
-        scope=row[2] or None,
-        status=RunStatus(row[3]),
-        trigger=row[4],
-        attempts=row[5],
-        max_attempts=row[6],
-        created_at=row[7],
-        started_at=row[8],
-        finished_at=row[9],
-        items_processed=row[10],
-        items_failed=row[11],
-        total_tokens=row[12],
-        total_cost=float(row[13]),
-        progress_done=row[14],
-        progress_total=row[15],
-        error=row[16],
-        reason=row[17],
-        owner=None if row[18] is None else Owner(row[18], row[19]),
-        lease_until=row[20],
-        cancel_requested=bool(row[21]),
-        retry_of=row[22],
-        scheduled_for=row[23],
-    )
 
 
 def _get_lock(conn: Conn, key: str) -> LockHolder | None:

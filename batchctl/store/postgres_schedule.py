@@ -18,8 +18,8 @@ from typing import Any
 
 from batchctl.records import DaemonInfo, Owner, Run, Tick
 from batchctl.store.postgres_common import Tables, lease_span, serialize
+from batchctl.store.rows import TICK_COLUMNS, as_stored, tick_from_row
 
-TICK_COLUMNS = "id, job, scope, scheduled_for, status, reason, run_id, priority"
 DAEMON_COLUMNS = "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
 
 
@@ -114,7 +114,7 @@ class ScheduleTables(Tables):
                 " ORDER BY priority DESC, scheduled_for, id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (window,),
             ).fetchall()
-            for tick in map(_tick, rows):
+            for tick in (tick_from_row(row, as_stored) for row in rows):
                 key = (tick.job, tick.scope)
                 if tick.job in serial_jobs and key in taken and tick.scheduled_for <= taken[key]:
                     continue
@@ -178,14 +178,14 @@ class ScheduleTables(Tables):
             " ORDER BY scheduled_for DESC, id DESC LIMIT %s",
             (*params, limit),
         )
-        return [_tick(row) for row in rows]
+        return [tick_from_row(row, as_stored) for row in rows]
 
     def last_tick_per_job(self) -> dict[str, Tick]:
         rows = self.conn.execute(
             f"SELECT {TICK_COLUMNS} FROM ticks WHERE id IN"
             " (SELECT max(id) FROM ticks WHERE status != 'pending' GROUP BY job)"
         )
-        return {tick.job: tick for tick in map(_tick, rows)}
+        return {row[1]: tick_from_row(row, as_stored) for row in rows}
 
     def tick_counts(self, since: datetime) -> dict[tuple[str, str], int]:
         rows = self.conn.execute(
@@ -304,19 +304,6 @@ class ScheduleTables(Tables):
         if job is None:
             return self._runs("status IN ('queued', 'running', 'retrying')", ())
         return self._runs("status IN ('queued', 'running', 'retrying') AND job = %s", (job,))
-
-
-def _tick(row: Sequence[Any]) -> Tick:
-    return Tick(
-        id=row[0],
-        job=row[1],
-        scope=row[2] or None,
-        scheduled_for=row[3],
-        status=row[4],
-        reason=row[5],
-        run_id=row[6],
-        priority=row[7],
-    )
 
 
 def daemon_from_row(row: Sequence[Any]) -> DaemonInfo:

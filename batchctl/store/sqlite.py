@@ -33,6 +33,7 @@ from batchctl.records import (
     to_iso,
 )
 from batchctl.store import migrations
+from batchctl.store.rows import RUN_COLUMNS, run_from_row
 from batchctl.store.sqlite_batches import BatchTables
 from batchctl.store.sqlite_maintenance import MaintenanceTables
 from batchctl.store.sqlite_schedule import ScheduleTables
@@ -40,11 +41,6 @@ from batchctl.store.transitions import record_transition
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's; $BATCHCTL_BUSY_TIMEOUT
 
-_RUN_COLUMNS = (
-    "id, job, scope, status, trigger, attempts, max_attempts, created_at, started_at, finished_at, "
-    "items_processed, items_failed, total_tokens, total_cost, progress_done, progress_total, "
-    "error, reason, host, pid, lease_until, cancel_requested, retry_of, scheduled_for"
-)
 _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.RETRYING.value)
 
 
@@ -277,11 +273,11 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def list_runs(self, query: RunFilter) -> list[Run]:
         where, params = _run_where(query)
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY id DESC"
+        sql = f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY id DESC"
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
-        return [_run_from_row(row) for row in self.conn.execute(sql, params)]
+        return [run_from_row(row, from_iso) for row in self.conn.execute(sql, params)]
 
     def count_runs(self, query: RunFilter) -> int:
         where, params = _run_where(query)
@@ -289,15 +285,15 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def _runs(self, where: str, params: Sequence[Any]) -> list[Run]:
         rows = self.conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id", params
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id", params
         )
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row, from_iso) for row in rows]
 
     def last_run_per_job(self) -> dict[str, Run]:
         rows = self.conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
         )
-        return {run.job: run for run in map(_run_from_row, rows)}
+        return {row[1]: run_from_row(row, from_iso) for row in rows}
 
     def attempts(self, run_id: int) -> list[Attempt]:
         rows = self.conn.execute(
@@ -466,8 +462,8 @@ def _status_of(conn: sqlite3.Connection, run_id: int) -> RunStatus | None:
 
 
 def _get_run(conn: sqlite3.Connection, run_id: int) -> Run | None:
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return None if row is None else _run_from_row(row)
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else run_from_row(row, from_iso)
 
 
 def _run_where(query: RunFilter) -> tuple[str, list[Any]]:
@@ -483,34 +479,6 @@ def _run_where(query: RunFilter) -> tuple[str, list[Any]]:
         clauses.append("created_at >= ?")
         params.append(to_iso(query.since))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _run_from_row(row: Sequence[Any]) -> Run:
-    return Run(
-        id=row[0],
-        job=row[1],
-        scope=row[2] or None,
-        status=RunStatus(row[3]),
-        trigger=row[4],
-        attempts=row[5],
-        max_attempts=row[6],
-        created_at=_time(row[7]),
-        started_at=from_iso(row[8]),
-        finished_at=from_iso(row[9]),
-        items_processed=row[10],
-        items_failed=row[11],
-        total_tokens=row[12],
-        total_cost=row[13],
-        progress_done=row[14],
-        progress_total=row[15],
-        error=row[16],
-        reason=row[17],
-        owner=None if row[18] is None else Owner(row[18], row[19]),
-        lease_until=from_iso(row[20]),
-        cancel_requested=bool(row[21]),
-        retry_of=row[22],
-        scheduled_for=from_iso(row[23]),
-    )
 
 
 def _get_lock(conn: sqlite3.Connection, key: str) -> LockHolder | None:

@@ -25,32 +25,14 @@ from batchctl.records import (
     from_iso,
     to_iso,
 )
+from batchctl.store.rows import (
+    JSON_PART_COLUMNS,
+    PART_COLUMNS,
+    UPDATABLE_PART_COLUMNS,
+    part_from_row,
+)
 from batchctl.store.transitions import record_transition
 
-_PART_COLUMNS = (
-    "id, run_id, number, round, model, requests, bytes, path, filename, status, "
-    "upload_started_at, input_file_id, create_started_at, batch_id, output_file_id, "
-    "error_file_id, request_counts, usage, errors, remote_created_at, expires_at, downloaded_at"
-)
-_UPDATABLE_PART_COLUMNS = frozenset(
-    {
-        "status",
-        "upload_started_at",
-        "input_file_id",
-        "create_started_at",
-        "batch_id",
-        "output_file_id",
-        "error_file_id",
-        "request_counts",
-        "usage",
-        "errors",
-        "remote_created_at",
-        "expires_at",
-        "refreshed_at",
-        "downloaded_at",
-    }
-)
-_JSON_PART_COLUMNS = frozenset({"request_counts", "usage", "errors"})
 _REQUEST_COLUMNS = (
     "custom_id, ordinal, part_id, line_offset, line_length, attempts, outcome, status_code, "
     "error_code, error_message, input_tokens, output_tokens, result_part_id, result_kind, "
@@ -211,9 +193,9 @@ class BatchTables:
 
     def parts(self, run_id: int) -> list[Part]:
         rows = self.conn.execute(
-            f"SELECT {_PART_COLUMNS} FROM parts WHERE run_id = ? ORDER BY number", (run_id,)
+            f"SELECT {PART_COLUMNS} FROM parts WHERE run_id = ? ORDER BY number", (run_id,)
         )
-        return [_part_from_row(row) for row in rows]
+        return [part_from_row(row, from_iso) for row in rows]
 
     def parts_for_runs(self, run_ids: Sequence[int]) -> dict[int, list[Part]]:
         found: dict[int, list[Part]] = {}
@@ -221,11 +203,11 @@ class BatchTables:
             chunk = list(run_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                f"SELECT {_PART_COLUMNS} FROM parts WHERE run_id IN ({marks}) ORDER BY number",
+                f"SELECT {PART_COLUMNS} FROM parts WHERE run_id IN ({marks}) ORDER BY number",
                 chunk,
             )
             for row in rows:
-                part = _part_from_row(row)
+                part = part_from_row(row, from_iso)
                 found.setdefault(part.run_id, []).append(part)
         return found
 
@@ -242,12 +224,12 @@ class BatchTables:
         return found
 
     def update_part(self, part_id: int, **columns: Any) -> None:
-        unknown = set(columns) - _UPDATABLE_PART_COLUMNS
+        unknown = set(columns) - UPDATABLE_PART_COLUMNS
         if unknown:
             raise ValueError(f"not a part column: {', '.join(sorted(unknown))}")
         values = [
             json.dumps(v)
-            if k in _JSON_PART_COLUMNS and v is not None
+            if k in JSON_PART_COLUMNS and v is not None
             else to_iso(v)
             if isinstance(v, datetime)
             else v
@@ -450,30 +432,3 @@ class BatchTables:
             )
             record_transition(conn, run_id, row[0], status, stamp, error)
         return True
-
-
-def _part_from_row(row: Sequence[Any]) -> Part:
-    return Part(
-        id=row[0],
-        run_id=row[1],
-        number=row[2],
-        round=row[3],
-        model=row[4],
-        requests=row[5],
-        bytes=row[6],
-        path=row[7],
-        filename=row[8],
-        status=row[9],
-        upload_started_at=from_iso(row[10]),
-        input_file_id=row[11],
-        create_started_at=from_iso(row[12]),
-        batch_id=row[13],
-        output_file_id=row[14],
-        error_file_id=row[15],
-        request_counts=json.loads(row[16] or "{}"),
-        usage=json.loads(row[17]) if row[17] else None,
-        errors=json.loads(row[18] or "[]"),
-        remote_created_at=row[19],
-        expires_at=row[20],
-        downloaded_at=from_iso(row[21]),
-    )

@@ -15,8 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from batchctl.records import DaemonInfo, Owner, Run, Tick, from_iso, to_iso
-
-_TICK_COLUMNS = "id, job, scope, scheduled_for, status, reason, run_id, priority"
+from batchctl.store.rows import TICK_COLUMNS, tick_from_row
 
 
 class ScheduleTables:
@@ -110,11 +109,11 @@ class ScheduleTables:
         chosen: list[Tick] = []
         with self._write() as conn:
             rows = conn.execute(
-                f"SELECT {_TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
+                f"SELECT {TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
                 " ORDER BY priority DESC, scheduled_for, id LIMIT ?",
                 (limit * 20 + 100,),
             )
-            for tick in map(_tick, rows):
+            for tick in (tick_from_row(row, from_iso) for row in rows):
                 key = (tick.job, tick.scope)
                 if tick.job in serial_jobs and key in taken and tick.scheduled_for <= taken[key]:
                     continue
@@ -176,18 +175,18 @@ class ScheduleTables:
     def ticks(self, *, job: str | None = None, limit: int = 100) -> list[Tick]:
         where, params = ("WHERE job = ?", [job]) if job else ("", [])
         rows = self.conn.execute(
-            f"SELECT {_TICK_COLUMNS} FROM ticks {where}"
+            f"SELECT {TICK_COLUMNS} FROM ticks {where}"
             " ORDER BY scheduled_for DESC, id DESC LIMIT ?",
             (*params, limit),
         )
-        return [_tick(row) for row in rows]
+        return [tick_from_row(row, from_iso) for row in rows]
 
     def last_tick_per_job(self) -> dict[str, Tick]:
         rows = self.conn.execute(
-            f"SELECT {_TICK_COLUMNS} FROM ticks WHERE id IN"
+            f"SELECT {TICK_COLUMNS} FROM ticks WHERE id IN"
             " (SELECT max(id) FROM ticks WHERE status != 'pending' GROUP BY job)"
         )
-        return {tick.job: tick for tick in map(_tick, rows)}
+        return {row[1]: tick_from_row(row, from_iso) for row in rows}
 
     def tick_counts(self, since: datetime) -> dict[tuple[str, str], int]:
         rows = self.conn.execute(
@@ -310,16 +309,3 @@ class ScheduleTables:
         if job is None:
             return self._runs("status IN ('queued', 'running', 'retrying')", ())
         return self._runs("status IN ('queued', 'running', 'retrying') AND job = ?", (job,))
-
-
-def _tick(row: Sequence[Any]) -> Tick:
-    return Tick(
-        id=row[0],
-        job=row[1],
-        scope=row[2] or None,
-        scheduled_for=from_iso(row[3]) or datetime.min,
-        status=row[4],
-        reason=row[5],
-        run_id=row[6],
-        priority=row[7],
-    )

@@ -1,0 +1,126 @@
+"""Rows to records, for every store: the column lists and the conversions they share.
+
+Both stores select the same columns in the same order; they differ only in how a stored time
+reads back (ISO text in SQLite, a ``datetime`` from PostgreSQL). Each conversion therefore takes
+``when``, the store's reader of a time column: ``records.from_iso`` or :func:`as_stored`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from batchctl.records import Owner, Part, Run, RunStatus, Tick
+
+TimeReader = Callable[[Any], datetime | None]
+
+RUN_COLUMNS = (
+    "id, job, scope, status, trigger, attempts, max_attempts, created_at, started_at, finished_at, "
+    "items_processed, items_failed, total_tokens, total_cost, progress_done, progress_total, "
+    "error, reason, host, pid, lease_until, cancel_requested, retry_of, scheduled_for"
+)
+PART_COLUMNS = (
+    "id, run_id, number, round, model, requests, bytes, path, filename, status, "
+    "upload_started_at, input_file_id, create_started_at, batch_id, output_file_id, "
+    "error_file_id, request_counts, usage, errors, remote_created_at, expires_at, downloaded_at"
+)
+UPDATABLE_PART_COLUMNS = frozenset(
+    {
+        "status",
+        "upload_started_at",
+        "input_file_id",
+        "create_started_at",
+        "batch_id",
+        "output_file_id",
+        "error_file_id",
+        "request_counts",
+        "usage",
+        "errors",
+        "remote_created_at",
+        "expires_at",
+        "refreshed_at",
+        "downloaded_at",
+    }
+)
+JSON_PART_COLUMNS = frozenset({"request_counts", "usage", "errors"})
+TICK_COLUMNS = "id, job, scope, scheduled_for, status, reason, run_id, priority"
+
+
+def as_stored(value: datetime | None) -> datetime | None:
+    """The time reader of a driver that hands back ``datetime`` values itself."""
+    return value
+
+
+def _required(moment: datetime | None) -> datetime:
+    assert moment is not None, "a NOT NULL time column read back NULL"
+    return moment
+
+
+def run_from_row(row: Sequence[Any], when: TimeReader) -> Run:
+    return Run(
+        id=row[0],
+        job=row[1],
+        scope=row[2] or None,
+        status=RunStatus(row[3]),
+        trigger=row[4],
+        attempts=row[5],
+        max_attempts=row[6],
+        created_at=_required(when(row[7])),
+        started_at=when(row[8]),
+        finished_at=when(row[9]),
+        items_processed=row[10],
+        items_failed=row[11],
+        total_tokens=row[12],
+        total_cost=float(row[13]),
+        progress_done=row[14],
+        progress_total=row[15],
+        error=row[16],
+        reason=row[17],
+        owner=None if row[18] is None else Owner(row[18], row[19]),
+        lease_until=when(row[20]),
+        cancel_requested=bool(row[21]),
+        retry_of=row[22],
+        scheduled_for=when(row[23]),
+    )
+
+
+def part_from_row(row: Sequence[Any], when: TimeReader) -> Part:
+    return Part(
+        id=row[0],
+        run_id=row[1],
+        number=row[2],
+        round=row[3],
+        model=row[4],
+        requests=row[5],
+        bytes=row[6],
+        path=row[7],
+        filename=row[8],
+        status=row[9],
+        upload_started_at=when(row[10]),
+        input_file_id=row[11],
+        create_started_at=when(row[12]),
+        batch_id=row[13],
+        output_file_id=row[14],
+        error_file_id=row[15],
+        request_counts=json.loads(row[16] or "{}"),
+        usage=json.loads(row[17]) if row[17] else None,
+        errors=json.loads(row[18] or "[]"),
+        remote_created_at=row[19],
+        expires_at=row[20],
+        downloaded_at=when(row[21]),
+    )
+
+
+def tick_from_row(row: Sequence[Any], when: TimeReader) -> Tick:
+    return Tick(
+        id=row[0],
+        job=row[1],
+        scope=row[2] or None,
+        scheduled_for=_required(when(row[3])),
+        status=row[4],
+        reason=row[5],
+        run_id=row[6],
+        priority=row[7],
+    )
