@@ -105,23 +105,26 @@ def pg_server() -> Iterator[PgServer | str]:
 
 @pytest.fixture(params=databases.BACKENDS)
 def database(
-    request: pytest.FixtureRequest,
-    ws: Workspace,
-    pg_server: PgServer | str,
-    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """Run the test on each back end: the workspace's SQLite file, or a new PostgreSQL database
     (``ws.url``, also in ``$BATCHCTL_DB``), dropped afterwards. Yields the back end's name."""
     if request.param == "sqlite":
         yield "sqlite"
         return
-    server = databases.require_pg(pg_server)
-    ws.url = server.create()
+    ws.url = request.getfixturevalue("pg_url")
     monkeypatch.setenv("BATCHCTL_DB", ws.url)
-    try:
-        yield "postgres"
-    finally:
-        server.drop(ws.url)
+    yield "postgres"
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer | str) -> Iterator[str]:
+    """A fresh, empty database on the PostgreSQL test server (skipped without one), dropped
+    afterwards."""
+    server = databases.require_pg(pg_server)
+    url = server.create()
+    yield url
+    server.drop(url)
 
 
 @dataclass

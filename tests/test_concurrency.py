@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
+from tests import waiting
 from tests.conftest import Workspace
 from tests.databases import DATABASE_ERRORS
 
@@ -82,16 +83,15 @@ def start_daemon(ws: Workspace, exe: str, env: dict[str, str], log: Path) -> sub
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """``tests.waiting.wait_for``, reading a database that may not be there yet as not yet."""
+
+    def tolerant() -> Any:
         try:
-            found = predicate()
+            return predicate()
         except (OSError, *DATABASE_ERRORS):  # the database or its tables are not there (yet)
-            found = None
-        if found:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            return None
+
+    return waiting.wait_for(tolerant, what, timeout)
 
 
 def tiny_input(path: Path) -> None:

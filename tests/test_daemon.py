@@ -17,39 +17,22 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.conftest import Workspace, run_exe
+from tests.daemons import Daemon, daemon_launcher
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
 
 EVERY_SECOND = "* * * * * */1"
 # A long job that records its shell's pid (its process group: jobs run in their own session).
 SLEEPER = 'echo $$ > "pid-$BATCHCTL_RUN_ID"; sleep 30'
-
-
-def wait_for(
-    predicate: Callable[[], T | None], what: str | Callable[[], str], timeout: float = 8.0
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; ``what`` (or what it returns, for
-    details read at the failure) names it in the failure after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(
-                f"timed out after {timeout}s waiting for {what if isinstance(what, str) else what()}"
-            )
-        time.sleep(0.05)
 
 
 def query(ws: Workspace, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -82,62 +65,11 @@ def daemon_toml(**keys: str) -> str:
     return "[daemon]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items())
 
 
-@dataclass
-class Daemon:
-    process: subprocess.Popen[str]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def wait_started(self) -> None:
-        wait_for(
-            lambda: "started (" in self.text() or self.process.poll() is not None,
-            "the daemon to start",
-        )
-        assert self.process.poll() is None, f"the daemon exited: {self.text()}"
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, float]:
-        """Send ``sig`` and wait; (exit code, seconds it took)."""
-        began = time.monotonic()
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=timeout)
-        return code, time.monotonic() - began
-
-
 @pytest.fixture
 def start(ws: Workspace, batchctl_exe: str) -> Iterator[Callable[..., Daemon]]:
     """Start ``batchctl daemon [args]`` in the workspace; all of them are killed at teardown."""
-    started: list[Daemon] = []
-
-    def launch(*args: str, env: dict[str, str] | None = None) -> Daemon:
-        log = ws.root / f"daemon-{len(started)}.log"
-        with log.open("w") as err:
-            process = subprocess.Popen(
-                [batchctl_exe, "daemon", *args],
-                env=env or ws.env(),
-                cwd=ws.root,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                text=True,
-            )
-        started.append(Daemon(process, log))
-        return started[-1]
-
-    yield launch
-    for each in started:
-        if each.process.poll() is None:
-            each.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            each.process.wait(timeout=5)
-    for pid_file in ws.root.glob("pid-*"):  # job process groups outlive a SIGKILLed daemon
-        with contextlib.suppress(ValueError, OSError):
-            os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+    with daemon_launcher(ws, batchctl_exe) as launch:
+        yield launch
 
 
 def test_a_job_every_second_fires_about_once_a_second_and_sigterm_stops_cleanly(

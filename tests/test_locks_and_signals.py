@@ -22,18 +22,18 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.conftest import Workspace
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
 
 CANCELLED = 130
 SKIPPED = 4
@@ -45,18 +45,6 @@ SLEEPER = 'echo $$ > "pid-$BATCHCTL_RUN_ID"; sleep 30'
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 5.0) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def query(ws: Workspace, sql: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -11,10 +11,9 @@ idea of the time is controlled. Nothing sleeps except where a real job must run.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,8 +31,7 @@ from batchctl.schedule import (
     plan_ticks,
 )
 from tests.conftest import Workspace
-
-T = TypeVar("T")
+from tests.waiting import wait_for
 
 
 def utc(*parts: int) -> datetime:
@@ -629,17 +627,6 @@ def ticks(ws: Workspace, job: str) -> dict[str, tuple[str, str | None]]:
 
 def iso(moment: datetime) -> str:
     return str(to_iso(moment))
-
-
-def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def hourly_config(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,15 +12,7 @@ import pytest
 
 from batchctl.emulator import Emulator
 from tests.conftest import Workspace
-from tests.databases import PG_ENV, PgServer, require_pg
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer | str) -> Iterator[str]:
-    server = require_pg(pg_server)
-    url = server.create()
-    yield url
-    server.drop(url)
+from tests.databases import PG_ENV
 
 
 def test_run_status_and_logs_on_postgres(ws: Workspace, cli: Any, pg_url: str) -> None:

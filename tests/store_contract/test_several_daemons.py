@@ -19,27 +19,24 @@ shortens the 20-second run of the first test for quick local runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.conftest import Workspace, run_exe
-from tests.databases import PgServer, require_pg
+from tests.daemons import Daemon, daemon_launcher
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
 
 EVERY_SECOND = "* * * * * */1"  # 6 fields: seconds LAST
 DURATION_S = float(os.environ.get("BATCHCTL_TEST_SEVERAL_SECONDS", "20"))
@@ -48,17 +45,6 @@ LEASE_S = 3.0
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -95,73 +81,16 @@ def daemon_section(**extra: str) -> str:
     return "[daemon]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items()) + "\n"
 
 
-@dataclass
-class Daemon:
-    process: subprocess.Popen[str]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def wait_started(self) -> None:
-        wait_for(
-            lambda: "started (" in self.text() or self.process.poll() is not None,
-            "the daemon to start",
-        )
-        assert self.process.poll() is None, f"the daemon exited: {self.text()}"
-
-    def stop(self, timeout: float = 10.0) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer | str) -> Iterator[str]:
-    """A fresh, empty database on the test server, dropped afterwards."""
-    server = require_pg(pg_server)
-    url = server.create()
-    yield url
-    server.drop(url)
-
-
 @pytest.fixture
 def start(ws: Workspace, batchctl_exe: str, pg_url: str) -> Iterator[Callable[..., Daemon]]:
     """Start ``batchctl --db <pg_url> daemon``; every one (and every job process that wrote its
     pid to ``pid-*``) is killed at teardown whatever happened."""
-    started: list[Daemon] = []
-
-    def launch(env: dict[str, str] | None = None) -> Daemon:
-        log = ws.root / f"daemon-{len(started)}.log"
-        with log.open("w") as err:
-            process = subprocess.Popen(
-                [batchctl_exe, "--db", pg_url, "daemon"],
-                env=env or ws.env(),
-                cwd=ws.root,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                text=True,
-            )
-        started.append(Daemon(process, log))
-        return started[-1]
-
-    yield launch
-    for each in started:
-        if each.process.poll() is None:
-            each.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            each.process.wait(timeout=5)
-    for pid_file in ws.root.glob("pid-*"):  # job process groups outlive a SIGKILLed daemon
-        with contextlib.suppress(ValueError, OSError):
-            os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+    with daemon_launcher(ws, batchctl_exe, "--db", pg_url) as launch:
+        yield launch
 
 
 def start_all(start: Callable[..., Daemon], env: dict[str, str] | None = None) -> list[Daemon]:
-    daemons = [start(env) for _ in range(DAEMONS)]
+    daemons = [start(env=env) for _ in range(DAEMONS)]
     for daemon in daemons:
         daemon.wait_started()
     return daemons
@@ -187,7 +116,7 @@ def test_three_daemons_fire_each_tick_of_a_per_second_job_exactly_once(
     daemons = start_all(start)
     began = datetime.now(UTC)
     time.sleep(DURATION_S)
-    codes = [d.stop() for d in daemons]
+    codes = [d.stop()[0] for d in daemons]
     ended = datetime.now(UTC)
     assert codes == [0] * DAEMONS, logs(daemons)
 
@@ -246,7 +175,7 @@ def test_health_lists_every_daemon_and_is_healthy(
     assert {d["mode"] for d in listed.values()} == {"daemon"}
     assert len({d["instance"] for d in listed.values()}) == DAEMONS
     assert report["lock"] is None  # a shared database has no single-daemon lock
-    assert [d.stop() for d in daemons] == [0] * DAEMONS, logs(daemons)
+    assert [d.stop()[0] for d in daemons] == [0] * DAEMONS, logs(daemons)
     # Stopped, they are still listed, as stopped; no scheduler is left for the scheduled job.
     after = json.loads(
         run_exe(batchctl_exe, "--db", pg_url, "health", "--json", env=ws.env(), timeout=30).stdout
@@ -324,7 +253,7 @@ def test_a_killed_daemons_run_is_abandoned_after_its_lease_and_retried_by_anothe
     retry = wait_for(retried, f"the retry to complete\n{logs(daemons)}", timeout=12)
     assert retry["trigger"] == "retry"
     assert retry["pid"] in {d.pid for d in survivors}
-    assert [d.stop() for d in survivors] == [0, 0], logs(survivors)
+    assert [d.stop()[0] for d in survivors] == [0, 0], logs(survivors)
     everything = runs(pg_url)
     assert [(r["id"], r["status"]) for r in everything] == [
         (first["id"], "abandoned"),
@@ -383,7 +312,7 @@ def test_a_submission_refreshed_by_three_daemons_is_driven_once(
 
         status = wait_for(settled, f"the submission to settle\n{logs(daemons)}", timeout=20)
         time.sleep(1.0)  # a few more refresh rounds: nothing more may happen
-        assert [d.stop() for d in daemons] == [0] * DAEMONS, logs(daemons)
+        assert [d.stop()[0] for d in daemons] == [0] * DAEMONS, logs(daemons)
         calls = [(r.method, r.path) for r in emu.requests if r.succeeded]
     assert status == "completed", logs(daemons)
     parts = sql(
