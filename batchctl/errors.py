@@ -65,3 +65,31 @@ def exit_code_for(statuses: Iterable[str]) -> ExitCode:
     """The exit code for runs that ended with ``statuses``: that of the worst one."""
     worst = min(statuses, key=lambda s: _SEVERITY.get(s, 9), default="completed")
     return _CODES.get(worst, ExitCode.OK)
+
+
+_ESCAPES = {
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def quoted(text: str, limit: int = 100) -> str:
+    """``text`` to show in a message: a TOML basic string, in double quotes with every character
+    that is not printable escaped, so that it stays on one line and cannot drive the terminal;
+    beyond ``limit`` characters it is cut, and ``...`` follows the closing quote."""
+    out = []
+    for char in text[:limit]:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(f"\\U{ord(char):08X}")
+    return '"' + "".join(out) + '"' + ("..." if len(text) > limit else "")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, NamedTuple
 
 from batchctl.batches import files as local
+from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.pricing import cost_of
 from batchctl.batches.results import MergedWriter, read_results
 from batchctl.batches.validation import Plan, scan
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from batchctl.providers.base import Provider, RemoteBatch
     from batchctl.store.base import Store
 
-PART_KEY = "batchctl_part"  # the metadata key that names a part, so a lost create can be found
-RUN_KEY = "batchctl_run"
 LEASE_S = 120.0
 INTENT_SETTLE_S = 10.0  # how long a dead process's last upload or create may take to land
 FIND_SLACK_S = 600  # look back this far (seconds) for what a lost call may have created

@@ -240,16 +240,12 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _check_limits(options: SubmitOptions) -> None:
+    from batchctl.batches.metadata import metadata_problems
     from batchctl.errors import UsageError
 
-    metadata = options.metadata or {}
-    if len(metadata) > 14:  # the API allows 16 pairs; batchctl uses two to find its batches
-        raise UsageError(f"--metadata: at most 14 pairs, got {len(metadata)}")
-    for key, value in metadata.items():
-        if len(key) > 64 or len(value) > 512:
-            raise UsageError(f"--metadata: {key!r}: keys are at most 64 characters, values 512")
-        if key.startswith("batchctl_"):
-            raise UsageError(f"--metadata: {key!r}: the batchctl_ prefix is reserved")
+    problems = metadata_problems(options.metadata or {})
+    if problems:
+        raise UsageError(f"--metadata: {problems[0]}")
     if options.on_expired not in ("keep", "resubmit"):
         raise UsageError(f"--on-expired: expected keep or resubmit, got {options.on_expired!r}")
     if options.completion_window != "24h":

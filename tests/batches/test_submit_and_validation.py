@@ -557,6 +557,23 @@ def test_bad_metadata_exits_2_and_submits_nothing(
     assert_nothing_submitted(api, cli)
 
 
+def test_metadata_at_the_limit_reaches_the_api_beside_batchctl_keys(
+    api: Emulator, ws: Any, cli: Any
+):
+    """14 pairs is what the API's 16 leave: the emulator, which enforces the API's limits, takes
+    them together with the keys batchctl puts on every batch to find it after a crash."""
+    write_jsonl(ws.root / "in.jsonl", [request("r1")])
+    options = [arg for i in range(14) for arg in ("--metadata", f"k{i}={'v' * 512}")]
+
+    result = cli("submit", "in.jsonl", *options, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    (part,) = result.json()["parts"]
+    metadata = api.batches[part["batch_id"]]["metadata"]
+    assert len(metadata) == 16
+    assert metadata["batchctl_run"] == str(result.json()["id"])
+
+
 # --- the emulator command ------------------------------------------------------------------------
 
 
