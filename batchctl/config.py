@@ -1,12 +1,16 @@
 """Load and validate the TOML config into typed values; every problem names the file and key.
 
-Validation is strict and up front: unknown keys, wrong types, bad durations, cron expressions and
-time zones, and processors that cannot be imported are all reported together, one line each,
-before anything runs.
+Validation is strict and up front: unknown keys, wrong types, values out of range, bad
+durations, cron expressions and time zones, and processors that cannot be imported are all
+reported together, one line each, before anything runs: a config that loads does not fail a run
+later. User text in a message (a job name, a value) is shown in TOML spelling, escaped, so that
+every problem stays on one line.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -14,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batchctl.batches.metadata import metadata_problems
 from batchctl.batches.pricing import Price
 from batchctl.durations import parse_duration
-from batchctl.errors import ConfigError
+from batchctl.errors import ConfigError, quoted
 from batchctl.schedule import CATCHUP_POLICIES
 
 JOB_KINDS = ("command", "python", "openai")
@@ -25,7 +30,18 @@ CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
 RETRY_CAUSES = ("error", "timeout", "partial")
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_GRACE_S = 10.0
-_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: "$" allows a newline
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quotes (fullmatch)
+# The ranges of integer settings: sensible, and well inside the database's integer columns.
+MAX_ATTEMPTS = 1000  # retries.max_attempts, [batches] max_request_attempts
+MAX_PRIORITY = 1_000_000  # priority is from -MAX_PRIORITY to MAX_PRIORITY
+MAX_CATCHUP = 10_000  # max_catchup (the scheduler considers at most this many ticks)
+MAX_HTTP_RETRIES = 100  # [openai] max_retries
+MAX_WORKERS = 1000  # [daemon] max_workers
+API_MAX_REQUESTS = 50_000  # the Batch API's limits per batch
+API_MAX_BYTES = 200_000_000
+MAX_CONFIG_BYTES = 10_000_000  # a config file larger than this is not a config file
+_BOMS = {b"\xef\xbb\xbf": "UTF-8", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 T = TypeVar("T")
 
@@ -151,15 +167,28 @@ EMPTY = Config(path=None)
 
 def load_config(path: Path, *, check_processors: bool = True) -> Config:
     """Read and validate ``path``; raise ConfigError listing every problem found."""
+    where = _one_line(str(path))
     try:
         with path.open("rb") as handle:
-            raw = tomllib.load(handle)
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        raise ConfigError(f"config file {where} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(_one_line(f"cannot read config file {where}: {exc}")) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES:,} bytes; is it a config file?")
+    for bom, encoding in _BOMS.items():
+        if data.startswith(bom):
+            raise ConfigError(
+                f"{where}: starts with a byte-order mark ({encoding}); save it as UTF-8 without BOM"
+            )
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{where}: line {line}: not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(_one_line(f"{where}: invalid TOML: {exc}")) from None
     return parse_config(raw, path, check_processors=check_processors)
 
 
@@ -167,6 +196,7 @@ def parse_config(
     raw: dict[str, Any], path: Path | None, *, check_processors: bool = True
 ) -> Config:
     section = _Section(raw, "", _Problems(path))
+    _check_nul(raw, "", section.problems)
     base_dir = path.parent if path else Path.cwd()
     jobs_raw = section.table("jobs")
     jobs: dict[str, JobConfig] = {}
@@ -192,8 +222,8 @@ def parse_config(
 
 
 def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> JobConfig | None:
-    key = f"jobs.{name}"
-    if not _JOB_NAME.match(name):
+    key = _dotted("jobs", name)
+    if not _JOB_NAME.fullmatch(name):
         problems.add(key, "job names may hold only letters, digits, '.', '_' and '-'")
         return None
     if not isinstance(value, dict):
@@ -214,14 +244,14 @@ def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> Jo
         retries=_parse_retries(s.subsection("retries")),
         concurrency=s.choice("concurrency", CONCURRENCY_POLICIES) or "forbid",
         scopes=tuple(s.string_list("scopes", unique=True)),
-        env=s.string_table("env"),
+        env=_environment(s),
         cwd=s.convert("cwd", lambda v: base_dir / _string(v)),
         command=s.convert("command", _command) if kind == "command" else None,
         jitter=s.convert("jitter", parse_duration, 0.0),
         catchup=s.choice("catchup", CATCHUP_POLICIES) or "latest",
-        max_catchup=_at_least_one(s, "max_catchup", 100),
+        max_catchup=s.integer("max_catchup", 100, 1, MAX_CATCHUP),
         starting_deadline=s.convert("starting_deadline", parse_duration),
-        priority=s.get("priority", int, 0),
+        priority=s.integer("priority", 0, -MAX_PRIORITY, MAX_PRIORITY),
         after=tuple(s.string_list("after", unique=True)),
         ping_url=s.convert("ping_url", _url),
         processor=s.get("processor", str, None) if kind == "python" else None,
@@ -251,7 +281,7 @@ def _openai_job(job: JobConfig, s: _Section, base_dir: Path) -> JobConfig:
         input_command=source["command"] if isinstance(source, dict) else None,
         endpoint=s.choice("endpoint", SUPPORTED_ENDPOINTS),
         completion_window=s.choice("completion_window", ("24h",)) or "24h",
-        metadata=s.string_table("metadata"),
+        metadata=_metadata(s),
         on_expired=s.choice("on_expired", ON_EXPIRED) or "keep",
         on_complete=s.get("on_complete", str, None),
         output_dir=s.convert("output_dir", lambda v: base_dir / _string(v)),
@@ -266,16 +296,31 @@ def _input_source(value: Any) -> str | dict[str, str]:
     raise ValueError('expected a file or glob ("requests/*.jsonl") or { command = "..." }')
 
 
+def _metadata(s: _Section) -> dict[str, str]:
+    metadata = s.string_table("metadata")
+    for problem in metadata_problems(metadata):
+        s.problems.add(f"{s.prefix}.metadata", problem)
+    return metadata
+
+
+def _environment(s: _Section) -> dict[str, str]:
+    env = s.string_table("env")
+    for name in env:
+        try:
+            _variable_name(name)
+        except ValueError as exc:
+            s.problems.add(f"{s.prefix}.env", f"{_toml(name)}: {exc}")
+    return env
+
+
 def _parse_retries(s: _Section | None) -> RetryPolicy:
     if s is None:
         return RetryPolicy()
     default = RetryPolicy()
-    max_attempts = s.get("max_attempts", int, default.max_attempts)
-    if max_attempts < 1:
-        s.problems.add(f"{s.prefix}.max_attempts", f"must be 1 or more, got {max_attempts}")
+    max_attempts = s.integer("max_attempts", default.max_attempts, 1, MAX_ATTEMPTS)
     causes = s.string_list("on", allowed=RETRY_CAUSES)
     policy = RetryPolicy(
-        max_attempts=max(1, max_attempts),
+        max_attempts=max_attempts,
         backoff=s.convert("backoff", parse_duration, default.backoff),
         max_backoff=s.convert("max_backoff", parse_duration, default.max_backoff),
         on=frozenset(causes) if "on" in s.seen else default.on,
@@ -287,45 +332,41 @@ def _parse_retries(s: _Section | None) -> RetryPolicy:
 def _parse_openai(s: _Section) -> OpenAIConfig:
     default = OpenAIConfig()
     config = OpenAIConfig(
-        base_url=s.get("base_url", str, None),
-        api_key_env=s.get("api_key_env", str, default.api_key_env),
+        base_url=s.convert("base_url", _base_url),
+        api_key_env=s.convert("api_key_env", _variable_name, default.api_key_env),
         organization=s.get("organization", str, None),
         project=s.get("project", str, None),
-        timeout=s.convert("timeout", parse_duration, default.timeout),
-        max_retries=s.get("max_retries", int, default.max_retries),
-        poll_interval=s.convert("poll_interval", parse_duration, default.poll_interval),
+        timeout=s.convert("timeout", _positive_duration, default.timeout),
+        max_retries=s.integer("max_retries", default.max_retries, 0, MAX_HTTP_RETRIES),
+        poll_interval=s.convert("poll_interval", _positive_duration, default.poll_interval),
     )
     s.finish()
     return config
 
 
-def _at_least_one(s: _Section, name: str, default: int) -> int:
-    value: int = s.get(name, int, default)
-    if value < 1:
-        s.problems.add(f"{s.prefix}.{name}", f"must be 1 or more, got {value}")
-        return default
-    return value
-
-
 def _url(value: Any) -> str:
+    return _base_url(value).rstrip("/")
+
+
+def _base_url(value: Any) -> str:
     text = _string(value)
-    if not text.startswith(("http://", "https://")):
-        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
-    return text.rstrip("/")
+    if not text.startswith(("http://", "https://")) or not text.partition("//")[2].strip("/"):
+        raise ValueError(f"expected an http:// or https:// URL, got {_toml(text)}")
+    return text
 
 
 def _address(value: Any) -> str:
     text = _string(value)
     _host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9187", got {text!r}')
+        raise ValueError(f'expected "HOST:PORT" such as "127.0.0.1:9187", got {_toml(text)}')
     return text
 
 
 def _parse_daemon(s: _Section, base_dir: Path) -> DaemonSettings:
     default = DaemonSettings()
     settings = DaemonSettings(
-        max_workers=_at_least_one(s, "max_workers", default.max_workers),
+        max_workers=s.integer("max_workers", default.max_workers, 1, MAX_WORKERS),
         lease=s.convert("lease", parse_duration, default.lease),
         grace=s.convert("grace", parse_duration, default.grace),
         poll_interval=s.convert("poll_interval", parse_duration),
@@ -342,14 +383,18 @@ def _check_chains(jobs: Mapping[str, JobConfig], problems: _Problems) -> None:
     for job in jobs.values():
         for upstream in job.after:
             if upstream not in jobs:
-                problems.add(f"jobs.{job.name}.after", f"no job named {upstream!r}")
+                problems.add(
+                    f"{_dotted('jobs', job.name)}.after", f"no job named {_toml(upstream)}"
+                )
     for job in jobs.values():  # a chain must not lead back to itself
         seen: set[str] = set()
         todo = list(job.after)
         while todo:
             name = todo.pop()
             if name == job.name:
-                problems.add(f"jobs.{job.name}.after", "the chain of 'after' jobs is a cycle")
+                problems.add(
+                    f"{_dotted('jobs', job.name)}.after", "the chain of 'after' jobs is a cycle"
+                )
                 break
             if name in seen or name not in jobs:
                 continue
@@ -359,22 +404,16 @@ def _check_chains(jobs: Mapping[str, JobConfig], problems: _Problems) -> None:
 
 def _parse_batches(s: _Section) -> BatchSettings:
     default = BatchSettings()
-
-    def positive(name: str, value: int) -> int:
-        if value < 1:
-            s.problems.add(f"batches.{name}", f"must be 1 or more, got {value}")
-            return getattr(default, name)  # type: ignore[no-any-return]
-        return value
-
     settings = BatchSettings(
-        max_requests=positive("max_requests", s.get("max_requests", int, default.max_requests)),
-        max_bytes=positive("max_bytes", s.get("max_bytes", int, default.max_bytes)),
-        max_request_attempts=positive(
-            "max_request_attempts", s.get("max_request_attempts", int, default.max_request_attempts)
+        max_requests=s.integer("max_requests", default.max_requests, 1, API_MAX_REQUESTS),
+        max_bytes=s.integer("max_bytes", default.max_bytes, 1, API_MAX_BYTES),
+        max_request_attempts=s.integer(
+            "max_request_attempts", default.max_request_attempts, 1, MAX_ATTEMPTS
         ),
         completion_window=s.choice("completion_window", ("24h",)) or "24h",
         on_expired=s.choice("on_expired", ON_EXPIRED) or default.on_expired,
-        batch_discount=s.get("batch_discount", float, default.batch_discount),
+        # the batch price as a fraction of the synchronous one: 1 is no discount
+        batch_discount=s.number("batch_discount", default.batch_discount, 0.0, 1.0),
     )
     s.finish()
     return settings
@@ -383,13 +422,14 @@ def _parse_batches(s: _Section) -> BatchSettings:
 def _parse_prices(raw: Mapping[str, Any], problems: _Problems) -> dict[str, Price]:
     prices: dict[str, Price] = {}
     for model, value in raw.items():
-        key = f"prices.{model}"
+        key = _dotted("prices", model)
         if not isinstance(value, dict):
             problems.add(key, "expected a table like { input = 0.15, output = 0.60 }")
             continue
         s = _Section(value, key, problems)
         price = Price(
-            input=float(s.get("input", float, 0.0)), output=float(s.get("output", float, 0.0))
+            input=s.number("input", 0.0, 0.0, math.inf),
+            output=s.number("output", 0.0, 0.0, math.inf),
         )
         if "input" not in s.seen:
             problems.add(f"{key}.input", "required (US dollars per million input tokens)")
@@ -407,7 +447,7 @@ def _check_processors(jobs: Mapping[str, JobConfig], base_dir: Path, problems: _
         try:
             resolve_processor(job.processor, base_dir)
         except ProcessorImportError as exc:
-            problems.add(f"jobs.{job.name}.processor", str(exc))
+            problems.add(f"{_dotted('jobs', job.name)}.processor", str(exc))
 
 
 # --- value converters: each raises ValueError with a message for the user ----------------------
@@ -417,6 +457,44 @@ def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {_type_name(value)}")
     return value
+
+
+def _variable_name(value: Any) -> str:
+    """The name of an environment variable: what ``os.environ`` and ``exec`` accept."""
+    name = _string(value)
+    if not name or "=" in name or "\0" in name:
+        raise ValueError("not a valid environment variable name (empty, or holds '=' or NUL)")
+    return name
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be more than 0 seconds, got {_toml(value)}")
+    return seconds
+
+
+def _check_nul(table: Mapping[str, Any], prefix: str, problems: _Problems) -> None:
+    """A NUL character anywhere (TOML allows ``\\u0000``) would fail later, in an environment,
+    a path, an argument or a PostgreSQL text column: refuse it here, naming the key."""
+    for name, value in table.items():
+        key = _dotted(prefix, name)
+        if "\0" in name:
+            problems.add(key, "a key must not hold a NUL character (\\u0000)")
+        elif isinstance(value, dict):
+            _check_nul(value, key, problems)
+        elif _holds_nul(value):
+            problems.add(key, "must not hold a NUL character (\\u0000)")
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any("\0" in k or _holds_nul(v) for k, v in value.items())
+    return False
 
 
 def _none_if_zero(seconds: float | None) -> float | None:
@@ -451,7 +529,7 @@ def _timezone(value: Any) -> str:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(
-            f"unknown time zone {name!r} (expected an IANA name like 'Europe/Berlin')"
+            f'unknown time zone {_toml(name)} (expected an IANA name like "Europe/Berlin")'
         ) from None
     return name
 
@@ -468,6 +546,41 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def _toml(value: Any) -> str:
+    """``value`` as TOML spells it, for a message: true, 3, 0.5, inf, "text", ["a", "b"]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return quoted(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, int | float):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:20] + "..."
+    if isinstance(value, list):
+        return (
+            "[" + ", ".join(_toml(v) for v in value[:10]) + (", ...]" if len(value) > 10 else "]")
+        )
+    if isinstance(value, dict):
+        pairs = [f"{_dotted('', k)} = {_toml(v)}" for k, v in list(value.items())[:10]]
+        return "{ " + ", ".join(pairs) + (", ... }" if len(value) > 10 else " }")
+    return str(value.isoformat()) if hasattr(value, "isoformat") else _one_line(repr(value))
+
+
+def _dotted(prefix: str, name: str) -> str:
+    """The TOML path of key ``name`` in the table at ``prefix``, quoted where TOML needs it."""
+    part = name if _BARE_KEY.fullmatch(name) else quoted(name)
+    return f"{prefix}.{part}" if prefix else part
+
+
+def _one_line(text: str) -> str:
+    """``text`` with any character that could break the line or drive the terminal escaped (the
+    last guard: user text is quoted where it is put into a message)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else quoted(c)[1:-1] for c in text)
+
+
 # --- the reader that walks a table and records problems ---------------------------------------
 
 
@@ -478,13 +591,13 @@ class _Problems:
 
     def add(self, key: str, message: str) -> None:
         where = f"{self.path}: " if self.path else ""
-        self.lines.append(f"{where}{key}: {message}")
+        self.lines.append(_one_line(f"{where}{key}: {message}"))
 
     def raise_if_any(self) -> None:
         if self.lines:
             count = len(self.lines)
             noun = "problem" if count == 1 else "problems"
-            where = self.path or "config"
+            where = _one_line(str(self.path or "config"))
             raise ConfigError(f"{where}: {count} {noun}", self.lines)
 
 
@@ -496,11 +609,13 @@ class _Section:
         self.prefix = prefix
         self.problems = problems
         self.seen: set[str] = set()
+        self.asked: set[str] = set()  # every key looked for, to suggest one for a misspelling
 
     def _key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
+        return _dotted(self.prefix, name)
 
     def convert(self, name: str, converter: Callable[[Any], T], default: Any = None) -> Any:
+        self.asked.add(name)
         if name not in self.raw:
             return default
         self.seen.add(name)
@@ -521,14 +636,46 @@ class _Section:
 
         return self.convert(name, check, default)
 
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        """An integer from ``low`` to ``high``; a number written with a fraction or an exponent
+        (``1e21``) is refused, not rounded."""
+
+        def check(value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"expected an integer, got {_type_name(value)} ({_toml(value)})")
+            if not low <= value <= high:
+                raise ValueError(f"must be from {low:,} to {high:,}, got {_toml(value)}")
+            return value
+
+        found: int = self.convert(name, check, default)
+        return found
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        """A finite number (integer or float) from ``low`` to ``high``."""
+
+        def check(value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"expected a number, got {_type_name(value)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got {_toml(value)}")
+            if value < low:
+                raise ValueError(f"must be {low:g} or more, got {_toml(value)}")
+            if value > high:
+                raise ValueError(f"must be {high:g} or less, got {_toml(value)}")
+            return float(value)
+
+        found: float = self.convert(name, check, default)
+        return found
+
     def choice(self, name: str, allowed: tuple[str, ...], *, required: bool = False) -> str | None:
+        self.asked.add(name)
         if required and name not in self.raw:
             self.problems.add(self._key(name), f"required (one of {', '.join(allowed)})")
             return None
 
         def check(value: Any) -> str:
             if value not in allowed:
-                raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+                raise ValueError(f"expected one of {', '.join(allowed)}, got {_toml(value)}")
             return str(value)
 
         chosen: str | None = self.convert(name, check)
@@ -539,12 +686,15 @@ class _Section:
     ) -> list[str]:
         def check(value: Any) -> list[str]:
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise ValueError(f"expected a list of non-empty strings, got {value!r}")
-            if unique and len(set(value)) != len(value):
-                raise ValueError(f"must not repeat a value: {value!r}")
+                raise ValueError(f"expected a list of non-empty strings, got {_toml(value)}")
+            repeated = [v for i, v in enumerate(value) if v in value[:i]]
+            if unique and repeated:
+                raise ValueError(f"must not repeat a value: {_toml(repeated[0])}")
             bad = [v for v in value if allowed and v not in allowed]
             if bad:
-                raise ValueError(f"unknown value(s) {bad!r}; expected some of {', '.join(allowed)}")
+                raise ValueError(
+                    f"unknown value(s) {_toml(bad)}; expected some of {', '.join(allowed)}"
+                )
             return list(value)
 
         return self.convert(name, check, []) or []
@@ -553,7 +703,7 @@ class _Section:
         def check(value: Any) -> dict[str, str]:
             if not isinstance(value, dict):
                 raise ValueError(f"expected a table of strings, got {_type_name(value)}")
-            bad = [k for k, v in value.items() if not isinstance(v, str)]
+            bad = [_dotted("", k) for k, v in value.items() if not isinstance(v, str)]
             if bad:
                 raise ValueError(f"values must be strings (not for {', '.join(bad)})")
             return dict(value)
@@ -569,6 +719,7 @@ class _Section:
         return self.convert(name, check, {}) or {}
 
     def subsection(self, name: str) -> _Section | None:
+        self.asked.add(name)
         if name not in self.raw:
             return None
         return _Section(self.table(name), self._key(name), self.problems)
@@ -576,4 +727,6 @@ class _Section:
     def finish(self) -> None:
         for name in self.raw:
             if name not in self.seen:
-                self.problems.add(self._key(name), "unknown key")
+                close = difflib.get_close_matches(name, sorted(self.asked), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                self.problems.add(self._key(name), f"unknown key{hint}")

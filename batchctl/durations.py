@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import re
 
+from batchctl.errors import quoted
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+# Beyond any sensible wait, and far below what datetime arithmetic and threading waits overflow at.
+MAX_DURATION_S = 3650 * 86400.0
 
 
 def parse_duration(value: object) -> float:
-    """Seconds in ``value``; raises ValueError with a message fit to show the user."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration, got {value!r}")
+    """Seconds in ``value``, from 0 to ten years; raises ValueError with a message fit to show
+    the user."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a duration, got {_kind(value)}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"expected a duration of zero or more, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a duration, got {type(value).__name__}")
+        return _checked(value, value)
     text = value.strip().lower().replace(" ", "")
     try:
-        return parse_duration(float(text))
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return _checked(number, value)
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:
@@ -30,8 +33,25 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f'expected a duration like "30s", "5m", "2h" or "1d", got {value!r}')
-    return total
+        raise ValueError(f'expected a duration like "30s", "5m", "2h" or "1d", got {quoted(value)}')
+    return _checked(total, value)
+
+
+def _checked(seconds: float, given: int | float | str) -> float:
+    shown = quoted(given, 40) if isinstance(given, str) else repr(given)
+    if len(shown) > 40:  # a huge integer
+        shown = shown[:20] + "..."
+    if seconds != seconds:  # NaN (math.isnan would overflow on a huge int)
+        raise ValueError(f"expected a duration, got {shown}")
+    if seconds < 0:
+        raise ValueError(f"expected a duration of zero or more, got {shown}")
+    if seconds > MAX_DURATION_S:  # also an int too large for a float, and infinity
+        raise ValueError(f"expected a duration of at most ten years (3650d), got {shown}")
+    return float(seconds)
+
+
+def _kind(value: object) -> str:
+    return "a boolean" if isinstance(value, bool) else type(value).__name__
 
 
 def format_duration(seconds: float | None) -> str:

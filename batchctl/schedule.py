@@ -16,6 +16,7 @@ Everything here takes "now" as an argument: no function reads the clock.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,15 @@ _FIELDS = (
     ("day-of-week", 7),
     ("second", 60),
 )
+# The values a number in each field may take (croniter's: 7 is also Sunday).
+_RANGES = {
+    "minute": (0, 59),
+    "hour": (0, 23),
+    "day-of-month": (1, 31),
+    "month": (1, 12),
+    "day-of-week": (0, 7),
+    "second": (0, 59),
+}
 CATCHUP_POLICIES = ("none", "latest", "all")
 MAX_TICKS_CONSIDERED = 10_000  # a bound on catch-up work after very long downtime
 ON_TIME_S = 60.0  # a tick this fresh is "on time" even with catchup = "none"
@@ -72,10 +82,24 @@ def cron_problem(expression: str) -> str | None:
             _, _, step = part.partition("/")
             if step.isdigit() and int(step) > size:
                 return f"the {name} step /{step} is larger than the field ({size} values)"
+        problem = _out_of_range(name, value)
+        if problem:
+            return problem
     if not croniter.is_valid(text):
         return f"invalid cron expression {expression!r}"
     if not croniter.is_valid(text, strict=True):
         return f"cron expression {expression!r} can never fire (no such date)"
+    return None
+
+
+def _out_of_range(name: str, field: str) -> str | None:
+    """Why a number in ``field`` (the cron field ``name``) is out of its range, or None."""
+    low, high = _RANGES[name]
+    for part in field.split(","):
+        values = part.partition("/")[0].partition("#")[0]  # "1-5/2", "5#3" (third Friday)
+        for number in re.findall(r"\d+", values):  # also "15W", "L-3"
+            if not low <= int(number) <= high:
+                return f"{name} field: {number} is out of range {low}-{high}"
     return None
 
 

@@ -416,7 +416,7 @@ def test_schedule_list_shows_the_zone_and_utc(ws: Workspace, cli: Any) -> None:
     [
         ("schedule", "0 0 31 2 *", "schedule", "can never fire"),
         ("schedule", "*/90 * * * *", "schedule", "minute step /90"),
-        ("schedule", "61 * * * *", "schedule", "invalid cron expression"),
+        ("schedule", "61 * * * *", "schedule", "minute field: 61 is out of range 0-59"),
         ("schedule", "CRON_TZ=Europe/Berlin 0 3 * * *", "schedule", "time zone prefix"),
         ("schedule", "TZ=UTC 0 3 * * *", "schedule", "time zone prefix"),
         ("schedule", "0 3 * *", "schedule", "expected 5 fields"),
