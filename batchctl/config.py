@@ -334,8 +334,8 @@ def _parse_openai(s: _Section) -> OpenAIConfig:
     config = OpenAIConfig(
         base_url=s.convert("base_url", _base_url),
         api_key_env=s.convert("api_key_env", _variable_name, default.api_key_env),
-        organization=s.get("organization", str, None),
-        project=s.get("project", str, None),
+        organization=s.convert("organization", _header_value),
+        project=s.convert("project", _header_value),
         timeout=s.convert("timeout", _positive_duration, default.timeout),
         max_retries=s.integer("max_retries", default.max_retries, 0, MAX_HTTP_RETRIES),
         poll_interval=s.convert("poll_interval", _positive_duration, default.poll_interval),
@@ -350,9 +350,22 @@ def _url(value: Any) -> str:
 
 def _base_url(value: Any) -> str:
     text = _string(value)
-    if not text.startswith(("http://", "https://")) or not text.partition("//")[2].strip("/"):
+    host = text.partition("//")[2].strip("/")
+    if not text.startswith(("http://", "https://")) or not host or not _is_visible(text):
         raise ValueError(f"expected an http:// or https:// URL, got {_toml(text)}")
     return text
+
+
+def _header_value(value: Any) -> str:
+    """A value sent in an HTTP header: printable, so that it cannot end the header early."""
+    text = _string(value)
+    if not text.isprintable():
+        raise ValueError(f"must hold only printable characters, got {_toml(text)}")
+    return text
+
+
+def _is_visible(text: str) -> bool:
+    return text.isprintable() and not any(c.isspace() for c in text)
 
 
 def _address(value: Any) -> str:
@@ -687,6 +700,9 @@ class _Section:
         def check(value: Any) -> list[str]:
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ValueError(f"expected a list of non-empty strings, got {_toml(value)}")
+            hidden = [v for v in value if not v.isprintable()]
+            if hidden:  # names shown in tables and logs must not drive the terminal
+                raise ValueError(f"must hold only printable characters, got {_toml(hidden[0])}")
             repeated = [v for i, v in enumerate(value) if v in value[:i]]
             if unique and repeated:
                 raise ValueError(f"must not repeat a value: {_toml(repeated[0])}")

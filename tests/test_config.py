@@ -443,6 +443,37 @@ def test_prices_and_the_batch_discount_are_checked(
     check_fails_with(ws, cli, body, message)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(
+            '[openai]\norganization = "org-1\\nX-Other: 1"\n',
+            'openai.organization: must hold only printable characters, got "org-1\\nX-Other: 1"',
+            id="header",
+        ),
+        pytest.param(
+            '[openai]\nbase_url = "localhost:8089"\n',
+            'openai.base_url: expected an http:// or https:// URL, got "localhost:8089"',
+            id="url-without-scheme",
+        ),
+        pytest.param(
+            '[openai]\nbase_url = "http://api example/v1"\n',
+            'openai.base_url: expected an http:// or https:// URL, got "http://api example/v1"',
+            id="url-with-a-space",
+        ),
+        pytest.param(
+            JOB + 'scopes = ["eu", "\\u001b[2J"]\n',
+            'jobs.a.scopes: must hold only printable characters, got "\\u001B[2J"',
+            id="scope",
+        ),
+    ],
+)
+def test_text_sent_in_headers_urls_and_names_must_be_printable(
+    ws: Workspace, cli, body: str, message: str
+) -> None:
+    check_fails_with(ws, cli, body, message)
+
+
 # --- batch metadata: one rule for the config and `submit --metadata` -----------------------------
 
 
