@@ -570,8 +570,8 @@ def test_a_job_name_ending_in_a_newline_is_refused(ws: Workspace, cli) -> None:
             id="value",
         ),
         pytest.param(
-            JOB + 'after = ["x\\ty"]\n',
-            'jobs.a.after: no job named "x\\ty"',
+            JOB + "after = ['x\"y']\n",
+            'jobs.a.after: no job named "x\\"y"',
             id="job-named-in-after",
         ),
     ],
