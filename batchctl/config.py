@@ -40,6 +40,9 @@ MAX_HTTP_RETRIES = 100  # [openai] max_retries
 MAX_WORKERS = 1000  # [daemon] max_workers
 API_MAX_REQUESTS = 50_000  # the Batch API's limits per batch
 API_MAX_BYTES = 200_000_000
+# Durations in the config: beyond any sensible wait, and with their sums (timeout + grace + lease)
+# far below what datetime arithmetic and threading waits (about 292 years) overflow at.
+MAX_DURATION_S = 3650 * 86400.0
 MAX_CONFIG_BYTES = 10_000_000  # a config file larger than this is not a config file
 _BOMS = {b"\xef\xbb\xbf": "UTF-8", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
@@ -239,18 +242,18 @@ def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> Jo
         tags=tuple(s.string_list("tags")),
         schedule=s.convert("schedule", _cron),
         timezone=s.convert("timezone", _timezone),
-        timeout=_none_if_zero(s.convert("timeout", parse_duration, DEFAULT_TIMEOUT_S)),
-        grace=s.convert("grace", parse_duration, DEFAULT_GRACE_S),
+        timeout=_none_if_zero(s.convert("timeout", _duration, DEFAULT_TIMEOUT_S)),
+        grace=s.convert("grace", _duration, DEFAULT_GRACE_S),
         retries=_parse_retries(s.subsection("retries")),
         concurrency=s.choice("concurrency", CONCURRENCY_POLICIES) or "forbid",
         scopes=tuple(s.string_list("scopes", unique=True)),
         env=_environment(s),
         cwd=s.convert("cwd", lambda v: base_dir / _string(v)),
         command=s.convert("command", _command) if kind == "command" else None,
-        jitter=s.convert("jitter", parse_duration, 0.0),
+        jitter=s.convert("jitter", _duration, 0.0),
         catchup=s.choice("catchup", CATCHUP_POLICIES) or "latest",
         max_catchup=s.integer("max_catchup", 100, 1, MAX_CATCHUP),
-        starting_deadline=s.convert("starting_deadline", parse_duration),
+        starting_deadline=s.convert("starting_deadline", _duration),
         priority=s.integer("priority", 0, -MAX_PRIORITY, MAX_PRIORITY),
         after=tuple(s.string_list("after", unique=True)),
         ping_url=s.convert("ping_url", _url),
@@ -321,8 +324,8 @@ def _parse_retries(s: _Section | None) -> RetryPolicy:
     causes = s.string_list("on", allowed=RETRY_CAUSES)
     policy = RetryPolicy(
         max_attempts=max_attempts,
-        backoff=s.convert("backoff", parse_duration, default.backoff),
-        max_backoff=s.convert("max_backoff", parse_duration, default.max_backoff),
+        backoff=s.convert("backoff", _duration, default.backoff),
+        max_backoff=s.convert("max_backoff", _duration, default.max_backoff),
         on=frozenset(causes) if "on" in s.seen else default.on,
     )
     s.finish()
@@ -380,9 +383,9 @@ def _parse_daemon(s: _Section, base_dir: Path) -> DaemonSettings:
     default = DaemonSettings()
     settings = DaemonSettings(
         max_workers=s.integer("max_workers", default.max_workers, 1, MAX_WORKERS),
-        lease=s.convert("lease", parse_duration, default.lease),
-        grace=s.convert("grace", parse_duration, default.grace),
-        poll_interval=s.convert("poll_interval", parse_duration),
+        lease=s.convert("lease", _duration, default.lease),
+        grace=s.convert("grace", _duration, default.grace),
+        poll_interval=s.convert("poll_interval", _duration),
         http=s.convert("http", _address),
         metrics_textfile=s.convert("metrics_textfile", lambda v: base_dir / _string(v)),
     )
@@ -480,8 +483,12 @@ def _variable_name(value: Any) -> str:
     return name
 
 
+def _duration(value: Any) -> float:
+    return parse_duration(value, at_most=MAX_DURATION_S)
+
+
 def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
+    seconds = _duration(value)
     if seconds <= 0:
         raise ValueError(f"must be more than 0 seconds, got {_toml(value)}")
     return seconds

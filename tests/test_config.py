@@ -332,15 +332,15 @@ def test_integers_out_of_range_are_refused(ws: Workspace, cli, body: str, messag
         pytest.param(JOB + 'timeout = "nan"\n', 'jobs.a.timeout: expected a duration, got "nan"'),
         pytest.param(
             JOB + "timeout = inf\n",
-            "jobs.a.timeout: expected a duration of at most ten years (3650d), got inf",
+            "jobs.a.timeout: expected a duration of at most 3650d, got inf",
         ),
         pytest.param(
             JOB + 'grace = "inf"\n',
-            'jobs.a.grace: expected a duration of at most ten years (3650d), got "inf"',
+            'jobs.a.grace: expected a duration of at most 3650d, got "inf"',
         ),
         pytest.param(
             JOB + "jitter = 1e300\n",
-            "jobs.a.jitter: expected a duration of at most ten years (3650d), got 1e+300",
+            "jobs.a.jitter: expected a duration of at most 3650d, got 1e+300",
         ),
         pytest.param(
             JOB + 'retries = { backoff = "-inf" }\n',
@@ -696,3 +696,27 @@ def test_every_command_refuses_a_config_that_fails_check(
     assert result.exit_code == 2
     assert result.stderr == checked.stderr
     assert not ws.db.exists() or ws.sql("SELECT count(*) FROM runs") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("status", "--since", "1e300"),
+            '--since: expected a duration of at most 365000d, got "1e300"',
+        ),
+        (("status", "--since", "nan"), '--since: expected a duration, got "nan"'),
+        (
+            ("prune", "--older-than", "inf"),
+            '--older-than: expected a duration of at most 365000d, got "inf"',
+        ),
+    ],
+)
+def test_a_duration_on_the_command_line_is_finite_and_bounded(
+    ws: Workspace, cli, args: tuple[str, ...], message: str
+) -> None:
+    """The same rule as in the config, with room for "everything since" (a thousand years)."""
+    ws.write_config(GOOD)
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {message}\n"
