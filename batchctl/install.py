@@ -310,7 +310,9 @@ def install_crontab(paths: Paths, *, dry_run: bool = False) -> CrontabChange:
         before, merge_crontab(before, block, paths.db), block, has_block(before, paths.db)
     )
     if not dry_run:
-        Path(paths.log).parent.mkdir(parents=True, exist_ok=True)
+        from batchctl.locations import make_private_dirs
+
+        make_private_dirs(Path(paths.log).parent)  # often the data directory: private
         if change.changed:
             write_crontab(change.after)
     return change

@@ -136,6 +136,7 @@ def test_install_is_crontab_by_default_with_absolute_paths_and_daemon_once(
         "2>&1",
     ]
     assert log.parent.is_dir()  # cron cannot append to a file in a missing directory
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700  # made for the database: private
     assert "entry added" in result.stdout and str(log) in result.stdout
 
 
