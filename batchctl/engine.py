@@ -486,7 +486,7 @@ class _Attempt:
                 level=level,
                 message=self.masker.text(message),
                 stream="engine",
-                fields=dict(fields),
+                fields=self.masker.value(dict(fields)),
             )
         )
 
