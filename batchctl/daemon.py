@@ -33,6 +33,7 @@ from batchctl import process_groups
 from batchctl.config import Config, JobConfig
 from batchctl.engine import Engine, EngineSettings
 from batchctl.errors import BatchctlError, ConfigError, ExitCode
+from batchctl.locations import create_private_file
 from batchctl.owners import is_dead, this_process
 from batchctl.records import Owner, RunStatus, Tick, utcnow
 from batchctl.schedule import Schedule, plan_ticks
@@ -126,7 +127,9 @@ class Daemon:
 
     def _take_lock(self) -> None:
         path = Path(self.location).expanduser().resolve()
-        handle = open(path.with_name(path.name + ".daemon.lock"), "a+", encoding="utf-8")  # noqa: SIM115
+        lock_path = path.with_name(path.name + ".daemon.lock")
+        create_private_file(lock_path)
+        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -8,6 +8,7 @@ reports to an optional observer and returns ``Run`` values.
 
 from __future__ import annotations
 
+import os
 import queue
 import random
 import threading
@@ -22,6 +23,7 @@ from batchctl.config import Config, JobConfig
 from batchctl.durations import format_duration
 from batchctl.errors import NotFoundError, UsageError
 from batchctl.jobs.context import AttemptContext, Event, Progress, Wake
+from batchctl.jobs.secrets import Masker
 from batchctl.owners import is_dead, this_process
 from batchctl.pings import Pinger
 from batchctl.records import (
@@ -367,6 +369,13 @@ class _Attempt:
         self.number = number
         self.key = key
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        # The secrets the job can see (its environment, the database URL's password): masked
+        # in everything recorded from it; the job still gets them.
+        self.masker = Masker.for_environment(
+            {**os.environ, **job.env},
+            named=(engine.config.openai.api_key_env,),
+            urls=(engine.store.location,),
+        )
         self.ctx = AttemptContext(
             run_id=run_id,
             job=job.name,
@@ -376,6 +385,7 @@ class _Attempt:
             env=job.env,
             events=self.events,
             clock=engine.clock,
+            masker=self.masker,
         )
         self.pending_logs: list[LogEntry] = []
         self.progress: Progress | None = None
@@ -414,6 +424,10 @@ class _Attempt:
                 last_flush = now
                 self._flush()
         self._drain(0)
+        outcome = outcome._replace(
+            error=self.masker.optional(outcome.error),
+            errors=tuple(self.masker.text(e) for e in outcome.errors),
+        )
         if outcome.error and outcome.status is not RunStatus.COMPLETED:
             self._engine_log(
                 LogLevel.ERROR, f"attempt {self.number} {outcome.status.value}: {outcome.error}"
@@ -470,9 +484,9 @@ class _Attempt:
                 attempt=self.number,
                 at=self.engine.clock(),
                 level=level,
-                message=message,
+                message=self.masker.text(message),
                 stream="engine",
-                fields=dict(fields),
+                fields=self.masker.value(dict(fields)),
             )
         )
 

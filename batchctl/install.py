@@ -4,9 +4,10 @@ Both ways only *wake* batchctl: cron or a systemd timer starts ``batchctl daemon
 minute, or systemd keeps ``batchctl daemon`` running. batchctl computes every job's ticks
 itself, so neither cron's nor systemd's daylight-saving handling touches a schedule.
 
-crontab: one entry in a marked block of the user's crontab, read with ``crontab -l`` and
-written with ``crontab -`` (``$BATCHCTL_CRONTAB`` names another program with that interface);
-every line outside the block is kept as it is. systemd: ``batchctl.service`` (and
+crontab: one entry in a marked block of the user's crontab per database, read with
+``crontab -l`` and written with ``crontab -`` (``$BATCHCTL_CRONTAB`` names another program with
+that interface); the block's first line names its database, so blocks for several databases
+live side by side, and every line outside them is kept as it is. systemd: ``batchctl.service`` (and
 ``batchctl.timer``) in the system or user unit directory (``$BATCHCTL_SYSTEMD_DIR`` overrides
 both). Every path written is absolute. Nothing here prints: the CLI renders what is returned.
 """
@@ -28,7 +29,9 @@ from batchctl.errors import BatchctlError, UsageError
 
 CRONTAB_ENV = "BATCHCTL_CRONTAB"
 SYSTEMD_DIR_ENV = "BATCHCTL_SYSTEMD_DIR"
-BLOCK_BEGIN = "# >>> batchctl (managed by `batchctl schedule install`) >>>"
+# A block's first line: BLOCK_BEGIN, then " for <database> >>>". Earlier versions wrote
+# BLOCK_BEGIN + " >>>" (one block per crontab); such a block's database is its entry's --db.
+BLOCK_BEGIN = "# >>> batchctl (managed by `batchctl schedule install`)"
 BLOCK_END = "# <<< batchctl <<<"
 CRON_SCHEDULE = "* * * * *"
 SERVICE = "batchctl.service"
@@ -66,11 +69,13 @@ class UnitFile:
 
 @dataclass(frozen=True)
 class CrontabChange:
-    """A crontab before and after; ``block`` is what was installed (None: removed)."""
+    """A crontab before and after; ``block`` is what was installed (None: removed);
+    ``replaced``: whether the crontab had a block for this database."""
 
     before: str
     after: str
     block: str | None
+    replaced: bool = False
 
     @property
     def changed(self) -> bool:
@@ -113,12 +118,12 @@ def make_paths(config: Path, db: str, program: Sequence[str] | None = None) -> P
     """Absolute paths for an installed entry; the cron log goes beside the database as
     ``<database name>-cron.log``."""
     config_path = os.path.abspath(config)
+    db_path = absolute_db(db)
     if "://" in db:  # a database URL: keep it, and log to the default data directory
         from batchctl.locations import default_db_path
 
-        db_path, log_dir, stem = db, str(default_db_path().parent), "batchctl"
+        log_dir, stem = str(default_db_path().parent), "batchctl"
     else:
-        db_path = os.path.abspath(Path(db).expanduser())
         log_dir, stem = os.path.dirname(db_path), Path(db_path).stem
     paths = Paths(
         program=tuple(program) if program else find_program(),
@@ -130,6 +135,21 @@ def make_paths(config: Path, db: str, program: Sequence[str] | None = None) -> P
         if not _CRON_SAFE.fullmatch(value):
             raise UsageError(f"cannot install a path with a line break or NUL: {value!r}")
     return paths
+
+
+def absolute_db(db: str) -> str:
+    """The database as an installed entry names it: a URL as it is, a file's absolute path."""
+    return db if "://" in db else os.path.abspath(Path(db).expanduser())
+
+
+def block_name(db: str) -> str:
+    """How a crontab block names its database: the absolute path, or the URL without its
+    password."""
+    if "://" not in db:
+        return absolute_db(db)
+    from batchctl.store.postgres import redact
+
+    return redact(db)
 
 
 # -- crontab -----------------------------------------------------------------------------------
@@ -147,8 +167,8 @@ def cron_line(paths: Paths) -> str:
 
 
 def crontab_block(paths: Paths) -> str:
-    """The marked block, with its final newline."""
-    return f"{BLOCK_BEGIN}\n{cron_line(paths)}\n{BLOCK_END}\n"
+    """The marked block for the paths' database, with its final newline."""
+    return f"{BLOCK_BEGIN} for {block_name(paths.db)} >>>\n{cron_line(paths)}\n{BLOCK_END}\n"
 
 
 def _is_begin(line: str) -> bool:
@@ -159,32 +179,74 @@ def _is_end(line: str) -> bool:
     return line.strip() == BLOCK_END
 
 
-def merge_crontab(existing: str, block: str | None) -> str:
-    """``existing`` with batchctl's block replaced by ``block`` (in place; appended when there
-    was none), or removed when ``block`` is None. Every other line is kept exactly."""
-    lines = existing.splitlines(keepends=True)
-    kept: list[str] = []
-    position: int | None = None
-    inside = False
-    for number, line in enumerate(lines, start=1):
-        if inside:
-            inside = not _is_end(line)
+def _block_database(lines: list[str]) -> str | None:
+    """The database a block is for: named on its first line, or (a block written before
+    blocks named theirs) the ``--db`` of its entry; None when neither says."""
+    first = lines[0].strip()
+    prefix, suffix = f"{BLOCK_BEGIN} for ", " >>>"
+    if first.startswith(prefix) and first.endswith(suffix):
+        return first[len(prefix) : -len(suffix)]
+    for line in lines[1:-1]:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            words = shlex.split(line.replace("\\%", "%"))
+        except ValueError:
+            continue
+        if "--db" in words[:-1]:
+            return block_name(words[words.index("--db") + 1])
+    return None
+
+
+def _split_blocks(existing: str) -> list[str | list[str]]:
+    """The crontab's lines, each of batchctl's blocks gathered in a list of its lines."""
+    pieces: list[str | list[str]] = []
+    block: list[str] | None = None
+    for number, line in enumerate(existing.splitlines(keepends=True), start=1):
+        if block is not None:
+            block.append(line)
+            if _is_end(line):
+                pieces.append(block)
+                block = None
         elif _is_begin(line):
-            inside = True
-            position = len(kept) if position is None else position
+            block = [line]
         elif _is_end(line):
             raise UsageError(
                 f"the crontab has a `{BLOCK_END}` line without its start (line {number})",
                 hint="fix the crontab with `crontab -e`, then run this again",
             )
         else:
-            kept.append(line)
-    if inside:
+            pieces.append(line)
+    if block is not None:
         raise UsageError(
             "the crontab has batchctl's start line without its end line "
             f"`{BLOCK_END}`, so batchctl cannot tell which lines are its own",
             hint="fix the crontab with `crontab -e`, then run this again",
         )
+    return pieces
+
+
+def _is_for(block: list[str], name: str) -> bool:
+    # A block that names no database at all can only come from an earlier version, when a
+    # crontab had one block: it is taken to be this database's.
+    found = _block_database(block)
+    return found is None or found == name
+
+
+def merge_crontab(existing: str, block: str | None, db: str) -> str:
+    """``existing`` with the block for database ``db`` replaced by ``block`` (in place;
+    appended when there was none), or removed when ``block`` is None. Blocks for other
+    databases and every other line are kept exactly."""
+    name = block_name(db)
+    kept: list[str] = []
+    position: int | None = None
+    for piece in _split_blocks(existing):
+        if isinstance(piece, str):
+            kept.append(piece)
+        elif _is_for(piece, name):
+            position = len(kept) if position is None else position
+        else:
+            kept.extend(piece)
     if kept and not kept[-1].endswith("\n"):
         kept[-1] += "\n"  # crontab refuses a last line without its newline
     if block is not None:
@@ -192,8 +254,10 @@ def merge_crontab(existing: str, block: str | None) -> str:
     return "".join(kept)
 
 
-def has_block(text: str) -> bool:
-    return any(_is_begin(line) for line in text.splitlines())
+def has_block(text: str, db: str) -> bool:
+    """Whether ``text`` has a block for database ``db``."""
+    name = block_name(db)
+    return any(isinstance(p, list) and _is_for(p, name) for p in _split_blocks(text))
 
 
 def crontab_program() -> str:
@@ -242,18 +306,22 @@ def install_crontab(paths: Paths, *, dry_run: bool = False) -> CrontabChange:
     directory; with ``dry_run`` only compute the change. An unchanged crontab is not written."""
     before = read_crontab()
     block = crontab_block(paths)
-    change = CrontabChange(before, merge_crontab(before, block), block)
+    change = CrontabChange(
+        before, merge_crontab(before, block, paths.db), block, has_block(before, paths.db)
+    )
     if not dry_run:
-        Path(paths.log).parent.mkdir(parents=True, exist_ok=True)
+        from batchctl.locations import make_private_dirs
+
+        make_private_dirs(Path(paths.log).parent)  # often the data directory: private
         if change.changed:
             write_crontab(change.after)
     return change
 
 
-def uninstall_crontab(*, dry_run: bool = False) -> CrontabChange:
-    """Remove batchctl's block from the crontab, if it has one."""
+def uninstall_crontab(db: str, *, dry_run: bool = False) -> CrontabChange:
+    """Remove the block for database ``db`` from the crontab, if it has one."""
     before = read_crontab()
-    change = CrontabChange(before, merge_crontab(before, None), None)
+    change = CrontabChange(before, merge_crontab(before, None, db), None, has_block(before, db))
     if change.changed and not dry_run:
         write_crontab(change.after)
     return change

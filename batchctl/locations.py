@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -51,3 +52,27 @@ def find_config(explicit: str | None) -> tuple[Path | None, list[tuple[Path, str
 def resolve_db(explicit: str | None) -> str:
     """The database location: ``--db``, then ``$BATCHCTL_DB``, then the XDG data directory."""
     return explicit or os.environ.get(DB_ENV) or str(default_db_path())
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create the directory ``path`` and its missing parents readable by the user only (0700,
+    or tighter under the umask), as ``mkdir -p -m 700`` would; existing ones keep their mode."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            directory.mkdir(mode=0o700)
+    path.mkdir(exist_ok=True)  # raises as mkdir does when something else is in the way
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty and readable by the user only (0600), unless it exists (its mode
+    is left as it is)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)

@@ -4,17 +4,19 @@ Expressions have 5 fields (minute hour day-of-month month day-of-week), or 6 wit
 field LAST as croniter reads it (``0 0 * * * 30`` fires at 00:00:30); ``@hourly``, ``@daily``,
 ``@weekly``, ``@monthly``, ``@yearly`` (and ``@annually``, ``@midnight``) are accepted.
 
-Daylight-saving time follows Debian cron: a *fixed-time* expression (its minute and hour fields
-do not start with ``*``) whose wall-clock time does not exist that day fires once, right after
-the jump; one whose time happens twice fires only the first time. Other expressions (``*`` or
-``*/n`` in the minute or hour field) fire at every real instant, so an hourly job runs every real
-hour. croniter alone yields a repeated fixed time twice; ``Schedule`` drops the second.
+Daylight-saving time follows Debian cron (cron(8), "Special considerations"): a *fixed-time*
+expression (its minute and hour fields do not start with ``*``) whose wall-clock time is skipped
+by a jump forward fires once, right after the jump; one whose time happens twice fires only the
+first time. The others (``*`` or ``*/n`` at the start of the minute or hour field) follow the
+local clock: no fire for a skipped wall time, one at each pass of a repeated one. A change of
+more than 3 hours is a clock correction, not daylight saving: every job just follows it.
 
 Everything here takes "now" as an argument: no function reads the clock.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -131,7 +133,13 @@ def zone_for(timezone: str | None) -> tzinfo:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A job's cron expression in its time zone."""
+    """A job's cron expression in its time zone.
+
+    Fire times are found on the local wall clock (croniter on naive datetimes) and mapped to
+    real instants segment by segment between the zone's offset changes, which is where Debian
+    cron's rule applies: a wall time skipped by a jump fires at the jump (fixed-time jobs only),
+    a repeated wall time fires once (fixed-time) or at each occurrence (the others).
+    """
 
     expression: str
     zone: tzinfo
@@ -142,42 +150,20 @@ class Schedule:
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after ``moment`` (in the schedule's zone)."""
-        fixed = is_fixed_time(self.expression)
         with _ITERATOR_LOCK:
-            return self._next_after(moment, fixed)
-
-    def _next_after(self, moment: datetime, fixed: bool) -> datetime:
-        times = _iterator(self.expression, self.zone)
-        times.set_current(moment.astimezone(self.zone), force=True)
-        for _ in range(MAX_TICKS_CONSIDERED):
-            candidate: datetime = times.get_next(datetime)
-            # Compare instants, not wall times: datetimes sharing a tzinfo compare by their wall
-            # clock and ignore ``fold``, which would lose the repeated hour at fall-back.
-            if candidate.timestamp() <= moment.timestamp():
-                continue  # never step backwards, whatever the library does around a transition
-            if fixed and _is_repeat(candidate, self.zone):
-                continue
-            return candidate
-        raise RuntimeError(f"no fire time found after {moment} for {self.expression!r}")
+            return self._first(moment.astimezone(UTC)).astimezone(self.zone)
 
     def previous(self, until: datetime, *, after: datetime, count: int) -> list[datetime]:
         """Up to ``count`` fire times in (after, until], the newest ones, oldest first."""
-        fixed = is_fixed_time(self.expression)
         found: list[datetime] = []
+        moment, floor = until.astimezone(UTC), after.astimezone(UTC)
         with _ITERATOR_LOCK:
-            times = _iterator(self.expression, self.zone)
-            # croniter steps back from a whole second strictly before its start: start just
-            # past ``until`` and drop what lies beyond it.
-            times.set_current((until + timedelta(seconds=1)).astimezone(self.zone), force=True)
-            for _ in range(count + MAX_TICKS_CONSIDERED):
-                candidate: datetime = times.get_prev(datetime)
-                if candidate.timestamp() <= after.timestamp() or len(found) == count:
+            while len(found) < count:
+                candidate = self._last(moment)
+                if candidate <= floor:
                     break
-                if candidate.timestamp() > until.timestamp():
-                    continue
-                if fixed and _is_repeat(candidate, self.zone):
-                    continue
-                found.append(candidate)
+                found.append(candidate.astimezone(self.zone))
+                moment = candidate - _TINY
         return found[::-1]
 
     def fire_times(self, after: datetime, until: datetime) -> Iterator[datetime]:
@@ -197,23 +183,141 @@ class Schedule:
             times.append(moment)
         return times
 
+    # --- the wall clock and the zone's offset changes (all instants here are UTC) ------------
+    def _first(self, moment: datetime) -> datetime:
+        """The first fire instant strictly after ``moment``."""
+        walls = _Walls(self.expression)
+        fixed = is_fixed_time(self.expression)
+        start, inclusive = moment, False
+        for _ in range(_MAX_SEGMENTS):
+            offset = self._offset(start)
+            wall = walls.after(_wall(start, offset), inclusive=inclusive)
+            floor = self._repeat_floor(start) if fixed else None
+            if floor is not None and wall < floor:
+                wall = walls.after(floor, inclusive=True)  # a fixed time fires at its first pass
+            instant = _instant(wall, offset)
+            change = self._change_between(start, instant)
+            if change is None:
+                return instant
+            # Nothing matched before the change; the jump itself fires a skipped fixed time.
+            if fixed and self._skips_a_match(walls, change, offset):
+                return change
+            start, inclusive = change, True
+        raise RuntimeError(f"no fire time found after {moment} for {self.expression!r}")
 
+    def _last(self, moment: datetime) -> datetime:
+        """The last fire instant at or before ``moment``."""
+        walls = _Walls(self.expression)
+        fixed = is_fixed_time(self.expression)
+        end = moment
+        for _ in range(_MAX_SEGMENTS):
+            offset = self._offset(end)
+            wall = walls.before(_wall(end, offset))
+            instant = _instant(wall, offset)
+            change = self._change_between(instant, end)
+            if change is None:
+                floor = self._repeat_floor(instant) if fixed else None
+                if floor is not None and wall < floor:
+                    end = instant - _TINY  # the second pass of a fixed time: not a fire
+                    continue
+                return instant
+            before = self._offset(change - _TINY)
+            if fixed and self._skips_a_match(walls, change, before):
+                return change
+            end = change - _TINY
+        raise RuntimeError(f"no fire time found before {moment} for {self.expression!r}")
+
+    def _offset(self, instant: datetime) -> timedelta:
+        offset = instant.astimezone(self.zone).utcoffset()
+        return offset if offset is not None else timedelta(0)
+
+    def _change(self, low: datetime, high: datetime) -> datetime | None:
+        """The instant in (low, high] where the offset changes, if it does (at most once in a
+        window shorter than the months between changes). Offsets change on whole seconds."""
+        if low >= high or self._offset(low) == self._offset(high):
+            return None
+        lower, upper = low.timestamp(), high.timestamp()
+        before = self._offset(low)
+        while upper - lower > 1:
+            middle = (lower + upper) / 2
+            if self._offset(datetime.fromtimestamp(middle, UTC)) == before:
+                lower = middle
+            else:
+                upper = middle
+        return datetime.fromtimestamp(math.floor(lower) + 1, UTC)
+
+    def _change_between(self, low: datetime, high: datetime) -> datetime | None:
+        """An offset change in (low, high] that matters: one within the DST window of either
+        end, or any when the ends' offsets differ. Changes far from both ends that cancel out
+        (a yearly job over a summer) move no fire time: the wall clock between them matched
+        nothing on either side of them."""
+        near_low = self._change(low, min(high, low + _SHIFT_LIMIT))
+        if near_low is not None:
+            return near_low
+        near_high = self._change(max(low, high - _SHIFT_LIMIT), high)
+        if near_high is not None:
+            return near_high
+        return self._change(low, high)  # the ends differ: a change between them moved the wall
+
+    def _repeat_floor(self, instant: datetime) -> datetime | None:
+        """When ``instant`` follows a fall-back (of at most the shift limit), the wall time the
+        clock had reached before it: earlier wall times are passing for the second time."""
+        change = self._change(instant - _SHIFT_LIMIT, instant)
+        if change is None:
+            return None
+        before, after = self._offset(change - _TINY), self._offset(change)
+        if not timedelta(0) < before - after <= _SHIFT_LIMIT:
+            return None
+        return _wall(change, before)
+
+    def _skips_a_match(self, walls: _Walls, change: datetime, before: timedelta) -> bool:
+        """Whether the jump forward at ``change`` skips a wall time the expression names."""
+        after = self._offset(change)
+        if not timedelta(0) < after - before <= _SHIFT_LIMIT:
+            return False  # a fall-back, or a correction too large to be daylight saving
+        return walls.after(_wall(change, before), inclusive=True) < _wall(change, after)
+
+
+# Debian cron treats a change of more than 3 hours as a clock correction, not daylight saving.
+_SHIFT_LIMIT = timedelta(hours=3)
+_MAX_SEGMENTS = 16  # offset changes crossed while looking for one fire time
+_TINY = timedelta(microseconds=1)
 _ITERATOR_LOCK = threading.Lock()
 
 
+def _wall(instant: datetime, offset: timedelta) -> datetime:
+    """The naive wall-clock time of a UTC ``instant`` at ``offset``."""
+    return (instant + offset).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, offset: timedelta) -> datetime:
+    return (wall - offset).replace(tzinfo=UTC)
+
+
+class _Walls:
+    """The expression's matching wall-clock times (naive datetimes)."""
+
+    def __init__(self, expression: str) -> None:
+        self.times = _iterator(expression)
+
+    def after(self, wall: datetime, *, inclusive: bool) -> datetime:
+        self.times.set_current(wall - _TINY if inclusive else wall, force=True)
+        found: datetime = self.times.get_next(datetime)
+        return found
+
+    def before(self, wall: datetime) -> datetime:
+        """The last matching wall time at or before ``wall``."""
+        self.times.set_current(wall + _TINY, force=True)
+        found: datetime = self.times.get_prev(datetime)
+        return found
+
+
 @cache
-def _iterator(expression: str, zone: tzinfo) -> Any:
-    """One croniter per expression and zone: parsing costs ~0.7 ms, moving it costs ~35 µs."""
+def _iterator(expression: str) -> Any:
+    """One croniter per expression: parsing costs ~0.7 ms, moving it costs ~35 µs."""
     from croniter import croniter
 
-    return croniter(expression, datetime.now(zone))
-
-
-def _is_repeat(moment: datetime, zone: tzinfo) -> bool:
-    """True for the second occurrence of a wall-clock time repeated when clocks go back."""
-    wall = moment.replace(tzinfo=None)
-    first = wall.replace(tzinfo=zone, fold=0)
-    return first.astimezone(UTC) < moment.astimezone(UTC)
+    return croniter(expression, datetime(2000, 1, 1))
 
 
 @dataclass(frozen=True)
@@ -242,23 +346,21 @@ def plan_ticks(
     ``max_catchup`` (the newest ones). A tick older than ``starting_deadline`` seconds is
     missed whatever the policy.
     """
+
     # Count back from now: after a downtime of any length the newest ticks are found at once;
     # the older, missed ones are listed up to MAX_TICKS_CONSIDERED.
-    newest = schedule.previous(
-        now, after=cursor, count=max(1, max_catchup) if catchup == "all" else 1
-    )
+    # In UTC: arithmetic and comparisons on datetimes in the job's zone go by the wall clock,
+    # which a DST change makes jump or repeat.
+    def previous(until: datetime, count: int) -> list[datetime]:
+        return [t.astimezone(UTC) for t in schedule.previous(until, after=cursor, count=count)]
+
+    newest = previous(now, max(1, max_catchup) if catchup == "all" else 1)
     if not newest:
         return TickPlan([], [], None)
-    older = schedule.previous(
-        newest[0] - timedelta(microseconds=1), after=cursor, count=MAX_TICKS_CONSIDERED
-    )
+    older = previous(newest[0] - timedelta(microseconds=1), MAX_TICKS_CONSIDERED)
     more = 0
     if len(older) == MAX_TICKS_CONSIDERED:  # count the rest (to a cap), without listing them
-        more = len(
-            schedule.previous(
-                older[0] - timedelta(microseconds=1), after=cursor, count=MAX_MISSED_COUNTED
-            )
-        )
+        more = len(previous(older[0] - timedelta(microseconds=1), MAX_MISSED_COUNTED))
     fire, missed = newest, older
     if catchup == "none" and now - newest[-1] > timedelta(seconds=ON_TIME_S):
         fire, missed = [], older + newest

@@ -41,8 +41,16 @@ FAKE_SYSTEMCTL = """#!/bin/sh
 if [ -f "$BATCHCTL_SYSTEMD_DIR/batchctl.service" ]; then state=present; else state=absent; fi
 echo "$* ($state)" >> "$FAKE_SYSTEMCTL_LOG"
 """
-BEGIN = "# >>> batchctl (managed by `batchctl schedule install`) >>>"
+MARK = "# >>> batchctl (managed by `batchctl schedule install`)"
+OLD_BEGIN = f"{MARK} >>>"  # before blocks named their database: one block per crontab
 END = "# <<< batchctl <<<"
+
+
+def begin(db: Path | str) -> str:
+    """The first line of the block for database ``db``."""
+    return f"{MARK} for {db} >>>"
+
+
 PROGRAM = str(BIN_DIR / "batchctl")
 
 
@@ -83,12 +91,12 @@ def _writes(crontab: Path) -> int:
 
 
 def _entry(text: str) -> str:
-    """The one line inside batchctl's block."""
+    """The one line inside batchctl's one block."""
     lines = text.splitlines()
-    assert lines.count(BEGIN) == 1 and lines.count(END) == 1
-    start = lines.index(BEGIN)
-    assert lines[start + 2] == END
-    return lines[start + 1]
+    starts = [n for n, line in enumerate(lines) if line.startswith(MARK)]
+    assert len(starts) == 1 and lines.count(END) == 1
+    assert lines[starts[0] + 2] == END
+    return lines[starts[0] + 1]
 
 
 def _as_cron_runs_it(entry: str) -> list[str]:
@@ -128,6 +136,7 @@ def test_install_is_crontab_by_default_with_absolute_paths_and_daemon_once(
         "2>&1",
     ]
     assert log.parent.is_dir()  # cron cannot append to a file in a missing directory
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700  # made for the database: private
     assert "entry added" in result.stdout and str(log) in result.stdout
 
 
@@ -151,16 +160,16 @@ def test_install_keeps_every_other_line_exactly(ws: Workspace, cli, crontab: Pat
     assert cli("schedule", "install").exit_code == 0
     after = crontab.read_text()
     assert after.startswith(original)
-    assert after[len(original) :].splitlines()[0] == BEGIN
+    assert after[len(original) :].splitlines()[0] == begin(ws.db)
     assert cli("schedule", "uninstall").exit_code == 0
     assert crontab.read_text() == original
 
 
-def test_a_last_line_without_newline_gets_one(cli, crontab: Path) -> None:
+def test_a_last_line_without_newline_gets_one(ws: Workspace, cli, crontab: Path) -> None:
     crontab.write_text("0 1 * * * echo no-newline")
     assert cli("schedule", "install").exit_code == 0
     lines = crontab.read_text().splitlines()
-    assert lines[0] == "0 1 * * * echo no-newline" and lines[1] == BEGIN
+    assert lines[0] == "0 1 * * * echo no-newline" and lines[1] == begin(ws.db)
     assert crontab.read_text().endswith("\n")
 
 
@@ -168,12 +177,100 @@ def test_install_twice_leaves_one_block_updated_in_place(ws: Workspace, cli, cro
     crontab.write_text("0 1 * * * first\n")
     assert cli("schedule", "install").exit_code == 0
     crontab.write_text(crontab.read_text() + "0 2 * * * added-after\n")
-    result = cli("--db", "other.db", "schedule", "install")
+    (ws.root / "other.toml").write_text(CONFIG)
+    result = cli("--config", "other.toml", "schedule", "install")
     assert result.exit_code == 0 and "entry updated" in result.stdout
     lines = crontab.read_text().splitlines()
-    assert lines[0] == "0 1 * * * first" and lines[1] == BEGIN and lines[3] == END
+    assert lines[0] == "0 1 * * * first" and lines[1] == begin(ws.db) and lines[3] == END
     assert lines[4] == "0 2 * * * added-after" and len(lines) == 5
-    assert str(ws.root / "other.db") in _as_cron_runs_it(lines[2])
+    assert str(ws.root / "other.toml") in _as_cron_runs_it(lines[2])
+
+
+def _blocks(text: str) -> dict[str, list[str]]:
+    """Each block's database (from its first line) and the argv of its entry."""
+    lines = text.splitlines()
+    return {
+        line[len(MARK) + len(" for ") : -len(" >>>")]: _as_cron_runs_it(lines[n + 1])
+        for n, line in enumerate(lines)
+        if line.startswith(f"{MARK} for ")
+    }
+
+
+def test_installs_for_two_databases_live_side_by_side(ws: Workspace, cli, crontab: Path):
+    other = ws.root / "other.db"
+    assert cli("schedule", "install").exit_code == 0
+    result = cli("--db", str(other), "schedule", "install")
+    assert result.exit_code == 0 and "entry added" in result.stdout
+    blocks = _blocks(crontab.read_text())
+    assert list(blocks) == [str(ws.db), str(other)]
+    assert blocks[str(ws.db)][4] == str(ws.db) and blocks[str(other)][4] == str(other)
+    assert crontab.read_text().splitlines().count(END) == 2
+
+
+def test_installing_again_updates_only_that_databases_block(ws: Workspace, cli, crontab: Path):
+    other = ws.root / "other.db"
+    assert cli("schedule", "install").exit_code == 0
+    assert cli("--db", str(other), "schedule", "install").exit_code == 0
+    (ws.root / "other.toml").write_text(CONFIG)
+    result = cli("--config", "other.toml", "--db", str(other), "schedule", "install")
+    assert result.exit_code == 0 and "entry updated" in result.stdout
+    blocks = _blocks(crontab.read_text())
+    assert list(blocks) == [str(ws.db), str(other)]
+    assert blocks[str(ws.db)][2] == str(ws.config)
+    assert blocks[str(other)][2] == str(ws.root / "other.toml")
+
+
+def test_uninstall_removes_only_this_databases_block(ws: Workspace, cli, crontab: Path):
+    other = ws.root / "other.db"
+    crontab.write_text("0 1 * * * mine\n")
+    assert cli("schedule", "install").exit_code == 0
+    assert cli("--db", str(other), "schedule", "install").exit_code == 0
+    with_both = crontab.read_text()
+    result = cli("--db", str(other), "schedule", "uninstall")
+    assert result.exit_code == 0 and "removed" in result.stdout
+    assert list(_blocks(crontab.read_text())) == [str(ws.db)]
+    assert crontab.read_text() == with_both.split(begin(other))[0]
+    again = cli("--db", str(other), "schedule", "uninstall")
+    assert again.exit_code == 0 and "nothing to remove" in again.stdout
+    assert cli("schedule", "uninstall").exit_code == 0
+    assert crontab.read_text() == "0 1 * * * mine\n"
+
+
+def _old_block(ws: Workspace, db: Path) -> str:
+    """A block as batchctl wrote it before blocks named their database."""
+    command = f"{PROGRAM} --config {ws.config} --db {db} daemon --once"
+    return f"{OLD_BEGIN}\n* * * * * {command} >> {db.with_suffix('')}-cron.log 2>&1\n{END}\n"
+
+
+def test_an_old_block_for_this_database_is_updated_in_place(ws: Workspace, cli, crontab: Path):
+    crontab.write_text("0 1 * * * first\n" + _old_block(ws, ws.db) + "0 2 * * * last\n")
+    result = cli("schedule", "install")
+    assert result.exit_code == 0 and "entry updated" in result.stdout
+    lines = crontab.read_text().splitlines()
+    assert lines[0] == "0 1 * * * first" and lines[1] == begin(ws.db)
+    assert lines[3] == END and lines[4] == "0 2 * * * last" and len(lines) == 5
+
+
+def test_an_old_block_for_another_database_is_kept_and_found_by_its_uninstall(
+    ws: Workspace, cli, crontab: Path
+) -> None:
+    other = ws.root / "other.db"
+    old = _old_block(ws, other)
+    crontab.write_text(old)
+    assert cli("schedule", "install").exit_code == 0
+    assert crontab.read_text().startswith(old)
+    assert list(_blocks(crontab.read_text())) == [str(ws.db)]
+    assert cli("--db", str(other), "schedule", "uninstall").exit_code == 0
+    assert OLD_BEGIN not in crontab.read_text()
+    assert list(_blocks(crontab.read_text())) == [str(ws.db)]
+
+
+def test_a_database_url_names_its_block_without_the_password(cli, crontab: Path) -> None:
+    url = "postgresql://jobs:s3cret-pw@db.example:5432/batchctl"
+    result = cli("--db", url, "schedule", "install", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first == begin("postgresql://jobs@db.example:5432/batchctl")
 
 
 def test_reinstalling_the_same_entry_does_not_rewrite_the_crontab(cli, crontab: Path) -> None:
@@ -200,10 +297,10 @@ def test_uninstall_without_a_block_changes_nothing(cli, crontab: Path) -> None:
     assert crontab.read_text() == "0 1 * * * mine\n" and _writes(crontab) == 0
 
 
-def test_an_empty_crontab_works(cli, crontab: Path) -> None:
+def test_an_empty_crontab_works(ws: Workspace, cli, crontab: Path) -> None:
     assert not crontab.exists()  # `crontab -l` says "no crontab for tester" and exits 1
     assert cli("schedule", "install").exit_code == 0
-    assert crontab.read_text().splitlines()[0] == BEGIN
+    assert crontab.read_text().splitlines()[0] == begin(ws.db)
     assert len(crontab.read_text().splitlines()) == 3
     assert cli("schedule", "uninstall").exit_code == 0
     assert crontab.read_text() == ""
@@ -215,7 +312,8 @@ def test_crontab_dry_run_prints_the_block_and_writes_nothing(
     crontab.write_text("0 1 * * * mine\n")
     result = cli("--db", "new/x.db", "schedule", "install", "--dry-run")
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[0] == BEGIN and "daemon --once" in result.stdout
+    assert result.stdout.splitlines()[0] == begin(ws.root / "new" / "x.db")
+    assert "daemon --once" in result.stdout
     assert "dry run" in result.stderr
     assert crontab.read_text() == "0 1 * * * mine\n" and _writes(crontab) == 0
     assert not (ws.root / "new").exists()
@@ -268,7 +366,7 @@ def test_a_failing_crontab_is_reported(
 
 
 def test_a_block_without_its_end_is_refused_untouched(cli, crontab: Path) -> None:
-    text = f"0 1 * * * mine\n{BEGIN}\n* * * * * something\n"
+    text = f"0 1 * * * mine\n{OLD_BEGIN}\n* * * * * something\n"
     crontab.write_text(text)
     for command in ("install", "uninstall"):
         result = cli("schedule", command)
@@ -289,7 +387,7 @@ def test_crontab_install_json(ws: Workspace, cli) -> None:
     data = result.json()
     assert data["mode"] == "crontab" and data["installed"] == ["crontab"]
     assert (data["dry_run"], data["changed"], data["commands"]) == (False, True, [])
-    assert data["files"][0]["content"].startswith(BEGIN)
+    assert data["files"][0]["content"].startswith(begin(ws.db))
     again = cli("schedule", "uninstall", "--json").json()
     assert again == {
         "mode": "crontab",

@@ -358,6 +358,214 @@ def test_next_fire_time_strictly_increases_and_never_spins_around_transitions() 
     assert checked > 7_000
 
 
+# --- the DST table: five zones x fixed and wildcard expressions x both transitions of 2026 -------
+#
+# The expected fire times come from a reference written from cron(8)'s text alone, independent of
+# croniter and of ``Schedule``: walk the real minutes one by one, read the local wall clock, and
+# - a wildcard job (minute or hour field starting with ``*``) fires whenever the wall clock
+#   matches: never for a wall time the clock skipped, at both passes of a repeated one;
+# - a fixed-time job fires when the wall clock matches for the first time (a repeated wall time is
+#   not re-run), and once right after a jump forward of at most 3 hours that skipped a match.
+
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+def _field_values(field: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        if span == "*":
+            first, last = low, high
+        elif "-" in span:
+            first, last = (int(v) for v in span.split("-"))
+        else:
+            first = last = int(span)
+        values.update(range(first, last + 1, int(step) if step else 1))
+    return values
+
+
+def _cron_matches(expression: str, wall: datetime) -> bool:
+    minute, hour, day, month, weekday = (
+        _field_values(field, *limits)
+        for field, limits in zip(expression.split(), _CRON_RANGES, strict=True)
+    )
+    cron_weekday = (wall.weekday() + 1) % 7  # cron: 0 (and 7) is Sunday
+    return (
+        wall.minute in minute
+        and wall.hour in hour
+        and wall.day in day
+        and wall.month in month
+        and (cron_weekday in weekday or (cron_weekday == 0 and 7 in weekday))
+    )
+
+
+def debian_cron_fires(
+    expression: str, zone_name: str, after: datetime, until: datetime
+) -> list[datetime]:
+    """Fire times in (after, until] by cron(8)'s rule, found minute by minute."""
+    zone = ZoneInfo(zone_name)
+    minute, hour = expression.split()[:2]
+    fixed = not minute.startswith("*") and not hour.startswith("*")
+    fired: list[datetime] = []
+    previous_wall = highest = after.astimezone(zone).replace(tzinfo=None)
+    moment = after + timedelta(minutes=1)
+    while moment <= until:
+        wall = moment.astimezone(zone).replace(tzinfo=None)
+        skipped = []
+        if timedelta(minutes=1) < wall - previous_wall <= timedelta(hours=3, minutes=1):
+            skipped = [
+                previous_wall + timedelta(minutes=n)
+                for n in range(1, (wall - previous_wall) // timedelta(minutes=1))
+            ]
+        jumped = fixed and any(_cron_matches(expression, s) for s in skipped)
+        first_pass = wall > highest
+        if jumped or (_cron_matches(expression, wall) and (first_pass or not fixed)):
+            fired.append(moment)
+        highest = max(highest, wall)
+        previous_wall = wall
+        moment += timedelta(minutes=1)
+    return fired
+
+
+DST_TABLE_ZONES = (
+    "Europe/Berlin",
+    "Europe/London",
+    "America/New_York",
+    "America/Santiago",
+    "Australia/Lord_Howe",  # a 30-minute shift
+)
+DST_TABLE_FIXED = (
+    "30 2 * * *",
+    "0 2 * * *",
+    "45 1 * * *",
+    "15 2 * * *",
+    "15,45 0-3 * * *",
+    "0 0 * * *",
+    "30 23 * * *",
+    "0 1 * * 0",
+)
+DST_TABLE_WILDCARD = (
+    "*/30 2 * * *",
+    "0 */2 * * *",
+    "0 * * * *",
+    "*/15 * * * *",
+    "* 2 * * *",
+    "*/30 1 * * *",
+    "*/20 0 * * *",
+    "*/30 23 * * *",
+    "45 * * * *",
+)
+DST_TABLE = [
+    pytest.param(zone, which, expression, id=f"{zone}-{which}-{expression}")
+    for zone in DST_TABLE_ZONES
+    for which in ("spring", "fall")
+    for expression in DST_TABLE_FIXED + DST_TABLE_WILDCARD
+]
+
+
+def _transition(zone_name: str, which: str) -> datetime:
+    """The 2026 instant where ``zone_name`` springs forward or falls back."""
+    zone = ZoneInfo(zone_name)
+    for moment in _transitions(zone_name, 2026):
+        before = (moment - timedelta(seconds=1)).astimezone(zone).utcoffset()
+        after = moment.astimezone(zone).utcoffset()
+        assert before is not None and after is not None
+        if (after > before) == (which == "spring"):
+            return moment
+    raise AssertionError(f"no {which} transition in {zone_name}")
+
+
+def test_the_reference_rule_gives_the_issue_examples() -> None:
+    """The reference itself, checked against times worked out by hand for Berlin's 2026 spring
+    forward (02:00 CET -> 03:00 CEST at 01:00Z) and Lord Howe's 30-minute fall-back."""
+    day = (utc(2026, 3, 28, 12), utc(2026, 3, 29, 12))
+    assert debian_cron_fires("*/30 2 * * *", "Europe/Berlin", *day) == []
+    assert debian_cron_fires("0 */2 * * *", "Europe/Berlin", *day) == [
+        utc(2026, 3, 28, 13),  # 14:00 CET
+        utc(2026, 3, 28, 15),
+        utc(2026, 3, 28, 17),
+        utc(2026, 3, 28, 19),
+        utc(2026, 3, 28, 21),
+        utc(2026, 3, 28, 23),  # 00:00 CET; 02:00 does not exist
+        utc(2026, 3, 29, 2),  # 04:00 CEST
+        utc(2026, 3, 29, 4),
+        utc(2026, 3, 29, 6),
+        utc(2026, 3, 29, 8),
+        utc(2026, 3, 29, 10),
+        utc(2026, 3, 29, 12),  # 14:00 CEST
+    ]
+    assert debian_cron_fires("15,45 0-3 * * *", "Europe/Berlin", *day) == [
+        utc(2026, 3, 28, 23, 15),
+        utc(2026, 3, 28, 23, 45),
+        utc(2026, 3, 29, 0, 15),
+        utc(2026, 3, 29, 0, 45),
+        utc(2026, 3, 29, 1),  # 02:15 and 02:45 were skipped: once, right after the jump
+        utc(2026, 3, 29, 1, 15),
+        utc(2026, 3, 29, 1, 45),
+    ]
+    # Lord Howe 2026-04-05: 02:00 (+11) -> 01:30 (+10:30) at 15:00Z on 04-04.
+    night = (utc(2026, 4, 4, 12), utc(2026, 4, 4, 18))
+    assert debian_cron_fires("45 1 * * *", "Australia/Lord_Howe", *night) == [
+        utc(2026, 4, 4, 14, 45)
+    ]
+    assert debian_cron_fires("*/30 1 * * *", "Australia/Lord_Howe", *night) == [
+        utc(2026, 4, 4, 14),
+        utc(2026, 4, 4, 14, 30),
+        utc(2026, 4, 4, 15),  # 01:30 again
+    ]
+
+
+def test_the_issue_examples_fire_at_the_new_local_time_only() -> None:
+    after, until = utc(2026, 3, 28, 21), utc(2026, 3, 29, 3)
+    assert fires("*/30 2 * * *", "Europe/Berlin", after, until) == []
+    assert fires("0 */2 * * *", "Europe/Berlin", after, until) == [
+        utc(2026, 3, 28, 23),
+        utc(2026, 3, 29, 2),
+    ]
+
+
+@pytest.mark.parametrize(("zone", "which", "expression"), DST_TABLE)
+def test_fire_times_across_dst_follow_the_reference_rule(
+    zone: str, which: str, expression: str
+) -> None:
+    transition = _transition(zone, which)
+    after, until = transition - timedelta(hours=12), transition + timedelta(hours=12)
+    expected = debian_cron_fires(expression, zone, after, until)
+    schedule = Schedule.of(expression, zone)
+    assert [t.astimezone(UTC) for t in schedule.fire_times(after, until)] == expected
+    # Counting back (as catch-up does) finds the same ticks.
+    back = schedule.previous(until, after=after, count=10_000)
+    assert [t.astimezone(UTC) for t in back] == expected
+
+
+def test_the_dst_table_exercises_both_sides_of_the_rule() -> None:
+    """The table is not vacuous: across it, fixed jobs fire at jumps and wildcard jobs both skip
+    hours and fire twice in a repeated one."""
+    jump_fires = twice = skipped = 0
+    for zone in DST_TABLE_ZONES:
+        for which in ("spring", "fall"):
+            transition = _transition(zone, which)
+            window = (transition - timedelta(hours=12), transition + timedelta(hours=12))
+            for expression in DST_TABLE_FIXED:
+                jump_fires += transition in debian_cron_fires(expression, zone, *window)
+            for expression in DST_TABLE_WILDCARD:
+                found = debian_cron_fires(expression, zone, *window)
+                walls = [t.astimezone(ZoneInfo(zone)).replace(tzinfo=None) for t in found]
+                twice += len(walls) != len(set(walls))
+                skipped += which == "spring" and len(found) < len(
+                    [
+                        w
+                        for w in (
+                            window[0].astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+                            + timedelta(minutes=n)
+                            for n in range(1, 24 * 60 + 1)
+                        )
+                        if _cron_matches(expression, w)
+                    ]
+                )
+    assert jump_fires >= 10 and twice >= 10 and skipped >= 10
+
+
 def test_schedule_list_shows_the_repeated_hour_of_an_hourly_job(ws: Workspace, cli: Any) -> None:
     ws.write_config(
         """
@@ -400,9 +608,9 @@ def test_schedule_list_shows_the_zone_and_utc(ws: Workspace, cli: Any) -> None:
     [row] = summer.json()
     assert row["timezone"] == "America/New_York"
     assert row["next"] == ["2025-07-01T09:00:00-04:00", "2025-07-02T09:00:00-04:00"]
-    assert row["next_utc"][0] == "2025-07-01T13:00:00.000000+00:00"
+    assert row["next_utc"][0] == "2025-07-01T13:00:00+00:00"
     winter = cli("schedule", "list", "--at", "2025-01-15T00:00:00+00:00", "--json")
-    assert winter.json()[0]["next_utc"][0] == "2025-01-15T14:00:00.000000+00:00"
+    assert winter.json()[0]["next_utc"][0] == "2025-01-15T14:00:00+00:00"
     table = cli("schedule", "list", "--at", "2025-07-01T00:00:00Z")
     assert table.exit_code == 0
     assert "2025-07-01 09:00:00" in table.stdout and "2025-07-01 13:00:00Z" in table.stdout
@@ -923,6 +1131,44 @@ def test_daemon_catchup_all_over_the_fall_back_fires_the_repeated_hour(ws: Works
     clock.set(2, 10)
     passes_until_idle(ws, clock)
     assert [r["scheduled_for"] for r in runs(ws)] == [iso(clock.at(h)) for h in (0, 1, 2)]
+
+
+DST_DAEMON_JOBS = {
+    "fixed": "30 2 * * *",
+    "fixed-list": "15,45 2 * * *",
+    "wild-minute": "*/30 2 * * *",
+    "wild-hour": "0 */2 * * *",
+}
+
+
+@pytest.mark.parametrize("which", ["spring", "fall"])
+def test_daemon_across_dst_fires_the_reference_ticks_and_warns_of_none_missed(
+    ws: Workspace, which: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs = "".join(
+        f"""
+        [jobs.{name}]
+        kind = "command"
+        command = "true"
+        schedule = "{expression}"
+        timezone = "Europe/Berlin"
+        """
+        for name, expression in DST_DAEMON_JOBS.items()
+    )
+    ws.write_config("[daemon]\nmax_workers = 4\n" + jobs)
+    transition = _transition("Europe/Berlin", which)
+    clock = FakeClock(transition)
+    clock.set(-3, 0, 5)  # first sight
+    once(ws, clock)
+    with caplog.at_level(logging.WARNING, logger="batchctl.daemon"):
+        for minutes in range(10, 4 * 60, 10):  # a pass every ten minutes, for four hours
+            clock.set(-3, minutes, 5)
+            once(ws, clock)
+    assert "missed" not in caplog.text
+    assert ws.sql("SELECT count(*) FROM ticks WHERE status != 'fired'") == [(0,)]
+    for name, expression in DST_DAEMON_JOBS.items():
+        expected = debian_cron_fires(expression, "Europe/Berlin", clock.at(-3), clock.now)
+        assert [r["scheduled_for"] for r in runs(ws, name)] == [iso(t) for t in expected], name
 
 
 def test_each_scope_has_its_own_tick(ws: Workspace, clock: FakeClock) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from batchctl.locations import make_private_dirs
 from batchctl.records import RequestRow
 
 FILES_ENV = "BATCHCTL_FILES"
@@ -64,7 +65,7 @@ class PartWriter:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(directory)
         self.handles: dict[int, IO[bytes]] = {}
         self.sizes: dict[int, int] = {}
         self.custom_ids: list[str] = []

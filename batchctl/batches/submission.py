@@ -26,6 +26,7 @@ from batchctl.batches.results import MergedWriter, read_results
 from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
 from batchctl.errors import ExitCode, NotFoundError, UsageError
+from batchctl.locations import make_private_dirs
 from batchctl.owners import is_dead, this_process
 from batchctl.records import (
     Part,
@@ -256,7 +257,7 @@ class Batches:
         batch = self.provider.get_batch(batch_id)
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(directory)
         downloaded = directory / "input.jsonl"
         self.provider.download(batch.input_file_id, downloaded)
         writer = local.PartWriter(directory)

@@ -55,7 +55,8 @@ def install(
     """Make batchctl run on its own, with the absolute paths of this config and database.
 
     --crontab (the default): one entry in your crontab that runs `batchctl daemon --once` every
-    minute, in a marked block; the rest of the crontab is kept as it is. --systemd: a
+    minute, in a block marked with the database (one block per database); the rest of the
+    crontab is kept as it is. --systemd: a
     `batchctl.service` that runs `batchctl daemon`, or with --timer a oneshot service and a
     `batchctl.timer` every minute. Installing again updates what was installed.
     """
@@ -100,8 +101,9 @@ def uninstall(
     dry_run: DryRunOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Remove what `schedule install` installed: batchctl's crontab block (the default) or its
-    systemd unit files. Nothing else is touched; nothing to remove is not an error."""
+    """Remove what `schedule install` installed: batchctl's crontab block for this database
+    (the default) or its systemd unit files. Nothing else is touched; nothing to remove is not
+    an error."""
     from batchctl import install as core
     from batchctl.errors import UsageError
 
@@ -109,7 +111,10 @@ def uninstall(
     if not use_systemd:
         if disable:
             raise UsageError("--disable goes with --systemd")
-        _report_crontab_uninstall(core.uninstall_crontab(dry_run=dry_run), dry_run, json_output)
+        from batchctl.locations import resolve_db
+
+        removal = core.uninstall_crontab(resolve_db(session.current.db), dry_run=dry_run)
+        _report_crontab_uninstall(removal, dry_run, json_output)
         return
     planned = core.uninstall_systemd(user=user, dry_run=True)
     ran = disable and not dry_run and bool(planned.commands)
@@ -147,8 +152,6 @@ def _payload(mode: str, dry_run: bool, changed: bool, **fields: Any) -> dict[str
 def _report_crontab_install(
     paths: Paths, change: CrontabChange, dry_run: bool, json_output: bool
 ) -> None:
-    from batchctl.install import has_block
-
     block = change.block or ""
     hints = [f"cron output (stdout and stderr) is appended to {paths.log}"]
     if json_output:
@@ -170,10 +173,7 @@ def _report_crontab_install(
         render.note("dry run: nothing was changed; the crontab would get this block:")
         render.out(block.rstrip("\n"))
         return
-    if not change.changed:
-        verb = "is up to date"
-    else:
-        verb = "updated" if has_block(change.before) else "added"
+    verb = "is up to date" if not change.changed else "updated" if change.replaced else "added"
     render.out(f"crontab: batchctl's entry {verb}; it runs `batchctl daemon --once` every minute")
     render.out(f"  {block.splitlines()[1]}")
     render.out(hints[0])
@@ -187,11 +187,11 @@ def _report_crontab_uninstall(change: CrontabChange, dry_run: bool, json_output:
         )
         return
     if not change.changed:
-        render.out("crontab: no batchctl entry; nothing to remove")
+        render.out("crontab: no batchctl entry for this database; nothing to remove")
     elif dry_run:
         render.out("crontab: would remove batchctl's entry (dry run: nothing was changed)")
     else:
-        render.out("crontab: removed batchctl's entry")
+        render.out("crontab: removed batchctl's entry for this database")
 
 
 # -- systemd -----------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ def schedule_list(
     json_output: JsonOption = False,
 ) -> None:
     """Each scheduled job's next fire times (in its zone and UTC), its last fire and outcome."""
-    from batchctl.records import to_iso
     from batchctl.schedule import Schedule, describe
 
     now = _instant(at) if at else datetime.now(UTC)
@@ -52,8 +51,8 @@ def schedule_list(
                 "enabled": job.enabled,
                 "paused": job.name in paused,
                 "catchup": job.catchup,
-                "next": [t.isoformat() for t in upcoming],
-                "next_utc": [to_iso(t) for t in upcoming],
+                "next": [t.isoformat(timespec="seconds") for t in upcoming],
+                "next_utc": [t.astimezone(UTC).isoformat(timespec="seconds") for t in upcoming],
                 "last": None
                 if tick is None
                 else {

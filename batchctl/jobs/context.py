@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from batchctl.jobs.secrets import Masker
 from batchctl.records import LogEntry, LogLevel, utcnow
 
 
@@ -44,6 +45,7 @@ class AttemptContext:
         env: Mapping[str, str],
         events: queue.SimpleQueue[Event],
         clock: Any = utcnow,
+        masker: Masker | None = None,
     ) -> None:
         self._run_id = run_id
         self._job = job
@@ -53,6 +55,7 @@ class AttemptContext:
         self._env = dict(env)
         self._events = events
         self._clock = clock
+        self._masker = masker or Masker()
         self._cancelled = threading.Event()
 
     @property
@@ -105,6 +108,8 @@ class AttemptContext:
         self._events.put(Wake())
 
     def _emit(self, level: LogLevel, message: str, stream: str, fields: dict[str, Any]) -> None:
+        # Everything a job reports is recorded with the secrets it could see masked.
+        message, fields = self._masker.text(message), self._masker.value(fields)
         now: datetime = self._clock()
         self._events.put(
             LogEntry(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from batchctl.errors import StoreError
+from batchctl.locations import create_private_file, make_private_dirs
 from batchctl.records import (
     Attempt,
     LockHolder,
@@ -57,7 +58,11 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
     def open(cls, location: str) -> SQLiteStore:
         path = Path(location).expanduser()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if location != ":memory:":
+                # Private to the user, as the data it holds: SQLite gives the -wal and -shm
+                # files the database file's mode.
+                make_private_dirs(path.parent)
+                create_private_file(path)
             conn = sqlite3.connect(
                 str(path), timeout=_busy_timeout(), isolation_level=None, check_same_thread=False
             )
