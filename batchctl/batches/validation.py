@@ -266,7 +266,7 @@ class _Scanner:
         custom_id = request.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id.strip():
             self.problem(path, number, "custom_id: missing, blank or not a string")
-        elif surrogate := _lone_surrogate(custom_id):
+        elif not custom_id.isascii() and (surrogate := _lone_surrogate(custom_id)):
             self.problem(path, number, f"custom_id: {surrogate}")
         if request.get("method") != "POST":
             self.problem(path, number, f'method: expected "POST", got {request.get("method")!r}')
@@ -296,7 +296,7 @@ class _Scanner:
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             self.problem(path, number, "body.model: missing, blank or not a string")
-        elif surrogate := _lone_surrogate(model):
+        elif not model.isascii() and (surrogate := _lone_surrogate(model)):
             self.problem(path, number, f"body.model: {surrogate}")
         stream = body.get("stream")
         if stream is True:
@@ -437,14 +437,28 @@ def _no_constant(name: str) -> Any:
     raise _NotStrictJSON(f"{name} is not a JSON number")
 
 
-_decode = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant).decode
+_decoder = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+# The decoder's C scanner (an attribute that typeshed does not declare).
+_scan_once: Callable[[str, int], tuple[object, int]] = vars(_decoder)["scan_once"]
+
+
+def _decode(text: str) -> object:
+    """``text``'s JSON value, as ``_decoder.decode`` gives it, without that method's two regular
+    expression passes when no whitespace surrounds the value (nearly every line)."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return _decoder.decode(text)  # leading whitespace, or no JSON value: decode says which
+    if end != len(text):
+        return _decoder.decode(text)  # trailing whitespace, or extra data: decode says which
+    return value
+
+
 _INVALID = object()
 
 
 def _lone_surrogate(text: str) -> str | None:
     """A problem when ``text`` holds a lone UTF-16 surrogate (from a ``\\ud800`` escape)."""
-    if text.isascii():
-        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
