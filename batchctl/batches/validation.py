@@ -360,7 +360,7 @@ def open_regular(path: Path) -> IO[bytes]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotRegularFile(_FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file"))
+            raise NotRegularFile(_FILE_KINDS.get(stat.S_IFMT(mode), "what is not a regular file"))
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -404,7 +404,7 @@ def _skip_line(
 ) -> tuple[int, bool]:
     """Reads on to the end of a line of which ``length`` bytes were read, without holding it.
 
-    Returns the line's length without its "\n" and True; or the length so far and False when
+    Returns the line's length without its newline and True; or the length so far and False when
     the line goes on past ``follow`` bytes.
     """
     while follow is None or length <= follow:
