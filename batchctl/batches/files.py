@@ -109,7 +109,9 @@ class PartWriter:
         while not missing.exists() and missing != missing.parent:
             self.made.append(missing)
             missing = missing.parent
-        self.directory.mkdir(parents=True, exist_ok=True)
+        for directory in reversed(self.made):
+            directory.mkdir(mode=0o700, exist_ok=True)  # private, as the database is
+        self.directory.mkdir(exist_ok=True)
 
     def requests(self) -> Iterator[RequestRow]:
         for ordinal, custom_id in enumerate(self.custom_ids):

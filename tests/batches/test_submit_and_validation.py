@@ -247,6 +247,28 @@ def test_a_last_line_ending_in_a_lone_carriage_return_is_sent_intact(
     assert result.json()["requests"] == {"succeeded": 2}
 
 
+def test_a_line_longer_than_one_read_is_sent_intact(api: Emulator, ws: Any, cli: Any):
+    rows = [request("r1"), request("long", text="y" * 3_000_000), request("r3")]
+    data = write_jsonl(ws.root / "in.jsonl", rows).read_bytes()
+
+    result = cli("submit", "in.jsonl", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    (part,) = (ws.root / "batchctl-files").glob("*/part-001.jsonl")
+    assert part.read_bytes() == data
+
+
+@pytest.mark.parametrize("stream", [False, None])
+def test_stream_false_or_null_is_accepted(api: Emulator, ws: Any, cli: Any, stream: bool | None):
+    row = _with(body_changes={"stream": stream})
+    write_jsonl(ws.root / "in.jsonl", [row])
+
+    result = cli("submit", "in.jsonl", "--dry-run", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["requests"] == 1
+
+
 def test_custom_id_duplicated_across_files_names_both_places(api: Emulator, ws: Any, cli: Any):
     write_jsonl(ws.root / "a.jsonl", [request("x"), request("y")])
     write_jsonl(ws.root / "b.jsonl", [request("z"), request("x")])
