@@ -4,12 +4,19 @@ configs always name the key. Property-based (hypothesis)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
-from tests.conftest import Workspace
+from batchctl.cli import app
+from tests.conftest import Workspace, run_exe
 
 UNREACHABLE = "http://127.0.0.1:9/v1"  # any upload attempt would fail with exit 1, not 2
 EXAMPLES = settings(
@@ -67,6 +74,16 @@ def _break(lines: list[str], kind: str, index: int) -> tuple[list[str], int]:
         return lines, index + 1
     elif kind == "streaming":
         request["body"]["stream"] = True
+    elif kind == "stream as a string":
+        request["body"]["stream"] = "true"
+    elif kind == "blank model":
+        request["body"]["model"] = " "
+    elif kind == "NaN":
+        lines[index] = lines[index][:-1] + ', "temperature": NaN}'
+    elif kind == "custom_id twice":
+        lines[index] = lines[index][:-1] + f', "custom_id": "{request["custom_id"]}-2"}}'
+    elif kind == "lone surrogate in custom_id":
+        lines[index] = lines[index].replace('"custom_id": "', '"custom_id": "\\udfff', 1)
     if kind in (
         "get method",
         "no custom_id",
@@ -74,6 +91,8 @@ def _break(lines: list[str], kind: str, index: int) -> tuple[list[str], int]:
         "other url",
         "no model",
         "streaming",
+        "stream as a string",
+        "blank model",
     ):
         lines[index] = json.dumps(request)
     return lines, index + 1
@@ -90,6 +109,11 @@ MUTATIONS = [
     "array line",
     "blank line",
     "streaming",
+    "stream as a string",
+    "blank model",
+    "NaN",
+    "custom_id twice",
+    "lone surrogate in custom_id",
 ]
 
 
@@ -148,6 +172,212 @@ def test_a_huge_line_is_named(ws: Workspace, cli, monkeypatch) -> None:
     result = cli("submit", str(path), "--max-bytes", "2000")
     assert result.exit_code == 2
     assert f"{path}:2: line of" in result.stderr
+
+
+# --- input that is not a plain file, cannot be read or never ends ----------------------------------
+
+
+def _exe_env(ws: Workspace) -> dict[str, str]:
+    """The environment of ``_no_config`` for a real process."""
+    env = {**ws.env(), "OPENAI_BASE_URL": UNREACHABLE, "OPENAI_API_KEY": "test"}
+    del env["BATCHCTL_CONFIG"]
+    return env
+
+
+def _assert_nothing_recorded(ws: Workspace) -> None:
+    assert not Path(ws.db).exists() or ws.sql("SELECT count(*) FROM runs") == [(0,)]
+    assert not [p for p in ws.root.iterdir() if p.name.endswith("-files")]
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        pytest.param(lambda root: os.mkfifo(root / "in.jsonl"), "a FIFO (named pipe)", id="fifo"),
+        pytest.param(
+            lambda root: (root / "in.jsonl").symlink_to("/dev/zero"),
+            "a character device",
+            id="dev-zero",
+        ),
+    ],
+)
+def test_a_special_file_is_refused_at_once(
+    ws: Workspace, batchctl_exe: str, make: Callable[[Path], object], kind: str
+) -> None:
+    """A FIFO would block the open until a writer comes; /dev/zero would never end."""
+    make(ws.root)
+    path = ws.root / "in.jsonl"
+
+    done = run_exe(batchctl_exe, "submit", str(path), env=_exe_env(ws), timeout=60)
+
+    assert done.returncode == 2, done.stderr
+    assert f"error: {path}: cannot read {kind}: give a regular file" in done.stderr
+    assert "Traceback" not in done.stderr
+    _assert_nothing_recorded(ws)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_file_that_fails_to_read_is_named(ws: Workspace, cli, monkeypatch) -> None:
+    _no_config(ws, monkeypatch)
+
+    result = cli("submit", "/proc/self/mem")  # a regular file whose first read fails (EIO)
+
+    assert result.exit_code == 2
+    assert "error: /proc/self/mem: cannot read: Input/output error" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_a_file_without_read_permission_is_named(ws: Workspace, cli, monkeypatch) -> None:
+    _no_config(ws, monkeypatch)
+    path = ws.root / "in.jsonl"
+    path.write_text("\n".join(_valid_lines(2)) + "\n")
+    path.chmod(0)
+
+    result = cli("submit", str(path))
+
+    assert result.exit_code == 2
+    assert f"error: {path}: cannot read: Permission denied" in result.stderr
+
+
+def test_requests_are_read_from_standard_input(ws: Workspace, batchctl_exe: str) -> None:
+    """Through a pipe, which cannot seek: a line longer than one read is put together."""
+    lines = _valid_lines(3)
+    lines[1] = lines[1].replace("question 1", "x" * 3_000_000)
+    data = ("\n".join(lines) + "\n").encode()
+
+    done = subprocess.run(
+        [batchctl_exe, "submit", "-", "--dry-run", "--json"],
+        input=data,
+        env=_exe_env(ws),
+        capture_output=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["requests"], plan["bytes"]) == (3, len(data))
+
+
+@pytest.mark.parametrize("source", ["file", "pipe"])
+def test_lines_after_a_line_too_long_are_still_checked(
+    ws: Workspace, batchctl_exe: str, source: str
+) -> None:
+    lines = _valid_lines(3)
+    lines[0] = lines[0].replace("question 0", "x" * 3_000_000)
+    lines[2] = lines[2][:-1]  # not JSON
+    data = ("\n".join(lines) + "\n").encode()
+    (ws.root / "in.jsonl").write_bytes(data)
+    name, argument = ("in.jsonl", "in.jsonl") if source == "file" else ("<stdin>", "-")
+
+    done = subprocess.run(
+        [batchctl_exe, "submit", argument, "--max-bytes", "1000000"],
+        input=data.decode() if source == "pipe" else None,
+        env=_exe_env(ws),
+        cwd=ws.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"error: {name}:1: line of {len(lines[0]):,} bytes exceeds the batch limit" in done.stderr
+    )
+    assert f"error: {name}:3: invalid JSON" in done.stderr
+    assert "2 problem(s)" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["file", "pipe"])
+def test_standard_input_that_never_ends_a_line_stops_at_the_batch_file_limit(
+    ws: Workspace, batchctl_exe: str, source: str
+) -> None:
+    with open("/dev/zero", "rb") as zero:
+        feeder = None
+        stdin: object = zero
+        if source == "pipe":
+            feeder = subprocess.Popen(["cat"], stdin=zero, stdout=subprocess.PIPE)
+            stdin = feeder.stdout
+        try:
+            done = subprocess.run(
+                [batchctl_exe, "submit", "-"],
+                stdin=stdin,
+                env=_exe_env(ws),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            if feeder is not None:
+                feeder.kill()
+                feeder.wait()
+
+    assert done.returncode == 2, done.stderr
+    assert "error: <stdin>:1: line with no end in its first 200,000,000 bytes" in done.stderr
+    _assert_nothing_recorded(ws)
+
+
+def test_standard_input_given_twice_is_refused(ws: Workspace, monkeypatch) -> None:
+    _no_config(ws, monkeypatch)
+
+    result = CliRunner().invoke(
+        app, ["submit", "-", "-"], catch_exceptions=False, input="\n".join(_valid_lines(2))
+    )
+
+    assert result.exit_code == 2
+    assert "error: <stdin>: standard input (-) is given more than once" in result.stderr
+
+
+def test_a_terminal_as_standard_input_is_refused(ws: Workspace, batchctl_exe: str) -> None:
+    controller, terminal = os.openpty()
+    try:
+        done = subprocess.run(
+            [batchctl_exe, "submit", "-"],
+            stdin=terminal,
+            env=_exe_env(ws),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+
+    assert done.returncode == 2
+    assert "error: <stdin>: standard input is a terminal; pipe the requests in" in done.stderr
+
+
+_PEAK_RSS = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_a_300_mb_line_is_refused_without_being_held(ws: Workspace, batchctl_exe: str) -> None:
+    """The peak RSS of batchctl is measured by a small parent of its own: a child's ru_maxrss
+    starts at its parent's high-water mark (Linux), which for pytest is far above batchctl's."""
+    path = ws.root / "in.jsonl"
+    with path.open("wb") as out:
+        out.write(b'{"custom_id": "big", "text": "')
+        for _ in range(300):
+            out.write(b"x" * 1_000_000)
+        out.write(b'"}\n' + "\n".join(_valid_lines(1)).encode() + b"\n")
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, batchctl_exe, "submit", str(path)],
+        env=_exe_env(ws),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    code, peak_kib = map(int, done.stdout.split())
+    assert code == 2, done.stderr
+    assert f"error: {path}:1: line of 300,000,032 bytes exceeds the batch limit" in done.stderr
+    assert peak_kib < 150 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
 
 
 # --- configs ----------------------------------------------------------------------------------

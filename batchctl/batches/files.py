@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from batchctl.locations import make_private_dirs
 from batchctl.records import RequestRow
 
 FILES_ENV = "BATCHCTL_FILES"
@@ -60,12 +59,14 @@ def download_path(directory: Path, number: int, kind: str) -> Path:
 class PartWriter:
     """Receives validated lines (a ``PartSink``) and writes each part's file as it goes.
 
-    Requests are kept compactly (a list of ids and three integer arrays) until recorded.
+    Requests are kept compactly (a list of ids and three integer arrays) until recorded. The
+    directory is made with the first line, and ``discard`` removes it with the parents it made,
+    so input refused at once leaves nothing behind.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        make_private_dirs(directory)
+        self.made: list[Path] = []  # the directories this writer created, deepest first
         self.handles: dict[int, IO[bytes]] = {}
         self.sizes: dict[int, int] = {}
         self.custom_ids: list[str] = []
@@ -76,6 +77,8 @@ class PartWriter:
     def add(self, part: int, line: bytes, custom_id: str, ordinal: int) -> None:
         handle = self.handles.get(part)
         if handle is None:
+            if not self.handles:
+                self._make_directory()
             handle = self.handles[part] = part_path(self.directory, part).open("wb")
             self.sizes[part] = 0
         handle.write(line)
@@ -95,6 +98,20 @@ class PartWriter:
     def discard(self) -> None:
         self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        for parent in self.made[1:]:
+            try:
+                parent.rmdir()  # only if still empty: another submission may have begun there
+            except OSError:
+                break
+
+    def _make_directory(self) -> None:
+        missing = self.directory
+        while not missing.exists() and missing != missing.parent:
+            self.made.append(missing)
+            missing = missing.parent
+        for directory in reversed(self.made):
+            directory.mkdir(mode=0o700, exist_ok=True)  # private, as the database is
+        self.directory.mkdir(exist_ok=True)
 
     def requests(self) -> Iterator[RequestRow]:
         for ordinal, custom_id in enumerate(self.custom_ids):

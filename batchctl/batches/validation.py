@@ -1,19 +1,25 @@
 """Streaming validation and splitting of JSONL batch input.
 
 Each file is read line by line (memory grows with the number of requests — one custom_id each —
-never with the file's size). Every problem is collected with its file and line number; when there
-is none, each request has been assigned to a part: one model per part, each part within the
-request and byte limits of one batch.
+never with the file's size), in binary and in bounded chunks: a line longer than a part may hold
+is never held whole. Only regular files are read (and ``-``, standard input), so a FIFO or a
+device cannot hang or flood a submission. Lines are strict JSON (no ``NaN``, no duplicate keys)
+in strict UTF-8. Every problem is collected with its file and line number; when there is none,
+each request has been assigned to a part: one model per part, each part within the request and
+byte limits of one batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 SUPPORTED_ENDPOINTS = (
     "/v1/responses",
@@ -28,17 +34,28 @@ SUPPORTED_ENDPOINTS = (
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1000 * 1000  # the API's "200 MB", counted in decimal megabytes to be safe
 PROBLEMS_SHOWN = 20
+STDIN = Path("-")  # the name that reads standard input
+STDIN_NAME = Path("<stdin>")  # how standard input is named in problems
 _BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20  # a line is read at most this much at a time
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 @dataclass
 class Problem:
     path: Path
-    line: int
+    line: int | None  # None: the problem is with the file (or option) as a whole
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
+        where = str(self.path) if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message}"
 
 
 class PartSink(Protocol):
@@ -99,6 +116,8 @@ class _Scanner:
         self.plan = Plan(endpoint=endpoint)
         self.max_requests = max_requests
         self.max_bytes = max_bytes
+        # The longest line ever held: what a part may hold, and never more than a batch file.
+        self.limit = min(max_bytes, MAX_BYTES)
         self.sink = sink
         # custom_id -> where it was first seen, packed as (file index << 32 | line) so that the
         # memory per request is one dict entry and an int, not a tuple.
@@ -108,24 +127,63 @@ class _Scanner:
         self.digest = hashlib.sha256()
         if endpoint is not None and endpoint not in SUPPORTED_ENDPOINTS:
             self.plan.endpoint = None
-            self.problem(Path("--endpoint"), 0, _unsupported(endpoint))
+            self.problem(Path("--endpoint"), None, _unsupported(endpoint))
 
-    def problem(self, path: Path, line: int, message: str) -> None:
+    def problem(self, path: Path, line: int | None, message: str) -> None:
         self.plan.problem_count += 1
         if len(self.plan.problems) < PROBLEMS_SHOWN:
             self.plan.problems.append(Problem(path, line, message))
 
     def scan_file(self, path: Path) -> None:
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            self.problem(path, 0, f"cannot read: {exc.strerror or exc}")
+        shown = STDIN_NAME if path == STDIN else path
+        handle = self.open(path, shown)
+        if handle is None:
             return
         requests_before = self.plan.requests
         problems_before = self.plan.problem_count
-        self.files.append(path)
-        with handle:
-            for number, raw in enumerate(handle, start=1):
+        self.files.append(shown)
+        try:
+            # Standard input may never end (``< /dev/zero``): a line is followed no further than
+            # a batch file may be long. A regular file ends, so its lines are followed to the end.
+            self.read_lines(shown, handle, follow=MAX_BYTES + 1 if path == STDIN else None)
+        finally:
+            if path != STDIN:
+                handle.close()
+        if self.plan.requests == requests_before and self.plan.problem_count == problems_before:
+            self.problem(shown, None, "no requests: the file is empty")
+
+    def open(self, path: Path, shown: Path) -> IO[bytes] | None:
+        """``path`` open for reading, or None with the problem recorded."""
+        if path == STDIN:
+            if shown in self.files:
+                self.problem(shown, None, "standard input (-) is given more than once")
+                return None
+            if sys.stdin is None or sys.stdin.isatty():
+                self.problem(shown, None, "standard input is a terminal; pipe the requests in")
+                return None
+            return sys.stdin.buffer
+        try:
+            return open_regular(path)
+        except NotRegularFile as exc:
+            self.problem(path, None, f"cannot read {exc}: give a regular file (or - for stdin)")
+        except OSError as exc:
+            self.problem(path, None, f"cannot read: {exc.strerror or exc}")
+        return None
+
+    def read_lines(self, path: Path, handle: IO[bytes], *, follow: int | None) -> None:
+        readline = handle.readline
+        number = 0
+        try:
+            while raw := readline(_CHUNK):
+                number += 1
+                if len(raw) == _CHUNK and not raw.endswith(b"\n"):
+                    line, length, ended = _read_long_line(handle, raw, self.limit, follow)
+                    if line is None:
+                        self.too_long(path, number, length, ended)
+                        if not ended:
+                            return
+                        continue
+                    raw = line
                 self.digest.update(raw)
                 if number == 1 and raw.startswith(_BOM):
                     self.problem(
@@ -133,8 +191,23 @@ class _Scanner:
                     )
                     continue
                 self.scan_line(path, number, raw)
-        if self.plan.requests == requests_before and self.plan.problem_count == problems_before:
-            self.problem(path, 0, "no requests: the file is empty")
+        except OSError as exc:
+            self.problem(path, number or None, f"cannot read: {exc.strerror or exc}")
+
+    def too_long(self, path: Path, number: int, length: int, ended: bool) -> None:
+        """Records a line that was not held: ``ended`` False when its end was never found."""
+        limit = self.limit
+        if ended:
+            self.problem(
+                path, number, f"line of {length:,} bytes exceeds the batch limit of {limit:,}"
+            )
+            return
+        self.problem(
+            path,
+            number,
+            f"line with no end in its first {MAX_BYTES:,} bytes exceeds the batch limit of"
+            f" {limit:,}; the rest of the input was not read",
+        )
 
     def scan_line(self, path: Path, number: int, raw: bytes) -> None:
         line = raw.rstrip(b"\r\n")
@@ -149,17 +222,13 @@ class _Scanner:
                 f"line of {len(line):,} bytes exceeds the batch limit of {self.max_bytes:,}",
             )
             return
-        try:
-            request = json.loads(line)
-        except UnicodeDecodeError:
-            self.problem(path, number, "not valid UTF-8")
-            return
-        except ValueError as exc:
-            self.problem(path, number, f"invalid JSON: {exc}")
+        request = self.parse(path, number, line)
+        if request is _INVALID:
             return
         model = self.check_request(path, number, request)
         if model is None:
             return
+        assert isinstance(request, dict)
         custom_id = request["custom_id"]
         first = self.seen.get(custom_id)
         if first is not None:
@@ -172,6 +241,22 @@ class _Scanner:
         plain = raw.endswith(b"\n") and len(raw) == len(line) + 1
         self.assign(raw if plain else line + b"\n", model, custom_id)
 
+    def parse(self, path: Path, number: int, line: bytes) -> object:
+        """The line's JSON value, or ``_INVALID`` (problem recorded): strict UTF-8, strict JSON."""
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = f"byte 0x{line[exc.start]:02x} at column {exc.start + 1}"
+            self.problem(path, number, f"not valid UTF-8 ({where})")
+            return _INVALID
+        try:
+            return _decode(text)
+        except RecursionError:
+            self.problem(path, number, "invalid JSON: nested too deeply")
+        except ValueError as exc:  # JSONDecodeError, or what _strict_* refused
+            self.problem(path, number, f"invalid JSON: {exc}")
+        return _INVALID
+
     def check_request(self, path: Path, number: int, request: object) -> str | None:
         """The request's model when the request is valid, else None (problems recorded)."""
         if not isinstance(request, dict):
@@ -179,8 +264,10 @@ class _Scanner:
             return None
         problems_before = self.plan.problem_count
         custom_id = request.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id:
-            self.problem(path, number, "custom_id: missing or not a non-empty string")
+        if not isinstance(custom_id, str) or not custom_id.strip():
+            self.problem(path, number, "custom_id: missing, blank or not a string")
+        elif not custom_id.isascii() and (surrogate := _lone_surrogate(custom_id)):
+            self.problem(path, number, f"custom_id: {surrogate}")
         if request.get("method") != "POST":
             self.problem(path, number, f'method: expected "POST", got {request.get("method")!r}')
         url = request.get("url")
@@ -195,17 +282,27 @@ class _Scanner:
                 f"url: {url!r} differs from the batch's endpoint {self.plan.endpoint!r}",
             )
         body = request.get("body")
-        model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(body, dict):
+        if isinstance(body, dict):
+            self.check_body(path, number, body)
+        else:
             self.problem(path, number, "body: missing or not an object")
-        elif not isinstance(model, str) or not model:
-            self.problem(path, number, "body.model: missing or not a non-empty string")
-        elif body.get("stream") is True:
-            self.problem(path, number, "body.stream: streaming is not allowed in a batch")
         if self.plan.problem_count != problems_before:
             return None
-        assert isinstance(model, str)
+        assert isinstance(body, dict)
+        model: str = body["model"]
         return model
+
+    def check_body(self, path: Path, number: int, body: dict[str, object]) -> None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            self.problem(path, number, "body.model: missing, blank or not a string")
+        elif not model.isascii() and (surrogate := _lone_surrogate(model)):
+            self.problem(path, number, f"body.model: {surrogate}")
+        stream = body.get("stream")
+        if stream is True:
+            self.problem(path, number, "body.stream: streaming is not allowed in a batch")
+        elif stream is not False and stream is not None:  # null is the API's default: false
+            self.problem(path, number, f"body.stream: expected false or absent, got {stream!r}")
 
     def assign(self, line: bytes, model: str, custom_id: str) -> None:
         part = self.open_part.get(model)
@@ -243,3 +340,128 @@ def estimate_tokens(line_bytes: int) -> int:
 
 def _unsupported(value: object) -> str:
     return f"{value!r} is not a supported batch endpoint (one of {', '.join(SUPPORTED_ENDPOINTS)})"
+
+
+class NotRegularFile(Exception):
+    """A path names a FIFO, a device, a directory or a socket: ``str()`` says which."""
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` open for binary reading if it is a regular file; else ``NotRegularFile``.
+
+    Checked before opening (opening a FIFO for reading blocks until a writer comes; a device
+    may never end) and again on the open descriptor, in case the path changed in between.
+    """
+    kind = _FILE_KINDS.get(stat.S_IFMT(os.stat(path).st_mode))
+    if kind is not None:
+        raise NotRegularFile(kind)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)  # O_NONBLOCK: a FIFO swapped in since the stat cannot block
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(_FILE_KINDS.get(stat.S_IFMT(mode), "what is not a regular file"))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_long_line(
+    handle: IO[bytes], first: bytes, limit: int, follow: int | None
+) -> tuple[bytes | None, int, bool]:
+    """The rest of a line whose first chunk is ``first``: ``(line, length, True)``.
+
+    A line longer than ``limit`` bytes (its end of line not counted) is not kept: it is read to
+    its end and ``(None, length, True)`` returned; or, past ``follow`` bytes without an end,
+    ``(None, length so far, False)``, and the rest of the input is not to be read. A file that
+    can seek is measured first and read again only when the line fits, so it never holds more
+    than a chunk of a line that is too long.
+    """
+    if handle.seekable():
+        start = handle.tell()
+        length, ended = _skip_line(handle.readline, len(first), follow)
+        if length > limit or not ended:
+            return None, length, ended
+        end = handle.tell()
+        handle.seek(start)
+        line = first + handle.read(end - start)
+        return line, len(line), True
+    held = bytearray(first)
+    while len(held) <= limit + 1:  # + 1: a "\r" before the "\n" is not counted either
+        chunk = handle.readline(_CHUNK)
+        held += chunk
+        if not chunk or chunk.endswith(b"\n"):
+            return bytes(held), len(held), True
+    length = len(held)
+    del held
+    return (None, *_skip_line(handle.readline, length, follow))
+
+
+def _skip_line(
+    readline: Callable[[int], bytes], length: int, follow: int | None
+) -> tuple[int, bool]:
+    """Reads on to the end of a line of which ``length`` bytes were read, without holding it.
+
+    Returns the line's length without its newline and True; or the length so far and False when
+    the line goes on past ``follow`` bytes.
+    """
+    while follow is None or length <= follow:
+        chunk = readline(_CHUNK)
+        if chunk.endswith(b"\n"):
+            return length + len(chunk) - 1, True
+        if not chunk:
+            return length, True
+        length += len(chunk)
+    return length, False
+
+
+class _NotStrictJSON(ValueError):
+    """What ``json`` accepts by default but the JSON standard (and the API) does not."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _NotStrictJSON(f"duplicate key {key!r} in one object")
+        seen.add(key)
+    raise AssertionError("unreachable: dict() dropped a key that is not repeated")
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotStrictJSON(f"{name} is not a JSON number")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+# The decoder's C scanner (an attribute that typeshed does not declare).
+_scan_once: Callable[[str, int], tuple[object, int]] = vars(_decoder)["scan_once"]
+
+
+def _decode(text: str) -> object:
+    """``text``'s JSON value, as ``_decoder.decode`` gives it, without that method's two regular
+    expression passes when no whitespace surrounds the value (nearly every line)."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return _decoder.decode(text)  # leading whitespace, or no JSON value: decode says which
+    if end != len(text):
+        return _decoder.decode(text)  # trailing whitespace, or extra data: decode says which
+    return value
+
+
+_INVALID = object()
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """A problem when ``text`` holds a lone UTF-16 surrogate (from a ``\\ud800`` escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        return f"holds a lone surrogate \\u{code:04x}, which is not valid Unicode"
+    return None

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 
 def submit(
-    files: Annotated[list[Path], typer.Argument(help="JSONL request files.", show_default=False)],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="JSONL request files (- for standard input).", show_default=False),
+    ],
     endpoint: Annotated[
         str | None,
         typer.Option(

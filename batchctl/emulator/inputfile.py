@@ -212,7 +212,7 @@ def _body_chars(raw: bytes, custom_id: str, endpoint: str) -> int:
 def _parse_line(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         return None
     return value if isinstance(value, dict) else None
 

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,28 @@ def test_a_last_line_ending_in_a_lone_carriage_return_is_sent_intact(
     assert result.json()["requests"] == {"succeeded": 2}
 
 
+def test_a_line_longer_than_one_read_is_sent_intact(api: Emulator, ws: Any, cli: Any):
+    rows = [request("r1"), request("long", text="y" * 3_000_000), request("r3")]
+    data = write_jsonl(ws.root / "in.jsonl", rows).read_bytes()
+
+    result = cli("submit", "in.jsonl", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    (part,) = (ws.root / "batchctl-files").glob("*/part-001.jsonl")
+    assert part.read_bytes() == data
+
+
+@pytest.mark.parametrize("stream", [False, None])
+def test_stream_false_or_null_is_accepted(api: Emulator, ws: Any, cli: Any, stream: bool | None):
+    row = _with(body_changes={"stream": stream})
+    write_jsonl(ws.root / "in.jsonl", [row])
+
+    result = cli("submit", "in.jsonl", "--dry-run", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["requests"] == 1
+
+
 def test_custom_id_duplicated_across_files_names_both_places(api: Emulator, ws: Any, cli: Any):
     write_jsonl(ws.root / "a.jsonl", [request("x"), request("y")])
     write_jsonl(ws.root / "b.jsonl", [request("z"), request("x")])
@@ -284,8 +307,17 @@ def _with(**changes: Any) -> dict[str, Any]:
     return row
 
 
-# (id, file content or None for a missing file, extra submit options, FILE:LINE, problem text)
-INVALID: list[tuple[str, bytes | None, list[str], str, str]] = [
+def _raw(row: dict[str, Any], value: str, text: str) -> bytes:
+    """``row`` as a JSON line in which the string ``value`` is replaced by the raw ``text``."""
+    return json.dumps(row).replace(json.dumps(value), text).encode()
+
+
+_DEEP = "[" * 5000 + "]" * 5000
+_CHUNK = 1 << 20  # how much of a line batchctl reads at a time
+
+# (id, file content, or None for a missing file, or a function that makes the path; extra submit
+# options; FILE:LINE, or "FILE: " for a problem with the whole file; problem text)
+INVALID: list[tuple[str, bytes | Callable[[Path], object] | None, list[str], str, str]] = [
     ("invalid-json", _lines(_OK, b'{"custom_id": "r2",'), [], "in.jsonl:2", "invalid JSON"),
     ("not-an-object", _lines(_OK, b"[1, 2]"), [], "in.jsonl:2", "expected a JSON object, got list"),
     ("missing-custom-id", _lines(_OK, _without("custom_id")), [], "in.jsonl:2", "custom_id"),
@@ -329,8 +361,9 @@ INVALID: list[tuple[str, bytes | None, list[str], str, str]] = [
         "streaming is not allowed",
     ),
     ("empty-line", _lines(_OK, b"", request("r3")), [], "in.jsonl:2", "empty line"),
-    ("empty-file", b"", [], "in.jsonl:", "the file is empty"),
-    ("missing-file", None, [], "in.jsonl:", "cannot read"),
+    ("empty-file", b"", [], "in.jsonl: ", "no requests: the file is empty"),
+    ("missing-file", None, [], "in.jsonl: ", "cannot read: No such file or directory"),
+    ("directory", Path.mkdir, [], "in.jsonl: ", "cannot read a directory"),
     ("utf8-bom", b"\xef\xbb\xbf" + _lines(_OK), [], "in.jsonl:1", "byte order mark"),
     (
         "invalid-utf8",
@@ -338,6 +371,85 @@ INVALID: list[tuple[str, bytes | None, list[str], str, str]] = [
         [],
         "in.jsonl:2",
         "not valid UTF-8",
+    ),
+    *[
+        (
+            f"not-a-json-number-{name}",
+            _lines(_OK, _raw(_with(body_changes={"temperature": "@"}), "@", name)),
+            [],
+            "in.jsonl:2",
+            f"invalid JSON: {name} is not a JSON number",
+        )
+        for name in ("NaN", "Infinity", "-Infinity")
+    ],
+    (
+        "duplicate-key-custom-id",
+        _lines(_OK, _raw(_with(custom_id="@"), "@", '"r2", "custom_id": "r3"')),
+        [],
+        "in.jsonl:2",
+        "invalid JSON: duplicate key 'custom_id'",
+    ),
+    (
+        "duplicate-key-deep-in-the-body",
+        _lines(_OK, _raw(_with(body_changes={"messages": ["@"]}), "@", '{"a": 1, "a": 1}')),
+        [],
+        "in.jsonl:2",
+        "invalid JSON: duplicate key 'a'",
+    ),
+    (
+        "nested-too-deeply",
+        _lines(_OK, _raw(_with(body_changes={"metadata": "@"}), "@", _DEEP)),
+        [],
+        "in.jsonl:2",
+        "invalid JSON: nested too deeply",
+    ),
+    (
+        "lone-surrogate-in-custom-id",
+        _lines(_OK, _raw(_with(custom_id="@"), "@", '"r\\ud800"')),
+        [],
+        "in.jsonl:2",
+        "custom_id: holds a lone surrogate \\ud800",
+    ),
+    (
+        "lone-surrogate-in-model",
+        _lines(_OK, _raw(_with(body_changes={"model": "@"}), "@", '"gpt\\udc00"')),
+        [],
+        "in.jsonl:2",
+        "body.model: holds a lone surrogate \\udc00",
+    ),
+    (
+        "surrogate-encoded-in-utf8",
+        _lines(
+            _OK, _raw(_with(custom_id="@"), "@", '"r\\udcad"').replace(b"\\udcad", b"\xed\xb2\xad")
+        ),
+        [],
+        "in.jsonl:2",
+        "not valid UTF-8 (byte 0xed",
+    ),
+    ("blank-custom-id", _lines(_OK, _with(custom_id=" \t")), [], "in.jsonl:2", "custom_id"),
+    (
+        "blank-model",
+        _lines(_OK, _with(body_changes={"model": " "})),
+        [],
+        "in.jsonl:2",
+        "body.model",
+    ),
+    *[
+        (
+            f"stream-{name}",
+            _lines(_OK, _with(body_changes={"stream": value})),
+            [],
+            "in.jsonl:2",
+            f"body.stream: expected false or absent, got {value!r}",
+        )
+        for name, value in (("string-true", "true"), ("string-false", "false"), ("one", 1))
+    ],
+    (
+        "line-longer-than-a-read-and-max-bytes",
+        _lines(_OK, request("long", text="x" * 3 * _CHUNK)),
+        ["--max-bytes", "2000000"],
+        "in.jsonl:2",
+        "exceeds the batch limit of 2,000,000",
     ),
     (
         "line-longer-than-max-bytes",
@@ -349,9 +461,11 @@ INVALID: list[tuple[str, bytes | None, list[str], str, str]] = [
 ]
 
 
-def _write_invalid(ws: Any, content: bytes | None) -> None:
-    if content is not None:
+def _write_invalid(ws: Any, content: bytes | Callable[[Path], object] | None) -> None:
+    if isinstance(content, bytes):
         (ws.root / "in.jsonl").write_bytes(content)
+    elif content is not None:
+        content(ws.root / "in.jsonl")
 
 
 @pytest.mark.parametrize(
@@ -370,7 +484,7 @@ def test_invalid_input_exits_2_and_submits_nothing(
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert_nothing_submitted(api, cli)
-    assert not any(p.name.endswith("-files") and any(p.iterdir()) for p in ws.root.iterdir())
+    assert not [p for p in ws.root.iterdir() if p.name.endswith("-files")]
 
 
 @pytest.mark.parametrize(

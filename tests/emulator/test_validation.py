@@ -40,6 +40,14 @@ def test_invalid_json_line_fails_batch(emulator: Emulator, client: openai.OpenAI
     ]
 
 
+def test_a_line_nested_deeper_than_python_parses_is_an_invalid_json_line(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    deep = b'{"custom_id": "b", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+    errors = _fail(emulator, client, jsonl([chat_line("a")]) + deep)
+    assert [(e["code"], e["line"]) for e in errors] == [("invalid_json_line", 2)]
+
+
 def test_duplicate_custom_id_fails_batch(emulator: Emulator, client: openai.OpenAI) -> None:
     errors = _fail(emulator, client, jsonl([chat_line("a"), chat_line("b"), chat_line("a")]))
     assert [(e["code"], e["line"]) for e in errors] == [("duplicate_custom_id", 3)]
