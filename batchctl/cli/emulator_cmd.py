@@ -34,4 +34,12 @@ def emulator(
             f"  export OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator"
         )
 
-    serve(host, port, EmulatorSettings(processing_rate=processing_rate), on_ready=ready)
+    try:
+        serve(host, port, EmulatorSettings(processing_rate=processing_rate), on_ready=ready)
+    except OSError as exc:  # binding: a port in use, an address not ours, a host unknown
+        from batchctl.errors import UsageError
+
+        raise UsageError(
+            f"--port {port}: cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="another process listens there (another emulator?); choose another --port",
+        ) from None
