@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -177,3 +178,51 @@ def test_a_path_that_is_not_what_batchctl_needs_is_one_error_line_exit_two(
     assert result.stderr.startswith(f"error: {blocker}/")
     assert result.stderr.endswith(": Not a directory\n")
     assert len(result.stderr.splitlines()) == 1
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand, as the words that name it."""
+    import typer
+    from typer.core import TyperGroup
+
+    from batchctl.cli import app
+
+    root = typer.main.get_command(app)
+    assert isinstance(root, TyperGroup)
+    paths: list[list[str]] = [[]]
+    ctx = typer.Context(root)
+    for name in root.list_commands(ctx):
+        command = root.get_command(ctx, name)
+        paths.append([name])
+        if isinstance(command, TyperGroup):
+            paths += [[name, sub] for sub in command.list_commands(ctx)]
+    return paths
+
+
+def _lines_broken_early(text: str) -> list[str]:
+    """Lines of a help text that end before the width while the sentence goes on below: the
+    next line's first word would have fitted (so the text kept its source's line breaks)."""
+    broken = []
+    lines = text.splitlines()
+    for line, below in itertools.pairwise(lines):
+        boxed = line.rstrip().endswith("│")
+        text_end = len(line.rstrip().rstrip("│").rstrip())
+        going_on = below.rstrip().rstrip("│").strip(" │")
+        indent = len(below) - len(below.lstrip(" │"))
+        if not line.strip(" │╭╰─") or not going_on or not going_on[0].islower():
+            continue
+        if boxed and indent <= 2:
+            continue  # a new row of a table, not the rest of a sentence
+        if text_end + 1 + len(going_on.split()[0]) <= (77 if boxed else 79):
+            broken.append(line.strip(" │"))
+    return broken
+
+
+def test_every_help_text_reads_whole_at_80_columns(cli, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    for words in _command_paths():
+        result = cli(*words, "--help")
+        assert result.exit_code == 0, words
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, words
+        assert "``" not in result.stdout, words
+        assert _lines_broken_early(result.stdout) == [], words

@@ -60,7 +60,7 @@ class _Group(TyperGroup):
             group = typer.main.get_command(target)
             group.name = cmd_name
             return group
-        holder = typer.Typer(rich_markup_mode="rich", add_completion=False)
+        holder = typer.Typer(rich_markup_mode="markdown", add_completion=False)
         holder.command(cmd_name)(target)
         return typer.main.get_command(holder)
 
@@ -171,7 +171,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
