@@ -394,3 +394,77 @@ def test_quiet_run_prints_nothing_on_success(ws: Workspace, cli) -> None:
     ws.write_config('[jobs.j]\nkind = "command"\ncommand = "echo hi"\n')
     result = cli("--quiet", "run", "j")
     assert (result.exit_code, result.stdout) == (0, "")
+
+
+class Terminal:
+    """``batchctl ARGS`` on a pseudo-terminal, as a user sees it: Rich draws its live display."""
+
+    def __init__(self, exe: str, *args: str, env: dict[str, str]) -> None:
+        import os
+        import pty
+        import subprocess
+
+        self.master, follower = pty.openpty()
+        self.proc = subprocess.Popen(
+            [exe, *args], env=env, stdin=follower, stdout=follower, stderr=follower
+        )
+        os.close(follower)
+        self.seen = ""
+
+    def screen(self) -> str:
+        """Everything written so far (read without waiting)."""
+        import os
+        import select
+
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # the process has ended and closed the terminal
+                break
+            if not data:
+                break
+            self.seen += data.decode(errors="replace")
+        return self.seen
+
+    def finish(self) -> int:
+        import os
+
+        code = self.proc.wait(timeout=60)
+        self.screen()
+        os.close(self.master)
+        return code
+
+
+def _job_waiting_for_a_file(ws: Workspace, first_line: str) -> None:
+    ws.write_config(
+        f"""
+        [jobs.slow]
+        kind = "command"
+        command = "echo '{first_line}'; while [ ! -e release ]; do sleep 0.05; done"
+        scopes = ["firm-a"]
+        """
+    )
+
+
+def test_progress_bar_of_a_scoped_run_names_its_scope(ws: Workspace, batchctl_exe) -> None:
+    from tests.waiting import wait_for
+
+    _job_waiting_for_a_file(ws, "working")
+    terminal = Terminal(batchctl_exe, "run", "slow", env=ws.env())
+    try:
+        wait_for(lambda: "run 1 slow[firm-a] ━" in terminal.screen(), terminal.screen, 30)
+    finally:
+        (ws.root / "release").touch()
+        assert terminal.finish() == 0
+
+
+def test_progress_bar_shows_a_log_line_as_written(ws: Workspace, batchctl_exe) -> None:
+    from tests.waiting import wait_for
+
+    _job_waiting_for_a_file(ws, "[/b] is not markup")
+    terminal = Terminal(batchctl_exe, "run", "slow", env=ws.env())
+    try:
+        wait_for(lambda: "[/b] is not markup" in terminal.screen(), terminal.screen, 30)
+    finally:
+        (ws.root / "release").touch()
+        assert terminal.finish() == 0

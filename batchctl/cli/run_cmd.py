@@ -330,7 +330,9 @@ class RunDisplay:
 
     def run_started(self, run_id: int, job: JobConfig, scope: str | None) -> None:
         label = f"{job.name}[{scope}]" if scope else job.name
-        self.tasks[run_id] = self.bars.add_task(f"run {run_id} {label}", total=None, line="")
+        self.tasks[run_id] = self.bars.add_task(
+            f"run {run_id} {escape(label)}", total=None, line=""
+        )
 
     def progress(self, run_id: int, done: int, total: int | None) -> None:
         if run_id in self.tasks:
@@ -342,7 +344,7 @@ class RunDisplay:
                 f"[dim]{entry.stream}[/] {escape(entry.message)}", soft_wrap=True
             )
         elif entry.run_id in self.tasks:
-            self.bars.update(self.tasks[entry.run_id], line=entry.message[-60:])
+            self.bars.update(self.tasks[entry.run_id], line=escape(entry.message[-60:]))
 
     def retrying(self, run_id: int, attempt: int, outcome: RunOutcome, delay: float) -> None:
         from batchctl.durations import format_duration
