@@ -256,7 +256,7 @@ class Batches:
         tracked = self.store.runs_for_batches([batch_id])
         if batch_id in tracked:
             raise UsageError(f"batch {batch_id} is already tracked as run {tracked[batch_id]}")
-        batch = self.provider.get_batch(batch_id)
+        batch = self._remote_batch(batch_id)
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
         directory.mkdir(parents=True, exist_ok=True)
@@ -691,6 +691,19 @@ class Batches:
         )
 
     # --- lookups --------------------------------------------------------------------------------
+    def _remote_batch(self, batch_id: str) -> RemoteBatch:
+        from batchctl.providers.base import ProviderError
+
+        try:
+            return self.provider.get_batch(batch_id)
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+            raise NotFoundError(
+                f"no batch {batch_id} at the API",
+                hint="list the account's batches with: batchctl status --remote",
+            ) from None
+
     def _submission(self, run_id: int) -> Submission:
         submission = self.store.get_submission(run_id)
         if submission is None:

@@ -359,6 +359,14 @@ def test_adopting_a_tracked_batch_again_exits_2(api: Emulator, ws: Any, cli: Any
     assert ws.sql("SELECT count(*) FROM runs") == [(1,)]
 
 
+def test_adopting_an_unknown_batch_is_one_error_line_exit_2(api: Emulator, ws: Any, cli: Any):
+    result = cli("adopt", "batch_does_not_exist")
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == "error: no batch batch_does_not_exist at the API"
+    assert not ws.has_tables() or ws.sql("SELECT count(*) FROM runs") == [(0,)]
+
+
 def test_a_download_that_no_longer_matches_its_checksum_is_fetched_again(
     finished: Finished, api: Emulator, ws: Any, cli: Any
 ):
