@@ -383,6 +383,17 @@ def test_retry_of_a_completed_run_is_refused(ws: Workspace, cli) -> None:
     assert f"error: run {run_id} completed; there is nothing to retry" in result.stderr
 
 
+def test_retry_of_a_local_run_refuses_the_batch_only_flags(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "exit 1"\n')
+    run_id = cli("run", "j", "--json").json()[0]["id"]
+
+    result = cli("retry", str(run_id), "--failed")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --failed: run {run_id} is a local run, not a batch")
+    assert [row[0] for row in ws.sql("SELECT id FROM runs")] == [run_id]  # nothing was run
+
+
 def test_human_output_ends_with_a_summary(ws: Workspace, cli) -> None:
     _python_job(ws, "half")
     result = cli("run", "j")
