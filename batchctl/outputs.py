@@ -5,9 +5,10 @@ written to as a stream, and nothing else at the path is ever replaced.
 symlinks, so ``/dev/stdout`` is whatever standard output is), or any path under ``/dev`` or
 ``/proc`` (``/dev/fd/3``), is opened for writing and streamed to: never created, truncated or
 replaced. A directory is refused. Anything else is a regular file: written to a temporary file in
-the same directory, synced, and renamed over the target (the target of a symlink, which stays), so
-that a reader sees the old file or the new one, never half of one; on an error the temporary
-file is removed. A new file is private to its user (0600); a replaced one keeps its mode.
+the same directory (``NAME.part``), synced, and renamed over the target (the target of a symlink,
+which stays), so that a reader sees the old file or the new one, never half of one; on an error
+the temporary file is removed, and one left by a killed writer is reused by the next. A new
+file is private to its user (0600); a replaced one keeps its mode.
 """
 
 from __future__ import annotations
@@ -106,36 +107,61 @@ class _Stream:
 
 
 class _Atomic:
-    """A regular file: a temporary file beside it, renamed over it once whole and synced."""
+    """A regular file: written as ``NAME.part`` beside it, renamed over it once whole and synced.
+
+    The temporary file has a fixed name, so that one left by a killed writer is taken over by the
+    next instead of piling up; writers of the same file take turns on a lock held on it.
+    """
 
     def __init__(self, name: str, newline: str | None) -> None:
-        import tempfile
-
         self.target = _regular_target(name)
-        fd, self.temporary = tempfile.mkstemp(
-            dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp"
-        )
+        self.temporary = self.target.with_name(self.target.name + ".part")
+        fd = _lock_temporary(self.temporary)
         try:
-            with suppress(FileNotFoundError):  # a new file keeps mkstemp's 0600
-                os.fchmod(fd, stat.S_IMODE(os.stat(self.target).st_mode))
+            os.ftruncate(fd, 0)  # what a killed writer left
+            try:
+                mode = stat.S_IMODE(os.stat(self.target).st_mode)
+            except FileNotFoundError:
+                mode = 0o600
+            os.fchmod(fd, mode)
             self.handle: IO[str] = open(fd, "w", encoding="utf-8", newline=newline)  # noqa: SIM115
         except BaseException:
-            os.close(fd)
             os.unlink(self.temporary)
+            os.close(fd)
             raise
 
     def commit(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
+        os.replace(self.temporary, self.target)  # still holding the lock: the next writer waits
         self.handle.close()
-        os.replace(self.temporary, self.target)
         _sync_directory(self.target.parent)
 
     def discard(self) -> None:
-        with suppress(OSError):
-            self.handle.close()
         with suppress(FileNotFoundError):
             os.unlink(self.temporary)
+        with suppress(OSError):
+            self.handle.close()
+
+
+def _lock_temporary(path: Path) -> int:
+    """Open ``path`` (created 0600) holding an exclusive lock on it. A writer that had it locked
+    may have renamed it into place meanwhile: then the file opened is no longer at ``path``, and
+    a new one is opened."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def _regular_target(name: str) -> Path:

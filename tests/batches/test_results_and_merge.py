@@ -477,6 +477,38 @@ def test_new_results_file_is_private_and_a_replaced_one_keeps_its_mode(
     assert len(read_jsonl(shared)) == len(finished.ids)
 
 
+def test_results_take_over_the_part_file_a_killed_writer_left(
+    finished: Finished, ws: Any, cli: Any
+):
+    out = ws.root / "out.jsonl"
+    (ws.root / "out.jsonl.part").write_text("half a line from a killed results")
+
+    result = cli("results", str(finished.run_id), "-o", str(out))
+
+    assert result.exit_code == 3
+    assert [line["custom_id"] for line in read_jsonl(out)] == finished.ids
+    assert not (ws.root / "out.jsonl.part").exists()
+
+
+def test_two_results_writing_one_file_at_once_leave_it_whole(
+    finished: Finished, ws: Any, batchctl_exe: str
+):
+    import subprocess
+
+    out = ws.root / "out.jsonl"
+    args = [batchctl_exe, "results", str(finished.run_id), "-o", str(out)]
+    writers = [
+        subprocess.Popen(args, env=ws.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+
+    codes = [writer.wait(timeout=60) for writer in writers]
+
+    assert codes == [3, 3, 3, 3]
+    assert [line["custom_id"] for line in read_jsonl(out)] == finished.ids
+    assert sorted(p.name for p in ws.root.glob("out.jsonl*")) == ["out.jsonl"]
+
+
 def test_results_stream_into_a_fifo(finished: Finished, ws: Any, cli: Any):
     import os
     import threading
