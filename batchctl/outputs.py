@@ -92,10 +92,7 @@ class _Stream:
     def __init__(self, name: str, newline: str | None) -> None:
         # Never O_CREAT nor O_TRUNC; O_APPEND keeps what a shell's ">>" put in a file reached
         # through /dev/stdout.
-        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UsageError(f"{name} is a directory")
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)  # a directory: EISDIR
         self.handle: IO[str] = open(fd, "w", encoding="utf-8", newline=newline)  # noqa: SIM115
 
     def commit(self) -> None:
