@@ -479,3 +479,31 @@ def test_progress_bar_shows_a_log_line_as_written(ws: Workspace, batchctl_exe) -
     finally:
         (ws.root / "release").touch()
         assert terminal.finish() == 0
+
+
+def test_a_run_whose_reader_goes_away_goes_on_to_its_end_quietly(
+    ws: Workspace, batchctl_exe
+) -> None:
+    import subprocess
+
+    ws.write_config(
+        '[jobs.j]\nkind = "command"\n'
+        'command = "echo first; while [ ! -e release ]; do sleep 0.05; done; seq 1 2000"\n'
+    )
+    env = {k: v for k, v in ws.env().items() if k != "PYTHONUNBUFFERED"}  # as from a shell
+    runner = subprocess.Popen(
+        [batchctl_exe, "--verbose", "run", "j"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert runner.stdout is not None and runner.stderr is not None
+
+    assert "first" in runner.stdout.readline()
+    runner.stdout.close()  # `| head -1`
+    (ws.root / "release").touch()  # only now the job writes on
+    stderr = runner.stderr.read()
+
+    assert (runner.wait(timeout=60), stderr) == (0, "")
+    assert ws.sql("SELECT status FROM runs") == [("completed",)]

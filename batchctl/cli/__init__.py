@@ -87,7 +87,7 @@ class _Group(TyperGroup):
             render.error("interrupted")
             raise typer.Exit(int(ExitCode.CANCELLED)) from None
         except BrokenPipeError:  # stdout's reader went away (`| head`): end quietly, as git does
-            _silence_stdout()
+            render.silence(sys.stdout)
             raise typer.Exit(BROKEN_PIPE) from None
         except OSError as exc:
             if exc.errno not in _EXPECTED_ERRNOS:
@@ -136,17 +136,6 @@ _EXPECTED_ERRNOS = frozenset(
 # Exit status when stdout's reader has gone: that of a process ended by SIGPIPE (128 + 13), which
 # is what a shell reports for `git log | head` and what scripts with `pipefail` already expect.
 BROKEN_PIPE = 141
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that what is still buffered cannot fail again at exit."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return  # not a real file (a test's capture)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
 
 
 def _report(exc: BaseException) -> None:
@@ -235,7 +224,7 @@ def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _silence_stdout()
+        render.silence(sys.stdout)
         raise SystemExit(BROKEN_PIPE) from None
 
 
