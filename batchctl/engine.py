@@ -390,6 +390,7 @@ class _Attempt:
         self.pending_logs: list[LogEntry] = []
         self.progress: Progress | None = None
         self.progress_stored: Progress | None = None
+        self.stopped_by = ""  # why the engine stopped the attempt, if it did
 
     def execute(self) -> RunOutcome:
         started = time.monotonic()
@@ -407,7 +408,9 @@ class _Attempt:
                 break
             now = time.monotonic()
             if not stopping and self.engine.cancel_event.is_set():
-                stopping = self._stop(execution, "cancelled", "cancel requested (interrupt)")
+                stopping = self._stop(
+                    execution, "cancelled", "cancel requested (interrupt)", "by Ctrl-C or SIGTERM"
+                )
             if not stopping and deadline is not None and now >= deadline:
                 stopping = self._stop(
                     execution, "timeout", f"timed out after {format_duration(self.job.timeout)}"
@@ -415,11 +418,13 @@ class _Attempt:
             if now >= next_beat:
                 next_beat = now + self.settings.heartbeat
                 if not stopping and not self.engine.heartbeat(self.run_id, self.key):
-                    stopping = self._stop(execution, "cancelled", "cancel requested")
+                    stopping = self._stop(execution, "cancelled", "cancel requested", "on request")
             elif now >= next_check and not stopping:
                 next_check = now + self.settings.cancel_check
                 if self._cancel_requested():
-                    stopping = self._stop(execution, "cancelled", "cancel requested")
+                    stopping = self._stop(
+                        execution, "cancelled", "cancel requested", "by batchctl cancel"
+                    )
             if now - last_flush >= self.settings.log_flush_interval:
                 last_flush = now
                 self._flush()
@@ -429,9 +434,7 @@ class _Attempt:
             errors=tuple(self.masker.text(e) for e in outcome.errors),
         )
         if outcome.error and outcome.status is not RunStatus.COMPLETED:
-            self._engine_log(
-                LogLevel.ERROR, f"attempt {self.number} {outcome.status.value}: {outcome.error}"
-            )
+            self._engine_log(LogLevel.ERROR, self._ended(outcome))
         for message in outcome.errors:
             self._engine_log(LogLevel.ERROR, message, source="result")
         self._flush(final=True)
@@ -448,10 +451,23 @@ class _Attempt:
         signal = self.store.run_signal(self.run_id)
         return signal is None or signal[1] or signal[0].terminal
 
-    def _stop(self, execution: jobs.Execution, cause: str, message: str) -> bool:
+    def _stop(self, execution: jobs.Execution, cause: str, message: str, why: str = "") -> bool:
         self._engine_log(LogLevel.WARNING, message)
+        self.stopped_by = why
         execution.cancel(cause)
         return True
+
+    def _ended(self, outcome: RunOutcome) -> str:
+        """How the attempt ended, saying its status once: "attempt 1 cancelled (by batchctl
+        cancel)", "attempt 2 failed: exit code 3"."""
+        status = outcome.status.value
+        detail = outcome.error or ""
+        if detail == status or detail.startswith(f"{status};"):
+            detail = detail[len(status) :]  # a cancelled job's error is "cancelled[; ...]"
+        elif detail:
+            detail = f": {detail}"
+        why = f" ({self.stopped_by})" if self.stopped_by and status == "cancelled" else ""
+        return f"attempt {self.number} {status}{why}{detail}"
 
     def _drain(self, wait: float) -> None:
         try:

@@ -495,6 +495,22 @@ def test_signal_to_runner_cancels_the_run_and_releases_its_lock(
     assert "cancel requested (interrupt)" in logs.stdout
 
 
+def test_an_interrupted_attempt_is_logged_cancelled_once_with_its_cause(
+    ws: Workspace, procs: Procs
+) -> None:
+    ws.write_config(job_toml("job", SLEEPER, grace='"1s"', timeout='"20s"'))
+    runner = procs.start("run", "job")
+    run_id = procs.running_run(runner)
+    procs.group(ws.root / f"pid-{run_id}")
+
+    runner.send_signal(signal.SIGINT)
+    finish(runner, timeout=5)
+
+    logs = procs.run("logs", str(run_id)).stdout
+    assert "attempt 1 cancelled (by Ctrl-C or SIGTERM)" in logs
+    assert "cancelled: cancelled" not in logs
+
+
 def test_command_ignoring_sigterm_is_killed_after_grace(ws: Workspace, procs: Procs) -> None:
     ws.write_config(
         job_toml(
@@ -580,6 +596,18 @@ def test_cancel_request_reaches_the_runner_promptly(ws: Workspace, procs: Procs)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_row(ws, run_id)["status"] == "cancelled"
+
+
+def test_an_attempt_stopped_by_batchctl_cancel_is_logged_so(ws: Workspace, procs: Procs) -> None:
+    ws.write_config(job_toml("job", SLEEPER, grace='"1s"', timeout='"25s"'))
+    runner = procs.start("run", "job")
+    run_id = procs.running_run(runner)
+    procs.group(ws.root / f"pid-{run_id}")
+
+    procs.run("cancel", str(run_id), "--timeout", "15", timeout=20)
+    finish(runner, timeout=5)
+
+    assert "attempt 1 cancelled (by batchctl cancel)" in procs.run("logs", str(run_id)).stdout
 
 
 def test_cancel_of_run_whose_runner_died_marks_it_cancelled_at_once(

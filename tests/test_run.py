@@ -383,6 +383,17 @@ def test_retry_of_a_completed_run_is_refused(ws: Workspace, cli) -> None:
     assert f"error: run {run_id} completed; there is nothing to retry" in result.stderr
 
 
+def test_retry_of_a_local_run_refuses_the_batch_only_flags(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "exit 1"\n')
+    run_id = cli("run", "j", "--json").json()[0]["id"]
+
+    result = cli("retry", str(run_id), "--failed")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --failed: run {run_id} is a local run, not a batch")
+    assert [row[0] for row in ws.sql("SELECT id FROM runs")] == [run_id]  # nothing was run
+
+
 def test_human_output_ends_with_a_summary(ws: Workspace, cli) -> None:
     _python_job(ws, "half")
     result = cli("run", "j")
@@ -394,3 +405,105 @@ def test_quiet_run_prints_nothing_on_success(ws: Workspace, cli) -> None:
     ws.write_config('[jobs.j]\nkind = "command"\ncommand = "echo hi"\n')
     result = cli("--quiet", "run", "j")
     assert (result.exit_code, result.stdout) == (0, "")
+
+
+class Terminal:
+    """``batchctl ARGS`` on a pseudo-terminal, as a user sees it: Rich draws its live display."""
+
+    def __init__(self, exe: str, *args: str, env: dict[str, str]) -> None:
+        import os
+        import pty
+        import subprocess
+
+        self.master, follower = pty.openpty()
+        self.proc = subprocess.Popen(
+            [exe, *args], env=env, stdin=follower, stdout=follower, stderr=follower
+        )
+        os.close(follower)
+        self.seen = ""
+
+    def screen(self) -> str:
+        """Everything written so far (read without waiting)."""
+        import os
+        import select
+
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # the process has ended and closed the terminal
+                break
+            if not data:
+                break
+            self.seen += data.decode(errors="replace")
+        return self.seen
+
+    def finish(self) -> int:
+        import os
+
+        code = self.proc.wait(timeout=60)
+        self.screen()
+        os.close(self.master)
+        return code
+
+
+def _job_waiting_for_a_file(ws: Workspace, first_line: str) -> None:
+    ws.write_config(
+        f"""
+        [jobs.slow]
+        kind = "command"
+        command = "echo '{first_line}'; while [ ! -e release ]; do sleep 0.05; done"
+        scopes = ["firm-a"]
+        """
+    )
+
+
+def test_progress_bar_of_a_scoped_run_names_its_scope(ws: Workspace, batchctl_exe) -> None:
+    from tests.waiting import wait_for
+
+    _job_waiting_for_a_file(ws, "working")
+    terminal = Terminal(batchctl_exe, "run", "slow", env=ws.env())
+    try:
+        wait_for(lambda: "run 1 slow[firm-a] ━" in terminal.screen(), terminal.screen, 30)
+    finally:
+        (ws.root / "release").touch()
+        assert terminal.finish() == 0
+
+
+def test_progress_bar_shows_a_log_line_as_written(ws: Workspace, batchctl_exe) -> None:
+    from tests.waiting import wait_for
+
+    _job_waiting_for_a_file(ws, "[/b] is not markup")
+    terminal = Terminal(batchctl_exe, "run", "slow", env=ws.env())
+    try:
+        wait_for(lambda: "[/b] is not markup" in terminal.screen(), terminal.screen, 30)
+    finally:
+        (ws.root / "release").touch()
+        assert terminal.finish() == 0
+
+
+def test_a_run_whose_reader_goes_away_goes_on_to_its_end_quietly(
+    ws: Workspace, batchctl_exe
+) -> None:
+    import subprocess
+
+    ws.write_config(
+        '[jobs.j]\nkind = "command"\n'
+        'command = "echo first; while [ ! -e release ]; do sleep 0.05; done; seq 1 2000"\n'
+    )
+    env = {k: v for k, v in ws.env().items() if k != "PYTHONUNBUFFERED"}  # as from a shell
+    runner = subprocess.Popen(
+        [batchctl_exe, "--verbose", "run", "j"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert runner.stdout is not None and runner.stderr is not None
+
+    assert "first" in runner.stdout.readline()
+    runner.stdout.close()  # `| head -1`
+    (ws.root / "release").touch()  # only now the job writes on
+    stderr = runner.stderr.read()
+
+    assert (runner.wait(timeout=60), stderr) == (0, "")
+    assert ws.sql("SELECT status FROM runs") == [("completed",)]

@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
 from batchctl.errors import ExitCode, NotFoundError, UsageError
 from batchctl.locations import make_private_dirs
+from batchctl.outputs import open_output
 from batchctl.owners import is_dead, this_process
 from batchctl.records import (
     Part,
@@ -254,7 +256,7 @@ class Batches:
         tracked = self.store.runs_for_batches([batch_id])
         if batch_id in tracked:
             raise UsageError(f"batch {batch_id} is already tracked as run {tracked[batch_id]}")
-        batch = self.provider.get_batch(batch_id)
+        batch = self._remote_batch(batch_id)
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
         make_private_dirs(directory)
@@ -644,36 +646,25 @@ class Batches:
         fmt: str = "jsonl",
         order: str = "input",
     ) -> ResultSummary:
-        """Write one result line per request (input order by default), atomically."""
+        """Write one result line per request (input order by default) to ``path`` and
+        ``errors_path``: regular files whole or not at all, ``-`` or a device as a stream (see
+        ``batchctl.outputs``)."""
         parts = {p.id: p for p in self.store.parts(run_id)}
         submission = self._submission(run_id)
         self._verify_downloads(submission, parts)
         directory = Path(submission.directory)
         handles: dict[str, IO[bytes]] = {}
-        temporary = path.with_name(path.name + ".part")
-        errors_temporary = (
-            None if errors_path is None else errors_path.with_name(errors_path.name + ".part")
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with temporary.open("w", encoding="utf-8") as out:
+            with ExitStack() as outputs:
+                out = outputs.enter_context(open_output(path))
                 errors_out = (
-                    None
-                    if errors_temporary is None
-                    else errors_temporary.open("w", encoding="utf-8")
+                    None if errors_path is None else outputs.enter_context(open_output(errors_path))
                 )
-                try:
-                    writer = MergedWriter(out, fmt, errors_out)
-                    paths: dict[tuple[int, str], Path] = {}
-                    for request in self.store.requests_in_order(run_id, order=order):
-                        raw = _result_line(request, parts, directory, handles, paths)
-                        writer.write(request, raw)
-                finally:
-                    if errors_out is not None:
-                        errors_out.close()
-            temporary.replace(path)
-            if errors_temporary is not None and errors_path is not None:
-                errors_temporary.replace(errors_path)
+                writer = MergedWriter(out, fmt, errors_out)
+                paths: dict[tuple[int, str], Path] = {}
+                for request in self.store.requests_in_order(run_id, order=order):
+                    raw = _result_line(request, parts, directory, handles, paths)
+                    writer.write(request, raw)
         finally:
             for handle in handles.values():
                 handle.close()
@@ -700,6 +691,19 @@ class Batches:
         )
 
     # --- lookups --------------------------------------------------------------------------------
+    def _remote_batch(self, batch_id: str) -> RemoteBatch:
+        from batchctl.providers.base import ProviderError
+
+        try:
+            return self.provider.get_batch(batch_id)
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+            raise NotFoundError(
+                f"no batch {batch_id} at the API",
+                hint="list the account's batches with: batchctl status --remote",
+            ) from None
+
     def _submission(self, run_id: int) -> Submission:
         submission = self.store.get_submission(run_id)
         if submission is None:

@@ -6,11 +6,12 @@ fast and commands that need no network never import ``openai``.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sqlite3
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -59,7 +60,7 @@ class _Group(TyperGroup):
             group = typer.main.get_command(target)
             group.name = cmd_name
             return group
-        holder = typer.Typer(rich_markup_mode="rich", add_completion=False)
+        holder = typer.Typer(rich_markup_mode="markdown", add_completion=False)
         holder.command(cmd_name)(target)
         return typer.main.get_command(holder)
 
@@ -85,20 +86,56 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             render.error("interrupted")
             raise typer.Exit(int(ExitCode.CANCELLED)) from None
+        except BrokenPipeError:  # stdout's reader went away (`| head`): end quietly, as git does
+            render.silence(sys.stdout)
+            raise typer.Exit(BROKEN_PIPE) from None
+        except OSError as exc:
+            if exc.errno not in _EXPECTED_ERRNOS:
+                _internal_error(exc)
+            _report(exc)
+            where = f"{exc.filename}: " if exc.filename else ""
+            render.error(f"{where}{exc.strerror or exc}")
+            raise typer.Exit(int(ExitCode.USAGE)) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as exc:  # a bug in batchctl: say so plainly, trace with --verbose
-            _report(exc)
-            if type(exc).__module__.startswith("psycopg"):  # only the PostgreSQL store uses it
-                render.error(f"database error: {exc}", hint="check the --db URL and the server")
-                raise typer.Exit(int(ExitCode.USAGE)) from None
-            render.error(
-                f"internal error: {type(exc).__name__}: {exc}",
-                hint="run with --verbose for the traceback, and please report it",
-            )
-            raise typer.Exit(int(ExitCode.FAILED)) from None
+            _internal_error(exc)
         finally:
             session.current.close()
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    _report(exc)
+    if type(exc).__module__.startswith("psycopg"):  # only the PostgreSQL store uses it
+        render.error(f"database error: {exc}", hint="check the --db URL and the server")
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    render.error(
+        f"internal error: {type(exc).__name__}: {exc}",
+        hint="run with --verbose for the traceback, and please report it",
+    )
+    raise typer.Exit(int(ExitCode.FAILED)) from None
+
+
+# Failures of the machine rather than of batchctl: a path that is missing or not allowed, a full
+# or read-only disk, a port in use. They get one line naming the path, and exit 2.
+_EXPECTED_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.ENAMETOOLONG,
+        errno.EADDRINUSE,
+        errno.EADDRNOTAVAIL,
+    }
+)
+# Exit status when stdout's reader has gone: that of a process ended by SIGPIPE (128 + 13), which
+# is what a shell reports for `git log | head` and what scripts with `pipefail` already expect.
+BROKEN_PIPE = 141
 
 
 def _report(exc: BaseException) -> None:
@@ -123,7 +160,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -175,7 +212,20 @@ def main() -> None:
     """The ``batchctl`` console script."""
     if COMPLETE_VAR in os.environ:
         enable_completion()
-    app(prog_name="batchctl")
+    try:
+        app(prog_name="batchctl")
+    finally:
+        _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    """Flush stdout before the interpreter does, so that a reader gone since the command ended
+    ends quietly too (a closed pipe met while Click prints --help, Click quiets itself)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        render.silence(sys.stdout)
+        raise SystemExit(BROKEN_PIPE) from None
 
 
 def enable_completion() -> None:

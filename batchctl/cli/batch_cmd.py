@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -148,8 +150,9 @@ def results(
         typer.Option(
             "--output",
             "-o",
-            help="Write the merged results here "
+            help="Write the merged results here; - for stdout "
             "(default: beside the database; the path is printed).",
+            show_default=False,
         ),
     ] = None,
     errors: Annotated[
@@ -160,7 +163,14 @@ def results(
             show_default=False,
         ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="jsonl or csv (default: from the -o file's extension, else jsonl).",
+            show_default=False,
+        ),
+    ] = None,
     order: Annotated[str, typer.Option("--order", help="input or completion.")] = "input",
     json_output: JsonOption = False,
 ) -> None:
@@ -170,8 +180,7 @@ def results(
     """
     from batchctl.errors import UsageError
 
-    if fmt not in ("jsonl", "csv"):
-        raise UsageError(f"--format: expected jsonl or csv, got {fmt!r}")
+    fmt = _output_format(output, errors, fmt)
     if order not in ("input", "completion"):
         raise UsageError(f"--order: expected input or completion, got {order!r}")
     batches = open_batches()
@@ -186,9 +195,40 @@ def results(
     assert submission is not None
     path = output or Path(submission.directory) / f"results.{fmt}"
     summary = batches.write_results(run_id, path, errors_path=errors, fmt=fmt, order=order)
-    print_summary(summary, json_output)
+    from batchctl.outputs import is_stdout
+
+    if is_stdout(path):  # the results are on stdout: the summary goes beside them, to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            print_summary(summary, json_output)
+    else:
+        print_summary(summary, json_output)
     if summary.exit_code:
         raise typer.Exit(int(summary.exit_code))
+
+
+_FORMATS = ("jsonl", "csv")
+_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def _output_format(output: Path | None, errors: Path | None, fmt: str | None) -> str:
+    """The format of ``results``: --format, else the -o file's extension, else jsonl; a file
+    whose extension says another format than the one it would get is refused."""
+    from batchctl.errors import UsageError
+
+    if fmt is not None and fmt not in _FORMATS:
+        raise UsageError(f"--format: expected jsonl or csv, got {fmt!r}")
+    named = None if output is None else _EXTENSIONS.get(output.suffix.lower())
+    if output is not None and fmt is not None and named not in (None, fmt):
+        raise UsageError(
+            f"-o {output}: the extension says {named}, --format says {fmt}",
+            hint=f"name the file {output.with_suffix('.' + fmt)}, or leave out --format",
+        )
+    if errors is not None and _EXTENSIONS.get(errors.suffix.lower(), "jsonl") != "jsonl":
+        raise UsageError(
+            f"--errors {errors}: the errors file is JSONL",
+            hint=f"name it {errors.with_suffix('.jsonl')}",
+        )
+    return fmt or named or "jsonl"
 
 
 def finish(

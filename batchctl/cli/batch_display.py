@@ -52,12 +52,14 @@ class PartsProgress:
 
 def update_part_bars(bars: Any, tasks: dict[int, Any], run: Run, parts: list[Part]) -> None:
     """Add or move one progress bar per part (keyed by negative part id beside run ids)."""
+    from rich.markup import escape  # a model's name is the input's: not markup
+
     for part in parts:
         counts = part.request_counts or {}
         done = int(counts.get("completed", 0)) + int(counts.get("failed", 0))
         total = int(counts.get("total") or part.requests)
         key = -part.id
         if key not in tasks:
-            label = f"run {run.id} part {part.number} ({part.model})"
+            label = escape(f"run {run.id} part {part.number} ({part.model})")
             tasks[key] = bars.add_task(label, total=total, status=part.status, line=part.status)
         bars.update(tasks[key], completed=done, total=total, status=part.status, line=part.status)

@@ -7,7 +7,7 @@ import typer
 from batchctl.cli import render, session
 from batchctl.cli.options import JsonOption
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
 
 
 @app.callback()

@@ -34,4 +34,18 @@ def emulator(
             f"  export OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator"
         )
 
-    serve(host, port, EmulatorSettings(processing_rate=processing_rate), on_ready=ready)
+    try:
+        serve(host, port, EmulatorSettings(processing_rate=processing_rate), on_ready=ready)
+    except OSError as exc:  # binding: a port in use, an address not ours, a host unknown
+        import errno
+
+        from batchctl.errors import UsageError
+
+        busy = exc.errno == errno.EADDRINUSE
+        raise UsageError(
+            f"{'--port' if busy else '--host'} {port if busy else host}: "
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="another process listens there (another emulator?); choose another --port"
+            if busy
+            else "give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+        ) from None

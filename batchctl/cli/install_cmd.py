@@ -13,7 +13,7 @@ from batchctl.cli.options import JsonOption
 if TYPE_CHECKING:
     from batchctl.install import CrontabChange, Paths, SystemdChange
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
 
 
 @app.callback()
@@ -54,11 +54,13 @@ def install(
 ) -> None:
     """Make batchctl run on its own, with the absolute paths of this config and database.
 
-    --crontab (the default): one entry in your crontab that runs `batchctl daemon --once` every
-    minute, in a block marked with the database (one block per database); the rest of the
-    crontab is kept as it is. --systemd: a
-    `batchctl.service` that runs `batchctl daemon`, or with --timer a oneshot service and a
-    `batchctl.timer` every minute. Installing again updates what was installed.
+    With --crontab (the default): one entry in your crontab runs `batchctl daemon --once` every
+    minute, in a block marked with its database (one block per database); the rest of the
+    crontab is kept as it is.
+
+    With --systemd: a `batchctl.service` runs `batchctl daemon`; with --timer, a oneshot service
+    and a `batchctl.timer` run it every minute instead. Installing again updates what was
+    installed.
     """
     from batchctl import install as core
     from batchctl.errors import UsageError

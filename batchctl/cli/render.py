@@ -147,9 +147,30 @@ def print_runs(runs: Iterable[Run]) -> None:
 
 
 def rich_console(*, stderr: bool = False) -> Console:
-    """A Rich console for live progress displays; honours --no-color and NO_COLOR."""
+    """A Rich console for live progress displays; honours --no-color and NO_COLOR. When its
+    reader goes away (``| head``) it falls silent and the work goes on to its end (Rich's own
+    console would exit mid-run, leaving the run's job behind)."""
     from rich.console import Console
 
-    return Console(
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            silence(self.file)
+
+    return _Console(
         stderr=stderr, no_color=session.current.no_color or None, highlight=False, emoji=False
     )
+
+
+def silence(stream: Any) -> None:
+    """Point ``stream``'s file descriptor at /dev/null (its reader has gone), so that what is
+    still buffered, or written later, cannot fail again."""
+    import os
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -100,12 +100,26 @@ def retry(
 
     For a batch submission, re-send the requests that did not succeed (all of them, or only
     --failed/--expired/--missing) as new parts of the same submission, so that ``results``
-    gives one line per original request.
+    gives one line per original request. A local run is run again whole, in the foreground
+    (--failed, --expired and --missing are refused for it).
     """
     store = session.current.store()
     if store.get_submission(run_id) is not None:
         _retry_batch(run_id, failed, expired, missing, wait, json_output)
         return
+    chosen = [
+        flag
+        for flag, on in (("--failed", failed), ("--expired", expired), ("--missing", missing))
+        if on
+    ]
+    if chosen and store.get_run(run_id) is not None:
+        from batchctl.errors import UsageError
+
+        raise UsageError(
+            f"{', '.join(chosen)}: run {run_id} is a local run, not a batch submission "
+            "(these choose which of a submission's requests to re-send)",
+            hint=f"retry the whole run: batchctl retry {run_id}",
+        )
     config = session.current.config()
     _exit_for(_execute(config, json_output, lambda engine, _display: [engine.retry(run_id)]))
 
@@ -330,7 +344,9 @@ class RunDisplay:
 
     def run_started(self, run_id: int, job: JobConfig, scope: str | None) -> None:
         label = f"{job.name}[{scope}]" if scope else job.name
-        self.tasks[run_id] = self.bars.add_task(f"run {run_id} {label}", total=None, line="")
+        self.tasks[run_id] = self.bars.add_task(
+            f"run {run_id} {escape(label)}", total=None, line=""
+        )
 
     def progress(self, run_id: int, done: int, total: int | None) -> None:
         if run_id in self.tasks:
@@ -342,7 +358,7 @@ class RunDisplay:
                 f"[dim]{entry.stream}[/] {escape(entry.message)}", soft_wrap=True
             )
         elif entry.run_id in self.tasks:
-            self.bars.update(self.tasks[entry.run_id], line=entry.message[-60:])
+            self.bars.update(self.tasks[entry.run_id], line=escape(entry.message[-60:]))
 
     def retrying(self, run_id: int, attempt: int, outcome: RunOutcome, delay: float) -> None:
         from batchctl.durations import format_duration

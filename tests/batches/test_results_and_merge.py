@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from batchctl.emulator import Emulator, EmulatorSettings
+from tests.conftest import run_exe
 
 CHAT = "/v1/chat/completions"
 FAILING = {4, 11, 23}  # positions whose model does not exist: model_not_found in the emulator
@@ -358,6 +359,14 @@ def test_adopting_a_tracked_batch_again_exits_2(api: Emulator, ws: Any, cli: Any
     assert ws.sql("SELECT count(*) FROM runs") == [(1,)]
 
 
+def test_adopting_an_unknown_batch_is_one_error_line_exit_2(api: Emulator, ws: Any, cli: Any):
+    result = cli("adopt", "batch_does_not_exist")
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == "error: no batch batch_does_not_exist at the API"
+    assert not ws.has_tables() or ws.sql("SELECT count(*) FROM runs") == [(0,)]
+
+
 def test_a_download_that_no_longer_matches_its_checksum_is_fetched_again(
     finished: Finished, api: Emulator, ws: Any, cli: Any
 ):
@@ -376,3 +385,204 @@ def test_a_download_that_no_longer_matches_its_checksum_is_fetched_again(
     for cid, line in finished.api_lines.items():
         if cid not in finished.failed:
             assert lines[cid]["response"] == line["response"]
+
+
+# --- output files ------------------------------------------------------------------------------
+
+
+def test_results_format_follows_the_output_files_extension(finished: Finished, ws: Any, cli: Any):
+    out = ws.root / "answers.csv"
+
+    result = cli("results", str(finished.run_id), "-o", str(out))
+
+    assert result.exit_code == 3
+    with out.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:2] == ["custom_id", "outcome"]
+    assert [row[0] for row in rows[1:]] == finished.ids
+
+
+def test_results_format_contradicting_the_extension_is_refused(
+    finished: Finished, ws: Any, cli: Any
+):
+    result = cli("results", str(finished.run_id), "-o", "answers.csv", "--format", "jsonl")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: -o answers.csv: the extension says csv, --format ")
+    assert not (ws.root / "answers.csv").exists()
+
+
+def test_errors_file_named_as_csv_is_refused(finished: Finished, ws: Any, cli: Any):
+    result = cli("results", str(finished.run_id), "-o", "out.jsonl", "--errors", "bad.csv")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --errors bad.csv: the errors file is JSONL")
+    assert not (ws.root / "out.jsonl").exists()
+
+
+def test_results_to_dash_go_to_stdout_and_the_summary_to_stderr(
+    finished: Finished, ws: Any, cli: Any
+):
+    result = cli("results", str(finished.run_id), "-o", "-")
+
+    assert result.exit_code == 3
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["custom_id"] for line in lines] == finished.ids
+    assert f"run {finished.run_id} " in result.stderr
+
+
+def test_results_to_a_directory_are_refused_leaving_it_as_it_was(
+    finished: Finished, ws: Any, cli: Any
+):
+    directory = ws.root / "somewhere"
+    directory.mkdir()
+
+    result = cli("results", str(finished.run_id), "-o", str(directory))
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {directory} is a directory\n")
+    assert list(directory.iterdir()) == []
+    assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith("somewhere")) == [
+        "somewhere"
+    ]
+
+
+def test_results_through_a_symlink_replace_its_target_and_keep_the_link(
+    finished: Finished, ws: Any, cli: Any
+):
+    target = ws.root / "real.jsonl"
+    target.write_text("old\n")
+    link = ws.root / "link.jsonl"
+    link.symlink_to(target)
+
+    result = cli("results", str(finished.run_id), "-o", str(link))
+
+    assert result.exit_code == 3
+    assert link.is_symlink()
+    assert [line["custom_id"] for line in read_jsonl(target)] == finished.ids
+
+
+def test_new_results_file_is_private_and_a_replaced_one_keeps_its_mode(
+    finished: Finished, ws: Any, cli: Any
+):
+    new, shared = ws.root / "new.jsonl", ws.root / "shared.jsonl"
+    shared.write_text("old\n")
+    shared.chmod(0o644)
+
+    cli("results", str(finished.run_id), "-o", str(new))
+    cli("results", str(finished.run_id), "-o", str(shared))
+
+    assert new.stat().st_mode & 0o777 == 0o600
+    assert shared.stat().st_mode & 0o777 == 0o644
+    assert len(read_jsonl(shared)) == len(finished.ids)
+
+
+def test_results_take_over_the_part_file_a_killed_writer_left(
+    finished: Finished, ws: Any, cli: Any
+):
+    out = ws.root / "out.jsonl"
+    (ws.root / "out.jsonl.part").write_text("half a line from a killed results")
+
+    result = cli("results", str(finished.run_id), "-o", str(out))
+
+    assert result.exit_code == 3
+    assert [line["custom_id"] for line in read_jsonl(out)] == finished.ids
+    assert not (ws.root / "out.jsonl.part").exists()
+
+
+def test_two_results_writing_one_file_at_once_leave_it_whole(
+    finished: Finished, ws: Any, batchctl_exe: str
+):
+    import subprocess
+
+    out = ws.root / "out.jsonl"
+    args = [batchctl_exe, "results", str(finished.run_id), "-o", str(out)]
+    writers = [
+        subprocess.Popen(args, env=ws.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+
+    codes = [writer.wait(timeout=60) for writer in writers]
+
+    assert codes == [3, 3, 3, 3]
+    assert [line["custom_id"] for line in read_jsonl(out)] == finished.ids
+    assert sorted(p.name for p in ws.root.glob("out.jsonl*")) == ["out.jsonl"]
+
+
+def test_results_stream_into_a_fifo(finished: Finished, ws: Any, cli: Any):
+    import os
+    import threading
+
+    fifo = ws.root / "results.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+
+    result = cli("results", str(finished.run_id), "-o", str(fifo))
+    reader.join(timeout=60)
+
+    assert result.exit_code == 3
+    lines = [json.loads(line) for line in received[0].decode().splitlines()]
+    assert [line["custom_id"] for line in lines] == finished.ids
+    assert fifo.is_fifo()
+
+
+def test_results_to_a_full_device_are_one_error_line_and_the_device_stays(
+    finished: Finished, ws: Any, cli: Any
+):
+    import os
+    import stat
+
+    full = ws.root / "full"  # a device node like /dev/full, of our own (mknod needs root)
+    try:
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+
+    result = cli("results", str(finished.run_id), "-o", str(full))
+
+    assert result.exit_code == 2
+    assert result.stderr == f"error: cannot write {full}: No space left on device\n"
+    assert stat.S_ISCHR(full.stat().st_mode)
+
+
+def test_results_to_dev_stdout_stream_into_the_pipe(finished: Finished, ws: Any, batchctl_exe: str):
+    result = run_exe(
+        batchctl_exe, "results", str(finished.run_id), "-o", "/dev/stdout", env=ws.env()
+    )
+
+    assert result.returncode == 3, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["custom_id"] for line in lines] == finished.ids
+    assert "results: /dev/stdout" in result.stderr
+
+
+def test_results_failing_midway_leave_the_old_file_whole_and_no_temporary_file(
+    api: Emulator, ws: Any, cli: Any, batchctl_exe: str
+):
+    import resource
+    import subprocess
+
+    write_jsonl(ws.root / "in.jsonl", [request(f"r{i}") for i in range(400)])
+    run_id = cli("submit", "in.jsonl", "--wait", "--json").json()["id"]
+    out = ws.root / "out.jsonl"
+    out.write_text("old\n")
+    before = sorted(p.name for p in ws.root.iterdir())
+    # Writes past the database's size and some room fail (EFBIG), as on a disk that fills up:
+    # the database goes on working and the results (~280 kB) cannot be written whole.
+    limit = ws.db.stat().st_size + 32 * 1024
+
+    result = subprocess.run(
+        [batchctl_exe, "results", str(run_id), "-o", str(out)],
+        env=ws.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: cannot write {out}: File too large\n"
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in ws.root.iterdir()) == before
