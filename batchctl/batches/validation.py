@@ -104,9 +104,20 @@ def scan(
     returned plan has problems.
     """
     scanner = _Scanner(endpoint, max_requests, max_bytes, sink)
-    for path in paths:
-        scanner.scan_file(path)
+    try:
+        for path in paths:
+            scanner.scan_file(path)
+    except _SinkFailed as failed:
+        raise failed.error from failed.error.__cause__  # the writer's, not the input's, error
     return scanner.finish()
+
+
+class _SinkFailed(Exception):
+    """Carries an OSError of the sink past the handlers of read errors."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class _Scanner:
@@ -318,7 +329,10 @@ class _Scanner:
         part.bytes += len(line)
         part.estimated_input_tokens += estimate_tokens(len(line))
         if self.sink is not None:
-            self.sink.add(part.number, line, custom_id, self.plan.requests)
+            try:
+                self.sink.add(part.number, line, custom_id, self.plan.requests)
+            except OSError as exc:
+                raise _SinkFailed(exc) from exc
         self.plan.requests += 1
         self.plan.bytes += len(line)
 
