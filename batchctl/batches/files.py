@@ -13,6 +13,7 @@ import shutil
 import uuid
 from array import array
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -64,6 +65,7 @@ class PartWriter:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._made_root = not directory.parent.exists()  # removed again if nothing is kept
         directory.mkdir(parents=True, exist_ok=True)
         self.handles: dict[int, IO[bytes]] = {}
         self.sizes: dict[int, int] = {}
@@ -92,8 +94,12 @@ class PartWriter:
         self.handles.clear()
 
     def discard(self) -> None:
+        """Remove what was written: a refused submission leaves nothing on disk."""
         self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self._made_root:
+            with suppress(OSError):  # only if empty: another submission may use it now
+                self.directory.parent.rmdir()
 
     def requests(self) -> Iterator[RequestRow]:
         for ordinal, custom_id in enumerate(self.custom_ids):

@@ -172,7 +172,7 @@ def results(
     if order not in ("input", "completion"):
         raise UsageError(f"--order: expected input or completion, got {order!r}")
     batches = open_batches()
-    if not batches.advance(run_id):
+    if not batches.advance(run_id, send=False):  # reading results never spends
         parts = batches.store.parts(run_id)
         done = sum(1 for p in parts if p.downloaded_at is not None)
         raise UsageError(

@@ -97,8 +97,9 @@ class Provider(Protocol):
         """Create a batch. Never retried blindly: see ``find_batch``."""
         ...
 
-    def find_batch(self, key: str, value: str, *, since: int) -> RemoteBatch | None:
-        """The batch whose metadata has ``key`` = ``value``, created at or after ``since``."""
+    def find_batch(self, key: str, value: str, *, input_file_id: str) -> RemoteBatch | None:
+        """The batch whose metadata has ``key`` = ``value``, among those created since the
+        input file ``input_file_id`` was uploaded (by the server's clock, never this host's)."""
         ...
 
     def get_batch(self, batch_id: str) -> RemoteBatch: ...

@@ -33,6 +33,7 @@ RetryNotice = Callable[[str], None]
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 PAGE_SIZE = 100
+SERVER_SKEW_S = 300  # how far the API's own services' clocks may differ (files vs batches)
 DOWNLOAD_CHUNK = 1 << 20
 
 
@@ -62,9 +63,10 @@ class OpenAIProvider:
                 f"no API key: the environment variable {settings.api_key_env} is not set",
                 hint="export it, or name another variable with [openai] api_key_env",
             )
+        base_url = _base_url(settings)
         client = OpenAI(
             api_key=key,
-            base_url=settings.base_url,  # None: the SDK reads $OPENAI_BASE_URL, else its default
+            base_url=base_url,  # None: the SDK's default
             organization=settings.organization,
             project=settings.project,
             timeout=settings.timeout,
@@ -138,7 +140,6 @@ class OpenAIProvider:
         metadata: Mapping[str, str],
     ) -> RemoteBatch:
         key, value = next(iter(metadata.items()))
-        started = int(time.time()) - 60
 
         def attempt() -> RemoteBatch:
             return _batch(
@@ -150,15 +151,29 @@ class OpenAIProvider:
                 )
             )
 
-        return self._create(attempt, lambda: self.find_batch(key, value, since=started))
+        return self._create(
+            attempt, lambda: self.find_batch(key, value, input_file_id=input_file_id)
+        )
 
-    def find_batch(self, key: str, value: str, *, since: int) -> RemoteBatch | None:
+    def find_batch(self, key: str, value: str, *, input_file_id: str) -> RemoteBatch | None:
+        # Newest first, down to the input file's upload: a batch made from it cannot be older.
+        # Both times are the server's; this host's clock, however wrong, is never compared.
+        floor = self._created_at(input_file_id)
         for batch in self.list_batches():
-            if batch.created_at < since:
-                return None
             if batch.metadata.get(key) == value:
                 return batch
+            if floor is not None and batch.created_at < floor - SERVER_SKEW_S:
+                return None
         return None
+
+    def _created_at(self, file_id: str) -> int | None:
+        """When the server received the file; None when it is gone (nothing bounds a search)."""
+        try:
+            return int(self._call(lambda: self.client.files.retrieve(file_id)).created_at)
+        except ProviderError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def get_batch(self, batch_id: str) -> RemoteBatch:
         return _batch(self._call(lambda: self.client.batches.retrieve(batch_id)))
@@ -227,6 +242,31 @@ class OpenAIProvider:
             return retrying(attempt)
         except openai.OpenAIError as exc:
             raise _as_provider_error(exc) from exc
+
+
+def _base_url(settings: OpenAIConfig) -> str | None:
+    """The API's base URL ([openai] base_url, else $OPENAI_BASE_URL), refused unless it is an
+    http(s) URL with a host: checked before anything is recorded, so a typo spends nothing."""
+    from urllib.parse import urlsplit
+
+    where, url = "[openai] base_url", settings.base_url
+    if url is None:
+        where, url = "$OPENAI_BASE_URL", os.environ.get("OPENAI_BASE_URL") or None
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        well_formed = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        well_formed = False
+    if not well_formed:
+        shown = "the value" if "@" in url else repr(url)  # a URL may carry a password
+        raise UsageError(
+            f"{where}: {shown} is not an http(s) URL with a host",
+            hint="e.g. https://api.openai.com/v1",
+        )
+    return url
 
 
 def _transient(error: BaseException) -> bool:
