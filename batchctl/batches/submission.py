@@ -348,17 +348,22 @@ class Batches:
             if self._take_lease(run_id) is not None:
                 return False  # another process is driving it right now
             try:
-                return self._advance_leased(run_id, refresh=refresh, send=send)
-            except (BatchctlError, OSError) as exc:
-                stopped = self._stopped(run_id, exc, fail_unsent=fail_unsent)
-                if stopped is exc:
-                    raise
-                raise stopped from exc
+                return self._drive(run_id, refresh=refresh, send=send, fail_unsent=fail_unsent)
             finally:
                 with suppress(StoreWriteError):  # else it runs out, or its dead holder is seen
                     self.store.release_submission_lease(run_id, self.owner)
         finally:
             driving.release()
+
+    def _drive(self, run_id: int, *, refresh: bool, send: bool, fail_unsent: bool) -> bool:
+        """``advance`` under the lease, saying what an error that stops it leaves."""
+        try:
+            return self._advance_leased(run_id, refresh=refresh, send=send)
+        except (BatchctlError, OSError) as exc:
+            stopped = self._stopped(run_id, exc, fail_unsent=fail_unsent)
+            if stopped is exc:
+                raise
+            raise stopped from exc
 
     def _take_lease(self, run_id: int) -> Owner | None:
         """Become the process driving the submission; else return who is."""
@@ -654,9 +659,9 @@ class Batches:
         the parts the first recorded still in flight, and is refused.
         """
         self._submission(run_id)
-        with self._holding(run_id):
+        with self._holding(run_id):  # and sent under it: no other retry slips in between
             count = self._record_retry(run_id, outcomes)
-        self.advance(run_id)
+            self._drive(run_id, refresh=True, send=True, fail_unsent=False)
         return count
 
     @contextmanager

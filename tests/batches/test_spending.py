@@ -219,6 +219,14 @@ def test_a_full_disk_after_batches_were_created_says_what_was_sent_and_wait_reco
 # --- retries at the same time -----------------------------------------------------------------
 
 
+def busy_waiting(pid: int) -> bool:
+    """Whether the process sleeps in SQLite's busy handler (waiting for the write lock)."""
+    try:
+        return "nanosleep" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
 def test_concurrent_retries_of_one_submission_send_once_and_count_exactly(
     ws: Any, cli: Any, monkeypatch: pytest.MonkeyPatch, batchctl_exe: str
 ) -> None:
@@ -233,6 +241,9 @@ def test_concurrent_retries_of_one_submission_send_once_and_count_exactly(
         assert 0 < failed < 20
         emu.update_settings(request_failure_rate=0.0)
 
+        # The database is held while they start, so that all four meet at their first write.
+        holder = sqlite3.connect(ws.db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
         procs = [
             subprocess.Popen(
                 [batchctl_exe, "retry", "1", "--failed"],
@@ -243,6 +254,11 @@ def test_concurrent_retries_of_one_submission_send_once_and_count_exactly(
             )
             for _ in range(4)
         ]
+        try:
+            wait_for(lambda: all(busy_waiting(p.pid) for p in procs), "the retries to meet", 60)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
         finished = [(p.wait(timeout=120), *p.communicate()) for p in procs]
 
         codes = sorted(code for code, _, _ in finished)
