@@ -247,16 +247,20 @@ class Batches:
             )
             for p in plan.parts
         ]
-        run_id = self.store.record_submission(
-            job=job,
-            scope=scope,
-            trigger=trigger,
-            now=self.clock(),
-            submission=submission,
-            parts=parts,
-            requests=writer.requests(),
-            scheduled_for=scheduled_for,
-        )
+        try:
+            run_id = self.store.record_submission(
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                now=self.clock(),
+                submission=submission,
+                parts=parts,
+                requests=writer.requests(),
+                scheduled_for=scheduled_for,
+            )
+        except BaseException:
+            writer.discard()  # rolled back: nothing refers to the part files (kill -9: prune)
+            raise
         self.advance(run_id, fail_unsent=True)
         return run_id
 

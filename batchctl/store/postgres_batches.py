@@ -219,6 +219,13 @@ class BatchTables(Tables):
         )
         return {row[0]: row[1] for row in rows}
 
+    def known_tokens(self, tokens: Sequence[str]) -> set[str]:
+        """Those of these file-directory tokens that a recorded submission has."""
+        rows = self.conn.execute(
+            "SELECT token FROM submissions WHERE token = ANY(%s)", (list(tokens),)
+        )
+        return {row[0] for row in rows}
+
     def update_part(self, part_id: int, **columns: Any) -> None:
         unknown = set(columns) - UPDATABLE_PART_COLUMNS
         if unknown:

@@ -228,6 +228,18 @@ class BatchTables:
             found.update({row[0]: row[1] for row in rows})
         return found
 
+    def known_tokens(self, tokens: Sequence[str]) -> set[str]:
+        """Those of these file-directory tokens that a recorded submission has."""
+        found: set[str] = set()
+        for start in range(0, len(tokens), 500):
+            chunk = list(tokens[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT token FROM submissions WHERE token IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return found
+
     def update_part(self, part_id: int, **columns: Any) -> None:
         unknown = set(columns) - UPDATABLE_PART_COLUMNS
         if unknown:

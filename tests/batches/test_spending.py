@@ -9,9 +9,11 @@ processes that matter are the installed ``batchctl`` executable.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,57 @@ def test_a_full_disk_after_batches_were_created_says_what_was_sent_and_wait_reco
     assert waited.returncode == 0, waited.stderr
     assert_each_part_sent_once(ws, api, 1)
     assert_all_succeeded(Path(json.loads(waited.stdout)["output"]), ids)
+
+
+FILL_ON_RECORD = """\
+CREATE TABLE filler (data BLOB);
+CREATE TRIGGER fill_up AFTER INSERT ON submissions
+BEGIN INSERT INTO filler VALUES (zeroblob(64 * 1024 * 1024)); END;
+"""
+
+
+def test_a_full_disk_while_recording_a_submission_leaves_no_part_files(
+    ws: Any, cli: Any, api: Emulator, batchctl_exe: str
+) -> None:
+    write_requests(ws.root / "in.jsonl", 6)
+    assert cli("status").exit_code == 0  # creates the database
+    with sqlite3.connect(ws.db) as conn:
+        conn.executescript(FILL_ON_RECORD)
+
+    done = subprocess.run(
+        [sys.executable, "-c", SMALL_DISK, batchctl_exe, "submit", "in.jsonl"],
+        env=ws.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: cannot write to the database"), done.stderr
+    assert runs(ws) == []
+    assert not files_root(ws).exists()
+    assert api.requests == []
+
+
+def test_prune_removes_a_files_directory_no_run_refers_to(ws: Any, cli: Any, api: Emulator) -> None:
+    write_requests(ws.root / "in.jsonl", 2)
+    assert cli("submit", "in.jsonl", "--wait").exit_code == 0
+    [(kept,)] = ws.sql("SELECT directory FROM submissions")
+    orphan = files_root(ws) / "0123456789abcdef"  # as a submit killed before recording leaves
+    orphan.mkdir()
+    (orphan / "part-001.jsonl").write_text("{}\n")
+    recent = files_root(ws) / "fedcba9876543210"  # maybe a submit being recorded right now
+    recent.mkdir()
+    old = time.time() - 40 * 86_400
+    for path in (orphan, Path(kept)):
+        os.utime(path, (old, old))
+
+    pruned = cli("prune", "--older-than", "30d", "--json")
+
+    assert pruned.exit_code == 0, pruned.stderr
+    assert pruned.json()["orphaned_directories"] == 1
+    assert not orphan.exists()
+    assert Path(kept).exists() and recent.exists()
 
 
 # --- retries at the same time -----------------------------------------------------------------
