@@ -499,8 +499,9 @@ class Batches:
         path = Path(part.path)
         found = None
         if part.upload_started_at is not None:  # an upload may have happened: adopt it
+            elapsed = (self.clock() - part.upload_started_at).total_seconds()
             found = self.provider.find_file(
-                part.filename, path.stat().st_size, since=_since(part.upload_started_at)
+                part.filename, path.stat().st_size, within=max(0.0, elapsed) + FIND_SLACK_S
             )
         if found is None:
             self.store.update_part(part.id, upload_started_at=self.clock())
@@ -901,10 +902,6 @@ def _driving(run_id: int) -> threading.Lock:
 
 def remove_files(submission: Submission) -> None:
     shutil.rmtree(submission.directory, ignore_errors=True)
-
-
-def _since(moment: datetime) -> int:
-    return int(moment.timestamp()) - FIND_SLACK_S
 
 
 def _create_attempted(part: Part) -> bool:

@@ -82,8 +82,9 @@ class Provider(Protocol):
         """Upload a JSONL file for batch use. Never retried blindly: see ``find_file``."""
         ...
 
-    def find_file(self, filename: str, size: int, *, since: int) -> RemoteFile | None:
-        """A batch file with this name and size uploaded at or after ``since`` (Unix seconds)."""
+    def find_file(self, filename: str, size: int, *, within: float) -> RemoteFile | None:
+        """A batch file with this name and size uploaded in the last ``within`` seconds (a span
+        measured here, laid on the server's clock: this host's time of day is never trusted)."""
         ...
 
     def create_batch(

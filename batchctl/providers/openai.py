@@ -80,32 +80,43 @@ class OpenAIProvider:
     # --- files ----------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str) -> RemoteFile:
         size = path.stat().st_size
-        started = int(time.time()) - 60
+        started = time.monotonic()
 
         def attempt() -> RemoteFile:
             with path.open("rb") as handle:
                 return _file(self.client.files.create(file=(filename, handle), purpose="batch"))
 
-        return self._create(attempt, lambda: self.find_file(filename, size, since=started))
+        def lookup() -> RemoteFile | None:
+            return self.find_file(filename, size, within=time.monotonic() - started)
 
-    def find_file(self, filename: str, size: int, *, since: int) -> RemoteFile | None:
+        return self._create(attempt, lookup)
+
+    def find_file(self, filename: str, size: int, *, within: float) -> RemoteFile | None:
+        # Newest first, back to ``within`` seconds before the server's own ``Date``: a time
+        # span is the same on both clocks, this host's time of day is never compared with it.
         after: str | None = None
+        floor: float | None = None
         while True:
             cursor = after or openai.omit
-            page = self._call(
+            raw = self._call(
                 # The lambda runs before the loop moves on, so binding the loop variable is fine.
-                lambda: self.client.files.list(
+                lambda: self.client.files.with_raw_response.list(
                     purpose="batch",
                     order="desc",
                     limit=1000,
                     after=cursor,  # noqa: B023
                 )
             )
+            if floor is None:
+                floor = _server_time(raw.headers.get("date"))
+                if floor is not None:
+                    floor -= within + SERVER_SKEW_S
+            page = raw.parse()
             for item in page.data:
-                if item.created_at < since:
-                    return None
                 if item.filename == filename and item.bytes == size:
                     return _file(item)
+                if floor is not None and item.created_at < floor:
+                    return None
             if not page.data or not page.has_more:
                 return None
             after = page.data[-1].id
@@ -297,6 +308,18 @@ def _retry_after(error: BaseException | None) -> float | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def _server_time(date: str | None) -> float | None:
+    """The Unix time of an HTTP ``Date`` header; None if there is none or it is malformed."""
+    from email.utils import parsedate_to_datetime
+
+    if not date:
+        return None
+    try:
+        return parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _error_code(error: openai.APIStatusError) -> str | None:

@@ -154,6 +154,24 @@ def test_a_lost_create_reply_with_the_host_clock_ahead_makes_one_batch(
         assert_all_succeeded(Path(done.json()["output"]), ids)
 
 
+def test_a_lost_upload_reply_with_the_host_clock_ahead_uploads_once(
+    ws: Any, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Emulator(EmulatorSettings(clock_offset=-180)) as emu:  # the server 3 minutes behind
+        monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        ws.write_config(CONFIG)
+        emu.set_faults([Fault(kind="lost_reply", method="POST", path="/v1/files", count=1)])
+        write_requests(ws.root / "in.jsonl", 4)
+
+        done = cli("submit", "in.jsonl", "--wait", "--json")
+
+        assert done.exit_code == 0, done.stderr
+        assert next(r.fault for r in emu.requests if r.path == "/v1/files") == "lost_reply"
+        [(file_id,)] = ws.sql("SELECT input_file_id FROM parts")
+        assert [i for i, f in emu.files.items() if f["purpose"] == "batch"] == [file_id]
+
+
 # --- a database that cannot be written after batches were created -----------------------------
 
 # Fills the database when the first batch id is recorded: the write then meets the file size
