@@ -163,6 +163,13 @@ class Batches:
         if self._provider is not None:
             self._provider.close()
 
+    def _preflight(self) -> None:
+        """Check what can be checked before anything is recorded (the key, the URL)."""
+        if self._provider is None and self._provider_factory is None:
+            from batchctl.providers import check_settings
+
+            check_settings(self.config.openai)
+
     # --- submit ---------------------------------------------------------------------------------
     def plan(self, paths: Sequence[Path], options: SubmitOptions) -> Plan:
         """Validate and split without writing anything (``submit --dry-run``)."""
@@ -194,7 +201,7 @@ class Batches:
         (``wait``, the daemon). An error that stops it before any batch was created records the
         run ``failed``: nothing was spent, and the same input may be submitted again.
         """
-        self.provider  # noqa: B018  (preflight: a missing key or bad URL stops it here)
+        self._preflight()
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
         writer = local.PartWriter(directory)

@@ -24,7 +24,7 @@ import openai
 from openai import OpenAI
 
 from batchctl.config import OpenAIConfig
-from batchctl.errors import UsageError
+from batchctl.providers import check_settings
 from batchctl.providers.base import ProviderError, RemoteBatch, RemoteFile, RequestCounts
 
 T = TypeVar("T")
@@ -57,13 +57,7 @@ class OpenAIProvider:
     def from_config(
         cls, settings: OpenAIConfig, on_retry: RetryNotice | None = None
     ) -> OpenAIProvider:
-        key = os.environ.get(settings.api_key_env)
-        if not key:
-            raise UsageError(
-                f"no API key: the environment variable {settings.api_key_env} is not set",
-                hint="export it, or name another variable with [openai] api_key_env",
-            )
-        base_url = _base_url(settings)
+        key, base_url = check_settings(settings)
         client = OpenAI(
             api_key=key,
             base_url=base_url,  # None: the SDK's default
@@ -253,31 +247,6 @@ class OpenAIProvider:
             return retrying(attempt)
         except openai.OpenAIError as exc:
             raise _as_provider_error(exc) from exc
-
-
-def _base_url(settings: OpenAIConfig) -> str | None:
-    """The API's base URL ([openai] base_url, else $OPENAI_BASE_URL), refused unless it is an
-    http(s) URL with a host: checked before anything is recorded, so a typo spends nothing."""
-    from urllib.parse import urlsplit
-
-    where, url = "[openai] base_url", settings.base_url
-    if url is None:
-        where, url = "$OPENAI_BASE_URL", os.environ.get("OPENAI_BASE_URL") or None
-    if url is None:
-        return None
-    try:
-        parts = urlsplit(url)
-        well_formed = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError:
-        well_formed = False
-    if not well_formed:
-        shown = "the value" if "@" in url else repr(url)  # a URL may carry a password
-        raise UsageError(
-            f"{where}: {shown} is not an http(s) URL with a host",
-            hint="e.g. https://api.openai.com/v1",
-        )
-    return url
 
 
 def _transient(error: BaseException) -> bool:
