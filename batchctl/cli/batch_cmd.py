@@ -71,9 +71,10 @@ def submit(
 ) -> None:
     """Validate JSONL request files, split them into batches that fit, and submit them.
 
-    Every request is recorded before anything is uploaded; a crash is picked up by the next
-    batchctl command. Exit codes: 0 submitted (with --wait: all requests succeeded), 1 failed,
-    2 bad input (nothing uploaded), 3 with --wait: some requests did not succeed.
+    Every request is recorded before anything is uploaded; a crash is picked up by
+    ``batchctl wait`` or the daemon. Exit codes: 0 submitted (with --wait: all requests
+    succeeded), 1 failed, 2 bad input (nothing uploaded), 3 with --wait: some requests did not
+    succeed.
     """
     from batchctl.batches.submission import SubmitOptions
 
