@@ -145,11 +145,14 @@ def _remove_orphans(
 ) -> None:
     """Remove the submission directories no run refers to (a submit killed, or whose database
     write failed, before its run was recorded), untouched since ``before``."""
+    from batchctl.batches.files import is_token
+
     candidates: list[Path] = []
     with contextlib.suppress(OSError):  # no files directory yet
         for entry in root.iterdir():
             info = entry.lstat()
-            if stat.S_ISDIR(info.st_mode) and info.st_mtime < before.timestamp():
+            old = info.st_mtime < before.timestamp()
+            if stat.S_ISDIR(info.st_mode) and old and is_token(entry.name):
                 candidates.append(entry)
     known = store.known_tokens([entry.name for entry in candidates])
     for entry in candidates:

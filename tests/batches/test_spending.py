@@ -275,8 +275,10 @@ def test_prune_removes_a_files_directory_no_run_refers_to(ws: Any, cli: Any, api
     (orphan / "part-001.jsonl").write_text("{}\n")
     recent = files_root(ws) / "fedcba9876543210"  # maybe a submit being recorded right now
     recent.mkdir()
+    staging = files_root(ws) / "inputs"  # where an openai job's input command writes
+    staging.mkdir()
     old = time.time() - 40 * 86_400
-    for path in (orphan, Path(kept)):
+    for path in (orphan, Path(kept), staging):
         os.utime(path, (old, old))
 
     pruned = cli("prune", "--older-than", "30d", "--json")
@@ -284,7 +286,7 @@ def test_prune_removes_a_files_directory_no_run_refers_to(ws: Any, cli: Any, api
     assert pruned.exit_code == 0, pruned.stderr
     assert pruned.json()["orphaned_directories"] == 1
     assert not orphan.exists()
-    assert Path(kept).exists() and recent.exists()
+    assert Path(kept).exists() and recent.exists() and staging.exists()
 
 
 # --- retries at the same time -----------------------------------------------------------------
