@@ -438,15 +438,24 @@ class Batches:
         return failed
 
     def _unrecorded(self, run_id: int, error: StoreWriteError) -> BatchctlError:
-        created = set(self._created)
+        recorded: set[str] = set()
         with suppress(BatchctlError, OSError):
-            created |= {p.batch_id for p in self.store.parts(run_id) if p.batch_id}
-        if not created:
-            return BatchctlError(
-                f"run {run_id}: {error.message}; no batch was created",
-                hint=f"free space, then send it with: batchctl wait {run_id}",
+            recorded = {p.batch_id for p in self.store.parts(run_id) if p.batch_id}
+        unrecorded = [b for b in self._created if b not in recorded]
+        if unrecorded:
+            return SubmissionUnrecorded(
+                run_id, len(recorded) + len(unrecorded), len(unrecorded), error.message
             )
-        return SubmissionUnrecorded(run_id, len(created), error.message)
+        hint = f"free space, then: batchctl wait {run_id}"
+        if not recorded:
+            return BatchctlError(
+                f"run {run_id}: {error.message}; no batch was created (recorded, not sent)",
+                hint=f"{hint} sends it, or batchctl cancel {run_id} drops it",
+            )
+        return BatchctlError(
+            f"run {run_id}: {error.message}; its {len(recorded)} batch(es) go on remotely",
+            hint=hint,
+        )
 
     def _awaits_resubmit(self, submission: Submission) -> bool:
         if submission.on_expired != "resubmit":
@@ -878,10 +887,11 @@ class SubmissionUnrecorded(BatchctlError):
 
     exit_code = ExitCode.FAILED
 
-    def __init__(self, run_id: int, created: int, reason: str) -> None:
+    def __init__(self, run_id: int, created: int, unrecorded: int, reason: str) -> None:
+        which = "" if unrecorded == created else f" {unrecorded} of them"
         super().__init__(
             f"run {run_id}: {created} batch(es) were created on the API and will be paid for,"
-            f" but could not be recorded: {reason}",
+            f" but{which} could not be recorded: {reason}",
             hint=f"free space, then: batchctl wait {run_id} (it finds the batches and records"
             " them; do not submit the input again)",
         )
