@@ -426,16 +426,28 @@ class Batches:
         with suppress(StoreWriteError):
             recorded = self.store.fail_unsent_submission(run_id, reason, self.clock())
         if not recorded:
-            return error  # a batch may exist: the run stays in flight for wait or the daemon
+            return self._partly_sent(run_id, error, reason)
         cause = error.hint if isinstance(error, BatchctlError) else None
         if getattr(error, "transient", False):
             cause = None  # its "picked up when run again" is not so: the run has ended
-        failed = BatchctlError(
+        return _like(
+            error,
             f"{reason} (run {run_id} recorded failed; nothing was sent)",
-            hint=f"{cause}; then submit the input again" if cause else "submit the input again",
+            f"{cause}; then submit the input again" if cause else "submit the input again",
         )
-        failed.exit_code = error.exit_code if isinstance(error, BatchctlError) else ExitCode.FAILED
-        return failed
+
+    def _partly_sent(self, run_id: int, error: BaseException, reason: str) -> BaseException:
+        """Some batch may exist: the run stays in flight, and the error says what follows."""
+        try:
+            parts = self.store.parts(run_id)
+        except (BatchctlError, OSError):
+            return error
+        sent = sum(1 for p in parts if _create_attempted(p))
+        return _like(
+            error,
+            f"{reason} (run {run_id}: {sent} of {len(parts)} part(s) sent; the rest are not)",
+            f"batchctl wait {run_id} sends the rest, batchctl cancel {run_id} stops it",
+        )
 
     def _unrecorded(self, run_id: int, error: StoreWriteError) -> BatchctlError:
         recorded: set[str] = set()
@@ -919,6 +931,13 @@ def _driving(run_id: int) -> threading.Lock:
 
 def remove_files(submission: Submission) -> None:
     shutil.rmtree(submission.directory, ignore_errors=True)
+
+
+def _like(error: BaseException, message: str, hint: str) -> BatchctlError:
+    """An error with this message and hint, and ``error``'s exit code."""
+    like = BatchctlError(message, hint=hint)
+    like.exit_code = error.exit_code if isinstance(error, BatchctlError) else ExitCode.FAILED
+    return like
 
 
 def _create_attempted(part: Part) -> bool:

@@ -92,6 +92,24 @@ def test_a_refused_submit_leaves_no_files_directory(ws: Any, cli: Any, api: Emul
     assert runs(ws) == []
 
 
+def test_a_submit_stopped_after_sending_some_parts_says_what_was_sent_and_how_to_go_on(
+    ws: Any, cli: Any, api: Emulator
+) -> None:
+    ws.write_config(CONFIG + "max_retries = 0\n")
+    let_one_through = Fault(kind="slow", method="POST", path="/v1/files", delay=0, count=1)
+    api.set_faults([let_one_through, Fault(kind="500", method="POST", path="/v1/files")])
+    write_requests(ws.root / "in.jsonl", 4)
+
+    done = cli("submit", "in.jsonl", "--max-requests", "2")
+
+    assert done.exit_code == 1
+    [error, hint] = done.stderr.splitlines()
+    assert error.startswith("error: OpenAI API: HTTP 500")
+    assert error.endswith("(run 1: 1 of 2 part(s) sent; the rest are not)")
+    assert hint == "hint: batchctl wait 1 sends the rest, batchctl cancel 1 stops it"
+    assert runs(ws) == [(1, "running")]  # a batch was paid for: it stays tracked
+
+
 # --- looking never sends ----------------------------------------------------------------------
 
 
