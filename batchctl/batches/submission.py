@@ -722,7 +722,9 @@ class Batches:
 
     def _record_retry(self, run_id: int, outcomes: Sequence[str]) -> int:
         submission = self._submission(run_id)
-        if any(p.status not in TERMINAL for p in self.store.parts(run_id)):
+        parts = self.store.parts(run_id)
+        self._refuse_if_never_sent(run_id, parts)
+        if any(p.status not in TERMINAL for p in parts):
             raise UsageError(
                 f"run {run_id} still has batches in flight",
                 hint=f"wait for them: batchctl wait {run_id}",

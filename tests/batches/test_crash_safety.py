@@ -423,6 +423,9 @@ def test_a_wrong_api_key_fails_at_once_and_records_the_run_failed(
     waited = cli("wait", str(run_id), "--timeout", "20s")
     assert waited.exit_code == 2
     assert "before anything was sent" in waited.stderr
+    retried = cli("retry", str(run_id))
+    assert retried.exit_code == 2
+    assert retried.stderr.startswith(f"error: run {run_id} failed before anything was sent")
     assert [r.path for r in emu.requests] == ["/v1/files"]
 
 
