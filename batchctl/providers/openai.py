@@ -173,6 +173,8 @@ class OpenAIProvider:
 
     def _created_at(self, file_id: str) -> int | None:
         """When the server received the file; None when it is gone (nothing bounds a search)."""
+        if not file_id:
+            return None
         try:
             return int(self._call(lambda: self.client.files.retrieve(file_id)).created_at)
         except ProviderError as exc:
