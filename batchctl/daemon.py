@@ -395,6 +395,7 @@ class Daemon:
             self.config,
             in_flight,
             provider=provider,
+            send=True,  # the daemon drives submissions: a killed submit's parts are sent here
             on_error=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
         )
         self._report_api(errors, len(in_flight), interval)

@@ -50,6 +50,10 @@ class StoreError(UsageError):
     """The database cannot be opened or used (corrupt, locked, from a newer batchctl)."""
 
 
+class StoreWriteError(StoreError):
+    """A write to the database failed (disk full, I/O error, read-only): it was rolled back."""
+
+
 # Worst first: a batch of runs exits with the code of its worst run.
 _SEVERITY = {"failed": 0, "abandoned": 0, "cancelled": 1, "partial": 2, "skipped": 3}
 _CODES = {

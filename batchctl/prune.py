@@ -11,6 +11,10 @@ and the tick of a run still going; the schedule cursors, so that pruning never m
 tick fire again; results written elsewhere with ``results -o FILE``; and a submission directory
 outside ``<database name>-files/`` (never deleted: batchctl did not make it there).
 
+A directory in ``<database name>-files/`` that no submission refers to (a submit killed, or
+whose database write failed, before its run was recorded) goes too, once it is older than the
+cutoff and a day.
+
 Runs are deleted a chunk at a time, each chunk in its own short transaction, then their
 directories are removed: a crash in between leaves an orphaned directory, never a run whose
 files are gone. Afterwards the write-ahead log is checkpointed and truncated; ``vacuum`` also
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 CHUNK = 500
 DEAD_DAEMON_AFTER = timedelta(days=1)  # a daemon record never stopped, silent this long, died
 FIRING_WINDOW = timedelta(days=1)  # a tick fired this recently may not have its run recorded yet
+ORPHAN_GRACE = timedelta(days=1)  # a directory this new may be a submission being recorded
 
 
 @dataclass
@@ -48,6 +54,7 @@ class PruneReport:
     runs: int = 0
     log_lines: int = 0
     submissions: int = 0
+    orphaned_directories: int = 0
     files: int = 0
     file_bytes: int = 0
     ticks: int = 0
@@ -72,6 +79,7 @@ class PruneReport:
             "runs": self.runs,
             "log_lines": self.log_lines,
             "submissions": self.submissions,
+            "orphaned_directories": self.orphaned_directories,
             "files": self.files,
             "file_bytes": self.file_bytes,
             "ticks": self.ticks,
@@ -121,6 +129,7 @@ def prune(
                 continue
             report.submissions += 1
             _remove_directory(Path(run.directory), root, report, dry_run=dry_run)
+    _remove_orphans(store, root, min(cutoff, now - ORPHAN_GRACE), report, dry_run=dry_run)
     report.ticks = store.prune_ticks(cutoff, now - FIRING_WINDOW, dry_run=dry_run)
     report.daemons = store.prune_daemons(cutoff, now - DEAD_DAEMON_AFTER, dry_run=dry_run)
     report.kept_unmerged = store.unmerged_finished_count(cutoff)
@@ -129,6 +138,28 @@ def prune(
         store.compact(vacuum=vacuum)
     report.database_bytes_after = _database_bytes(store.location)
     return report
+
+
+def _remove_orphans(
+    store: Store, root: Path, before: datetime, report: PruneReport, *, dry_run: bool
+) -> None:
+    """Remove the submission directories no run refers to (a submit killed, or whose database
+    write failed, before its run was recorded), untouched since ``before``."""
+    from batchctl.batches.files import is_token
+
+    candidates: list[Path] = []
+    with contextlib.suppress(OSError):  # no files directory yet
+        for entry in root.iterdir():
+            info = entry.lstat()
+            old = info.st_mtime < before.timestamp()
+            if stat.S_ISDIR(info.st_mode) and old and is_token(entry.name):
+                candidates.append(entry)
+    known = store.known_tokens([entry.name for entry in candidates])
+    for entry in candidates:
+        if entry.name in known:
+            continue
+        report.orphaned_directories += 1
+        _remove_directory(entry, root, report, dry_run=dry_run)
 
 
 def _remove_directory(path: Path, root: Path, report: PruneReport, *, dry_run: bool) -> None:

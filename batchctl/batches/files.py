@@ -43,6 +43,11 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def is_token(name: str) -> bool:
+    """Whether a directory name is a submission's token (not ``inputs/`` or a user's)."""
+    return len(name) == 16 and all(c in "0123456789abcdef" for c in name)
+
+
 def part_filename(token: str, number: int) -> str:
     """The name a part is uploaded under: unique, so a lost upload can be found by it."""
     return f"batchctl-{token}-part{number:03d}.jsonl"
@@ -96,6 +101,7 @@ class PartWriter:
         self.handles.clear()
 
     def discard(self) -> None:
+        """Remove what was written: a refused submission leaves nothing on disk."""
         self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
         for parent in self.made[1:]:

@@ -24,10 +24,13 @@ def refresh(
     run_ids: Sequence[int],
     *,
     provider: Provider,
+    send: bool,
     max_workers: int = MAX_WORKERS,
     on_error: Callable[[int, BaseException], None] | None = None,
 ) -> int:
-    """Advance each submission (refresh, download, settle); how many are now settled.
+    """Advance each submission (refresh, download, settle); how many are now settled. With
+    ``send`` (the daemon) unsent parts are uploaded and created too; without (``status``) they
+    are left for a command that sends.
 
     Each worker thread opens one store connection for the whole call (SQLite connections are
     not shared across threads); the provider's HTTP client is shared. An error refreshing one
@@ -44,7 +47,7 @@ def refresh(
             store = local.store = open_store(location)
             opened.append(store)
         try:
-            return Batches(store, config, provider=provider).advance(run_id)
+            return Batches(store, config, provider=provider).advance(run_id, send=send)
         except (BatchctlError, OSError) as exc:
             if on_error is not None:
                 on_error(run_id, exc)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,11 +26,18 @@ from batchctl.batches.pricing import cost_of
 from batchctl.batches.results import MergedWriter, read_results
 from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
-from batchctl.errors import ExitCode, NotFoundError, UsageError
+from batchctl.errors import (
+    BatchctlError,
+    ExitCode,
+    NotFoundError,
+    StoreWriteError,
+    UsageError,
+)
 from batchctl.locations import make_private_dirs
 from batchctl.outputs import open_output
 from batchctl.owners import is_dead, this_process
 from batchctl.records import (
+    Owner,
     Part,
     PartPlanRow,
     RequestState,
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     from batchctl.store.base import Store
 
 LEASE_S = 120.0
+LEASE_POLL_S = 0.2  # how often a retry looks whether the submission's lease is free
 INTENT_SETTLE_S = 10.0  # how long a dead process's last upload or create may take to land
 FIND_SLACK_S = 600  # look back this far (seconds) for what a lost call may have created
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -139,6 +147,7 @@ class Batches:
         self.clock = clock
         self.sleep = sleep
         self.owner = this_process()
+        self._created: list[str] = []  # batches created by the current drive (for errors)
 
     @property
     def provider(self) -> Provider:
@@ -154,6 +163,13 @@ class Batches:
     def close(self) -> None:
         if self._provider is not None:
             self._provider.close()
+
+    def _preflight(self) -> None:
+        """Check what can be checked before anything is recorded (the key, the URL)."""
+        if self._provider is None and self._provider_factory is None:
+            from batchctl.providers import check_settings
+
+            check_settings(self.config.openai)
 
     # --- submit ---------------------------------------------------------------------------------
     def plan(self, paths: Sequence[Path], options: SubmitOptions) -> Plan:
@@ -180,9 +196,13 @@ class Batches:
     ) -> int:
         """Validate, record everything, then send every part. Returns the run id.
 
-        Nothing touches the network until the submission, its parts and every request are
-        recorded; a crash after that is picked up by the next ``advance``.
+        What can be checked is checked before anything is recorded (the API key and URL, the
+        input). Nothing touches the network until the submission, its parts and every request
+        are recorded; a crash after that is picked up by the next ``advance`` that may send
+        (``wait``, the daemon). An error that stops it before any batch was created records the
+        run ``failed``: nothing was spent, and the same input may be submitted again.
         """
+        self._preflight()
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
         writer = local.PartWriter(directory)
@@ -235,17 +255,21 @@ class Batches:
             )
             for p in plan.parts
         ]
-        run_id = self.store.record_submission(
-            job=job,
-            scope=scope,
-            trigger=trigger,
-            now=self.clock(),
-            submission=submission,
-            parts=parts,
-            requests=writer.requests(),
-            scheduled_for=scheduled_for,
-        )
-        self.advance(run_id)
+        try:
+            run_id = self.store.record_submission(
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                now=self.clock(),
+                submission=submission,
+                parts=parts,
+                requests=writer.requests(),
+                scheduled_for=scheduled_for,
+            )
+        except BaseException:
+            writer.discard()  # rolled back: nothing refers to the part files (kill -9: prune)
+            raise
+        self.advance(run_id, fail_unsent=True)
         return run_id
 
     def adopt(self, batch_id: str) -> int:
@@ -316,8 +340,16 @@ class Batches:
         return run_id
 
     # --- drive ----------------------------------------------------------------------------------
-    def advance(self, run_id: int, *, refresh: bool = True) -> bool:
-        """Do all that can be done for the submission now; True when it is settled."""
+    def advance(
+        self, run_id: int, *, refresh: bool = True, send: bool = True, fail_unsent: bool = False
+    ) -> bool:
+        """Do all that can be done for the submission now; True when it is settled.
+
+        ``send=False`` (``status``, ``results``) never uploads nor creates: parts that have a
+        batch are refreshed and downloaded, and the submission settles only when nothing is
+        left to send. ``fail_unsent`` (``submit``): an error before any batch was created
+        records the run ``failed`` with its reason, so that no later command spends for it.
+        """
         submission = self._submission(run_id)
         if submission.merged_at is not None:
             return True
@@ -325,11 +357,28 @@ class Batches:
         if not driving.acquire(blocking=False):
             return False  # another thread of this process is driving it (the lease names us)
         try:
-            return self._advance_leased(run_id, refresh=refresh)
+            if self._take_lease(run_id) is not None:
+                return False  # another process is driving it right now
+            try:
+                return self._drive(run_id, refresh=refresh, send=send, fail_unsent=fail_unsent)
+            finally:
+                with suppress(StoreWriteError):  # else it runs out, or its dead holder is seen
+                    self.store.release_submission_lease(run_id, self.owner)
         finally:
             driving.release()
 
-    def _advance_leased(self, run_id: int, *, refresh: bool) -> bool:
+    def _drive(self, run_id: int, *, refresh: bool, send: bool, fail_unsent: bool) -> bool:
+        """``advance`` under the lease, saying what an error that stops it leaves."""
+        try:
+            return self._advance_leased(run_id, refresh=refresh, send=send)
+        except (BatchctlError, OSError) as exc:
+            stopped = self._stopped(run_id, exc, fail_unsent=fail_unsent)
+            if stopped is exc:
+                raise
+            raise stopped from exc
+
+    def _take_lease(self, run_id: int) -> Owner | None:
+        """Become the process driving the submission; else return who is."""
         now = self.clock()
         until = now + timedelta(seconds=LEASE_S)
         holder = self.store.take_submission_lease(run_id, self.owner, until, now)
@@ -337,22 +386,104 @@ class Batches:
             # Its driver died (kill -9): take over now rather than wait for the lease to run out.
             self.store.release_submission_lease(run_id, holder)
             holder = self.store.take_submission_lease(run_id, self.owner, until, now)
-        if holder is not None:
-            return False  # another process is driving it right now
-        try:
-            # Read again under the lease: another process may have settled it meanwhile.
-            submission = self._submission(run_id)
-            if submission.merged_at is not None:
-                return True
-            for part in self.store.parts(run_id):
-                self._advance_part(submission, part, refresh=refresh)
-            self._resubmit_expired(submission)
-            return self._settle(submission)
-        finally:
-            self.store.release_submission_lease(run_id, self.owner)
+        return holder
 
-    def _advance_part(self, submission: Submission, part: Part, *, refresh: bool) -> None:
+    def _advance_leased(self, run_id: int, *, refresh: bool, send: bool) -> bool:
+        self._created = []
+        # Read again under the lease: another process may have settled it meanwhile.
+        submission = self._submission(run_id)
+        if submission.merged_at is not None:
+            return True
+        parts = self.store.parts(run_id)
+        self._refuse_if_never_sent(run_id, parts)
+        for part in parts:
+            self._advance_part(submission, part, refresh=refresh, send=send)
+        if send:
+            self._resubmit_expired(submission)
+        elif self._awaits_resubmit(submission):
+            return False  # what expired is sent again by a command that sends
+        return self._settle(submission)
+
+    def _refuse_if_never_sent(self, run_id: int, parts: list[Part]) -> None:
+        """A run that ended before any batch was created is never sent later."""
+        run = self._run(run_id)
+        if run.status.terminal and not any(_create_attempted(p) for p in parts):
+            raise UsageError(
+                f"run {run_id} {run.status.value} before anything was sent"
+                + (f": {run.error}" if run.error else ""),
+                hint="nothing was spent for it; submit the input again",
+            )
+
+    def _stopped(self, run_id: int, error: BaseException, *, fail_unsent: bool) -> BaseException:
+        """The error to raise for a drive that ``error`` stopped, after recording what it can:
+        a run that created no batch is recorded failed (when ``fail_unsent``); a database that
+        cannot be written after batches were created is said so, with how to recover."""
+        if isinstance(error, StoreWriteError):
+            return self._unrecorded(run_id, error)
+        if not fail_unsent:
+            return error
+        reason = error.message if isinstance(error, BatchctlError) else str(error)
+        recorded = False
+        with suppress(StoreWriteError):
+            recorded = self.store.fail_unsent_submission(run_id, reason, self.clock())
+        if not recorded:
+            return self._partly_sent(run_id, error, reason)
+        cause = error.hint if isinstance(error, BatchctlError) else None
+        if getattr(error, "transient", False):
+            cause = None  # its "picked up when run again" is not so: the run has ended
+        return _like(
+            error,
+            f"{reason} (run {run_id} recorded failed; nothing was sent)",
+            f"{cause}; then submit the input again" if cause else "submit the input again",
+        )
+
+    def _partly_sent(self, run_id: int, error: BaseException, reason: str) -> BaseException:
+        """Some batch may exist: the run stays in flight, and the error says what follows."""
+        try:
+            parts = self.store.parts(run_id)
+        except (BatchctlError, OSError):
+            return error
+        sent = sum(1 for p in parts if _create_attempted(p))
+        return _like(
+            error,
+            f"{reason} (run {run_id}: {sent} of {len(parts)} part(s) sent; the rest are not)",
+            f"batchctl wait {run_id} sends the rest, batchctl cancel {run_id} stops it",
+        )
+
+    def _unrecorded(self, run_id: int, error: StoreWriteError) -> BatchctlError:
+        recorded: set[str] = set()
+        with suppress(BatchctlError, OSError):
+            recorded = {p.batch_id for p in self.store.parts(run_id) if p.batch_id}
+        unrecorded = [b for b in self._created if b not in recorded]
+        if unrecorded:
+            return SubmissionUnrecorded(
+                run_id, len(recorded) + len(unrecorded), len(unrecorded), error.message
+            )
+        hint = f"free space, then: batchctl wait {run_id}"
+        if not recorded:
+            return BatchctlError(
+                f"run {run_id}: {error.message}; no batch was created (recorded, not sent)",
+                hint=f"{hint} sends it, or batchctl cancel {run_id} drops it",
+            )
+        return BatchctlError(
+            f"run {run_id}: {error.message}; its {len(recorded)} batch(es) go on remotely",
+            hint=hint,
+        )
+
+    def _awaits_resubmit(self, submission: Submission) -> bool:
+        if submission.on_expired != "resubmit":
+            return False
+        waiting = self.store.requests_to_resend(
+            submission.run_id, ("expired",), submission.max_request_attempts
+        )
+        return bool(waiting)
+
+    def _advance_part(
+        self, submission: Submission, part: Part, *, refresh: bool, send: bool
+    ) -> None:
         if part.batch_id is None and part.status not in TERMINAL:
+            if not send:
+                return
             part = self._send(submission, part)
         elif part.status not in TERMINAL and refresh:
             part = self._record_remote(part, self.provider.get_batch(part.batch_id or ""))
@@ -368,17 +499,19 @@ class Batches:
             part = self._upload(part)
         key = f"{self.store.instance_id()}:{submission.token}:{part.number}"
         found: RemoteBatch | None = None
+        input_file_id = part.input_file_id or ""
         if part.create_started_at is not None:  # a create may have happened: never repeat it
-            found = self.provider.find_batch(PART_KEY, key, since=_since(part.create_started_at))
+            found = self.provider.find_batch(PART_KEY, key, input_file_id=input_file_id)
         if found is None:
             self.store.update_part(part.id, create_started_at=self.clock())
             metadata = {PART_KEY: key, RUN_KEY: str(part.run_id), **submission.metadata}
             found = self.provider.create_batch(
-                input_file_id=part.input_file_id or "",
+                input_file_id=input_file_id,
                 endpoint=submission.endpoint,
                 completion_window=submission.completion_window,
                 metadata=metadata,
             )
+        self._created.append(found.id)
         return self._record_remote(part, found)
 
     def _settling(self, intent: datetime | None) -> bool:
@@ -395,8 +528,9 @@ class Batches:
         path = Path(part.path)
         found = None
         if part.upload_started_at is not None:  # an upload may have happened: adopt it
+            elapsed = (self.clock() - part.upload_started_at).total_seconds()
             found = self.provider.find_file(
-                part.filename, path.stat().st_size, since=_since(part.upload_started_at)
+                part.filename, path.stat().st_size, within=max(0.0, elapsed) + FIND_SLACK_S
             )
         if found is None:
             self.store.update_part(part.id, upload_started_at=self.clock())
@@ -553,9 +687,45 @@ class Batches:
         return self.store.parts(run_id)
 
     def retry(self, run_id: int, outcomes: Sequence[str]) -> int:
-        """Send the requests with these outcomes again, in new parts of the same submission."""
+        """Send the requests with these outcomes again, in new parts of the same submission.
+
+        Concurrent retries of one submission are serialized by its lease: the next one sees
+        the parts the first recorded still in flight, and is refused.
+        """
+        self._submission(run_id)
+        with self._holding(run_id):  # and sent under it: no other retry slips in between
+            count = self._record_retry(run_id, outcomes)
+            self._drive(run_id, refresh=True, send=True, fail_unsent=False)
+        return count
+
+    @contextmanager
+    def _holding(self, run_id: int) -> Iterator[None]:
+        """Hold the submission's lease (waiting up to ``LEASE_S`` for its holder) for a change
+        that must not interleave with another process's."""
+        driving = _driving(run_id)
+        driving.acquire()
+        try:
+            deadline = time.monotonic() + LEASE_S
+            while (holder := self._take_lease(run_id)) is not None:
+                if time.monotonic() >= deadline:
+                    raise UsageError(
+                        f"run {run_id} is being driven by process {holder.pid} on {holder.host}",
+                        hint="try again when it is done",
+                    )
+                self.sleep(LEASE_POLL_S)
+            try:
+                yield
+            finally:
+                with suppress(StoreWriteError):
+                    self.store.release_submission_lease(run_id, self.owner)
+        finally:
+            driving.release()
+
+    def _record_retry(self, run_id: int, outcomes: Sequence[str]) -> int:
         submission = self._submission(run_id)
-        if any(p.status not in TERMINAL for p in self.store.parts(run_id)):
+        parts = self.store.parts(run_id)
+        self._refuse_if_never_sent(run_id, parts)
+        if any(p.status not in TERMINAL for p in parts):
             raise UsageError(
                 f"run {run_id} still has batches in flight",
                 hint=f"wait for them: batchctl wait {run_id}",
@@ -570,9 +740,7 @@ class Batches:
         # Reopen first: a crash after it leaves a submission that the next advance settles
         # again; recording the new parts first would leave them unsent behind a merged one.
         self.store.reopen_submission(run_id, self.clock(), f"retrying {len(waiting)} request(s)")
-        count = self._resend(submission, outcomes)
-        self.advance(run_id)
-        return count
+        return self._resend(submission, outcomes)
 
     def _resend(self, submission: Submission, outcomes: Sequence[str]) -> int:
         requests = self.store.requests_to_resend(
@@ -731,6 +899,23 @@ class DuplicateInput(UsageError):
         self.run_id = run_id
 
 
+class SubmissionUnrecorded(BatchctlError):
+    """Batches were created (and will be paid for) but the database could not record them."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, run_id: int, created: int, unrecorded: int, reason: str) -> None:
+        which = "" if unrecorded == created else f" {unrecorded} of them"
+        super().__init__(
+            f"run {run_id}: {created} batch(es) were created on the API and will be paid for,"
+            f" but{which} could not be recorded: {reason}",
+            hint=f"free space, then: batchctl wait {run_id} (it finds the batches and records"
+            " them; do not submit the input again)",
+        )
+        self.run_id = run_id
+        self.created = created
+
+
 class WaitTimeout(UsageError):
     exit_code = ExitCode.FAILED
 
@@ -753,8 +938,16 @@ def remove_files(submission: Submission) -> None:
     shutil.rmtree(submission.directory, ignore_errors=True)
 
 
-def _since(moment: datetime) -> int:
-    return int(moment.timestamp()) - FIND_SLACK_S
+def _like(error: BaseException, message: str, hint: str) -> BatchctlError:
+    """An error with this message and hint, and ``error``'s exit code."""
+    like = BatchctlError(message, hint=hint)
+    like.exit_code = error.exit_code if isinstance(error, BatchctlError) else ExitCode.FAILED
+    return like
+
+
+def _create_attempted(part: Part) -> bool:
+    """Whether a batch may exist for the part: it has one, or a create was about to be sent."""
+    return part.batch_id is not None or part.create_started_at is not None
 
 
 def _chunks(items: list[RequestState], size: int) -> list[list[RequestState]]:

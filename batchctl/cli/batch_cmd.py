@@ -76,9 +76,10 @@ def submit(
 ) -> None:
     """Validate JSONL request files, split them into batches that fit, and submit them.
 
-    Every request is recorded before anything is uploaded; a crash is picked up by the next
-    batchctl command. Exit codes: 0 submitted (with --wait: all requests succeeded), 1 failed,
-    2 bad input (nothing uploaded), 3 with --wait: some requests did not succeed.
+    Every request is recorded before anything is uploaded; a crash is picked up by
+    ``batchctl wait`` or the daemon. Exit codes: 0 submitted (with --wait: all requests
+    succeeded), 1 failed, 2 bad input (nothing uploaded), 3 with --wait: some requests did not
+    succeed.
     """
     from batchctl.batches.submission import SubmitOptions
 
@@ -184,7 +185,7 @@ def results(
     if order not in ("input", "completion"):
         raise UsageError(f"--order: expected input or completion, got {order!r}")
     batches = open_batches()
-    if not batches.advance(run_id):
+    if not batches.advance(run_id, send=False):  # reading results never spends
         parts = batches.store.parts(run_id)
         done = sum(1 for p in parts if p.downloaded_at is not None)
         raise UsageError(

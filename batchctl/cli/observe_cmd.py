@@ -237,6 +237,10 @@ def _print_prune(report: PruneReport) -> None:
             f"kept {report.kept_unmerged} ended submission(s) whose results are not merged "
             "(`batchctl results RUN_ID` merges them)"
         )
+    if report.orphaned_directories:
+        render.out(
+            f"{verb} {report.orphaned_directories} submission directory(ies) no run refers to"
+        )
     for path in report.skipped_directories:
         render.out(f"kept {path}: not under the database's files directory")
     if not report.dry_run and not report.vacuum and report.runs:

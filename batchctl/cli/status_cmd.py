@@ -105,7 +105,8 @@ def _refresh(run_ids: list[int]) -> None:
         render.note(f"warning: not refreshing submissions: {exc.message}")
         return
     try:
-        refresh(store.location, config, run_ids, provider=provider, on_error=warn)
+        # Looking never spends: only parts that already have a batch are refreshed.
+        refresh(store.location, config, run_ids, provider=provider, send=False, on_error=warn)
     finally:
         provider.close()
 

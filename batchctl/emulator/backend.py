@@ -16,7 +16,7 @@ class Backend:
 
     def __init__(self, settings: EmulatorSettings, faults: list[Fault] | None = None) -> None:
         self._lock = threading.Lock()
-        self.clock = Clock(manual=settings.manual_clock)
+        self.clock = Clock(manual=settings.manual_clock, offset=settings.clock_offset)
         self.state = State(settings, self.clock)
         self.faults = FaultInjector(faults, seed=settings.fault_seed)
         self.log = RequestLog()

@@ -9,13 +9,14 @@ import time
 class Clock:
     """Emulated Unix time, in seconds.
 
-    It starts at the real time. In running mode it moves with the wall clock; in manual mode
-    it stands still. ``advance()`` moves it forward in either mode.
+    It starts at the real time plus ``offset`` (a server whose clock differs from the host's).
+    In running mode it moves with the wall clock; in manual mode it stands still. ``advance()``
+    moves it forward in either mode.
     """
 
-    def __init__(self, *, manual: bool = False) -> None:
+    def __init__(self, *, manual: bool = False, offset: float = 0.0) -> None:
         self._lock = threading.Lock()
-        self._epoch = time.time()
+        self._epoch = time.time() + offset
         self._mono0 = time.monotonic()
         self._frozen_elapsed = 0.0
         self._offset = 0.0

@@ -86,6 +86,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass  # the request log replaces stderr logging
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, by the emulated clock (as a real server's is by its own)."""
+        now = self.server.backend.clock.now() if timestamp is None else timestamp
+        return super().date_time_string(now)
+
     def do_GET(self) -> None:
         self._dispatch()
 

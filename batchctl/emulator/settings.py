@@ -11,7 +11,7 @@ from typing import Any
 DAY = 86_400.0
 
 # Fields that only make sense when the emulator starts; the control API refuses to change them.
-_START_ONLY = frozenset({"state_dir"})
+_START_ONLY = frozenset({"state_dir", "clock_offset"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class EmulatorSettings:
     fault_seed: int = 0
     #: If True, emulated time only moves with ``advance()``; else it follows the wall clock too.
     manual_clock: bool = False
+    #: Seconds between the emulator's clock and this host's at the start (negative: the server
+    #: is behind), to test a client whose clock is wrong.
+    clock_offset: float = 0.0
     #: If set, only this API key is accepted (others get 401 ``invalid_api_key``).
     api_key: str | None = None
     #: Largest upload accepted for ``purpose=batch`` (the real limit is 200 MB).

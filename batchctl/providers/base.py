@@ -82,8 +82,9 @@ class Provider(Protocol):
         """Upload a JSONL file for batch use. Never retried blindly: see ``find_file``."""
         ...
 
-    def find_file(self, filename: str, size: int, *, since: int) -> RemoteFile | None:
-        """A batch file with this name and size uploaded at or after ``since`` (Unix seconds)."""
+    def find_file(self, filename: str, size: int, *, within: float) -> RemoteFile | None:
+        """A batch file with this name and size uploaded in the last ``within`` seconds (a span
+        measured here, laid on the server's clock: this host's time of day is never trusted)."""
         ...
 
     def create_batch(
@@ -97,8 +98,9 @@ class Provider(Protocol):
         """Create a batch. Never retried blindly: see ``find_batch``."""
         ...
 
-    def find_batch(self, key: str, value: str, *, since: int) -> RemoteBatch | None:
-        """The batch whose metadata has ``key`` = ``value``, created at or after ``since``."""
+    def find_batch(self, key: str, value: str, *, input_file_id: str) -> RemoteBatch | None:
+        """The batch whose metadata has ``key`` = ``value``, among those created since the
+        input file ``input_file_id`` was uploaded (by the server's clock, never this host's)."""
         ...
 
     def get_batch(self, batch_id: str) -> RemoteBatch: ...

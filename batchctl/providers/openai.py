@@ -24,7 +24,7 @@ import openai
 from openai import OpenAI
 
 from batchctl.config import OpenAIConfig
-from batchctl.errors import UsageError
+from batchctl.providers import check_settings
 from batchctl.providers.base import ProviderError, RemoteBatch, RemoteFile, RequestCounts
 
 T = TypeVar("T")
@@ -33,6 +33,7 @@ RetryNotice = Callable[[str], None]
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 PAGE_SIZE = 100
+SERVER_SKEW_S = 300  # how far the API's own services' clocks may differ (files vs batches)
 DOWNLOAD_CHUNK = 1 << 20
 
 
@@ -56,15 +57,10 @@ class OpenAIProvider:
     def from_config(
         cls, settings: OpenAIConfig, on_retry: RetryNotice | None = None
     ) -> OpenAIProvider:
-        key = os.environ.get(settings.api_key_env)
-        if not key:
-            raise UsageError(
-                f"no API key: the environment variable {settings.api_key_env} is not set",
-                hint="export it, or name another variable with [openai] api_key_env",
-            )
+        key, base_url = check_settings(settings)
         client = OpenAI(
             api_key=key,
-            base_url=settings.base_url,  # None: the SDK reads $OPENAI_BASE_URL, else its default
+            base_url=base_url,  # None: the SDK's default
             organization=settings.organization,
             project=settings.project,
             timeout=settings.timeout,
@@ -78,32 +74,43 @@ class OpenAIProvider:
     # --- files ----------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str) -> RemoteFile:
         size = path.stat().st_size
-        started = int(time.time()) - 60
+        started = time.monotonic()
 
         def attempt() -> RemoteFile:
             with path.open("rb") as handle:
                 return _file(self.client.files.create(file=(filename, handle), purpose="batch"))
 
-        return self._create(attempt, lambda: self.find_file(filename, size, since=started))
+        def lookup() -> RemoteFile | None:
+            return self.find_file(filename, size, within=time.monotonic() - started)
 
-    def find_file(self, filename: str, size: int, *, since: int) -> RemoteFile | None:
+        return self._create(attempt, lookup)
+
+    def find_file(self, filename: str, size: int, *, within: float) -> RemoteFile | None:
+        # Newest first, back to ``within`` seconds before the server's own ``Date``: a time
+        # span is the same on both clocks, this host's time of day is never compared with it.
         after: str | None = None
+        floor: float | None = None
         while True:
             cursor = after or openai.omit
-            page = self._call(
+            raw = self._call(
                 # The lambda runs before the loop moves on, so binding the loop variable is fine.
-                lambda: self.client.files.list(
+                lambda: self.client.files.with_raw_response.list(
                     purpose="batch",
                     order="desc",
                     limit=1000,
                     after=cursor,  # noqa: B023
                 )
             )
+            if floor is None:
+                floor = _server_time(raw.headers.get("date"))
+                if floor is not None:
+                    floor -= within + SERVER_SKEW_S
+            page = raw.parse()
             for item in page.data:
-                if item.created_at < since:
-                    return None
                 if item.filename == filename and item.bytes == size:
                     return _file(item)
+                if floor is not None and item.created_at < floor:
+                    return None
             if not page.data or not page.has_more:
                 return None
             after = page.data[-1].id
@@ -138,7 +145,6 @@ class OpenAIProvider:
         metadata: Mapping[str, str],
     ) -> RemoteBatch:
         key, value = next(iter(metadata.items()))
-        started = int(time.time()) - 60
 
         def attempt() -> RemoteBatch:
             return _batch(
@@ -150,15 +156,31 @@ class OpenAIProvider:
                 )
             )
 
-        return self._create(attempt, lambda: self.find_batch(key, value, since=started))
+        return self._create(
+            attempt, lambda: self.find_batch(key, value, input_file_id=input_file_id)
+        )
 
-    def find_batch(self, key: str, value: str, *, since: int) -> RemoteBatch | None:
+    def find_batch(self, key: str, value: str, *, input_file_id: str) -> RemoteBatch | None:
+        # Newest first, down to the input file's upload: a batch made from it cannot be older.
+        # Both times are the server's; this host's clock, however wrong, is never compared.
+        floor = self._created_at(input_file_id)
         for batch in self.list_batches():
-            if batch.created_at < since:
-                return None
             if batch.metadata.get(key) == value:
                 return batch
+            if floor is not None and batch.created_at < floor - SERVER_SKEW_S:
+                return None
         return None
+
+    def _created_at(self, file_id: str) -> int | None:
+        """When the server received the file; None when it is gone (nothing bounds a search)."""
+        if not file_id:
+            return None
+        try:
+            return int(self._call(lambda: self.client.files.retrieve(file_id)).created_at)
+        except ProviderError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def get_batch(self, batch_id: str) -> RemoteBatch:
         return _batch(self._call(lambda: self.client.batches.retrieve(batch_id)))
@@ -257,6 +279,18 @@ def _retry_after(error: BaseException | None) -> float | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def _server_time(date: str | None) -> float | None:
+    """The Unix time of an HTTP ``Date`` header; None if there is none or it is malformed."""
+    from email.utils import parsedate_to_datetime
+
+    if not date:
+        return None
+    try:
+        return parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _error_code(error: openai.APIStatusError) -> str | None:

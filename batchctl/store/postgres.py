@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from batchctl.errors import StoreError
+from batchctl.errors import StoreError, StoreWriteError
 from batchctl.records import (
     Attempt,
     LockHolder,
@@ -146,8 +146,15 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     @contextmanager
     def _write(self) -> Iterator[Conn]:
-        with self.conn.transaction():
-            yield self.conn
+        errors = _import_psycopg().errors
+        try:
+            with self.conn.transaction():
+                yield self.conn
+        except (errors.DiskFull, errors.IoError) as exc:
+            raise StoreWriteError(
+                f"cannot write to the database {self.shown}: {str(exc).strip()}",
+                hint="free disk space on the database server",
+            ) from exc
 
     # --- runs ---------------------------------------------------------------------------------
     def create_run(

@@ -49,8 +49,13 @@ class BatchTables(Tables):
         return str(row[0])
 
     def submission_for_input(self, sha256: str) -> int | None:
+        # A submission that failed before creating any batch spent nothing: not a duplicate.
         row = self.conn.execute(
-            "SELECT run_id FROM submissions WHERE input_sha256 = %s ORDER BY run_id DESC LIMIT 1",
+            "SELECT s.run_id FROM submissions s JOIN runs r ON r.id = s.run_id"
+            " WHERE s.input_sha256 = %s AND NOT (r.status = 'failed' AND NOT EXISTS"
+            " (SELECT 1 FROM parts p WHERE p.run_id = s.run_id"
+            " AND (p.batch_id IS NOT NULL OR p.create_started_at IS NOT NULL)))"
+            " ORDER BY s.run_id DESC LIMIT 1",
             (sha256,),
         ).fetchone()
         return None if row is None else int(row[0])
@@ -213,6 +218,13 @@ class BatchTables(Tables):
             "SELECT batch_id, run_id FROM parts WHERE batch_id = ANY(%s)", (list(batch_ids),)
         )
         return {row[0]: row[1] for row in rows}
+
+    def known_tokens(self, tokens: Sequence[str]) -> set[str]:
+        """Those of these file-directory tokens that a recorded submission has."""
+        rows = self.conn.execute(
+            "SELECT token FROM submissions WHERE token = ANY(%s)", (list(tokens),)
+        )
+        return {row[0] for row in rows}
 
     def update_part(self, part_id: int, **columns: Any) -> None:
         unknown = set(columns) - UPDATABLE_PART_COLUMNS
@@ -420,4 +432,28 @@ class BatchTables(Tables):
                 ),
             )
             record_transition(conn, run_id, row[0], status, now, error)
+        return True
+
+    def fail_unsent_submission(self, run_id: int, error: str, now: datetime) -> bool:
+        """Record a submission that no batch was created for as failed, its parts ``not_sent``;
+        False (and nothing changed) if a create was attempted or the run has ended."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT status FROM runs WHERE id = %s FOR UPDATE", (run_id,)
+            ).fetchone()
+            if row is None or RunStatus(row[0]).terminal:
+                return False
+            sent = conn.execute(
+                "SELECT 1 FROM parts WHERE run_id = %s"
+                " AND (batch_id IS NOT NULL OR create_started_at IS NOT NULL) LIMIT 1",
+                (run_id,),
+            ).fetchone()
+            if sent is not None:
+                return False
+            conn.execute("UPDATE parts SET status = 'not_sent' WHERE run_id = %s", (run_id,))
+            conn.execute(
+                "UPDATE runs SET status = 'failed', finished_at = %s, error = %s WHERE id = %s",
+                (now, error, run_id),
+            )
+            record_transition(conn, run_id, row[0], RunStatus.FAILED, now, error)
         return True

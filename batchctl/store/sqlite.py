@@ -12,12 +12,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from batchctl.errors import StoreError
+from batchctl.errors import StoreError, StoreWriteError
 from batchctl.locations import create_private_file, make_private_dirs
 from batchctl.records import (
     Attempt,
@@ -100,13 +100,22 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
         # Threads of one process queue on a lock first: SQLite's busy handler would make them
         # sleep 1-100 ms instead of handing over at once.
         with _process_lock(self.location):
-            self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    _roll_back(self.conn)
+                    raise
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _CANNOT_WRITE:
+                    raise
+                _roll_back(self.conn)  # a failed COMMIT may leave the transaction open
+                raise StoreWriteError(
+                    f"cannot write to the database {self.location}: {exc}",
+                    hint="free disk space, or check the file and its directory",
+                ) from exc
 
     # --- runs ---------------------------------------------------------------------------------
     def create_run(
@@ -438,6 +447,18 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 def _process_lock(location: str) -> threading.Lock:
     with _PROCESS_LOCKS_GUARD:
         return _PROCESS_LOCKS.setdefault(location, threading.Lock())
+
+
+# SQLite's primary result codes for "the write did not happen": read-only, I/O error, disk full.
+_CANNOT_WRITE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL})
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    # After an I/O error or a full disk SQLite may have rolled back already; the original
+    # error is the one to report.
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _busy_timeout() -> float:

@@ -397,11 +397,11 @@ def test_a_ten_part_submission_completes_through_20_percent_faults(
     assert_all_succeeded(Path(done.json()["output"]), ids)
 
 
-def test_a_wrong_api_key_fails_at_once_and_a_later_wait_picks_the_submission_up(
+def test_a_wrong_api_key_fails_at_once_and_records_the_run_failed(
     ws: Any, cli: Any, start_api: Callable[..., Emulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = start_api(key="wrong", api_key="right")
-    ids = write_requests(ws.root / "in.jsonl", 4)
+    write_requests(ws.root / "in.jsonl", 4)
 
     done = cli("submit", "in.jsonl", "--max-requests", "2")
 
@@ -409,16 +409,37 @@ def test_a_wrong_api_key_fails_at_once_and_a_later_wait_picks_the_submission_up(
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
     assert "401" in errors[0] and "Incorrect API key provided" in errors[0]
+    assert "run 1 recorded failed; nothing was sent" in errors[0]
     assert "Traceback" not in done.stderr + done.stdout
     # failed at once: one call, not retried, and no lookup for a file it might have created
     assert [(r.method, r.path, r.status) for r in emu.requests] == [("POST", "/v1/files", 401)]
     run_id = only_run_id(ws)
-    assert ws.sql("SELECT count(*) FROM requests WHERE run_id = ?", run_id) == [(4,)]
+    [(status, error)] = ws.sql("SELECT status, error FROM runs WHERE id = ?", run_id)
+    assert status == "failed" and "Incorrect API key provided" in error
+    assert ws.sql("SELECT DISTINCT status FROM parts WHERE run_id = ?", run_id) == [("not_sent",)]
+
+    # never driven later, even with the right key: the run has ended
+    monkeypatch.setenv("OPENAI_API_KEY", "right")
+    waited = cli("wait", str(run_id), "--timeout", "20s")
+    assert waited.exit_code == 2
+    assert "before anything was sent" in waited.stderr
+    retried = cli("retry", str(run_id))
+    assert retried.exit_code == 2
+    assert retried.stderr.startswith(f"error: run {run_id} failed before anything was sent")
+    assert [r.path for r in emu.requests] == ["/v1/files"]
+
+
+def test_an_input_whose_submission_sent_nothing_is_not_a_duplicate(
+    ws: Any, cli: Any, start_api: Callable[..., Emulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = start_api(key="wrong", api_key="right")
+    ids = write_requests(ws.root / "in.jsonl", 4)
+    assert cli("submit", "in.jsonl", "--max-requests", "2").exit_code == 1
 
     monkeypatch.setenv("OPENAI_API_KEY", "right")
-    waited = cli("wait", str(run_id), "--json", "--timeout", "20s")
+    again = cli("submit", "in.jsonl", "--max-requests", "2", "--wait", "--json")
 
-    assert waited.exit_code == 0, waited.stderr
-    assert waited.json()["status"] == "completed"
-    assert_each_part_sent_once(ws, emu, run_id)
-    assert_all_succeeded(Path(waited.json()["output"]), ids)
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["id"] == 2
+    assert_each_part_sent_once(ws, emu, 2)
+    assert_all_succeeded(Path(again.json()["output"]), ids)

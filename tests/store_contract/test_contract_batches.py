@@ -261,3 +261,40 @@ def test_submission_lease(store: Store) -> None:
     # OTHER's lease has run out: anyone may take it over.
     assert store.take_submission_lease(run_id, ME, now + timedelta(seconds=60), now) is None
     assert store.take_submission_lease(run_id + 99, ME, now, now) is None
+
+
+def test_a_submission_failed_before_any_create_is_recorded_so_and_is_no_duplicate(
+    store: Store,
+) -> None:
+    run_id = _submit(store)
+    (part, _) = store.parts(run_id)
+    store.update_part(part.id, upload_started_at=T0, input_file_id="file-1", status="uploaded")
+
+    assert store.fail_unsent_submission(run_id, "HTTP 401", T0 + timedelta(seconds=1))
+
+    run = store.get_run(run_id)
+    assert run is not None and (run.status, run.error) == (RunStatus.FAILED, "HTTP 401")
+    assert {p.status for p in store.parts(run_id)} == {"not_sent"}
+    assert store.submissions_in_flight() == []
+    assert store.submission_for_input("sha-1") is None
+    assert not store.fail_unsent_submission(run_id, "again", T0)  # it has ended
+
+
+def test_a_submission_with_a_create_attempted_is_not_failed_as_unsent(store: Store) -> None:
+    run_id = _submit(store)
+    (part, _) = store.parts(run_id)
+    store.update_part(part.id, create_started_at=T0)
+
+    assert not store.fail_unsent_submission(run_id, "timed out", T0)
+
+    run = store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.RUNNING
+    assert store.submission_for_input("sha-1") == run_id
+
+
+def test_known_tokens_are_those_of_recorded_submissions(store: Store) -> None:
+    _submit(store, token="tok1")
+    _submit(store, token="tok2", sha="sha-2")
+
+    assert store.known_tokens(["tok2", "gone", "tok1"]) == {"tok1", "tok2"}
+    assert store.known_tokens([]) == set()
