@@ -388,8 +388,11 @@ def _parse_prices(raw: Mapping[str, Any], problems: _Problems) -> dict[str, Pric
             problems.add(key, "expected a table like { input = 0.15, output = 0.60 }")
             continue
         s = _Section(value, key, problems)
+        cached = s.get("cached_input", float, None)
         price = Price(
-            input=float(s.get("input", float, 0.0)), output=float(s.get("output", float, 0.0))
+            input=float(s.get("input", float, 0.0)),
+            output=float(s.get("output", float, 0.0)),
+            cached_input=None if cached is None else float(cached),
         )
         if "input" not in s.seen:
             problems.add(f"{key}.input", "required (US dollars per million input tokens)")

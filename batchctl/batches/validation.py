@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 SUPPORTED_ENDPOINTS = (
     "/v1/responses",
@@ -54,6 +54,8 @@ class PartPlan:
     requests: int = 0
     bytes: int = 0
     estimated_input_tokens: int = 0
+    max_output_tokens: int = 0  # the sum of the bounds of the requests that have one
+    unbounded_requests: int = 0  # requests that set no output limit
 
 
 @dataclass
@@ -170,7 +172,12 @@ class _Scanner:
         self.seen[custom_id] = (len(self.files) - 1) << 32 | number
         # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
         plain = raw.endswith(b"\n") and len(raw) == len(line) + 1
-        self.assign(raw if plain else line + b"\n", model, custom_id)
+        part = self.assign(raw if plain else line + b"\n", model, custom_id)
+        bound = output_bound(str(request["url"]), request["body"])
+        if bound is None:
+            part.unbounded_requests += 1
+        else:
+            part.max_output_tokens += bound
 
     def check_request(self, path: Path, number: int, request: object) -> str | None:
         """The request's model when the request is valid, else None (problems recorded)."""
@@ -207,7 +214,7 @@ class _Scanner:
         assert isinstance(model, str)
         return model
 
-    def assign(self, line: bytes, model: str, custom_id: str) -> None:
+    def assign(self, line: bytes, model: str, custom_id: str) -> PartPlan:
         part = self.open_part.get(model)
         if (
             part is None
@@ -224,6 +231,7 @@ class _Scanner:
             self.sink.add(part.number, line, custom_id, self.plan.requests)
         self.plan.requests += 1
         self.plan.bytes += len(line)
+        return part
 
     def finish(self) -> Plan:
         self.plan.sha256 = self.digest.hexdigest()
@@ -239,6 +247,40 @@ def estimate_tokens(line_bytes: int) -> int:
     order of magnitude of a --dry-run cost, and is labelled as an estimate wherever shown.
     """
     return max(1, line_bytes // 4)
+
+
+# Where each endpoint's body bounds its output tokens, in order of precedence.
+_OUTPUT_LIMITS = {
+    "/v1/chat/completions": ("max_completion_tokens", "max_tokens"),
+    "/v1/responses": ("max_output_tokens",),
+    "/v1/completions": ("max_tokens",),
+}
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's documented default
+
+
+def output_bound(url: str, body: dict[str, Any]) -> int | None:
+    """At most how many output tokens a request can be billed for; None when it sets no limit.
+
+    Chat: ``max_completion_tokens`` (or the older ``max_tokens``) times ``n`` choices;
+    responses: ``max_output_tokens``; completions: ``max_tokens`` (16 when absent) times ``n``.
+    Embeddings and moderations have no output tokens; images and videos no limit to read.
+    """
+    if url in ("/v1/embeddings", "/v1/moderations"):
+        return 0
+    names = _OUTPUT_LIMITS.get(url)
+    if names is None:
+        return None
+    limit = next((body[n] for n in names if _count(body.get(n)) is not None), None)
+    if limit is None and url == "/v1/completions":
+        limit = _COMPLETIONS_DEFAULT_MAX_TOKENS
+    if limit is None:
+        return None
+    choices = _count(body.get("n")) or 1
+    return int(limit) * (1 if url == "/v1/responses" else choices)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _unsupported(value: object) -> str:

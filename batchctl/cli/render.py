@@ -113,6 +113,13 @@ def money(amount: float) -> str:
     return f"${amount:,.4f}"
 
 
+def cost(amount: float, unpriced: Sequence[str]) -> str:
+    """A cost that may leave out models without a price: never shown as a plain $0."""
+    if not unpriced:
+        return money(amount)
+    return f"≥ {money(amount)}" if amount > 0 else "unpriced"
+
+
 RUN_COLUMNS = (
     Column("ID", right=True),
     Column("JOB"),
@@ -139,7 +146,7 @@ def print_runs(runs: Iterable[Run]) -> None:
             format_duration(run.duration),
             f"{run.items_processed}/{run.items_failed}",
             f"{run.total_tokens:,}",
-            money(run.total_cost),
+            cost(run.total_cost, run.unpriced_models),
         ]
         for run in runs
     ]
