@@ -423,6 +423,7 @@ class RunStats(NamedTuple):
     duration_sum: float  # seconds, over the runs that started and finished
     duration_count: int
     last_finished_at: datetime | None
+    unpriced_runs: int = 0  # runs whose cost leaves out a model without a price
 
 
 class SchedulePosition(NamedTuple):

@@ -169,6 +169,7 @@ class Batches:
             endpoint=options.endpoint,
             max_requests=options.max_requests,
             max_bytes=options.max_bytes,
+            bound_output=True,
         )
         if plan.problems:
             raise InputError(plan)

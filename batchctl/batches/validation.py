@@ -82,13 +82,15 @@ def scan(
     max_requests: int = MAX_REQUESTS,
     max_bytes: int = MAX_BYTES,
     sink: PartSink | None = None,
+    bound_output: bool = False,
 ) -> Plan:
     """Validate ``paths`` in one pass and plan the parts; feed valid lines to ``sink``.
 
     Lines go to the sink as they are read, so the caller must discard what it received when the
-    returned plan has problems.
+    returned plan has problems. ``bound_output`` adds up each part's output limits (a dry run's
+    estimate), which a submission does not need.
     """
-    scanner = _Scanner(endpoint, max_requests, max_bytes, sink)
+    scanner = _Scanner(endpoint, max_requests, max_bytes, sink, bound_output)
     for path in paths:
         scanner.scan_file(path)
     return scanner.finish()
@@ -96,12 +98,18 @@ def scan(
 
 class _Scanner:
     def __init__(
-        self, endpoint: str | None, max_requests: int, max_bytes: int, sink: PartSink | None
+        self,
+        endpoint: str | None,
+        max_requests: int,
+        max_bytes: int,
+        sink: PartSink | None,
+        bound_output: bool = False,
     ) -> None:
         self.plan = Plan(endpoint=endpoint)
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         self.sink = sink
+        self.bound_output = bound_output
         # custom_id -> where it was first seen, packed as (file index << 32 | line) so that the
         # memory per request is one dict entry and an int, not a tuple.
         self.seen: dict[str, int] = {}
@@ -173,6 +181,8 @@ class _Scanner:
         # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
         plain = raw.endswith(b"\n") and len(raw) == len(line) + 1
         part = self.assign(raw if plain else line + b"\n", model, custom_id)
+        if not self.bound_output:
+            return
         bound = output_bound(str(request["url"]), request["body"])
         if bound is None:
             part.unbounded_requests += 1
@@ -270,17 +280,23 @@ def output_bound(url: str, body: dict[str, Any]) -> int | None:
     names = _OUTPUT_LIMITS.get(url)
     if names is None:
         return None
-    limit = next((body[n] for n in names if _count(body.get(n)) is not None), None)
-    if limit is None and url == "/v1/completions":
+    limit = None
+    for name in names:
+        limit = _count(body.get(name))
+        if limit is not None:
+            break
+    else:
+        if url != "/v1/completions":
+            return None
         limit = _COMPLETIONS_DEFAULT_MAX_TOKENS
-    if limit is None:
-        return None
-    choices = _count(body.get("n")) or 1
-    return int(limit) * (1 if url == "/v1/responses" else choices)
+    choices = body.get("n")
+    if url == "/v1/responses" or choices is None:
+        return limit
+    return limit * (_count(choices) or 1)
 
 
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return value if type(value) is int and value > 0 else None
 
 
 def _unsupported(value: object) -> str:

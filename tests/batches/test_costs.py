@@ -10,6 +10,7 @@ the usage of the API's own result lines and the published price numbers written 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -286,3 +287,18 @@ def test_commands_that_price_nothing_do_not_load_the_price_data(ws: Any, command
 
     assert found.returncode == 0, found.stderr
     assert "genai_prices" not in found.stderr
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def test_metrics_count_the_runs_whose_cost_leaves_out_an_unpriced_model(
+    api: Emulator, ws: Any, cli: Any
+):
+    ws.write_config(NO_PRICES)
+    submit_and_wait(cli, ws, [request("r0", model="acme-private-1")])
+
+    exposition = cli("metrics").stdout
+
+    assert re.search(r'^batchctl_unpriced_runs_total\{\w+="submit"\} 1(\.0)?$', exposition, re.M)
+    assert re.search(r'^batchctl_cost_dollars_total\{\w+="submit"\} 0(\.0)?$', exposition, re.M)
