@@ -118,8 +118,9 @@ class ResultSummary(NamedTuple):
         }
 
     def _money(self, amount: float) -> float | None:
-        """A sum in dollars for --json; null when some model's tokens have no price."""
-        return None if self.unpriced_models else round(amount, 6)
+        """A sum in dollars for --json (to a billionth: a small batch costs millionths);
+        null when some model's tokens have no price."""
+        return None if self.unpriced_models else round(amount, 9)
 
 
 ProgressCallback = Callable[[Run, list[Part]], None]

@@ -299,8 +299,8 @@ def _print_plan(
         "estimated_output_tokens": sum(o.tokens for o in outputs),
         "uncounted_output_requests": uncounted,
         "estimated_cost": {
-            "batch": round(cost.batch, 6) if priced else None,
-            "synchronous": round(cost.synchronous, 6) if priced else None,
+            "batch": round(cost.batch, 9) if priced else None,
+            "synchronous": round(cost.synchronous, 9) if priced else None,
         },
         "unpriced_models": list(cost.unpriced_models),
         "sha256": plan.sha256,

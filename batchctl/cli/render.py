@@ -110,6 +110,8 @@ def local_time(moment: datetime | None, *, short: bool = False) -> str:
 
 
 def money(amount: float) -> str:
+    if 0 < amount < 0.00005:
+        return "< $0.0001"  # a real cost, too small for four decimals: not shown as $0
     return f"${amount:,.4f}"
 
 
@@ -117,7 +119,10 @@ def cost(amount: float, unpriced: Sequence[str]) -> str:
     """A cost that may leave out models without a price: never shown as a plain $0."""
     if not unpriced:
         return money(amount)
-    return f"≥ {money(amount)}" if amount > 0 else "unpriced"
+    if amount <= 0:
+        return "unpriced"
+    shown = money(amount)
+    return "> $0" if shown.startswith("<") else f"≥ {shown}"
 
 
 RUN_COLUMNS = (

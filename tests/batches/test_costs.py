@@ -102,9 +102,9 @@ def test_without_a_prices_table_a_submission_costs_the_published_batch_price(
         tokens["cached"],
         tokens["reasoning"],
     )
-    # --json rounds to a millionth of a dollar; the run keeps the exact sum
-    assert summary["cost"] == pytest.approx(priced(tokens, MINI_BATCH), abs=1e-6)
-    assert summary["synchronous_cost"] == pytest.approx(priced(tokens, MINI), abs=1e-6)
+    # --json rounds to a billionth of a dollar; the run keeps the exact sum
+    assert summary["cost"] == pytest.approx(priced(tokens, MINI_BATCH), abs=2e-9)
+    assert summary["synchronous_cost"] == pytest.approx(priced(tokens, MINI), abs=2e-9)
     assert summary["cost"] > 0
     assert summary["unpriced_models"] == []
     (run,) = cli("status", "--json").json()
@@ -138,8 +138,8 @@ def test_a_prices_table_overrides_the_published_price(api: Emulator, ws: Any, cl
     summary = submit_and_wait(cli, ws, mixed_requests())
 
     tokens = usage_totals(Path(summary["output"]))
-    assert summary["synchronous_cost"] == pytest.approx(priced(tokens, mine), abs=1e-6)
-    assert summary["cost"] == pytest.approx(priced(tokens, mine) * 0.5, abs=1e-6)
+    assert summary["synchronous_cost"] == pytest.approx(priced(tokens, mine), abs=2e-9)
+    assert summary["cost"] == pytest.approx(priced(tokens, mine) * 0.5, abs=2e-9)
     (cost,) = ws.sql("SELECT total_cost FROM runs")[0]
     assert cost == pytest.approx(priced(tokens, mine) * 0.5, rel=1e-9)
 
@@ -177,7 +177,8 @@ def test_a_run_with_priced_and_unpriced_models_shows_its_cost_as_a_lower_bound(
     api: Emulator, ws: Any, cli: Any
 ):
     ws.write_config(NO_PRICES)
-    summary = submit_and_wait(cli, ws, [request("a"), request("b", model="acme-private-1")])
+    rows = [request("a", text=LONG_PROMPT * 5), request("b", model="acme-private-1")]
+    summary = submit_and_wait(cli, ws, rows)
     run_id = summary["id"]
     lines = [json.loads(raw) for raw in Path(summary["output"]).read_text().splitlines()]
     (usage,) = [line["response"]["body"]["usage"] for line in lines if line["custom_id"] == "a"]
@@ -185,6 +186,7 @@ def test_a_run_with_priced_and_unpriced_models_shows_its_cost_as_a_lower_bound(
 
     detail = cli("status", str(run_id)).stdout
 
+    assert lower > 0.0001
     assert f"≥ ${lower:,.4f}" in detail
     (run,) = cli("status", "--json").json()
     assert (run["total_cost"], run["unpriced_models"]) == (None, ["acme-private-1"])
@@ -205,7 +207,7 @@ def test_dry_run_estimates_output_up_to_each_requests_limit(api: Emulator, ws: A
     assert plan["estimated_output_tokens"] == 10 * 100 + 4 * 50 * 2
     assert plan["uncounted_output_requests"] == 0
     expected = (plan["estimated_input_tokens"] * 0.075 + (10 * 100 + 4 * 100) * 0.30) / 1e6
-    assert plan["estimated_cost"]["batch"] == pytest.approx(expected, abs=1e-6)
+    assert plan["estimated_cost"]["batch"] == pytest.approx(expected, abs=2e-9)
     assert api.requests == []
 
 
@@ -302,3 +304,22 @@ def test_metrics_count_the_runs_whose_cost_leaves_out_an_unpriced_model(
 
     assert re.search(r'^batchctl_unpriced_runs_total\{\w+="submit"\} 1(\.0)?$', exposition, re.M)
     assert re.search(r'^batchctl_cost_dollars_total\{\w+="submit"\} 0(\.0)?$', exposition, re.M)
+
+
+def test_a_real_cost_below_a_hundredth_of_a_cent_is_not_shown_as_zero(
+    api: Emulator, ws: Any, cli: Any
+):
+    ws.write_config(NO_PRICES)
+    line = {
+        "custom_id": "e0",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "text-embedding-3-small", "input": "a few words"},
+    }
+    summary = submit_and_wait(cli, ws, [line])
+    assert 0 < summary["synchronous_cost"] < 0.00005  # $0.02 per million tokens
+    assert 0 < ws.sql("SELECT total_cost FROM runs")[0][0] < 0.00005
+
+    shown = cli("results", str(summary["id"])).stdout
+
+    assert "cost: < $0.0001 at batch price" in shown
