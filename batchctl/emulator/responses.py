@@ -58,6 +58,8 @@ class Outcome:
     body: dict[str, Any]
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens
+    reasoning_tokens: int = 0  # of output_tokens
 
     @property
     def ok(self) -> bool:
@@ -258,6 +260,8 @@ def _chat(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
         },
         prompt,
         completion,
+        cached_tokens(body, prompt),
+        reasoning,
     )
 
 
@@ -350,6 +354,8 @@ def _response(body: dict[str, Any], key: str, created: int, prompt: int) -> Outc
         },
         prompt,
         completion,
+        cached_tokens(body, prompt),
+        reasoning,
     )
 
 

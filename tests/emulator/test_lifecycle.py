@@ -242,3 +242,21 @@ def test_responses_usage_reports_reasoning_tokens_of_a_reasoning_model(
     assert usage["default"]["output_tokens_details"]["reasoning_tokens"] == 256
     assert usage["low"]["output_tokens_details"]["reasoning_tokens"] == 64
     assert usage["low"]["input_tokens_details"]["cached_tokens"] == 0
+
+
+def test_batch_usage_sums_the_cached_and_reasoning_tokens_of_its_requests(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    lines = [chat_line(f"c{i}", text="word " * 1200 + str(i)) for i in range(3)]
+    for line in lines:
+        line["body"]["prompt_cache_key"] = "shared-prefix"
+        line["body"]["reasoning_effort"] = "low"
+    batch = run_to_end(emulator, client, start_batch(client, lines).id)
+    assert batch.output_file_id is not None and batch.usage is not None
+
+    usage = [o["response"]["body"]["usage"] for o in read_jsonl(client, batch.output_file_id)]
+    cached = sum(u["prompt_tokens_details"]["cached_tokens"] for u in usage)
+    reasoning = sum(u["completion_tokens_details"]["reasoning_tokens"] for u in usage)
+    assert cached > 0 and reasoning == 3 * 64
+    assert batch.usage.input_tokens_details.cached_tokens == cached
+    assert batch.usage.output_tokens_details.reasoning_tokens == reasoning
