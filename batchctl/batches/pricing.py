@@ -95,7 +95,7 @@ def _published(
     row: ModelTokens, discount: float, at: datetime | None
 ) -> tuple[float, float] | None:
     """(synchronous, batch) cost from genai-prices' data, or None when it has no price."""
-    # Imported here, only when a model is not in [prices]: it costs ~0.4 s (pydantic).
+    # Imported here, only when a model is not in [prices]: it costs ~0.5 s (pydantic).
     import genai_prices
 
     usage = genai_prices.Usage(
