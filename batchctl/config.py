@@ -446,6 +446,9 @@ def _parse_prices(raw: Mapping[str, Any], problems: _Problems) -> dict[str, Pric
         price = Price(
             input=s.number("input", 0.0, 0.0, math.inf),
             output=s.number("output", 0.0, 0.0, math.inf),
+            cached_input=(
+                s.number("cached_input", 0.0, 0.0, math.inf) if "cached_input" in value else None
+            ),
         )
         if "input" not in s.seen:
             problems.add(f"{key}.input", "required (US dollars per million input tokens)")

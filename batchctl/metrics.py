@@ -12,7 +12,9 @@ Families (all prefixed ``batchctl_``):
 - ``runs_active{job,status}`` gauge: runs queued, running or retrying now.
 - ``last_success_timestamp_seconds{job}`` gauge: when the job's newest ``completed`` run ended.
 - ``run_duration_seconds{job}`` summary (``_sum`` and ``_count``): ended runs that started.
-- ``tokens_total{job}``, ``cost_dollars_total{job}`` counters: OpenAI usage and cost, all runs.
+- ``tokens_total{job}``, ``cost_dollars_total{job}`` counters: OpenAI usage and cost, all runs
+  (a run with an unpriced model adds only its priced part); ``unpriced_runs_total{job}``
+  counter: the runs whose cost leaves out a model without a price.
 - ``submissions_in_flight`` gauge; ``batch_parts{status}`` gauge: the parts of those
   submissions by remote status.
 - ``ticks_pending{job}`` gauge; ``ticks_total{job,status}`` counter for ``missed`` and
@@ -86,7 +88,11 @@ def collect(store: Store, config: Config, now: datetime) -> list[Family]:
     )
     tokens = Family("tokens_total", "counter", "Tokens used (input and output), by job.")
     cost = Family("cost_dollars_total", "counter", "Cost in US dollars at batch price, by job.")
+    unpriced = Family(
+        "unpriced_runs_total", "counter", "Runs whose cost leaves out a model without a price."
+    )
     per_job: dict[str, list[float]] = {}  # job -> [duration sum, duration count, tokens, cost]
+    unpriced_by_job: dict[str, int] = {}
     successes: dict[str, datetime] = {}
     for row in stats:
         if row.status in ACTIVE:
@@ -99,6 +105,7 @@ def collect(store: Store, config: Config, now: datetime) -> list[Family]:
             figures[1] += row.duration_count
         figures[2] += row.total_tokens
         figures[3] += row.total_cost
+        unpriced_by_job[row.job] = unpriced_by_job.get(row.job, 0) + row.unpriced_runs
         if row.status == "completed" and row.last_finished_at is not None:
             successes[row.job] = row.last_finished_at
     for job, (seconds, count, used, spent) in sorted(per_job.items()):
@@ -107,6 +114,8 @@ def collect(store: Store, config: Config, now: datetime) -> list[Family]:
             duration.add(count, "_count", job=job)
         tokens.add(used, job=job)
         cost.add(spent, job=job)
+        if unpriced_by_job.get(job):
+            unpriced.add(unpriced_by_job[job], job=job)
     for job, moment in sorted(successes.items()):
         last_success.add(moment.timestamp(), job=job)
 
@@ -166,6 +175,7 @@ def collect(store: Store, config: Config, now: datetime) -> list[Family]:
         duration,
         tokens,
         cost,
+        unpriced,
         submissions,
         parts,
         pending,

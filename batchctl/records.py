@@ -102,6 +102,8 @@ class Run(NamedTuple):
     cancel_requested: bool
     retry_of: int | None
     scheduled_for: datetime | None
+    # Models with tokens but no price: total_cost then counts only the priced ones.
+    unpriced_models: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -127,7 +129,8 @@ class Run(NamedTuple):
             "items_processed": self.items_processed,
             "items_failed": self.items_failed,
             "total_tokens": self.total_tokens,
-            "total_cost": self.total_cost,
+            "total_cost": None if self.unpriced_models else self.total_cost,
+            "unpriced_models": list(self.unpriced_models),
             "progress": {"done": self.progress_done, "total": self.progress_total},
             "error": self.error,
             "reason": self.reason,
@@ -332,6 +335,18 @@ class RequestResult(NamedTuple):
     kind: str  # "output" or "error": which downloaded file holds the line
     offset: int
     length: int
+    cached_tokens: int = 0  # of input_tokens, read from the prompt cache
+    reasoning_tokens: int = 0  # of output_tokens, spent reasoning
+
+
+class ModelTokens(NamedTuple):
+    """The tokens of a submission's requests to one model, summed: what a price applies to."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0  # of input_tokens
+    reasoning_tokens: int = 0  # of output_tokens
 
 
 class RequestState(NamedTuple):
@@ -408,6 +423,7 @@ class RunStats(NamedTuple):
     duration_sum: float  # seconds, over the runs that started and finished
     duration_count: int
     last_finished_at: datetime | None
+    unpriced_runs: int = 0  # runs whose cost leaves out a model without a price
 
 
 class SchedulePosition(NamedTuple):

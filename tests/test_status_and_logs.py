@@ -22,6 +22,7 @@ RUN_KEYS = {
     "items_failed",
     "total_tokens",
     "total_cost",
+    "unpriced_models",
     "progress",
     "error",
     "reason",

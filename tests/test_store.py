@@ -87,6 +87,7 @@ def test_an_older_database_is_migrated_in_place(ws: Workspace, cli) -> None:
         conn.execute("DROP INDEX runs_by_retry_of")
         conn.execute("ALTER TABLE attempts DROP COLUMN pgid")
         conn.execute("ALTER TABLE attempts DROP COLUMN pgid_started")
+        conn.execute("ALTER TABLE runs DROP COLUMN unpriced_models")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     assert cli("status", "--json").json()[0]["job"] == "j"
     names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}

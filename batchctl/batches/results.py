@@ -36,26 +36,57 @@ def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> Reques
     error = line.get("error") or None
     status = response.get("status_code") if isinstance(response, dict) else None
     body = response.get("body") if isinstance(response, dict) else None
-    tokens_in, tokens_out = usage_of(body)
+    tokens_in, tokens_out, cached, reasoning = usage_of(body)
     if isinstance(status, int) and 200 <= status < 300 and not error:
-        return RequestResult(
-            custom_id, "succeeded", status, None, None, tokens_in, tokens_out, kind, offset, length
-        )
-    code, message = _error_of(error, body, status)
-    outcome = _UNRUN.get(code or "", "failed")
+        outcome, code, message = "succeeded", None, None
+    else:
+        code, message = _error_of(error, body, status)
+        outcome = _UNRUN.get(code or "", "failed")
     return RequestResult(
-        custom_id, outcome, status, code, message, tokens_in, tokens_out, kind, offset, length
+        custom_id,
+        outcome,
+        status,
+        code,
+        message,
+        tokens_in,
+        tokens_out,
+        kind,
+        offset,
+        length,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
     )
 
 
-def usage_of(body: Any) -> tuple[int, int]:
-    """Input and output tokens of a response body, whatever the endpoint's naming."""
+def usage_of(body: Any) -> tuple[int, int, int, int]:
+    """Input, output, cached input and reasoning tokens of a response body, whatever the
+    endpoint's naming (chat and completions: ``prompt_tokens``, ``completion_tokens`` and their
+    ``*_details``; responses and images: ``input_tokens``, ``output_tokens``)."""
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
-        return 0, 0
-    tokens_in = usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0
-    tokens_out = usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0
-    return int(tokens_in), int(tokens_out)
+        return 0, 0, 0, 0
+    tokens_in = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
+    tokens_out = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+    cached = _detail(usage, ("prompt_tokens_details", "input_tokens_details"), "cached_tokens")
+    reasoning = _detail(
+        usage, ("completion_tokens_details", "output_tokens_details"), "reasoning_tokens"
+    )
+    # A detail is a part of its total: never more than it, whatever a server reports.
+    return tokens_in, tokens_out, min(cached, tokens_in), min(reasoning, tokens_out)
+
+
+def _detail(usage: dict[str, Any], names: tuple[str, ...], key: str) -> int:
+    for name in names:
+        details = usage.get(name)
+        if isinstance(details, dict):
+            return _count(details.get(key))
+    return 0
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 2**62:
+        return 0  # absent, negative, NaN or absurd: nothing to price
+    return int(value)
 
 
 def _error_of(error: Any, body: Any, status: Any) -> tuple[str | None, str | None]:

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 from batchctl.batches import files as local
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
-from batchctl.batches.pricing import cost_of
+from batchctl.batches.pricing import Cost, cost_of
 from batchctl.batches.results import MergedWriter, read_results
 from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
@@ -97,9 +97,11 @@ class ResultSummary(NamedTuple):
     counts: dict[str, int]
     input_tokens: int
     output_tokens: int
-    cost_batch: float
+    cost_batch: float  # of the priced models only, when some are unpriced
     cost_synchronous: float
     unpriced_models: tuple[str, ...]
+    cached_tokens: int = 0  # of input_tokens
+    reasoning_tokens: int = 0  # of output_tokens
 
     @property
     def exit_code(self) -> ExitCode:
@@ -117,11 +119,18 @@ class ResultSummary(NamedTuple):
             "requests": {k: v for k, v in self.counts.items() if not k.endswith("_tokens")},
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cost": round(self.cost_batch, 6),
-            "synchronous_cost": round(self.cost_synchronous, 6),
-            "saving": round(self.cost_synchronous - self.cost_batch, 6),
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost": self._money(self.cost_batch),
+            "synchronous_cost": self._money(self.cost_synchronous),
+            "saving": self._money(self.cost_synchronous - self.cost_batch),
             "unpriced_models": list(self.unpriced_models),
         }
+
+    def _money(self, amount: float) -> float | None:
+        """A sum in dollars for --json (to a billionth: a small batch costs millionths);
+        null when some model's tokens have no price."""
+        return None if self.unpriced_models else round(amount, 9)
 
 
 ProgressCallback = Callable[[Run, list[Part]], None]
@@ -179,6 +188,7 @@ class Batches:
             endpoint=options.endpoint,
             max_requests=options.max_requests,
             max_bytes=options.max_bytes,
+            bound_output=True,
         )
         if plan.problems:
             raise InputError(plan)
@@ -610,11 +620,7 @@ class Batches:
         path = Path(submission.directory) / "results.jsonl"
         self.write_results(run_id, path)
         summary = self.store.request_summary(run_id)
-        cost = cost_of(
-            self.store.tokens_by_model(run_id),
-            self.config.prices,
-            self.config.batches.batch_discount,
-        )
+        cost = self._cost(run_id)
         succeeded = summary.get("succeeded", 0)
         failed = submission.requests - succeeded
         run = self.store.get_run(run_id)
@@ -637,6 +643,7 @@ class Batches:
             items_failed=failed,
             total_tokens=summary["input_tokens"] + summary["output_tokens"],
             total_cost=cost.batch,
+            unpriced_models=cost.unpriced_models,
             error=error,
             now=self.clock(),
         )
@@ -841,10 +848,9 @@ class Batches:
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
         """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
         summary = self.store.request_summary(run_id)
+        tokens = self.store.tokens_by_model(run_id)
         cost = cost_of(
-            self.store.tokens_by_model(run_id),
-            self.config.prices,
-            self.config.batches.batch_discount,
+            tokens, self.config.prices, self.config.batches.batch_discount, at=self.clock()
         )
         return ResultSummary(
             run=self._run(run_id),
@@ -856,6 +862,16 @@ class Batches:
             cost_batch=cost.batch,
             cost_synchronous=cost.synchronous,
             unpriced_models=cost.unpriced_models,
+            cached_tokens=sum(t.cached_tokens for t in tokens),
+            reasoning_tokens=sum(t.reasoning_tokens for t in tokens),
+        )
+
+    def _cost(self, run_id: int) -> Cost:
+        return cost_of(
+            self.store.tokens_by_model(run_id),
+            self.config.prices,
+            self.config.batches.batch_discount,
+            at=self.clock(),
         )
 
     # --- lookups --------------------------------------------------------------------------------

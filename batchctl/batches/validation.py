@@ -71,6 +71,8 @@ class PartPlan:
     requests: int = 0
     bytes: int = 0
     estimated_input_tokens: int = 0
+    max_output_tokens: int = 0  # the sum of the bounds of the requests that have one
+    unbounded_requests: int = 0  # requests that set no output limit
 
 
 @dataclass
@@ -97,13 +99,15 @@ def scan(
     max_requests: int = MAX_REQUESTS,
     max_bytes: int = MAX_BYTES,
     sink: PartSink | None = None,
+    bound_output: bool = False,
 ) -> Plan:
     """Validate ``paths`` in one pass and plan the parts; feed valid lines to ``sink``.
 
     Lines go to the sink as they are read, so the caller must discard what it received when the
-    returned plan has problems.
+    returned plan has problems. ``bound_output`` adds up each part's output limits (a dry run's
+    estimate), which a submission does not need.
     """
-    scanner = _Scanner(endpoint, max_requests, max_bytes, sink)
+    scanner = _Scanner(endpoint, max_requests, max_bytes, sink, bound_output)
     try:
         for path in paths:
             scanner.scan_file(path)
@@ -122,7 +126,12 @@ class _SinkFailed(Exception):
 
 class _Scanner:
     def __init__(
-        self, endpoint: str | None, max_requests: int, max_bytes: int, sink: PartSink | None
+        self,
+        endpoint: str | None,
+        max_requests: int,
+        max_bytes: int,
+        sink: PartSink | None,
+        bound_output: bool = False,
     ) -> None:
         self.plan = Plan(endpoint=endpoint)
         self.max_requests = max_requests
@@ -130,6 +139,7 @@ class _Scanner:
         # The longest line ever held: what a part may hold, and never more than a batch file.
         self.limit = min(max_bytes, MAX_BYTES)
         self.sink = sink
+        self.bound_output = bound_output
         # custom_id -> where it was first seen, packed as (file index << 32 | line) so that the
         # memory per request is one dict entry and an int, not a tuple.
         self.seen: dict[str, int] = {}
@@ -250,7 +260,14 @@ class _Scanner:
         self.seen[custom_id] = (len(self.files) - 1) << 32 | number
         # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
         plain = raw.endswith(b"\n") and len(raw) == len(line) + 1
-        self.assign(raw if plain else line + b"\n", model, custom_id)
+        part = self.assign(raw if plain else line + b"\n", model, custom_id)
+        if not self.bound_output:
+            return
+        bound = output_bound(str(request["url"]), request["body"])
+        if bound is None:
+            part.unbounded_requests += 1
+        else:
+            part.max_output_tokens += bound
 
     def parse(self, path: Path, number: int, line: bytes) -> object:
         """The line's JSON value, or ``_INVALID`` (problem recorded): strict UTF-8, strict JSON."""
@@ -315,7 +332,7 @@ class _Scanner:
         elif stream is not False and stream is not None:  # null is the API's default: false
             self.problem(path, number, f"body.stream: expected false or absent, got {stream!r}")
 
-    def assign(self, line: bytes, model: str, custom_id: str) -> None:
+    def assign(self, line: bytes, model: str, custom_id: str) -> PartPlan:
         part = self.open_part.get(model)
         if (
             part is None
@@ -335,6 +352,7 @@ class _Scanner:
                 raise _SinkFailed(exc) from exc
         self.plan.requests += 1
         self.plan.bytes += len(line)
+        return part
 
     def finish(self) -> Plan:
         self.plan.sha256 = self.digest.hexdigest()
@@ -350,6 +368,46 @@ def estimate_tokens(line_bytes: int) -> int:
     order of magnitude of a --dry-run cost, and is labelled as an estimate wherever shown.
     """
     return max(1, line_bytes // 4)
+
+
+# Where each endpoint's body bounds its output tokens, in order of precedence.
+_OUTPUT_LIMITS = {
+    "/v1/chat/completions": ("max_completion_tokens", "max_tokens"),
+    "/v1/responses": ("max_output_tokens",),
+    "/v1/completions": ("max_tokens",),
+}
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's documented default
+
+
+def output_bound(url: str, body: dict[str, Any]) -> int | None:
+    """At most how many output tokens a request can be billed for; None when it sets no limit.
+
+    Chat: ``max_completion_tokens`` (or the older ``max_tokens``) times ``n`` choices;
+    responses: ``max_output_tokens``; completions: ``max_tokens`` (16 when absent) times ``n``.
+    Embeddings and moderations have no output tokens; images and videos no limit to read.
+    """
+    if url in ("/v1/embeddings", "/v1/moderations"):
+        return 0
+    names = _OUTPUT_LIMITS.get(url)
+    if names is None:
+        return None
+    limit = None
+    for name in names:
+        limit = _count(body.get(name))
+        if limit is not None:
+            break
+    else:
+        if url != "/v1/completions":
+            return None
+        limit = _COMPLETIONS_DEFAULT_MAX_TOKENS
+    choices = body.get("n")
+    if url == "/v1/responses" or choices is None:
+        return limit
+    return limit * (_count(choices) or 1)
+
+
+def _count(value: object) -> int | None:
+    return value if type(value) is int and value > 0 else None
 
 
 def _unsupported(value: object) -> str:

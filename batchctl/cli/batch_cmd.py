@@ -102,7 +102,8 @@ def submit(
     _check_limits(options)
     batches = open_batches()
     if dry_run:
-        _print_plan(batches.plan(files, options), config, json_output)
+        history = batches.store.output_history(job) if job else {}
+        _print_plan(batches.plan(files, options), config, json_output, history)
         return
     run_id = batches.submit(files, options, job=job or "submit")
     if wait:
@@ -298,15 +299,24 @@ def _check_limits(options: SubmitOptions) -> None:
         raise UsageError("--max-requests and --max-bytes must be 1 or more")
 
 
-def _print_plan(plan: Plan, config: Config, json_output: bool) -> None:
-    from batchctl.batches.pricing import cost_of
+def _print_plan(
+    plan: Plan, config: Config, json_output: bool, history: dict[str, tuple[int, int]]
+) -> None:
+    from batchctl.batches.pricing import cost_of, estimate_output
+    from batchctl.records import ModelTokens
 
+    outputs = [estimate_output(p, history) for p in plan.parts]
     cost = cost_of(
-        [(p.model, p.estimated_input_tokens, 0) for p in plan.parts],
+        [
+            ModelTokens(p.model, p.estimated_input_tokens, o.tokens)
+            for p, o in zip(plan.parts, outputs, strict=True)
+        ],
         config.prices,
         config.batches.batch_discount,
     )
     tokens = sum(p.estimated_input_tokens for p in plan.parts)
+    uncounted = sum(o.uncounted for o in outputs)
+    priced = not cost.unpriced_models
     data = {
         "endpoint": plan.endpoint,
         "requests": plan.requests,
@@ -319,13 +329,18 @@ def _print_plan(plan: Plan, config: Config, json_output: bool) -> None:
                 "requests": p.requests,
                 "bytes": p.bytes,
                 "estimated_input_tokens": p.estimated_input_tokens,
+                "estimated_output_tokens": o.tokens,
+                "output_estimate": o.basis,
+                "uncounted_output_requests": o.uncounted,
             }
-            for p in plan.parts
+            for p, o in zip(plan.parts, outputs, strict=True)
         ],
         "estimated_input_tokens": tokens,
+        "estimated_output_tokens": sum(o.tokens for o in outputs),
+        "uncounted_output_requests": uncounted,
         "estimated_cost": {
-            "batch": round(cost.batch, 6),
-            "synchronous": round(cost.synchronous, 6),
+            "batch": round(cost.batch, 9) if priced else None,
+            "synchronous": round(cost.synchronous, 9) if priced else None,
         },
         "unpriced_models": list(cost.unpriced_models),
         "sha256": plan.sha256,
@@ -346,6 +361,7 @@ def _print_plan(plan: Plan, config: Config, json_output: bool) -> None:
             Column("REQUESTS", right=True),
             Column("BYTES", right=True),
             Column("EST. INPUT TOKENS", right=True),
+            Column("EST. OUTPUT TOKENS", right=True),
         ],
         [
             [
@@ -354,17 +370,34 @@ def _print_plan(plan: Plan, config: Config, json_output: bool) -> None:
                 f"{p.requests:,}",
                 f"{p.bytes:,}",
                 f"{p.estimated_input_tokens:,}",
+                ("~" if o.basis == "history" else "≤ ") + f"{o.tokens:,}",
             ]
-            for p in plan.parts
+            for p, o in zip(plan.parts, outputs, strict=True)
         ],
     )
+    unpriced = cost.unpriced_models
     render.out(
-        f"estimated input cost: {render.money(cost.batch)} at batch price, "
-        f"{render.money(cost.synchronous)} synchronous (input tokens estimated at ~4 bytes "
-        "each; output not included)"
+        f"estimated cost (an estimate, not a quote): {render.cost(cost.batch, unpriced)} at batch "
+        f"price, {render.cost(cost.synchronous, unpriced)} synchronous"
     )
-    if cost.unpriced_models:
-        render.out(f"no price in [prices] for: {', '.join(cost.unpriced_models)}")
+    bases = {o.basis for o in outputs}
+    render.out(
+        "  input tokens at ~4 bytes of JSON each; output "
+        + (
+            "from this job's earlier runs (average per request)"
+            if bases == {"history"}
+            else "at most each request's max_tokens / max_completion_tokens / max_output_tokens"
+            if bases == {"limit"}
+            else "from this job's earlier runs, else at most each request's output limit"
+        )
+    )
+    if uncounted:
+        render.out(
+            f"  output not counted for {uncounted:,} request(s) that set no output limit: "
+            "the cost can be higher"
+        )
+    if unpriced:
+        render.out(f"unpriced (no price in [prices] or the published data): {', '.join(unpriced)}")
 
 
 def _print_submitted(batches: Batches, run_id: int) -> None:
@@ -388,12 +421,16 @@ def print_summary(summary: ResultSummary, json_output: bool) -> None:
     parts = ", ".join(f"{n:,} {render.styled_status(k)}" for k, n in sorted(counts.items()))
     run = summary.run
     render.out(f"run {run.id} {render.styled_status(run.status.value)}: {parts}")
-    render.out(f"tokens: {summary.input_tokens:,} in, {summary.output_tokens:,} out")
     render.out(
-        f"cost: {render.money(summary.cost_batch)} at batch price "
-        f"(synchronous: {render.money(summary.cost_synchronous)}, saved "
-        f"{render.money(summary.cost_synchronous - summary.cost_batch)})"
+        f"tokens: {summary.input_tokens:,} in ({summary.cached_tokens:,} cached), "
+        f"{summary.output_tokens:,} out ({summary.reasoning_tokens:,} reasoning)"
     )
-    if summary.unpriced_models:
-        render.out(f"no price in [prices] for: {', '.join(summary.unpriced_models)}")
+    unpriced = summary.unpriced_models
+    render.out(
+        f"cost: {render.cost(summary.cost_batch, unpriced)} at batch price "
+        f"(synchronous: {render.cost(summary.cost_synchronous, unpriced)}, saved "
+        f"{render.cost(summary.cost_synchronous - summary.cost_batch, unpriced)})"
+    )
+    if unpriced:
+        render.out(f"unpriced (no price in [prices] or the published data): {', '.join(unpriced)}")
     render.out(f"results: {summary.path}")

@@ -110,7 +110,19 @@ def local_time(moment: datetime | None, *, short: bool = False) -> str:
 
 
 def money(amount: float) -> str:
+    if 0 < amount < 0.00005:
+        return "< $0.0001"  # a real cost, too small for four decimals: not shown as $0
     return f"${amount:,.4f}"
+
+
+def cost(amount: float, unpriced: Sequence[str]) -> str:
+    """A cost that may leave out models without a price: never shown as a plain $0."""
+    if not unpriced:
+        return money(amount)
+    if amount <= 0:
+        return "unpriced"
+    shown = money(amount)
+    return "> $0" if shown.startswith("<") else f"≥ {shown}"
 
 
 RUN_COLUMNS = (
@@ -139,7 +151,7 @@ def print_runs(runs: Iterable[Run]) -> None:
             format_duration(run.duration),
             f"{run.items_processed}/{run.items_failed}",
             f"{run.total_tokens:,}",
-            money(run.total_cost),
+            cost(run.total_cost, run.unpriced_models),
         ]
         for run in runs
     ]

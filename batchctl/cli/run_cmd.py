@@ -277,7 +277,8 @@ def _summary(runs: list[Run]) -> None:
     parts = ", ".join(f"{n} {render.styled_status(s)}" for s, n in counts.items())
     tokens = sum(r.total_tokens for r in runs)
     cost = sum(r.total_cost for r in runs)
-    render.out(f"{len(runs)} run(s): {parts}; {tokens:,} tokens, {render.money(cost)}")
+    unpriced = sorted({m for r in runs for m in r.unpriced_models})
+    render.out(f"{len(runs)} run(s): {parts}; {tokens:,} tokens, {render.cost(cost, unpriced)}")
     for r in runs:
         if r.reason and r.status.value == "skipped":
             render.out(f"  run {r.id}: {r.reason}")

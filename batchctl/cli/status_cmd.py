@@ -269,8 +269,10 @@ def _print_detail(detail: RunDetail) -> None:
         ("duration", format_duration(run.duration)),
         ("items", f"{run.items_processed} ok, {run.items_failed} failed"),
         ("tokens", f"{run.total_tokens:,}"),
-        ("cost", render.money(run.total_cost)),
+        ("cost", render.cost(run.total_cost, run.unpriced_models)),
     ]
+    if run.unpriced_models:
+        rows.append(("no price for", ", ".join(run.unpriced_models)))
     if run.scheduled_for is not None:
         rows.append(("scheduled for", render.local_time(run.scheduled_for)))
     if run.progress_done is not None:

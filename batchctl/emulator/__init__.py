@@ -51,6 +51,10 @@ Choices where the real API is undocumented
     - ``/v1/batches`` list order is newest first; an unknown ``after`` cursor gives an empty
       page.
 
+    Usage in chat and responses bodies reports cached and reasoning tokens by predictable
+    rules (``prompt_cache_key`` on a long prompt; a reasoning effort or a reasoning model), so
+    that costs can be tested end to end (``batchctl.emulator.responses``).
+
 What it does not emulate
     Real models (bodies are synthetic echoes; token counts are length estimates), other
     endpoints than Files and Batches, organizations/projects and their permissions, rate

@@ -50,15 +50,23 @@ class Plan:
     cum_failed: array[int] = field(default_factory=lambda: array("I", [0]))
     cum_input: array[int] = field(default_factory=lambda: array("Q", [0]))
     cum_output: array[int] = field(default_factory=lambda: array("Q", [0]))
+    cum_cached: array[int] = field(default_factory=lambda: array("Q", [0]))
+    cum_reasoning: array[int] = field(default_factory=lambda: array("Q", [0]))
 
     def counts(self, done: int) -> tuple[int, int]:
         """(completed, failed) after the first ``done`` requests finished."""
         failed = self.cum_failed[done]
         return done - failed, failed
 
-    def usage(self, done: int) -> tuple[int, int]:
-        """(input_tokens, output_tokens) after the first ``done`` requests finished."""
-        return self.cum_input[done], self.cum_output[done]
+    def usage(self, done: int) -> tuple[int, int, int, int]:
+        """(input, output, cached input, reasoning tokens) after the first ``done`` requests
+        finished."""
+        return (
+            self.cum_input[done],
+            self.cum_output[done],
+            self.cum_cached[done],
+            self.cum_reasoning[done],
+        )
 
 
 @dataclass
@@ -112,6 +120,8 @@ def validate_and_run(
     failed_by_line = bytearray()
     input_tokens: array[int] = array("I")
     output_tokens: array[int] = array("I")
+    cached: array[int] = array("I")
+    reasoning: array[int] = array("I")
     first_model: str | None = None
     total = 0
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +183,8 @@ def validate_and_run(
             failed_by_line.append(0 if outcome.ok else 1)
             input_tokens.append(outcome.input_tokens if outcome.ok else 0)
             output_tokens.append(outcome.output_tokens if outcome.ok else 0)
+            cached.append(outcome.cached_tokens if outcome.ok else 0)
+            reasoning.append(outcome.reasoning_tokens if outcome.ok else 0)
     if total == 0:
         report(LineError("empty_file", "The batch input file is empty."))
     if total > max_requests:
@@ -196,6 +208,8 @@ def validate_and_run(
         cum_failed.append(cum_failed[-1] + failed_by_line[index])
         cum_in.append(cum_in[-1] + input_tokens[index])
         cum_out.append(cum_out[-1] + output_tokens[index])
+        plan.cum_cached.append(plan.cum_cached[-1] + cached[index])
+        plan.cum_reasoning.append(plan.cum_reasoning[-1] + reasoning[index])
     return Validation(plan, [])
 
 

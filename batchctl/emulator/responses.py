@@ -3,6 +3,14 @@
 Everything here is deterministic: the same request line gives the same body, so tests can
 compare outputs. Token counts are estimates (about four characters a token), not real
 tokenizer counts.
+
+Chat and responses bodies report the two token details that change a price, by rules a test
+can predict: a request with a ``prompt_cache_key`` whose prompt is at least 1,024 tokens is a
+cache hit for its prompt rounded down to 128 tokens (the API caches prefixes of 1,024 tokens
+and more, in steps of 128); a request with a reasoning effort (``reasoning_effort``, or
+``reasoning.effort`` on responses; "medium" by default for the reasoning models o1, o3, o4 and
+gpt-5) spends ``REASONING_TOKENS[effort]`` reasoning tokens, counted in its output tokens as
+the API counts them.
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ _TINY_PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJ"
     "RU5ErkJggg=="
 )
+# Reasoning tokens spent per request, by reasoning effort.
+REASONING_TOKENS = {"none": 0, "minimal": 0, "low": 64, "medium": 256, "high": 1024}
+_REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
+_CACHE_MIN_TOKENS = 1024
+_CACHE_STEP_TOKENS = 128
 _MODERATION_CATEGORIES = (
     "harassment",
     "hate",
@@ -45,6 +58,8 @@ class Outcome:
     body: dict[str, Any]
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens
+    reasoning_tokens: int = 0  # of output_tokens
 
     @property
     def ok(self) -> bool:
@@ -70,6 +85,25 @@ def unit_fraction(*parts: str) -> float:
 def estimate_tokens(text: str) -> int:
     """About four characters a token, at least one."""
     return max(1, len(text) // 4)
+
+
+def cached_tokens(body: dict[str, Any], prompt: int) -> int:
+    """The prompt tokens a request reads from the cache (see the module's docstring)."""
+    if not isinstance(body.get("prompt_cache_key"), str) or prompt < _CACHE_MIN_TOKENS:
+        return 0
+    return prompt - prompt % _CACHE_STEP_TOKENS
+
+
+def reasoning_tokens(body: dict[str, Any]) -> int:
+    """The reasoning tokens a request spends (see the module's docstring)."""
+    effort = body.get("reasoning_effort")
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
+        effort = reasoning.get("effort")
+    model = body.get("model")
+    if effort is None and isinstance(model, str) and model.startswith(_REASONING_MODELS):
+        effort = "medium"
+    return REASONING_TOKENS.get(effort, 0) if isinstance(effort, str) else 0
 
 
 def http_error(
@@ -189,7 +223,8 @@ def _last_user_text(messages: Any) -> str:
 
 def _chat(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
     content = _echo(_last_user_text(body.get("messages")))
-    completion = estimate_tokens(content)
+    reasoning = reasoning_tokens(body)
+    completion = estimate_tokens(content) + reasoning
     return Outcome(
         200,
         {
@@ -214,14 +249,19 @@ def _chat(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+                "prompt_tokens_details": {
+                    "cached_tokens": cached_tokens(body, prompt),
+                    "audio_tokens": 0,
+                },
+                "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0},
             },
             "service_tier": "default",
             "system_fingerprint": None,
         },
         prompt,
         completion,
+        cached_tokens(body, prompt),
+        reasoning,
     )
 
 
@@ -283,7 +323,8 @@ def _embedding(body: dict[str, Any], key: str, created: int, prompt: int) -> Out
 
 def _response(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
     text = _echo(_text_of(body.get("input")))
-    completion = estimate_tokens(text)
+    reasoning = reasoning_tokens(body)
+    completion = estimate_tokens(text) + reasoning
     return Outcome(
         200,
         {
@@ -305,14 +346,16 @@ def _response(body: dict[str, Any], key: str, created: int, prompt: int) -> Outc
             ],
             "usage": {
                 "input_tokens": prompt,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": cached_tokens(body, prompt)},
                 "output_tokens": completion,
-                "output_tokens_details": {"reasoning_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": reasoning},
                 "total_tokens": prompt + completion,
             },
         },
         prompt,
         completion,
+        cached_tokens(body, prompt),
+        reasoning,
     )
 
 

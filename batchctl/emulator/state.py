@@ -112,7 +112,7 @@ class BatchRecord:
     total: int = 0
     final_done: int = 0
     final_counts: tuple[int, int] = (0, 0)
-    final_usage: tuple[int, int] | None = None
+    final_usage: tuple[int, int, int, int] | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
 
@@ -525,7 +525,7 @@ class State:
         status = batch.status
         plan = batch.plan
         total = batch.total if plan is None else plan.total
-        usage: tuple[int, int] | None = None
+        usage: tuple[int, int, int, int] | None = None
         if status in TERMINAL:
             completed, failed = batch.final_counts
             usage = batch.final_usage
@@ -635,12 +635,14 @@ def _expired_line(result_line: bytes) -> bytes:
     return json.dumps(expired, separators=(",", ":")).encode() + b"\n"
 
 
-def _usage_json(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def _usage_json(
+    input_tokens: int, output_tokens: int, cached_tokens: int, reasoning_tokens: int
+) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached_tokens},
         "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
         "total_tokens": input_tokens + output_tokens,
     }
 

@@ -12,6 +12,7 @@ from batchctl.records import (
     LockHolder,
     LogEntry,
     LogLevel,
+    ModelTokens,
     Owner,
     Part,
     PartPlanRow,
@@ -85,7 +86,9 @@ class BatchStore(Protocol):
 
     def request_summary(self, run_id: int) -> dict[str, int]: ...
 
-    def tokens_by_model(self, run_id: int) -> list[tuple[str, int, int]]: ...
+    def tokens_by_model(self, run_id: int) -> list[ModelTokens]: ...
+
+    def output_history(self, job: str) -> dict[str, tuple[int, int]]: ...
 
     def mark_merged(self, run_id: int, results_path: str, now: datetime) -> None: ...
 
@@ -106,6 +109,7 @@ class BatchStore(Protocol):
         items_failed: int,
         total_tokens: int,
         total_cost: float,
+        unpriced_models: Sequence[str] = (),
         error: str | None,
         now: datetime,
     ) -> bool: ...

@@ -288,6 +288,20 @@ def _m007_attempt_process(db: object) -> None:
     )
 
 
+def _m008_token_details(db: object) -> None:
+    # What a price depends on besides input and output tokens: the cached part of a request's
+    # input and the reasoning part of its output; and the models a run's cost leaves out for
+    # want of a price (NULL: none), so that "unpriced" is never shown as $0.
+    _run_statements(
+        db,
+        """
+        ALTER TABLE requests ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE requests ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN unpriced_models TEXT
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _m001_initial,
     _m002_submissions,
@@ -296,6 +310,7 @@ MIGRATIONS: list[Migration] = [
     _m005_claim_index,
     _m006_tick_claimer,
     _m007_attempt_process,
+    _m008_token_details,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from batchctl.records import (
+    ModelTokens,
     Owner,
     Part,
     PartPlanRow,
@@ -30,6 +31,7 @@ from batchctl.store.rows import (
     UPDATABLE_PART_COLUMNS,
     as_stored,
     part_from_row,
+    unpriced_text,
 )
 
 if TYPE_CHECKING:
@@ -242,7 +244,8 @@ class BatchTables(Tables):
         """Record the outcomes read from a part's files, and mark the part downloaded."""
         sql = (
             "UPDATE requests SET outcome = %s, status_code = %s, error_code = %s,"
-            " error_message = %s, input_tokens = %s, output_tokens = %s, result_part_id = %s,"
+            " error_message = %s, input_tokens = %s, output_tokens = %s, cached_tokens = %s,"
+            " reasoning_tokens = %s, result_part_id = %s,"
             " result_kind = %s,"
             " result_offset = %s, result_length = %s WHERE part_id = %s AND custom_id = %s"
         )
@@ -258,6 +261,8 @@ class BatchTables(Tables):
                     r.error_message,
                     r.input_tokens,
                     r.output_tokens,
+                    r.cached_tokens,
+                    r.reasoning_tokens,
                     part_id,
                     r.kind,
                     r.offset,
@@ -337,14 +342,25 @@ class BatchTables(Tables):
             summary["output_tokens"] += tokens_out or 0
         return summary
 
-    def tokens_by_model(self, run_id: int) -> list[tuple[str, int, int]]:
+    def tokens_by_model(self, run_id: int) -> list[ModelTokens]:
         rows = self.conn.execute(
-            "SELECT p.model, sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint"
-            " FROM requests r"
+            "SELECT p.model, sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint,"
+            " sum(r.cached_tokens)::bigint, sum(r.reasoning_tokens)::bigint FROM requests r"
             " JOIN parts p ON p.id = r.part_id WHERE r.run_id = %s GROUP BY p.model",
             (run_id,),
         )
-        return [(row[0], row[1] or 0, row[2] or 0) for row in rows]
+        return [ModelTokens(row[0], *(int(n or 0) for n in row[1:])) for row in rows]
+
+    def output_history(self, job: str) -> dict[str, tuple[int, int]]:
+        """Per model, the requests of the job's submissions that succeeded and their output
+        tokens: what a dry run's output estimate learns from."""
+        rows = self.conn.execute(
+            "SELECT p.model, count(*), sum(r.output_tokens)::bigint FROM runs u"
+            " JOIN requests r ON r.run_id = u.id JOIN parts p ON p.id = r.part_id"
+            " WHERE u.job = %s AND r.outcome = 'succeeded' GROUP BY p.model",
+            (job,),
+        )
+        return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
 
     def mark_merged(self, run_id: int, results_path: str, now: datetime) -> None:
         with self._write() as conn:
@@ -408,6 +424,7 @@ class BatchTables(Tables):
         items_failed: int,
         total_tokens: int,
         total_cost: float,
+        unpriced_models: Sequence[str] = (),
         error: str | None,
         now: datetime,
     ) -> bool:
@@ -419,7 +436,8 @@ class BatchTables(Tables):
                 return False
             conn.execute(
                 "UPDATE runs SET status = %s, finished_at = %s, items_processed = %s,"
-                " items_failed = %s, total_tokens = %s, total_cost = %s, error = %s WHERE id = %s",
+                " items_failed = %s, total_tokens = %s, total_cost = %s, unpriced_models = %s,"
+                " error = %s WHERE id = %s",
                 (
                     status.value,
                     now,
@@ -427,6 +445,7 @@ class BatchTables(Tables):
                     items_failed,
                     total_tokens,
                     total_cost,
+                    unpriced_text(unpriced_models),
                     error,
                     run_id,
                 ),

@@ -38,7 +38,7 @@ class MaintenanceTables(Tables):
             " coalesce(sum(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL"
             f" THEN greatest(0.0, {_SECONDS}) END), 0.0),"
             " count(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL THEN 1 END),"
-            " max(finished_at)"
+            " max(finished_at), count(unpriced_models)"
             ' FROM runs GROUP BY job, status ORDER BY job COLLATE "C", status COLLATE "C"'
         )
         return [
@@ -51,6 +51,7 @@ class MaintenanceTables(Tables):
                 duration_sum=float(row[5]),
                 duration_count=int(row[6]),
                 last_finished_at=row[7],
+                unpriced_runs=int(row[8]),
             )
             for row in rows
         ]

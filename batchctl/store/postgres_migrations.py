@@ -250,6 +250,14 @@ ALTER TABLE attempts ADD COLUMN pgid_started TEXT
 """
 
 
+# Cached and reasoning tokens per request, and a run's unpriced models (see SQLite's migration 8).
+_M008 = """
+ALTER TABLE requests ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE requests ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN unpriced_models TEXT
+"""
+
+
 def _m002_instance(conn: psycopg.Connection[Any]) -> None:
     # This database's identity, written into the metadata of every remote batch.
     conn.execute("INSERT INTO meta (key, value) VALUES ('instance', %s)", (uuid.uuid4().hex,))
@@ -265,6 +273,7 @@ MIGRATIONS: list[tuple[str, Step | None]] = [
     (_M005, None),
     (_M006, None),
     (_M007, None),
+    (_M008, None),
 ]
 assert len(MIGRATIONS) == LATEST_VERSION, "keep the PostgreSQL migrations in step with SQLite's"
 

@@ -19,7 +19,8 @@ TimeReader = Callable[[Any], datetime | None]
 RUN_COLUMNS = (
     "id, job, scope, status, trigger, attempts, max_attempts, created_at, started_at, finished_at, "
     "items_processed, items_failed, total_tokens, total_cost, progress_done, progress_total, "
-    "error, reason, host, pid, lease_until, cancel_requested, retry_of, scheduled_for"
+    "error, reason, host, pid, lease_until, cancel_requested, retry_of, scheduled_for, "
+    "unpriced_models"
 )
 PART_COLUMNS = (
     "id, run_id, number, round, model, requests, bytes, path, filename, status, "
@@ -83,7 +84,13 @@ def run_from_row(row: Sequence[Any], when: TimeReader) -> Run:
         cancel_requested=bool(row[21]),
         retry_of=row[22],
         scheduled_for=when(row[23]),
+        unpriced_models=tuple(json.loads(row[24])) if row[24] else (),
     )
+
+
+def unpriced_text(models: Sequence[str]) -> str | None:
+    """How a run's unpriced models are stored: a JSON list, NULL for none."""
+    return json.dumps(sorted(models)) if models else None
 
 
 def part_from_row(row: Sequence[Any], when: TimeReader) -> Part:

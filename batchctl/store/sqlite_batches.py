@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from batchctl.records import (
+    ModelTokens,
     Owner,
     Part,
     PartPlanRow,
@@ -30,6 +31,7 @@ from batchctl.store.rows import (
     PART_COLUMNS,
     UPDATABLE_PART_COLUMNS,
     part_from_row,
+    unpriced_text,
 )
 from batchctl.store.transitions import record_transition
 
@@ -260,7 +262,8 @@ class BatchTables:
         """Record the outcomes read from a part's files, and mark the part downloaded."""
         sql = (
             "UPDATE requests SET outcome = ?, status_code = ?, error_code = ?, error_message = ?,"
-            " input_tokens = ?, output_tokens = ?, result_part_id = ?, result_kind = ?,"
+            " input_tokens = ?, output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?,"
+            " result_part_id = ?, result_kind = ?,"
             " result_offset = ?, result_length = ? WHERE part_id = ? AND custom_id = ?"
         )
         with self._write() as conn:
@@ -275,6 +278,8 @@ class BatchTables:
                         r.error_message,
                         r.input_tokens,
                         r.output_tokens,
+                        r.cached_tokens,
+                        r.reasoning_tokens,
                         part_id,
                         r.kind,
                         r.offset,
@@ -355,13 +360,25 @@ class BatchTables:
             summary["output_tokens"] += tokens_out or 0
         return summary
 
-    def tokens_by_model(self, run_id: int) -> list[tuple[str, int, int]]:
+    def tokens_by_model(self, run_id: int) -> list[ModelTokens]:
         rows = self.conn.execute(
-            "SELECT p.model, sum(r.input_tokens), sum(r.output_tokens) FROM requests r"
+            "SELECT p.model, sum(r.input_tokens), sum(r.output_tokens),"
+            " sum(r.cached_tokens), sum(r.reasoning_tokens) FROM requests r"
             " JOIN parts p ON p.id = r.part_id WHERE r.run_id = ? GROUP BY p.model",
             (run_id,),
         )
-        return [(row[0], row[1] or 0, row[2] or 0) for row in rows]
+        return [ModelTokens(row[0], *(int(n or 0) for n in row[1:])) for row in rows]
+
+    def output_history(self, job: str) -> dict[str, tuple[int, int]]:
+        """Per model, the requests of the job's submissions that succeeded and their output
+        tokens: what a dry run's output estimate learns from."""
+        rows = self.conn.execute(
+            "SELECT p.model, count(*), sum(r.output_tokens) FROM runs u"
+            " JOIN requests r ON r.run_id = u.id JOIN parts p ON p.id = r.part_id"
+            " WHERE u.job = ? AND r.outcome = 'succeeded' GROUP BY p.model",
+            (job,),
+        )
+        return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
 
     def mark_merged(self, run_id: int, results_path: str, now: datetime) -> None:
         with self._write() as conn:
@@ -425,6 +442,7 @@ class BatchTables:
         items_failed: int,
         total_tokens: int,
         total_cost: float,
+        unpriced_models: Sequence[str] = (),
         error: str | None,
         now: datetime,
     ) -> bool:
@@ -435,7 +453,8 @@ class BatchTables:
                 return False
             conn.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, items_processed = ?,"
-                " items_failed = ?, total_tokens = ?, total_cost = ?, error = ? WHERE id = ?",
+                " items_failed = ?, total_tokens = ?, total_cost = ?, unpriced_models = ?,"
+                " error = ? WHERE id = ?",
                 (
                     status.value,
                     stamp,
@@ -443,6 +462,7 @@ class BatchTables:
                     items_failed,
                     total_tokens,
                     total_cost,
+                    unpriced_text(unpriced_models),
                     error,
                     run_id,
                 ),

@@ -47,7 +47,7 @@ class MaintenanceTables:
             f" coalesce(sum(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL"
             f" THEN max(0.0, {_SECONDS}) END), 0.0),"
             " count(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL THEN 1 END),"
-            " max(finished_at)"
+            " max(finished_at), count(unpriced_models)"
             " FROM runs GROUP BY job, status ORDER BY job, status"
         )
         return [
@@ -60,6 +60,7 @@ class MaintenanceTables:
                 duration_sum=float(row[5]),
                 duration_count=int(row[6]),
                 last_finished_at=from_iso(row[7]),
+                unpriced_runs=int(row[8]),
             )
             for row in rows
         ]

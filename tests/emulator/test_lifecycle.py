@@ -193,3 +193,70 @@ def test_progress_follows_the_wall_clock_when_not_manual(
         while sdk.batches.retrieve(batch.id).status != "completed":
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_chat_usage_reports_cached_and_reasoning_tokens_by_rule(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    long_text = "word " * 1200  # over 1,024 prompt tokens at about four characters a token
+    lines = [chat_line("plain", text=long_text), chat_line("cached", text=long_text)]
+    lines[1]["body"]["prompt_cache_key"] = "shared-prefix"
+    lines.append(chat_line("thinking"))  # one model per batch: the effort is explicit
+    lines[2]["body"]["reasoning_effort"] = "high"
+    batch = run_to_end(emulator, client, start_batch(client, lines).id)
+    assert batch.output_file_id is not None
+
+    usage = {
+        o["custom_id"]: o["response"]["body"]["usage"]
+        for o in read_jsonl(client, batch.output_file_id)
+    }
+    assert usage["plain"]["prompt_tokens_details"]["cached_tokens"] == 0
+    prompt = usage["cached"]["prompt_tokens"]
+    assert prompt >= 1024
+    assert usage["cached"]["prompt_tokens_details"]["cached_tokens"] == prompt - prompt % 128
+    assert usage["plain"]["completion_tokens_details"]["reasoning_tokens"] == 0
+    thinking = usage["thinking"]
+    assert thinking["completion_tokens_details"]["reasoning_tokens"] == 1024
+    assert thinking["completion_tokens"] > 1024  # reasoning is part of the output tokens
+
+
+def test_responses_usage_reports_reasoning_tokens_of_a_reasoning_model(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    lines = [
+        {
+            "custom_id": cid,
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "gpt-5-mini", "input": "Write a haiku", **extra},
+        }
+        for cid, extra in (("default", {}), ("low", {"reasoning": {"effort": "low"}}))
+    ]
+    batch = run_to_end(emulator, client, start_batch(client, lines, "/v1/responses").id)
+    assert batch.output_file_id is not None
+
+    usage = {
+        o["custom_id"]: o["response"]["body"]["usage"]
+        for o in read_jsonl(client, batch.output_file_id)
+    }
+    assert usage["default"]["output_tokens_details"]["reasoning_tokens"] == 256
+    assert usage["low"]["output_tokens_details"]["reasoning_tokens"] == 64
+    assert usage["low"]["input_tokens_details"]["cached_tokens"] == 0
+
+
+def test_batch_usage_sums_the_cached_and_reasoning_tokens_of_its_requests(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    lines = [chat_line(f"c{i}", text="word " * 1200 + str(i)) for i in range(3)]
+    for line in lines:
+        line["body"]["prompt_cache_key"] = "shared-prefix"
+        line["body"]["reasoning_effort"] = "low"
+    batch = run_to_end(emulator, client, start_batch(client, lines).id)
+    assert batch.output_file_id is not None and batch.usage is not None
+
+    usage = [o["response"]["body"]["usage"] for o in read_jsonl(client, batch.output_file_id)]
+    cached = sum(u["prompt_tokens_details"]["cached_tokens"] for u in usage)
+    reasoning = sum(u["completion_tokens_details"]["reasoning_tokens"] for u in usage)
+    assert cached > 0 and reasoning == 3 * 64
+    assert batch.usage.input_tokens_details.cached_tokens == cached
+    assert batch.usage.output_tokens_details.reasoning_tokens == reasoning

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from batchctl.records import (
+    ModelTokens,
     Owner,
     PartPlanRow,
     RequestResult,
@@ -71,6 +72,8 @@ def _result(
         kind,
         offset,
         50,
+        cached_tokens=tokens // 2,
+        reasoning_tokens=1,
     )
 
 
@@ -173,10 +176,46 @@ def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
         "input_tokens": 22,
         "output_tokens": 3,
     }
-    assert sorted(store.tokens_by_model(run_id)) == [("gpt-4o", 15, 2), ("gpt-4o-mini", 7, 1)]
+    assert sorted(store.tokens_by_model(run_id)) == [
+        ModelTokens("gpt-4o", 15, 2, cached_tokens=5 + 2, reasoning_tokens=2),
+        ModelTokens("gpt-4o-mini", 7, 1, cached_tokens=3, reasoning_tokens=1),
+    ]
     summary = store.request_summary(run_id)
     assert all(type(v) is int for v in summary.values())  # not Decimal: the core does arithmetic
-    assert all(type(n) is int for _, i, o in store.tokens_by_model(run_id) for n in (i, o))
+    assert all(type(n) is int for row in store.tokens_by_model(run_id) for n in row[1:])
+
+
+def test_output_history_counts_the_succeeded_requests_of_a_job_by_model(store: Store) -> None:
+    run_id = _submit(store)
+    p1, p2 = store.parts(run_id)
+    store.record_results(p1.id, [_result("r0", "succeeded", "output", 0)], T0)
+    store.record_results(p1.id, [_result("r1", "failed", "error", 0)], T0)
+    store.record_results(p2.id, [_result("r2", "succeeded", "output", 0)], T0)
+    store.record_results(p2.id, [_result("r3", "succeeded", "output", 9)], T0)
+
+    assert store.output_history("batch") == {"gpt-4o-mini": (1, 1), "gpt-4o": (2, 2)}
+    assert store.output_history("another-job") == {}
+
+
+def test_a_run_records_its_unpriced_models_apart_from_its_cost(store: Store) -> None:
+    priced, unpriced = _submit(store), _submit(store, token="tok2", sha="sha-2")
+    for run_id, models in ((priced, ()), (unpriced, ("zeta-model", "alpha-model"))):
+        store.finish_submission_run(
+            run_id,
+            RunStatus.COMPLETED,
+            items_processed=4,
+            items_failed=0,
+            total_tokens=40,
+            total_cost=0.25,
+            unpriced_models=models,
+            error=None,
+            now=T0,
+        )
+
+    first, second = store.get_run(priced), store.get_run(unpriced)
+    assert first is not None and second is not None
+    assert (first.total_cost, first.unpriced_models) == (0.25, ())
+    assert (second.total_cost, second.unpriced_models) == (0.25, ("alpha-model", "zeta-model"))
 
 
 def test_resend_parts_move_requests_and_count_attempts(store: Store) -> None:
