@@ -10,25 +10,31 @@ submission (a lease in the store).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from batchctl.batches import files as local
+from batchctl.batches.polling import Backoff, parts_state
 from batchctl.batches.pricing import cost_of
 from batchctl.batches.results import MergedWriter, read_results
 from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
-from batchctl.errors import ExitCode, NotFoundError, UsageError
+from batchctl.errors import BatchctlError, ExitCode, NotFoundError, UsageError
 from batchctl.owners import is_dead, this_process
+from batchctl.providers.base import retry_notices
 from batchctl.records import (
+    LogEntry,
+    LogLevel,
     Part,
     PartPlanRow,
+    RequestResult,
     RequestState,
     Run,
     RunStatus,
@@ -46,6 +52,8 @@ LEASE_S = 120.0
 INTENT_SETTLE_S = 10.0  # how long a dead process's last upload or create may take to land
 FIND_SLACK_S = 600  # look back this far (seconds) for what a lost call may have created
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+LOG_STREAM = "batch"  # the stream of a submission's story in its run's log
+_END_LEVEL = {"failed": LogLevel.ERROR, "expired": LogLevel.WARNING, "cancelled": LogLevel.WARNING}
 _SETTLE = {  # what a request without a result line becomes when its part ends
     "completed": ("missing", "missing", "the batch finished without a result for this request"),
     "expired": ("expired", "batch_expired", "the completion window ended before it ran"),
@@ -243,6 +251,13 @@ class Batches:
             requests=writer.requests(),
             scheduled_for=scheduled_for,
         )
+        self._log(
+            run_id,
+            f"validated {plan.requests:,} request(s), {plan.bytes:,} bytes, from "
+            f"{_names(submission.inputs)}: {len(parts)} part(s) to send",
+            endpoint=plan.endpoint,
+            sha256=plan.sha256,
+        )
         self.advance(run_id)
         return run_id
 
@@ -310,6 +325,12 @@ class Batches:
         (recorded,) = self.store.parts(run_id)
         self.store.update_part(recorded.id, input_file_id=batch.input_file_id)
         self._record_remote(recorded, batch)
+        self._log(
+            run_id,
+            f"adopted batch {batch_id} ({batch.status}): {plan.requests:,} request(s)",
+            part=1,
+            batch=batch_id,
+        )
         self.advance(run_id)
         return run_id
 
@@ -342,12 +363,40 @@ class Batches:
             submission = self._submission(run_id)
             if submission.merged_at is not None:
                 return True
-            for part in self.store.parts(run_id):
-                self._advance_part(submission, part, refresh=refresh)
-            self._resubmit_expired(submission)
-            return self._settle(submission)
+            with (
+                self._logging_errors(run_id),
+                retry_notices(lambda text: self._log(run_id, text, LogLevel.WARNING)),
+            ):
+                for part in self.store.parts(run_id):
+                    with self._logging_errors(run_id, f"part {part.number}: "):
+                        self._advance_part(submission, part, refresh=refresh)
+                self._resubmit_expired(submission)
+                return self._settle(submission)
         finally:
             self.store.release_submission_lease(run_id, self.owner)
+
+    @contextlib.contextmanager
+    def _logging_errors(self, run_id: int, prefix: str = "") -> Iterator[None]:
+        """Record an error that stops driving the submission in its log, then let it go on."""
+        try:
+            yield
+        except (BatchctlError, OSError) as exc:
+            if not getattr(exc, "batchctl_logged", False):
+                exc.batchctl_logged = True  # type: ignore[union-attr]
+                message = exc.message if isinstance(exc, BatchctlError) else str(exc)
+                with contextlib.suppress(Exception):  # never hide the error behind a log failure
+                    self._log(run_id, f"{prefix}{message}", LogLevel.ERROR)
+            raise
+
+    def _log(
+        self, run_id: int, message: str, level: LogLevel = LogLevel.INFO, **fields: Any
+    ) -> None:
+        """Add a line to the submission's story (stream ``batch`` of its run's log), as the
+        step it tells of has just been recorded."""
+        run = self.store.get_run(run_id)
+        attempt = run.attempts if run is not None else 1
+        entry = LogEntry(run_id, attempt, self.clock(), level, message, LOG_STREAM, fields)
+        self.store.append_logs([entry])
 
     def _advance_part(self, submission: Submission, part: Part, *, refresh: bool) -> None:
         if part.batch_id is None and part.status not in TERMINAL:
@@ -366,8 +415,10 @@ class Batches:
             part = self._upload(part)
         key = f"{self.store.instance_id()}:{submission.token}:{part.number}"
         found: RemoteBatch | None = None
+        how = "created batch"
         if part.create_started_at is not None:  # a create may have happened: never repeat it
             found = self.provider.find_batch(PART_KEY, key, since=_since(part.create_started_at))
+            how = "found batch (created before a lost reply)"
         if found is None:
             self.store.update_part(part.id, create_started_at=self.clock())
             metadata = {PART_KEY: key, RUN_KEY: str(part.run_id), **submission.metadata}
@@ -377,7 +428,15 @@ class Batches:
                 completion_window=submission.completion_window,
                 metadata=metadata,
             )
-        return self._record_remote(part, found)
+            how = "created batch"
+        recorded = self._record_remote(part, found)
+        self._log(
+            part.run_id,
+            f"part {part.number}: {how} {found.id} ({found.status})",
+            part=part.number,
+            batch=found.id,
+        )
+        return recorded
 
     def _settling(self, intent: datetime | None) -> bool:
         """True while a call recorded at ``intent`` by another process may still take effect.
@@ -396,10 +455,19 @@ class Batches:
             found = self.provider.find_file(
                 part.filename, path.stat().st_size, since=_since(part.upload_started_at)
             )
+        how = "found the upload of a lost reply:"
         if found is None:
             self.store.update_part(part.id, upload_started_at=self.clock())
             found = self.provider.upload(path, part.filename)
+            how = "uploaded"
         self.store.update_part(part.id, input_file_id=found.id, status="uploaded")
+        self._log(
+            part.run_id,
+            f"part {part.number}: {how} {part.filename} ({found.bytes:,} bytes, "
+            f"{part.requests:,} request(s), {part.model}) as {found.id}",
+            part=part.number,
+            file=found.id,
+        )
         return part._replace(input_file_id=found.id, status="uploaded")
 
     def _record_remote(self, part: Part, batch: RemoteBatch) -> Part:
@@ -413,10 +481,13 @@ class Batches:
             "usage": dict(batch.usage) if batch.usage else None,
             "errors": errors,
             "remote_created_at": batch.created_at,
+            "remote_ended_at": batch.ended_at,
             "expires_at": batch.expires_at,
             "refreshed_at": self.clock(),
         }
         self.store.update_part(part.id, **fields)
+        if part.batch_id is not None and part.status != batch.status:
+            self._log_status(part, batch)
         return part._replace(
             batch_id=batch.id,
             status=batch.status,
@@ -426,19 +497,51 @@ class Batches:
             errors=errors,
         )
 
+    def _log_status(self, part: Part, batch: RemoteBatch) -> None:
+        """A part's remote status changed: say so, with its counts, or why it failed."""
+        counts = batch.request_counts
+        text = f"part {part.number}: {batch.id} {part.status} -> {batch.status}"
+        if batch.status == "failed" and batch.errors:
+            text += ": " + "; ".join(_batch_error(e) for e in batch.errors[:3])
+            if len(batch.errors) > 3:
+                text += f"; ... {len(batch.errors) - 3} more"
+        elif counts.total:
+            text += (
+                f" ({counts.completed + counts.failed:,} of {counts.total:,} request(s) done,"
+                f" {counts.failed:,} failed)"
+            )
+        level = _END_LEVEL.get(batch.status, LogLevel.INFO)
+        self._log(part.run_id, text, level, part=part.number, batch=batch.id)
+
     def _download(self, submission: Submission, part: Part) -> None:
         directory = Path(submission.directory)
         for kind, file_id in (("output", part.output_file_id), ("error", part.error_file_id)):
             if file_id is None:
                 continue
             destination = self._fetch(directory, part.number, kind, file_id)
-            self.store.record_results(part.id, read_results(destination, kind), self.clock())
+            results = _Counted(read_results(destination, kind))
+            self.store.record_results(part.id, results, self.clock())
+            self._log(
+                part.run_id,
+                f"part {part.number}: downloaded the {kind} file {file_id}"
+                f" ({results.count:,} result(s))",
+                part=part.number,
+                file=file_id,
+            )
         outcome, code, message = _SETTLE[part.status]
         if part.status == "failed" and part.errors:
             first = part.errors[0]
             code, message = str(first.get("code") or code), str(first.get("message") or message)
-        self.store.settle_pending(part.id, outcome, code, message)
+        unanswered = self.store.settle_pending(part.id, outcome, code, message)
         self.store.update_part(part.id, downloaded_at=self.clock())
+        if unanswered:
+            self._log(
+                part.run_id,
+                f"part {part.number}: {unanswered:,} request(s) without a result: {outcome}"
+                f" ({message})",
+                LogLevel.WARNING,
+                part=part.number,
+            )
 
     def _fetch(self, directory: Path, number: int, kind: str, file_id: str) -> Path:
         """The downloaded file, fetched once: whole (renamed into place) and checksummed."""
@@ -473,6 +576,7 @@ class Batches:
         run_id = submission.run_id
         path = Path(submission.directory) / "results.jsonl"
         self.write_results(run_id, path)
+        self._log(run_id, f"merged {submission.requests:,} result(s) in input order into {path}")
         summary = self.store.request_summary(run_id)
         cost = cost_of(
             self.store.tokens_by_model(run_id),
@@ -494,6 +598,7 @@ class Batches:
                 f"{failed} of {submission.requests} requests did not succeed"
                 f" ({_breakdown(summary)})"
             )
+        now = self.clock()
         finished = self.store.finish_submission_run(
             run_id,
             status,
@@ -502,10 +607,18 @@ class Batches:
             total_tokens=summary["input_tokens"] + summary["output_tokens"],
             total_cost=cost.batch,
             error=error,
-            now=self.clock(),
+            now=now,
+            finished_at=work_ended(None if run is None else run.started_at, parts, now),
         )
         if not finished:
             return True  # settled by another process: its results and on_complete stand
+        level = LogLevel.WARNING if failed else LogLevel.INFO
+        self._log(
+            run_id,
+            f"run {status.value}: {succeeded:,} of {submission.requests:,} request(s) succeeded"
+            + (f" ({_breakdown(summary)})" if failed else ""),
+            LogLevel.ERROR if status is RunStatus.FAILED else level,
+        )
         self.store.mark_merged(run_id, str(path), self.clock())
         if run is not None:
             from batchctl.jobs.openai import after_settle
@@ -520,32 +633,47 @@ class Batches:
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
     ) -> Run:
-        """Drive the submission until it is settled (or ``timeout`` seconds pass)."""
+        """Drive the submission until it is settled (or ``timeout`` seconds pass, or ``stop`` is
+        set: ``WaitInterrupted``; the batches go on remotely).
+
+        It looks again after a second, then less and less often up to ``poll_interval``, and
+        often again whenever a part's status changes (``polling.Backoff``).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = Backoff(self.config.openai.poll_interval)
         while True:
+            if stop is not None and stop.is_set():
+                raise WaitInterrupted(run_id)
             settled = self.advance(run_id)
             run = self._run(run_id)
+            parts = self.store.parts(run_id)
             if on_progress is not None:
-                on_progress(run, self.store.parts(run_id))
+                on_progress(run, parts)
             if settled:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(run_id)
-            pause = self.config.openai.poll_interval
+            pause = backoff.pause(parts_state(parts))
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
-            self.sleep(pause)
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                self.sleep(pause)
 
     def cancel(self, run_id: int) -> list[Part]:
         """Cancel every part that has not ended; parts never sent end at once."""
         self._submission(run_id)
         self.store.request_cancel(run_id)
+        self._log(run_id, "cancel requested", LogLevel.WARNING)
         for part in self.store.parts(run_id):
             if part.status in TERMINAL:
                 continue
             if part.batch_id is None:
                 self.store.update_part(part.id, status="cancelled")
+                self._log(run_id, f"part {part.number}: cancelled before it was sent")
             elif part.status != "cancelling":
                 self._record_remote(part, self.provider.cancel_batch(part.batch_id))
         return self.store.parts(run_id)
@@ -596,6 +724,13 @@ class Batches:
         finally:
             for handle in handles.values():
                 handle.close()
+        first = max(p.number for p in parts.values()) + 1
+        self._log(
+            submission.run_id,
+            f"re-sending {len(requests):,} {'/'.join(outcomes)} request(s) as part(s)"
+            f" {first}..{number} (round {next_round})",
+            LogLevel.WARNING,
+        )
         return len(requests)
 
     def _write_resend_part(
@@ -734,6 +869,46 @@ class WaitTimeout(UsageError):
         super().__init__(f"run {run_id} is still in progress", hint=f"batchctl wait {run_id}")
 
 
+def follow_up(run_id: int) -> str:
+    """The commands that follow or cancel a submission whose batches are in flight."""
+    return f"follow it: batchctl wait {run_id}; cancel it: batchctl cancel {run_id}"
+
+
+class WaitInterrupted(BatchctlError):
+    """Waiting was interrupted (Ctrl-C, SIGTERM); the submission's batches go on remotely."""
+
+    exit_code = ExitCode.CANCELLED
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(
+            f"interrupted; run {run_id} goes on: its batches keep running on the API",
+            hint=follow_up(run_id),
+        )
+        self.run_id = run_id
+
+
+def work_ended(started: datetime | None, parts: Sequence[Part], now: datetime) -> datetime:
+    """When a submission's work ended, on this host's clock: the API's end of its last batch.
+
+    The API's times are on its clock, ``started`` and ``now`` on ours. Each batch's creation
+    measures the difference: batchctl recorded ``create_started_at`` just before the API stamped
+    ``created_at`` (whole seconds). The largest such offset (a create retried after a failure
+    only makes it smaller) moves the last end onto our clock. The result is kept between
+    ``started`` and ``now``, so a duration is never negative nor in the future whatever the
+    clocks say; without any remote end (nothing was sent) it is ``now``.
+    """
+    ends = [p.remote_ended_at for p in parts if p.remote_ended_at is not None]
+    if started is None or not ends:
+        return now
+    offsets = [
+        p.create_started_at.timestamp() - p.remote_created_at
+        for p in parts
+        if p.create_started_at is not None and p.remote_created_at is not None
+    ]
+    end = datetime.fromtimestamp(max(ends) + max(offsets, default=0.0), UTC)
+    return min(now, max(started, end))
+
+
 _DRIVING: dict[int, threading.Lock] = {}
 _DRIVING_GUARD = threading.Lock()
 
@@ -755,6 +930,30 @@ def _since(moment: datetime) -> int:
 
 def _chunks(items: list[RequestState], size: int) -> list[list[RequestState]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class _Counted:
+    """An iterable of results that counts what passes through it."""
+
+    def __init__(self, results: Iterable[RequestResult]) -> None:
+        self._results = results
+        self.count = 0
+
+    def __iter__(self) -> Iterator[RequestResult]:
+        for result in self._results:
+            self.count += 1
+            yield result
+
+
+def _names(inputs: Sequence[str]) -> str:
+    return ", ".join(inputs) if len(inputs) <= 3 else f"{len(inputs)} files"
+
+
+def _batch_error(error: Mapping[str, Any]) -> str:
+    """One entry of a failed batch's errors: code, message and the line it names."""
+    code, message, line = error.get("code"), error.get("message"), error.get("line")
+    text = ": ".join(str(x) for x in (code, message) if x)
+    return f"{text} (line {line})" if line else text
 
 
 def _breakdown(summary: dict[str, int]) -> str:

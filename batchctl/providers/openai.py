@@ -25,7 +25,13 @@ from openai import OpenAI
 
 from batchctl.config import OpenAIConfig
 from batchctl.errors import UsageError
-from batchctl.providers.base import ProviderError, RemoteBatch, RemoteFile, RequestCounts
+from batchctl.providers.base import (
+    ProviderError,
+    RemoteBatch,
+    RemoteFile,
+    RequestCounts,
+    notify_retry,
+)
 
 T = TypeVar("T")
 RetryNotice = Callable[[str], None]
@@ -193,9 +199,12 @@ class OpenAIProvider:
         )
 
         def before(state: RetryCallState) -> None:
-            if state.attempt_number > 1 and self.on_retry and state.outcome is not None:
+            if state.attempt_number > 1 and state.outcome is not None:
                 error = state.outcome.exception()
-                self.on_retry(f"retrying after: {_describe(error)}")
+                message = f"retrying (attempt {state.attempt_number}) after: {_describe(error)}"
+                notify_retry(message)
+                if self.on_retry:
+                    self.on_retry(message)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -329,4 +338,13 @@ def _batch(item: Any) -> RemoteBatch:
         errors=tuple(e.model_dump() for e in errors),
         usage=usage,
         model=getattr(item, "model", None),
+        ended_at=_ended_at(item),
     )
+
+
+def _ended_at(item: Any) -> int | None:
+    """When the batch reached its final status, by the API's own time for that status."""
+    if item.status not in ("completed", "failed", "expired", "cancelled"):
+        return None
+    ended = getattr(item, f"{item.status}_at", None)
+    return int(ended) if ended is not None else None

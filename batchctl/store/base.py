@@ -104,6 +104,7 @@ class BatchStore(Protocol):
         total_cost: float,
         error: str | None,
         now: datetime,
+        finished_at: datetime | None = None,
     ) -> bool: ...
 
 

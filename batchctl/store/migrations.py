@@ -288,6 +288,12 @@ def _m007_attempt_process(db: object) -> None:
     )
 
 
+def _m008_part_end(db: object) -> None:
+    # When each batch ended on the API's clock: a submission's duration is the API's, not the
+    # moment batchctl next looked.
+    _run_statements(db, "ALTER TABLE parts ADD COLUMN remote_ended_at INTEGER")
+
+
 MIGRATIONS: list[Migration] = [
     _m001_initial,
     _m002_submissions,
@@ -296,6 +302,7 @@ MIGRATIONS: list[Migration] = [
     _m005_claim_index,
     _m006_tick_claimer,
     _m007_attempt_process,
+    _m008_part_end,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -410,7 +410,10 @@ class BatchTables:
         total_cost: float,
         error: str | None,
         now: datetime,
+        finished_at: datetime | None = None,
     ) -> bool:
+        """End the run (unless it already ended): ``finished_at`` is when its work ended (the
+        API's end of its last batch; default ``now``), ``now`` when batchctl recorded it."""
         stamp = to_iso(now)
         with self._write() as conn:
             row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -421,7 +424,7 @@ class BatchTables:
                 " items_failed = ?, total_tokens = ?, total_cost = ?, error = ? WHERE id = ?",
                 (
                     status.value,
-                    stamp,
+                    to_iso(finished_at or now),
                     items_processed,
                     items_failed,
                     total_tokens,
