@@ -198,13 +198,18 @@ class OpenAIProvider:
             stop_after_attempt,
         )
 
-        def before(state: RetryCallState) -> None:
-            if state.attempt_number > 1 and state.outcome is not None:
-                error = state.outcome.exception()
-                message = f"retrying (attempt {state.attempt_number}) after: {_describe(error)}"
-                notify_retry(message)
-                if self.on_retry:
-                    self.on_retry(message)
+        def before_sleep(state: RetryCallState) -> None:
+            # Called after a failed attempt, before the pause (``before`` would see no outcome:
+            # tenacity clears it when it prepares the next attempt).
+            error = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            message = (
+                f"{_describe(error)}; retrying in {delay:.1f}s"
+                f" (attempt {state.attempt_number + 1} of {self.max_retries + 1})"
+            )
+            notify_retry(message)
+            if self.on_retry:
+                self.on_retry(message)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -229,7 +234,7 @@ class OpenAIProvider:
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait,
             sleep=self.sleep,
-            before=before,
+            before_sleep=before_sleep,
             reraise=True,
         )
         try:
