@@ -906,7 +906,7 @@ def work_ended(started: datetime | None, parts: Sequence[Part], now: datetime) -
         if p.create_started_at is not None and p.remote_created_at is not None
     ]
     end = datetime.fromtimestamp(max(ends) + max(offsets, default=0.0), UTC)
-    return min(now, max(started, end))
+    return max(started, min(now, end))
 
 
 _DRIVING: dict[int, threading.Lock] = {}

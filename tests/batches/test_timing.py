@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batchctl.batches.polling import Backoff
+from batchctl.batches.submission import work_ended
 from batchctl.emulator import Emulator, Fault
+from batchctl.records import Part
 
 # A config without [openai] poll_interval: the default (30 s) applies.
 NO_POLL_CONFIG = "# defaults only\n"
@@ -147,3 +151,58 @@ def test_backoff_doubles_up_to_the_poll_interval_and_starts_again_on_a_change() 
     assert pauses == [1.0, 2.0, 4.0, 8.0, 10.0]
     assert after_change == 1.0
     assert Backoff(0.05).pause("validating") == 0.05
+
+
+def sent_part(create_started: datetime, created: int, ended: int | None) -> Part:
+    """A part whose batch batchctl asked for at ``create_started`` (its clock) and the API
+    stamped ``created`` and ``ended`` (the API's clock, Unix seconds)."""
+    return Part(
+        id=1,
+        run_id=1,
+        number=1,
+        round=1,
+        model="gpt-4o-mini",
+        requests=3,
+        bytes=100,
+        path="part001.jsonl",
+        filename="part001.jsonl",
+        status="completed",
+        upload_started_at=None,
+        input_file_id="file-1",
+        create_started_at=create_started,
+        batch_id="batch_1",
+        output_file_id="file-2",
+        error_file_id=None,
+        request_counts={},
+        usage=None,
+        errors=[],
+        remote_created_at=created,
+        expires_at=None,
+        downloaded_at=None,
+        remote_ended_at=ended,
+    )
+
+
+@pytest.mark.parametrize("host_ahead_s", [0.0, 120.0, -120.0, 86_400.0])
+def test_the_end_is_the_apis_whatever_the_offset_between_the_clocks(host_ahead_s: float) -> None:
+    api_created = 1_800_000_000
+    started = datetime.fromtimestamp(api_created - 1.5 + host_ahead_s, UTC)  # 1.5 s to upload
+    part = sent_part(started + timedelta(seconds=1.5), api_created, api_created + 20)
+    looked = started + timedelta(minutes=7, seconds=49)
+
+    ended = work_ended(started, [part], looked)
+
+    assert (ended - started).total_seconds() == pytest.approx(21.5)
+
+
+def test_the_end_is_never_before_the_start_nor_after_it_was_seen() -> None:
+    started = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    seen = started + timedelta(seconds=30)
+    # No measured offset (an adopted batch): the API's times are taken as they are.
+    adopted = sent_part(started, 0, 0)._replace(create_started_at=None)
+    late = adopted._replace(remote_ended_at=int(seen.timestamp()) + 3600)
+
+    assert work_ended(started, [adopted], seen) == started
+    assert work_ended(started, [late], seen) == seen
+    assert work_ended(started, [late], started - timedelta(seconds=5)) == started
+    assert work_ended(started, [adopted._replace(remote_ended_at=None)], seen) == seen
