@@ -415,10 +415,9 @@ class Batches:
             part = self._upload(part)
         key = f"{self.store.instance_id()}:{submission.token}:{part.number}"
         found: RemoteBatch | None = None
-        how = "created batch"
+        how = "found batch (created before a lost reply)"
         if part.create_started_at is not None:  # a create may have happened: never repeat it
             found = self.provider.find_batch(PART_KEY, key, since=_since(part.create_started_at))
-            how = "found batch (created before a lost reply)"
         if found is None:
             self.store.update_part(part.id, create_started_at=self.clock())
             metadata = {PART_KEY: key, RUN_KEY: str(part.run_id), **submission.metadata}
@@ -455,7 +454,7 @@ class Batches:
             found = self.provider.find_file(
                 part.filename, path.stat().st_size, since=_since(part.upload_started_at)
             )
-        how = "found the upload of a lost reply:"
+        how = "found (uploaded before a lost reply)"
         if found is None:
             self.store.update_part(part.id, upload_started_at=self.clock())
             found = self.provider.upload(path, part.filename)
