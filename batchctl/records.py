@@ -281,6 +281,7 @@ class Part(NamedTuple):
     remote_created_at: int | None
     expires_at: int | None
     downloaded_at: datetime | None
+    remote_ended_at: int | None  # when the batch ended, on the API's clock (Unix seconds)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -295,7 +296,9 @@ class Part(NamedTuple):
             "input_file_id": self.input_file_id,
             "output_file_id": self.output_file_id,
             "error_file_id": self.error_file_id,
+            "created_at": self.remote_created_at,
             "expires_at": self.expires_at,
+            "ended_at": self.remote_ended_at,
             "errors": self.errors,
         }
 

@@ -10,18 +10,20 @@ submission (a lease in the store).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from batchctl.batches import files as local
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
+from batchctl.batches.polling import Backoff, parts_state
 from batchctl.batches.pricing import Cost, cost_of
 from batchctl.batches.results import MergedWriter, read_results
 from batchctl.batches.validation import Plan, scan
@@ -36,10 +38,14 @@ from batchctl.errors import (
 from batchctl.locations import make_private_dirs
 from batchctl.outputs import open_output
 from batchctl.owners import is_dead, this_process
+from batchctl.providers.base import retry_notices
 from batchctl.records import (
+    LogEntry,
+    LogLevel,
     Owner,
     Part,
     PartPlanRow,
+    RequestResult,
     RequestState,
     Run,
     RunStatus,
@@ -56,6 +62,8 @@ LEASE_POLL_S = 0.2  # how often a retry looks whether the submission's lease is 
 INTENT_SETTLE_S = 10.0  # how long a dead process's last upload or create may take to land
 FIND_SLACK_S = 600  # look back this far (seconds) for what a lost call may have created
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+LOG_STREAM = "batch"  # the stream of a submission's story in its run's log
+_END_LEVEL = {"failed": LogLevel.ERROR, "expired": LogLevel.WARNING, "cancelled": LogLevel.WARNING}
 _SETTLE = {  # what a request without a result line becomes when its part ends
     "completed": ("missing", "missing", "the batch finished without a result for this request"),
     "expired": ("expired", "batch_expired", "the completion window ended before it ran"),
@@ -279,6 +287,13 @@ class Batches:
         except BaseException:
             writer.discard()  # rolled back: nothing refers to the part files (kill -9: prune)
             raise
+        self._log(
+            run_id,
+            f"validated {plan.requests:,} request(s), {plan.bytes:,} bytes, from "
+            f"{_names(submission.inputs)}: {len(parts)} part(s) to send",
+            endpoint=plan.endpoint,
+            sha256=plan.sha256,
+        )
         self.advance(run_id, fail_unsent=True)
         return run_id
 
@@ -346,6 +361,12 @@ class Batches:
         (recorded,) = self.store.parts(run_id)
         self.store.update_part(recorded.id, input_file_id=batch.input_file_id)
         self._record_remote(recorded, batch)
+        self._log(
+            run_id,
+            f"adopted batch {batch_id} ({batch.status}): {plan.requests:,} request(s)",
+            part=1,
+            batch=batch_id,
+        )
         self.advance(run_id)
         return run_id
 
@@ -406,13 +427,18 @@ class Batches:
             return True
         parts = self.store.parts(run_id)
         self._refuse_if_never_sent(run_id, parts)
-        for part in parts:
-            self._advance_part(submission, part, refresh=refresh, send=send)
-        if send:
-            self._resubmit_expired(submission)
-        elif self._awaits_resubmit(submission):
-            return False  # what expired is sent again by a command that sends
-        return self._settle(submission)
+        with (
+            self._logging_errors(run_id),
+            retry_notices(lambda text: self._log(run_id, text, LogLevel.WARNING)),
+        ):
+            for part in parts:
+                with self._logging_errors(run_id, f"part {part.number}: "):
+                    self._advance_part(submission, part, refresh=refresh, send=send)
+            if send:
+                self._resubmit_expired(submission)
+            elif self._awaits_resubmit(submission):
+                return False  # what expired is sent again by a command that sends
+            return self._settle(submission)
 
     def _refuse_if_never_sent(self, run_id: int, parts: list[Part]) -> None:
         """A run that ended before any batch was created is never sent later."""
@@ -488,6 +514,29 @@ class Batches:
         )
         return bool(waiting)
 
+    @contextlib.contextmanager
+    def _logging_errors(self, run_id: int, prefix: str = "") -> Iterator[None]:
+        """Record an error that stops driving the submission in its log, then let it go on."""
+        try:
+            yield
+        except (BatchctlError, OSError) as exc:
+            if not getattr(exc, "batchctl_logged", False):
+                exc.batchctl_logged = True  # type: ignore[union-attr]
+                message = exc.message if isinstance(exc, BatchctlError) else str(exc)
+                with contextlib.suppress(Exception):  # never hide the error behind a log failure
+                    self._log(run_id, f"{prefix}{message}", LogLevel.ERROR)
+            raise
+
+    def _log(
+        self, run_id: int, message: str, level: LogLevel = LogLevel.INFO, **fields: Any
+    ) -> None:
+        """Add a line to the submission's story (stream ``batch`` of its run's log), as the
+        step it tells of has just been recorded."""
+        run = self.store.get_run(run_id)
+        attempt = run.attempts if run is not None else 1
+        entry = LogEntry(run_id, attempt, self.clock(), level, message, LOG_STREAM, fields)
+        self.store.append_logs([entry])
+
     def _advance_part(
         self, submission: Submission, part: Part, *, refresh: bool, send: bool
     ) -> None:
@@ -510,6 +559,7 @@ class Batches:
         key = f"{self.store.instance_id()}:{submission.token}:{part.number}"
         found: RemoteBatch | None = None
         input_file_id = part.input_file_id or ""
+        how = "found batch (created before a lost reply)"
         if part.create_started_at is not None:  # a create may have happened: never repeat it
             found = self.provider.find_batch(PART_KEY, key, input_file_id=input_file_id)
         if found is None:
@@ -521,8 +571,16 @@ class Batches:
                 completion_window=submission.completion_window,
                 metadata=metadata,
             )
+            how = "created batch"
         self._created.append(found.id)
-        return self._record_remote(part, found)
+        recorded = self._record_remote(part, found)
+        self._log(
+            part.run_id,
+            f"part {part.number}: {how} {found.id} ({found.status})",
+            part=part.number,
+            batch=found.id,
+        )
+        return recorded
 
     def _settling(self, intent: datetime | None) -> bool:
         """True while a call recorded at ``intent`` by another process may still take effect.
@@ -542,10 +600,19 @@ class Batches:
             found = self.provider.find_file(
                 part.filename, path.stat().st_size, within=max(0.0, elapsed) + FIND_SLACK_S
             )
+        how = "found (uploaded before a lost reply)"
         if found is None:
             self.store.update_part(part.id, upload_started_at=self.clock())
             found = self.provider.upload(path, part.filename)
+            how = "uploaded"
         self.store.update_part(part.id, input_file_id=found.id, status="uploaded")
+        self._log(
+            part.run_id,
+            f"part {part.number}: {how} {part.filename} ({found.bytes:,} bytes, "
+            f"{part.requests:,} request(s), {part.model}) as {found.id}",
+            part=part.number,
+            file=found.id,
+        )
         return part._replace(input_file_id=found.id, status="uploaded")
 
     def _record_remote(self, part: Part, batch: RemoteBatch) -> Part:
@@ -559,10 +626,13 @@ class Batches:
             "usage": dict(batch.usage) if batch.usage else None,
             "errors": errors,
             "remote_created_at": batch.created_at,
+            "remote_ended_at": batch.ended_at,
             "expires_at": batch.expires_at,
             "refreshed_at": self.clock(),
         }
         self.store.update_part(part.id, **fields)
+        if part.batch_id is not None and part.status != batch.status:
+            self._log_status(part, batch)
         return part._replace(
             batch_id=batch.id,
             status=batch.status,
@@ -572,19 +642,51 @@ class Batches:
             errors=errors,
         )
 
+    def _log_status(self, part: Part, batch: RemoteBatch) -> None:
+        """A part's remote status changed: say so, with its counts, or why it failed."""
+        counts = batch.request_counts
+        text = f"part {part.number}: {batch.id} {part.status} -> {batch.status}"
+        if batch.status == "failed" and batch.errors:
+            text += ": " + "; ".join(_batch_error(e) for e in batch.errors[:3])
+            if len(batch.errors) > 3:
+                text += f"; ... {len(batch.errors) - 3} more"
+        elif counts.total:
+            text += (
+                f" ({counts.completed + counts.failed:,} of {counts.total:,} request(s) done,"
+                f" {counts.failed:,} failed)"
+            )
+        level = _END_LEVEL.get(batch.status, LogLevel.INFO)
+        self._log(part.run_id, text, level, part=part.number, batch=batch.id)
+
     def _download(self, submission: Submission, part: Part) -> None:
         directory = Path(submission.directory)
         for kind, file_id in (("output", part.output_file_id), ("error", part.error_file_id)):
             if file_id is None:
                 continue
             destination = self._fetch(directory, part.number, kind, file_id)
-            self.store.record_results(part.id, read_results(destination, kind), self.clock())
+            results = _Counted(read_results(destination, kind))
+            self.store.record_results(part.id, results, self.clock())
+            self._log(
+                part.run_id,
+                f"part {part.number}: downloaded the {kind} file {file_id}"
+                f" ({results.count:,} result(s))",
+                part=part.number,
+                file=file_id,
+            )
         outcome, code, message = _SETTLE[part.status]
         if part.status == "failed" and part.errors:
             first = part.errors[0]
             code, message = str(first.get("code") or code), str(first.get("message") or message)
-        self.store.settle_pending(part.id, outcome, code, message)
+        unanswered = self.store.settle_pending(part.id, outcome, code, message)
         self.store.update_part(part.id, downloaded_at=self.clock())
+        if unanswered:
+            self._log(
+                part.run_id,
+                f"part {part.number}: {unanswered:,} request(s) without a result: {outcome}"
+                f" ({message})",
+                LogLevel.WARNING,
+                part=part.number,
+            )
 
     def _fetch(self, directory: Path, number: int, kind: str, file_id: str) -> Path:
         """The downloaded file, fetched once: whole (renamed into place) and checksummed."""
@@ -619,6 +721,7 @@ class Batches:
         run_id = submission.run_id
         path = Path(submission.directory) / "results.jsonl"
         self.write_results(run_id, path)
+        self._log(run_id, f"merged {submission.requests:,} result(s) in input order into {path}")
         summary = self.store.request_summary(run_id)
         cost = self._cost(run_id)
         succeeded = summary.get("succeeded", 0)
@@ -636,6 +739,7 @@ class Batches:
                 f"{failed} of {submission.requests} requests did not succeed"
                 f" ({_breakdown(summary)})"
             )
+        now = self.clock()
         finished = self.store.finish_submission_run(
             run_id,
             status,
@@ -645,10 +749,18 @@ class Batches:
             total_cost=cost.batch,
             unpriced_models=cost.unpriced_models,
             error=error,
-            now=self.clock(),
+            now=now,
+            finished_at=work_ended(None if run is None else run.started_at, parts, now),
         )
         if not finished:
             return True  # settled by another process: its results and on_complete stand
+        level = LogLevel.WARNING if failed else LogLevel.INFO
+        self._log(
+            run_id,
+            f"run {status.value}: {succeeded:,} of {submission.requests:,} request(s) succeeded"
+            + (f" ({_breakdown(summary)})" if failed else ""),
+            LogLevel.ERROR if status is RunStatus.FAILED else level,
+        )
         self.store.mark_merged(run_id, str(path), self.clock())
         if run is not None:
             from batchctl.jobs.openai import after_settle
@@ -663,32 +775,47 @@ class Batches:
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
     ) -> Run:
-        """Drive the submission until it is settled (or ``timeout`` seconds pass)."""
+        """Drive the submission until it is settled (or ``timeout`` seconds pass, or ``stop`` is
+        set: ``WaitInterrupted``; the batches go on remotely).
+
+        It looks again after a second, then less and less often up to ``poll_interval``, and
+        often again whenever a part's status changes (``polling.Backoff``).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = Backoff(self.config.openai.poll_interval)
         while True:
+            if stop is not None and stop.is_set():
+                raise WaitInterrupted(run_id)
             settled = self.advance(run_id)
             run = self._run(run_id)
+            parts = self.store.parts(run_id)
             if on_progress is not None:
-                on_progress(run, self.store.parts(run_id))
+                on_progress(run, parts)
             if settled:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(run_id)
-            pause = self.config.openai.poll_interval
+            pause = backoff.pause(parts_state(parts))
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
-            self.sleep(pause)
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                self.sleep(pause)
 
     def cancel(self, run_id: int) -> list[Part]:
         """Cancel every part that has not ended; parts never sent end at once."""
         self._submission(run_id)
         self.store.request_cancel(run_id)
+        self._log(run_id, "cancel requested", LogLevel.WARNING)
         for part in self.store.parts(run_id):
             if part.status in TERMINAL:
                 continue
             if part.batch_id is None:
                 self.store.update_part(part.id, status="cancelled")
+                self._log(run_id, f"part {part.number}: cancelled before it was sent")
             elif part.status != "cancelling":
                 self._record_remote(part, self.provider.cancel_batch(part.batch_id))
         return self.store.parts(run_id)
@@ -773,6 +900,13 @@ class Batches:
         finally:
             for handle in handles.values():
                 handle.close()
+        first = max(p.number for p in parts.values()) + 1
+        self._log(
+            submission.run_id,
+            f"re-sending {len(requests):,} {'/'.join(outcomes)} request(s) as part(s)"
+            f" {first}..{number} (round {next_round})",
+            LogLevel.WARNING,
+        )
         return len(requests)
 
     def _write_resend_part(
@@ -939,6 +1073,46 @@ class WaitTimeout(UsageError):
         super().__init__(f"run {run_id} is still in progress", hint=f"batchctl wait {run_id}")
 
 
+def follow_up(run_id: int) -> str:
+    """The commands that follow or cancel a submission whose batches are in flight."""
+    return f"follow it: batchctl wait {run_id}; cancel it: batchctl cancel {run_id}"
+
+
+class WaitInterrupted(BatchctlError):
+    """Waiting was interrupted (Ctrl-C, SIGTERM); the submission's batches go on remotely."""
+
+    exit_code = ExitCode.CANCELLED
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(
+            f"interrupted; run {run_id} goes on: its batches keep running on the API",
+            hint=follow_up(run_id),
+        )
+        self.run_id = run_id
+
+
+def work_ended(started: datetime | None, parts: Sequence[Part], now: datetime) -> datetime:
+    """When a submission's work ended, on this host's clock: the API's end of its last batch.
+
+    The API's times are on its clock, ``started`` and ``now`` on ours. Each batch's creation
+    measures the difference: batchctl recorded ``create_started_at`` just before the API stamped
+    ``created_at`` (whole seconds). The largest such offset (a create retried after a failure
+    only makes it smaller) moves the last end onto our clock. The result is kept between
+    ``started`` and ``now``, so a duration is never negative nor in the future whatever the
+    clocks say; without any remote end (nothing was sent) it is ``now``.
+    """
+    ends = [p.remote_ended_at for p in parts if p.remote_ended_at is not None]
+    if started is None or not ends:
+        return now
+    offsets = [
+        p.create_started_at.timestamp() - p.remote_created_at
+        for p in parts
+        if p.create_started_at is not None and p.remote_created_at is not None
+    ]
+    end = datetime.fromtimestamp(max(ends) + max(offsets, default=0.0), UTC)
+    return max(started, min(now, end))
+
+
 _DRIVING: dict[int, threading.Lock] = {}
 _DRIVING_GUARD = threading.Lock()
 
@@ -968,6 +1142,30 @@ def _create_attempted(part: Part) -> bool:
 
 def _chunks(items: list[RequestState], size: int) -> list[list[RequestState]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class _Counted:
+    """An iterable of results that counts what passes through it."""
+
+    def __init__(self, results: Iterable[RequestResult]) -> None:
+        self._results = results
+        self.count = 0
+
+    def __iter__(self) -> Iterator[RequestResult]:
+        for result in self._results:
+            self.count += 1
+            yield result
+
+
+def _names(inputs: Sequence[str]) -> str:
+    return ", ".join(inputs) if len(inputs) <= 3 else f"{len(inputs)} files"
+
+
+def _batch_error(error: Mapping[str, Any]) -> str:
+    """One entry of a failed batch's errors: code, message and the line it names."""
+    code, message, line = error.get("code"), error.get("message"), error.get("line")
+    text = ": ".join(str(x) for x in (code, message) if x)
+    return f"{text} (line {line})" if line else text
 
 
 def _breakdown(summary: dict[str, int]) -> str:

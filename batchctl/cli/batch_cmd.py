@@ -14,6 +14,8 @@ from batchctl.cli.complete import run_ids
 from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
+    import threading
+
     from batchctl.batches.submission import Batches, ResultSummary, SubmitOptions
     from batchctl.batches.validation import Plan
     from batchctl.config import Config
@@ -105,10 +107,18 @@ def submit(
         history = batches.store.output_history(job) if job else {}
         _print_plan(batches.plan(files, options), config, json_output, history)
         return
-    run_id = batches.submit(files, options, job=job or "submit")
     if wait:
-        finish(batches, run_id, json_output=json_output)
+        import threading
+
+        from batchctl.cli.signals import stop_on_signals
+
+        # A signal while the parts are sent lets the sending end, then stops the waiting.
+        stop = threading.Event()
+        with stop_on_signals(stop, second_interrupts=True):
+            run_id = batches.submit(files, options, job=job or "submit")
+            finish(batches, run_id, json_output=json_output, stop=stop)
         return
+    run_id = batches.submit(files, options, job=job or "submit")
     if json_output:
         render.print_json(run_json(batches, run_id))
         return
@@ -234,14 +244,31 @@ def _output_format(output: Path | None, errors: Path | None, fmt: str | None) ->
 
 
 def finish(
-    batches: Batches, run_id: int, *, json_output: bool, timeout: float | None = None
+    batches: Batches,
+    run_id: int,
+    *,
+    json_output: bool,
+    timeout: float | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Wait for a submission with progress bars, then print its results' summary."""
+    """Wait for a submission with progress bars, then print its results' summary.
+
+    Ctrl-C, SIGTERM or SIGHUP stop the waiting, not the batches: exit 130, saying how to follow
+    or cancel them (a second signal does not wait for the API call under way to end).
+    """
+    import threading
+
+    from batchctl.batches.submission import WaitInterrupted
     from batchctl.cli.batch_display import PartsProgress
+    from batchctl.cli.signals import stop_on_signals
 
     display = PartsProgress(stderr=json_output, enabled=not session.current.quiet)
-    with display:
-        batches.wait(run_id, timeout=timeout, on_progress=display.update)
+    stop = stop or threading.Event()
+    with stop_on_signals(stop, second_interrupts=True), display:
+        try:
+            batches.wait(run_id, timeout=timeout, on_progress=display.update, stop=stop)
+        except KeyboardInterrupt:
+            raise WaitInterrupted(run_id) from None
     submission = batches.store.get_submission(run_id)
     assert submission is not None and submission.results_path is not None
     summary = batches.summary(run_id, Path(submission.results_path))  # merged when it settled

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -15,6 +11,7 @@ import typer
 from batchctl.cli import render, session
 from batchctl.cli.complete import job_names, run_ids
 from batchctl.cli.options import JsonOption
+from batchctl.cli.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from batchctl.config import Config, JobConfig
@@ -73,7 +70,7 @@ def _run_one(
     batches = open_batches()
     run_id = submit_job(batches, job, scope)
     if wait and not engine.get(run_id).status.terminal:
-        batches.wait(run_id, on_progress=display.parts)
+        batches.wait(run_id, on_progress=display.parts, stop=engine.cancel_event)
     run = engine.get(run_id)
     display.run_finished(run)
     return run
@@ -252,7 +249,9 @@ def _execute(config: Config, json_output: bool, action: Any) -> list[Run]:
     )
     cancel = threading.Event()
     engine = Engine(session.current.store(), config, observer=display, cancel=cancel)
-    with _cancel_on_signals(cancel), display:
+    # Ctrl-C, SIGTERM and SIGHUP ask the engine to cancel a local run cleanly; a batch
+    # submission being waited for is left to go on remotely (WaitInterrupted).
+    with stop_on_signals(cancel), display:
         runs: list[Run] = action(engine, display)
     if json_output:
         render.print_json([r.to_json() for r in runs])
@@ -279,32 +278,20 @@ def _summary(runs: list[Run]) -> None:
     cost = sum(r.total_cost for r in runs)
     unpriced = sorted({m for r in runs for m in r.unpriced_models})
     render.out(f"{len(runs)} run(s): {parts}; {tokens:,} tokens, {render.cost(cost, unpriced)}")
+    in_flight = [r.id for r in runs if not r.status.terminal]
+    if in_flight:
+        from batchctl.batches.submission import follow_up
+
+        store = session.current.store()
+        for run_id in in_flight:
+            if store.get_submission(run_id) is not None:
+                render.out(f"  run {run_id}: its batches go on remotely; {follow_up(run_id)}")
     for r in runs:
         if r.reason and r.status.value == "skipped":
             render.out(f"  run {r.id}: {r.reason}")
         elif r.error and r.status.value != "completed":
             hint = render.paint(f"(batchctl logs {r.id})", "dim", render.colour())
             render.out(f"  run {r.id}: {r.error}  {hint}")
-
-
-@contextmanager
-def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) ask the engine to cancel the run cleanly
-    instead of dying mid-write."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        cancel.set()
-
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 class RunDisplay:

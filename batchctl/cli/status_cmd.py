@@ -68,6 +68,7 @@ def status(
         return
     store = session.current.store()
     query = _filter(job, statuses, failed, since, limit, json_output)
+    backoff = None
     while True:
         shown = {run_id} if run_id is not None else {r.id for r in store.list_runs(query)}
         in_flight = [i for i in store.submissions_in_flight() if i in shown]
@@ -77,13 +78,18 @@ def status(
             _show_one(run_id, json_output)
         else:
             _show_list(query, json_output)
-        if not watch or not [i for i in store.submissions_in_flight() if i in shown]:
+        still = [i for i in store.submissions_in_flight() if i in shown]
+        if not watch or not still:
             return
         import time
 
-        time.sleep(
-            session.current.config(required=False, check_processors=False).openai.poll_interval
-        )
+        from batchctl.batches.polling import Backoff, parts_state
+
+        if backoff is None:
+            config = session.current.config(required=False, check_processors=False)
+            backoff = Backoff(config.openai.poll_interval)
+        watched = store.parts_for_runs(still)
+        time.sleep(backoff.pause(parts_state(p for i in still for p in watched.get(i, []))))
         if render.colour():
             render.out("\x1b[H\x1b[2J")
 

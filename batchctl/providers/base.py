@@ -6,7 +6,9 @@ Everything here is plain data. A second provider (say, Anthropic's Message Batch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -35,6 +37,30 @@ class ProviderError(BatchctlError):
         self.transient = transient
 
 
+RetryListener = Callable[[str], None]
+# Who hears of a call retried after a transient failure, in this thread: the submission being
+# driven, which records it in its run's log.
+_retry_listener: ContextVar[RetryListener | None] = ContextVar("retry_listener", default=None)
+
+
+@contextmanager
+def retry_notices(listener: RetryListener) -> Iterator[None]:
+    """Within the block, tell ``listener`` (in this thread) of each API call a provider
+    retries, with the reason."""
+    token = _retry_listener.set(listener)
+    try:
+        yield
+    finally:
+        _retry_listener.reset(token)
+
+
+def notify_retry(message: str) -> None:
+    """A provider's report of a retried call, to the listener of this thread (if any)."""
+    listener = _retry_listener.get()
+    if listener is not None:
+        listener(message)
+
+
 class RequestCounts(NamedTuple):
     total: int = 0
     completed: int = 0
@@ -53,7 +79,11 @@ class RemoteFile(NamedTuple):
 
 
 class RemoteBatch(NamedTuple):
-    """A batch as the API reports it (times are Unix seconds, as the API gives them)."""
+    """A batch as the API reports it (times are Unix seconds, as the API gives them).
+
+    ``ended_at`` is when it reached its final status on the API's clock (its ``completed_at``,
+    ``failed_at``, ``expired_at`` or ``cancelled_at``); None while it is in flight.
+    """
 
     id: str
     status: str
@@ -69,6 +99,7 @@ class RemoteBatch(NamedTuple):
     errors: tuple[Mapping[str, Any], ...]
     usage: Mapping[str, Any] | None
     model: str | None
+    ended_at: int | None = None
 
     @property
     def terminal(self) -> bool:

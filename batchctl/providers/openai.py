@@ -25,7 +25,13 @@ from openai import OpenAI
 
 from batchctl.config import OpenAIConfig
 from batchctl.providers import check_settings
-from batchctl.providers.base import ProviderError, RemoteBatch, RemoteFile, RequestCounts
+from batchctl.providers.base import (
+    ProviderError,
+    RemoteBatch,
+    RemoteFile,
+    RequestCounts,
+    notify_retry,
+)
 
 T = TypeVar("T")
 RetryNotice = Callable[[str], None]
@@ -214,10 +220,18 @@ class OpenAIProvider:
             stop_after_attempt,
         )
 
-        def before(state: RetryCallState) -> None:
-            if state.attempt_number > 1 and self.on_retry and state.outcome is not None:
-                error = state.outcome.exception()
-                self.on_retry(f"retrying after: {_describe(error)}")
+        def before_sleep(state: RetryCallState) -> None:
+            # Called after a failed attempt, before the pause (``before`` would see no outcome:
+            # tenacity clears it when it prepares the next attempt).
+            error = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            message = (
+                f"{_describe(error)}; retrying in {delay:.1f}s"
+                f" (attempt {state.attempt_number + 1} of {self.max_retries + 1})"
+            )
+            notify_retry(message)
+            if self.on_retry:
+                self.on_retry(message)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -242,7 +256,7 @@ class OpenAIProvider:
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait,
             sleep=self.sleep,
-            before=before,
+            before_sleep=before_sleep,
             reraise=True,
         )
         try:
@@ -363,4 +377,13 @@ def _batch(item: Any) -> RemoteBatch:
         errors=tuple(e.model_dump() for e in errors),
         usage=usage,
         model=getattr(item, "model", None),
+        ended_at=_ended_at(item),
     )
+
+
+def _ended_at(item: Any) -> int | None:
+    """When the batch reached its final status, by the API's own time for that status."""
+    if item.status not in ("completed", "failed", "expired", "cancelled"):
+        return None
+    ended = getattr(item, f"{item.status}_at", None)
+    return int(ended) if ended is not None else None

@@ -112,6 +112,7 @@ class BatchStore(Protocol):
         unpriced_models: Sequence[str] = (),
         error: str | None,
         now: datetime,
+        finished_at: datetime | None = None,
     ) -> bool: ...
 
 

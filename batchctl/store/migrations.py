@@ -302,6 +302,12 @@ def _m008_token_details(db: object) -> None:
     )
 
 
+def _m009_part_end(db: object) -> None:
+    # When each batch ended on the API's clock: a submission's duration is the API's, not the
+    # moment batchctl next looked.
+    _run_statements(db, "ALTER TABLE parts ADD COLUMN remote_ended_at INTEGER")
+
+
 MIGRATIONS: list[Migration] = [
     _m001_initial,
     _m002_submissions,
@@ -311,6 +317,7 @@ MIGRATIONS: list[Migration] = [
     _m006_tick_claimer,
     _m007_attempt_process,
     _m008_token_details,
+    _m009_part_end,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

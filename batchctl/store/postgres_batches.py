@@ -427,7 +427,10 @@ class BatchTables(Tables):
         unpriced_models: Sequence[str] = (),
         error: str | None,
         now: datetime,
+        finished_at: datetime | None = None,
     ) -> bool:
+        """End the run (unless it already ended): ``finished_at`` is when its work ended (the
+        API's end of its last batch; default ``now``), ``now`` when batchctl recorded it."""
         with self._write() as conn:
             row = conn.execute(
                 "SELECT status FROM runs WHERE id = %s FOR UPDATE", (run_id,)
@@ -440,7 +443,7 @@ class BatchTables(Tables):
                 " error = %s WHERE id = %s",
                 (
                     status.value,
-                    now,
+                    finished_at or now,
                     items_processed,
                     items_failed,
                     total_tokens,

@@ -258,6 +258,12 @@ ALTER TABLE runs ADD COLUMN unpriced_models TEXT
 """
 
 
+# When each batch ended on the API's clock (see the SQLite migration 9).
+_M009 = """
+ALTER TABLE parts ADD COLUMN remote_ended_at BIGINT
+"""
+
+
 def _m002_instance(conn: psycopg.Connection[Any]) -> None:
     # This database's identity, written into the metadata of every remote batch.
     conn.execute("INSERT INTO meta (key, value) VALUES ('instance', %s)", (uuid.uuid4().hex,))
@@ -274,6 +280,7 @@ MIGRATIONS: list[tuple[str, Step | None]] = [
     (_M006, None),
     (_M007, None),
     (_M008, None),
+    (_M009, None),
 ]
 assert len(MIGRATIONS) == LATEST_VERSION, "keep the PostgreSQL migrations in step with SQLite's"
 

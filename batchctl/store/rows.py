@@ -25,7 +25,8 @@ RUN_COLUMNS = (
 PART_COLUMNS = (
     "id, run_id, number, round, model, requests, bytes, path, filename, status, "
     "upload_started_at, input_file_id, create_started_at, batch_id, output_file_id, "
-    "error_file_id, request_counts, usage, errors, remote_created_at, expires_at, downloaded_at"
+    "error_file_id, request_counts, usage, errors, remote_created_at, expires_at, downloaded_at, "
+    "remote_ended_at"
 )
 UPDATABLE_PART_COLUMNS = frozenset(
     {
@@ -40,6 +41,7 @@ UPDATABLE_PART_COLUMNS = frozenset(
         "usage",
         "errors",
         "remote_created_at",
+        "remote_ended_at",
         "expires_at",
         "refreshed_at",
         "downloaded_at",
@@ -117,6 +119,7 @@ def part_from_row(row: Sequence[Any], when: TimeReader) -> Part:
         remote_created_at=row[19],
         expires_at=row[20],
         downloaded_at=when(row[21]),
+        remote_ended_at=row[22],
     )
 
 

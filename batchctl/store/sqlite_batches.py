@@ -445,7 +445,10 @@ class BatchTables:
         unpriced_models: Sequence[str] = (),
         error: str | None,
         now: datetime,
+        finished_at: datetime | None = None,
     ) -> bool:
+        """End the run (unless it already ended): ``finished_at`` is when its work ended (the
+        API's end of its last batch; default ``now``), ``now`` when batchctl recorded it."""
         stamp = to_iso(now)
         with self._write() as conn:
             row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -457,7 +460,7 @@ class BatchTables:
                 " error = ? WHERE id = ?",
                 (
                     status.value,
-                    stamp,
+                    to_iso(finished_at or now),
                     items_processed,
                     items_failed,
                     total_tokens,

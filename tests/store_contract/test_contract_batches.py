@@ -337,3 +337,38 @@ def test_known_tokens_are_those_of_recorded_submissions(store: Store) -> None:
 
     assert store.known_tokens(["tok2", "gone", "tok1"]) == {"tok1", "tok2"}
     assert store.known_tokens([]) == set()
+
+
+def test_a_parts_remote_times_are_kept(store: Store) -> None:
+    run_id = _submit(store)
+    part = store.parts(run_id)[0]
+
+    store.update_part(part.id, remote_created_at=1_700_000_000, remote_ended_at=1_700_000_021)
+
+    updated = store.parts(run_id)[0]
+    assert (updated.remote_created_at, updated.remote_ended_at) == (1_700_000_000, 1_700_000_021)
+
+
+def test_a_submission_run_ends_when_its_work_ended_not_when_it_was_recorded(store: Store) -> None:
+    run_id = _submit(store)
+    ended = T0 + timedelta(seconds=21)
+    recorded = T0 + timedelta(minutes=7)
+
+    assert store.finish_submission_run(
+        run_id,
+        RunStatus.COMPLETED,
+        items_processed=4,
+        items_failed=0,
+        total_tokens=40,
+        total_cost=0.01,
+        error=None,
+        now=recorded,
+        finished_at=ended,
+    )
+
+    run = store.get_run(run_id)
+    assert run is not None and run.finished_at == ended and run.duration == 21.0
+    assert store.transitions(run_id)[-1].at == recorded
+    (stats,) = [s for s in store.run_stats() if s.job == "batch"]
+    assert stats.duration_count == 1
+    assert stats.duration_sum == pytest.approx(21.0, abs=0.01)

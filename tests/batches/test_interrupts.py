@@ -1,0 +1,163 @@
+"""Ctrl-C or SIGTERM while waiting for a submission stops the waiting, not the batches.
+
+The real ``batchctl`` executable runs in a subprocess against the project's OpenAI API emulator
+(in this process, over HTTP) whose batches stay in progress; the test signals it once the run is
+recorded with its batches created, then checks the exit code, the message, and that the batches
+still run on the API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchctl.emulator import Emulator
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.slow
+
+CANCELLED = 130
+JOB_CONFIG = """\
+[openai]
+poll_interval = "30s"
+
+[jobs.summarise]
+kind = "openai"
+input = "in.jsonl"
+"""
+
+
+def write_requests(path: Path, count: int) -> None:
+    with path.open("w") as out:
+        for i in range(count):
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]}
+            line = {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions"}
+            out.write(json.dumps({**line, "body": body}) + "\n")
+
+
+@pytest.fixture
+def slow_api(api: Emulator, ws: Any) -> Emulator:
+    """The emulator with batches that stay in progress (a request every 1000 s), and a config
+    with an openai job over ``in.jsonl`` (4 requests, 2 parts with ``--max-requests 2``)."""
+    api.update_settings(processing_rate=0.001)
+    ws.write_config(JOB_CONFIG)
+    write_requests(ws.root / "in.jsonl", 4)
+    return api
+
+
+@pytest.fixture
+def started(batchctl_exe: str, ws: Any) -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)
+
+
+def start(procs: list[subprocess.Popen[str]], exe: str, ws: Any, *args: str) -> Any:
+    proc = subprocess.Popen(
+        [exe, *args],
+        env=ws.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(proc)
+    return proc
+
+
+def sent_parts(ws: Any, proc: subprocess.Popen[str]) -> list[tuple[Any, ...]] | None:
+    """The run's parts once every one has its batch, else None (failing if ``proc`` ended)."""
+    if proc.poll() is not None:
+        out, err = proc.communicate()
+        pytest.fail(f"batchctl exited {proc.returncode} early:\n{out}\n{err}")
+    try:
+        rows = ws.sql("SELECT run_id, batch_id FROM parts ORDER BY number")
+    except sqlite3.Error:  # not created yet, or being migrated
+        return None
+    return rows if rows and all(batch for _, batch in rows) else None
+
+
+def looked_at(emu: Emulator, count: int) -> bool:
+    return sum(r.method == "GET" and r.path.startswith("/v1/batches/") for r in emu.requests) >= (
+        count
+    )
+
+
+def assert_left_running(code: int, err: str, emu: Emulator, ws: Any, run_id: int) -> None:
+    assert code == CANCELLED, err
+    assert f"run {run_id}" in err
+    assert "batches keep running" in err
+    assert f"batchctl wait {run_id}" in err
+    assert f"batchctl cancel {run_id}" in err
+    assert "Traceback" not in err
+    statuses = {b["status"] for b in emu.batches.values()}
+    assert statuses <= {"validating", "in_progress"}, statuses
+    assert not any(r.path.endswith("/cancel") for r in emu.requests)
+    assert ws.sql("SELECT status FROM runs WHERE id = ?", run_id) == [("running",)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_during_submit_wait_leaves_the_batches_running_and_says_how_to_follow_them(
+    slow_api: Emulator,
+    ws: Any,
+    batchctl_exe: str,
+    started: list[subprocess.Popen[str]],
+    signum: signal.Signals,
+) -> None:
+    proc = start(started, batchctl_exe, ws, "submit", "in.jsonl", "--max-requests", "2", "--wait")
+    parts = wait_for(lambda: sent_parts(ws, proc), "the parts to be sent", timeout=60)
+
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+
+    assert len(parts) == 2
+    assert_left_running(proc.returncode, err, slow_api, ws, parts[0][0])
+
+
+def test_a_signal_during_wait_leaves_the_batches_running_and_says_how_to_follow_them(
+    slow_api: Emulator, ws: Any, cli: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+) -> None:
+    run_id = cli("submit", "in.jsonl", "--json").json()["id"]
+    proc = start(started, batchctl_exe, ws, "wait", str(run_id))
+    wait_for(lambda: looked_at(slow_api, 1), "wait to look at the batch", timeout=60)
+
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+
+    assert_left_running(proc.returncode, err, slow_api, ws, run_id)
+
+
+def test_a_signal_during_run_wait_leaves_the_batches_running_and_says_how_to_follow_them(
+    slow_api: Emulator, ws: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+) -> None:
+    proc = start(started, batchctl_exe, ws, "run", "summarise", "--wait")
+    parts = wait_for(lambda: sent_parts(ws, proc), "the parts to be sent", timeout=60)
+
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+
+    assert_left_running(proc.returncode, err, slow_api, ws, parts[0][0])
+
+
+def test_run_of_a_batch_job_without_wait_says_how_to_follow_it(
+    slow_api: Emulator, ws: Any, cli: Any
+) -> None:
+    done = cli("run", "summarise")
+
+    assert done.exit_code == 0, done.stderr
+    (run_id,) = {row[0] for row in ws.sql("SELECT run_id FROM parts")}
+    assert f"run {run_id}: its batches go on remotely" in done.stdout
+    assert f"batchctl wait {run_id}" in done.stdout
+    assert f"batchctl cancel {run_id}" in done.stdout
