@@ -23,13 +23,14 @@ import pytest
 from batchctl.batches.submission import INTENT_SETTLE_S
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
 from tests.conftest import run_exe
+from tests.waiting import TIMEOUT_SCALE
 
 CONFIG = """\
 [openai]
 poll_interval = 0.05
 max_retries = 8
 """
-KILL_DEADLINE_S = 8.0
+KILL_DEADLINE_S = 60.0 * TIMEOUT_SCALE  # bounds a wait for an event; generous for a busy machine
 SLOW_S = 1.0  # how long a slowed call stays in flight: time enough to kill batchctl during it
 
 
