@@ -54,7 +54,7 @@ def logs(
     tint = render.colour()
     last_id = 0
     while True:
-        for entry in store.logs(run_id, after_id=last_id, min_level=min_level):
+        for entry in store.iter_logs(run_id, after_id=last_id, min_level=min_level):
             last_id = entry.id or last_id
             if show:
                 show(entry.to_json())
@@ -64,7 +64,7 @@ def logs(
             return
         run = store.get_run(run_id)
         if run is None or run.status.terminal:
-            if not store.logs(run_id, after_id=last_id, min_level=min_level):
+            if not store.logs(run_id, after_id=last_id, min_level=min_level, limit=1):
                 return
             continue
         time.sleep(FOLLOW_POLL_S)

@@ -176,6 +176,9 @@ def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
     assert sorted(store.tokens_by_model(run_id)) == [("gpt-4o", 15, 2), ("gpt-4o-mini", 7, 1)]
     summary = store.request_summary(run_id)
     assert all(type(v) is int for v in summary.values())  # not Decimal: the core does arithmetic
+    summaries = store.request_summaries([run_id, run_id + 99])
+    assert summaries == {run_id: summary, run_id + 99: {"input_tokens": 0, "output_tokens": 0}}
+    assert all(type(v) is int for v in summaries[run_id].values())
     assert all(type(n) is int for _, i, o in store.tokens_by_model(run_id) for n in (i, o))
 
 
