@@ -169,6 +169,8 @@ def _measure(
 def stream(argv: Sequence[str], env: Mapping[str, str]) -> tuple[float, float, float, int, float]:
     """Run ``argv`` reading its stdout: seconds to the first byte and to the end, peak RSS in
     MB, bytes of output (0 when it did not exit 0), CPU seconds (user + system)."""
+    # As from a user's shell: stdout to a pipe block-buffered, not a write(2) per line.
+    env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
     began = time.perf_counter()
     first = 0.0
     size = 0

@@ -179,6 +179,62 @@ def test_logs_start_at_once_in_bounded_memory(ws: Workspace, first_byte: Any) ->
     assert peak < 80
 
 
+def test_logs_follow_prints_each_line_through_a_pipe_while_the_run_goes_on(
+    ws: Workspace, batchctl_exe: str
+) -> None:
+    from datetime import timedelta
+
+    from batchctl.records import LogEntry, LogLevel, Owner, RunOutcome, RunStatus, utcnow
+    from tests.waiting import wait_for
+
+    ws.write_config('[jobs.long]\nkind = "command"\ncommand = "true"\n')
+    store = open_store(str(ws.db))
+    try:
+        now = utcnow()
+        run_id = store.create_run(
+            job="long",
+            scope=None,
+            trigger="manual",
+            status=RunStatus.QUEUED,
+            max_attempts=1,
+            now=now,
+        )
+        store.start_attempt(run_id, 1, Owner("elsewhere", 1), now + timedelta(hours=1), now)
+        store.append_logs([LogEntry(run_id, 1, now, LogLevel.INFO, "first line", "stdout")])
+        # As a user's shell starts it: stdout to a pipe is block-buffered.
+        env = {k: v for k, v in ws.env().items() if k != "PYTHONUNBUFFERED"}
+        follower = subprocess.Popen(
+            [batchctl_exe, "logs", str(run_id), "--follow"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert follower.stdout is not None
+        seen = bytearray()
+
+        def printed(text: bytes) -> bool:
+            while select.select([follower.stdout], [], [], 0)[0]:
+                chunk = os.read(follower.stdout.fileno(), 4096)  # type: ignore[union-attr]
+                if not chunk:
+                    break
+                seen.extend(chunk)
+            return text in seen
+
+        try:
+            wait_for(lambda: printed(b"first line"), "the first line through the pipe", 60)
+            later = utcnow()
+            store.append_logs([LogEntry(run_id, 1, later, LogLevel.INFO, "second line", "stdout")])
+            wait_for(lambda: printed(b"second line"), "the line logged while following", 60)
+            store.finish_attempt(run_id, 1, RunOutcome(RunStatus.COMPLETED), later)
+            store.finish_run(run_id, RunOutcome(RunStatus.COMPLETED), later)
+            assert follower.wait(timeout=60) == 0
+        finally:
+            follower.kill()
+            follower.communicate()
+    finally:
+        store.close()
+
+
 def test_status_filters_by_job_status_and_limit(ws: Workspace, cli) -> None:
     _jobs(ws)
     for _ in range(3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -60,6 +61,7 @@ def logs(
                 show(entry.to_json())
             else:
                 _print_entry(entry, tint)
+        sys.stdout.flush()  # what is printed is seen at once by a pipe, also while following
         if not follow:
             return
         run = store.get_run(run_id)

@@ -149,10 +149,10 @@ _SCALARS: dict[type, Callable[[Any], str]] = {
 
 
 def print_json_line(data: Any) -> None:
+    """One JSON object on a line; the caller flushes (once a batch of lines, not every line)."""
     import json
 
     sys.stdout.write(json.dumps(data, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def error(message: str, hint: str | None = None) -> None:
