@@ -282,7 +282,9 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def iter_runs(self, query: RunFilter, *, chunk: int = CHUNK) -> Iterator[Run]:
         # One short query per chunk (below the last id seen), not one cursor held open: no read
-        # transaction lasts while the output is written (a pager may hold it for hours).
+        # transaction lasts while the output is written (a pager may hold it for hours). NOT
+        # INDEXED: walking the rowid down costs each run once over all the chunks, where the
+        # job or status index would have every chunk sort all the matching runs again.
         where, params = _run_where(query)
         left = query.limit
         below: int | None = None
@@ -290,7 +292,8 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
             size = chunk if left is None else min(chunk, left)
             bound = "" if below is None else (" AND id < ?" if where else " WHERE id < ?")
             rows = self.conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs{where}{bound} ORDER BY id DESC LIMIT ?",
+                f"SELECT {RUN_COLUMNS} FROM runs NOT INDEXED{where}{bound}"
+                " ORDER BY id DESC LIMIT ?",
                 [*params, *([] if below is None else [below]), size],
             ).fetchall()
             for row in rows:
