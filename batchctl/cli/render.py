@@ -89,8 +89,8 @@ def indented_json(value: Any, depth: int = 0) -> str:
     """``json.dumps(value, indent=2, default=str)`` as written ``depth`` levels deep.
 
     The standard library encodes with ``indent`` in pure Python, generically; this writes the
-    common scalars directly (strings with its C escaper) and is twice as fast on a run's
-    ``--json`` object. Anything else goes to ``json.dumps`` itself.
+    common scalars directly (strings with its C escaper): ``status --json`` takes a third less
+    CPU. Anything else goes to ``json.dumps`` itself.
     """
     kind = type(value)
     scalar = _SCALARS.get(kind)
