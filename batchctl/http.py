@@ -1,10 +1,12 @@
 """A small read-only HTTP server for monitoring: ``GET /metrics`` and ``GET /healthz``.
 
-``/metrics`` is the Prometheus text (``batchctl metrics``); ``/healthz`` answers 200 when
+``/metrics`` is the Prometheus text (``batchctl metrics``), or OpenMetrics for a scraper whose
+``Accept`` header asks for it (``prometheus_client`` negotiates); ``/healthz`` answers 200 when
 ``batchctl health`` passes and 503 when it does not, with the health report as JSON. Anything
-else is 404; other methods 501. The daemon starts it when ``[daemon] http = "HOST:PORT"`` is
-set. It serves from its own threads, each request with its own store connection (SQLite
-connections belong to one thread), so a slow scrape never holds up the daemon.
+else is 404. ``HEAD`` answers as ``GET`` without the body; other methods 501. The daemon
+starts it when ``[daemon] http = "HOST:PORT"`` is set. It serves from its own threads, each
+request with its own store connection (SQLite connections belong to one thread), so a slow
+scrape never holds up the daemon.
 
 There is no authentication: bind it to loopback (``127.0.0.1:9187``) or a private network.
 """
@@ -64,6 +66,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
 
+    def do_HEAD(self) -> None:
+        """The headers a GET would get (its status, type and length), without the body."""
+        self.do_GET()
+
     def _answer(self, produce: Callable[[], tuple[int, str, bytes]]) -> None:
         try:
             status, content_type, body = produce()
@@ -75,13 +81,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, content_type, body)
 
     def _metrics(self) -> tuple[int, str, bytes]:
-        from batchctl.metrics import CONTENT_TYPE, render
+        """The text format 0.0.4, or OpenMetrics when the ``Accept`` header asks for it."""
+        from batchctl.metrics import encode
         from batchctl.records import utcnow
 
-        def produce(store: Any, config: Config) -> bytes:
-            return render(store, config, utcnow()).encode()
+        content_type: list[str] = []
 
-        return 200, CONTENT_TYPE, self._with_store(produce)
+        def produce(store: Any, config: Config) -> bytes:
+            body, kind = encode(store, config, self.headers.get("Accept"), utcnow())
+            content_type.append(kind)
+            return body
+
+        body = self._with_store(produce)
+        return 200, content_type[0], body
 
     def _health(self) -> tuple[int, str, bytes]:
         from batchctl.health import check
@@ -113,7 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

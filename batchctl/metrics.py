@@ -1,105 +1,131 @@
-"""Prometheus metrics: the text exposition format 0.0.4, for a scrape or node_exporter's
-textfile collector.
+"""Prometheus metrics, produced with the official ``prometheus_client``: a collector over our
+aggregate queries, in a registry of its own, encoded by the library in the text format 0.0.4
+or, when a scraper asks for it, OpenMetrics.
 
 Every figure comes from the database in a few aggregate queries (see
 ``store/sqlite_maintenance.py``), so a scrape costs milliseconds however long the history.
 Counters count what the database holds: ``batchctl prune`` lowers them, which Prometheus's
 ``rate()`` and ``increase()`` read as a counter reset — as after a restart.
 
+The job is the label ``batchctl_job``: ``job`` and ``instance`` are the labels Prometheus attaches
+to every scraped sample (a ``job`` of ours would be renamed ``exported_job``).
+
 Families (all prefixed ``batchctl_``):
 
-- ``runs_total{job,status}`` counter: ended runs by job and final status.
-- ``runs_active{job,status}`` gauge: runs queued, running or retrying now.
-- ``last_success_timestamp_seconds{job}`` gauge: when the job's newest ``completed`` run ended.
-- ``run_duration_seconds{job}`` summary (``_sum`` and ``_count``): ended runs that started.
-- ``tokens_total{job}``, ``cost_dollars_total{job}`` counters: OpenAI usage and cost, all runs
-  (a run with an unpriced model adds only its priced part); ``unpriced_runs_total{job}``
-  counter: the runs whose cost leaves out a model without a price.
+- ``runs_total{batchctl_job,status}`` counter: ended runs by job and final status.
+- ``runs_active{batchctl_job,status}`` gauge: runs queued, running or retrying now.
+- ``last_success_timestamp_seconds{batchctl_job}`` gauge: when the job's newest ``completed``
+  run ended.
+- ``run_duration_seconds{batchctl_job}`` summary (``_sum`` and ``_count``): ended runs that
+  started.
+- ``tokens_total{batchctl_job}``, ``cost_dollars_total{batchctl_job}`` counters: OpenAI usage
+  and cost, all runs (a run with an unpriced model adds only its priced part);
+  ``unpriced_runs_total{batchctl_job}`` counter: the runs whose cost leaves out a model
+  without a price.
 - ``submissions_in_flight`` gauge; ``batch_parts{status}`` gauge: the parts of those
   submissions by remote status.
-- ``ticks_pending{job}`` gauge; ``ticks_total{job,status}`` counter for ``missed`` and
-  ``skipped`` ticks.
+- ``ticks_pending{batchctl_job}`` gauge; ``ticks_total{batchctl_job,status}`` counter for
+  ``missed`` and ``skipped`` ticks.
 - ``daemon_up`` gauge (1 when a scheduler is alive, as ``health`` judges),
   ``daemon_heartbeat_timestamp_seconds``, ``daemon_heartbeat_age_seconds``,
   ``daemon_last_pass_timestamp_seconds``: the newest daemon (present when there is one).
-- ``job_paused{job}`` gauge: 1 for a paused job, 0 for the other configured jobs.
+- ``job_paused{batchctl_job}`` gauge: 1 for a paused job, 0 for the other configured jobs.
 - ``healthy`` gauge (``health``'s verdict), ``jobs_overdue`` gauge.
+
+``prometheus_client`` is imported here only, inside the functions: no other command loads it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from batchctl.config import Config
     from batchctl.store.base import Store
 
 PREFIX = "batchctl_"
+JOB = "batchctl_job"  # never "job" nor "instance": Prometheus sets those on every scrape
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ACTIVE = ("queued", "running", "retrying")
 
 
-@dataclass
-class Sample:
-    labels: dict[str, str]
-    value: float
-    suffix: str = ""  # "_sum" / "_count" for a summary
+class StoreCollector:
+    """A ``prometheus_client`` collector: every family, read from the store when collected."""
+
+    def __init__(self, store: Store, config: Config, now: datetime) -> None:
+        self.store = store
+        self.config = config
+        self.now = now
+
+    def collect(self) -> Iterator[Metric]:
+        yield from collect(self.store, self.config, self.now)
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not query: the families are known when collected
 
 
-@dataclass
-class Family:
-    name: str  # without the prefix
-    kind: str  # counter, gauge, summary
-    help: str
-    samples: list[Sample] = field(default_factory=list)
+def registry(store: Store, config: Config, now: datetime | None = None) -> CollectorRegistry:
+    """A registry of its own (not the library's global one, with its process metrics)
+    holding the store's collector."""
+    from prometheus_client import CollectorRegistry
 
-    def add(self, value: float, suffix: str = "", **labels: str) -> None:
-        self.samples.append(Sample(labels, value, suffix))
+    from batchctl.records import utcnow
 
-    def to_json(self) -> list[dict[str, Any]]:
-        return [
-            {"name": PREFIX + self.name + s.suffix, "labels": s.labels, "value": s.value}
-            for s in self.samples
-        ]
+    found = CollectorRegistry()
+    found.register(StoreCollector(store, config, now or utcnow()))
+    return found
 
 
-def collect(store: Store, config: Config, now: datetime) -> list[Family]:
+def collect(store: Store, config: Config, now: datetime) -> list[Metric]:
     """Every metric family, with its samples, as of ``now``."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
     from batchctl import health
 
+    def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+
+    def counter(name: str, doc: str, *labels: str) -> CounterMetricFamily:
+        return CounterMetricFamily(PREFIX + name, doc, labels=labels)
+
     stats = store.run_stats()
-    runs = Family("runs_total", "counter", "Ended runs, by job and final status.")
-    active = Family("runs_active", "gauge", "Runs queued, running or retrying, by job and status.")
-    last_success = Family(
+    runs = counter("runs_total", "Ended runs, by job and final status.", JOB, "status")
+    active = gauge(
+        "runs_active", "Runs queued, running or retrying, by job and status.", JOB, "status"
+    )
+    last_success = gauge(
         "last_success_timestamp_seconds",
-        "gauge",
         "Unix time when the job's newest completed run ended.",
+        JOB,
     )
-    duration = Family(
-        "run_duration_seconds", "summary", "Wall-clock duration of ended runs that started."
+    duration = SummaryMetricFamily(
+        PREFIX + "run_duration_seconds",
+        "Wall-clock duration of ended runs that started.",
+        labels=[JOB],
     )
-    tokens = Family("tokens_total", "counter", "Tokens used (input and output), by job.")
-    cost = Family("cost_dollars_total", "counter", "Cost in US dollars at batch price, by job.")
-    unpriced = Family(
-        "unpriced_runs_total", "counter", "Runs whose cost leaves out a model without a price."
+    tokens = counter("tokens_total", "Tokens used (input and output), by job.", JOB)
+    cost = counter("cost_dollars_total", "Cost in US dollars at batch price, by job.", JOB)
+    unpriced = counter(
+        "unpriced_runs_total", "Runs whose cost leaves out a model without a price.", JOB
     )
     per_job: dict[str, list[float]] = {}  # job -> [duration sum, duration count, tokens, cost]
     unpriced_by_job: dict[str, int] = {}
     successes: dict[str, datetime] = {}
     for row in stats:
         if row.status in ACTIVE:
-            active.add(row.runs, job=row.job, status=row.status)
+            active.add_metric([row.job, row.status], row.runs)
         else:
-            runs.add(row.runs, job=row.job, status=row.status)
-        figures = per_job.setdefault(row.job, [0.0, 0.0, 0.0, 0.0])
+            runs.add_metric([row.job, row.status], row.runs)
+        figures = per_job.setdefault(row.job, [0.0, 0, 0, 0.0])
         if row.status not in ACTIVE:
             figures[0] += row.duration_sum
             figures[1] += row.duration_count
@@ -110,63 +136,60 @@ def collect(store: Store, config: Config, now: datetime) -> list[Family]:
             successes[row.job] = row.last_finished_at
     for job, (seconds, count, used, spent) in sorted(per_job.items()):
         if count:
-            duration.add(seconds, "_sum", job=job)
-            duration.add(count, "_count", job=job)
-        tokens.add(used, job=job)
-        cost.add(spent, job=job)
+            duration.add_metric([job], count_value=int(count), sum_value=seconds)
+        tokens.add_metric([job], used)
+        cost.add_metric([job], spent)
         if unpriced_by_job.get(job):
-            unpriced.add(unpriced_by_job[job], job=job)
+            unpriced.add_metric([job], unpriced_by_job[job])
     for job, moment in sorted(successes.items()):
-        last_success.add(moment.timestamp(), job=job)
+        last_success.add_metric([job], moment.timestamp())
 
-    submissions = Family(
-        "submissions_in_flight", "gauge", "OpenAI batch submissions not yet finished and merged."
+    submissions = gauge(
+        "submissions_in_flight", "OpenAI batch submissions not yet finished and merged."
     )
-    submissions.add(len(store.submissions_in_flight()))
-    parts = Family(
-        "batch_parts", "gauge", "Parts (remote batches) of in-flight submissions, by remote status."
+    submissions.add_metric([], len(store.submissions_in_flight()))
+    parts = gauge(
+        "batch_parts",
+        "Parts (remote batches) of in-flight submissions, by remote status.",
+        "status",
     )
     for status, count in sorted(store.part_stats().items()):
-        parts.add(count, status=status)
+        parts.add_metric([status], count)
 
     ticks = store.tick_stats(("pending", "missed", "skipped"))
-    pending = Family("ticks_pending", "gauge", "Scheduled ticks waiting to fire, by job.")
-    closed = Family("ticks_total", "counter", "Ticks missed or skipped, by job and status.")
+    pending = gauge("ticks_pending", "Scheduled ticks waiting to fire, by job.", JOB)
+    closed = counter("ticks_total", "Ticks missed or skipped, by job and status.", JOB, "status")
     for (job, status), count in sorted(ticks.items()):
         if status == "pending":
-            pending.add(count, job=job)
+            pending.add_metric([job], count)
         else:
-            closed.add(count, job=job, status=status)
+            closed.add_metric([job, status], count)
 
     report = health.check(store, config, now)
-    up = Family("daemon_up", "gauge", "1 when a scheduler (daemon or --once rounds) is alive.")
-    up.add(1 if report.scheduler else 0)
-    heartbeat = Family(
-        "daemon_heartbeat_timestamp_seconds", "gauge", "Unix time of the daemon's last heartbeat."
+    up = gauge("daemon_up", "1 when a scheduler (daemon or --once rounds) is alive.")
+    up.add_metric([], 1 if report.scheduler else 0)
+    heartbeat = gauge(
+        "daemon_heartbeat_timestamp_seconds", "Unix time of the daemon's last heartbeat."
     )
-    heartbeat_age = Family(
-        "daemon_heartbeat_age_seconds", "gauge", "Seconds since the daemon's last heartbeat."
+    heartbeat_age = gauge(
+        "daemon_heartbeat_age_seconds", "Seconds since the daemon's last heartbeat."
     )
-    last_pass = Family(
-        "daemon_last_pass_timestamp_seconds",
-        "gauge",
-        "Unix time of the scheduler's last completed pass.",
+    last_pass = gauge(
+        "daemon_last_pass_timestamp_seconds", "Unix time of the scheduler's last completed pass."
     )
     if report.daemon is not None:
-        heartbeat.add(report.daemon.info.heartbeat_at.timestamp())
-        heartbeat_age.add(report.daemon.heartbeat_age)
+        heartbeat.add_metric([], report.daemon.info.heartbeat_at.timestamp())
+        heartbeat_age.add_metric([], report.daemon.heartbeat_age)
     if report.last_pass_at is not None:
-        last_pass.add(report.last_pass_at.timestamp())
-    paused = Family("job_paused", "gauge", "1 when the job is paused, else 0.")
+        last_pass.add_metric([], report.last_pass_at.timestamp())
+    paused = gauge("job_paused", "1 when the job is paused, else 0.", JOB)
     paused_jobs = set(report.paused_jobs)
     for job in sorted(paused_jobs | set(config.jobs)):
-        paused.add(1 if job in paused_jobs else 0, job=job)
-    healthy = Family("healthy", "gauge", "1 when `batchctl health` passes, else 0.")
-    healthy.add(1 if report.healthy else 0)
-    overdue = Family(
-        "jobs_overdue", "gauge", "Jobs (and scopes) that `batchctl health` finds overdue."
-    )
-    overdue.add(len(report.overdue))
+        paused.add_metric([job], 1 if job in paused_jobs else 0)
+    healthy = gauge("healthy", "1 when `batchctl health` passes, else 0.")
+    healthy.add_metric([], 1 if report.healthy else 0)
+    overdue = gauge("jobs_overdue", "Jobs (and scopes) that `batchctl health` finds overdue.")
+    overdue.add_metric([], len(report.overdue))
 
     return [
         runs,
@@ -192,24 +215,29 @@ def collect(store: Store, config: Config, now: datetime) -> list[Family]:
 
 def render(store: Store, config: Config, now: datetime | None = None) -> str:
     """The metrics in the Prometheus text format, version 0.0.4."""
-    from batchctl.records import utcnow
+    from prometheus_client import generate_latest
 
-    return exposition(collect(store, config, now or utcnow()))
+    return generate_latest(registry(store, config, now)).decode()
 
 
-def exposition(families: Iterable[Family]) -> str:
-    lines: list[str] = []
-    for family in families:
-        name = PREFIX + family.name
-        lines.append(f"# HELP {name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {name} {family.kind}")
-        for sample in family.samples:
-            labels = ",".join(
-                f'{key}="{_escape_label(value)}"' for key, value in sample.labels.items()
-            )
-            braces = "{" + labels + "}" if labels else ""
-            lines.append(f"{name}{sample.suffix}{braces} {format_value(sample.value)}")
-    return "\n".join(lines) + "\n"
+def encode(
+    store: Store, config: Config, accept: str | None, now: datetime | None = None
+) -> tuple[bytes, str]:
+    """The metrics in the format an HTTP ``Accept`` header asks for (OpenMetrics when it names
+    ``application/openmetrics-text``, else the text format 0.0.4), and its content type."""
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry(store, config, now)), content_type
+
+
+def samples(store: Store, config: Config, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every sample as ``{"name", "labels", "value"}`` (``metrics --json``)."""
+    return [
+        {"name": sample.name, "labels": sample.labels, "value": sample.value}
+        for family in registry(store, config, now).collect()
+        for sample in family.samples
+    ]
 
 
 def write_textfile(
@@ -217,7 +245,11 @@ def write_textfile(
 ) -> None:
     """Write the metrics to ``path`` atomically, for node_exporter's textfile collector: a
     temporary file in the same directory (not ending in ``.prom``, so never collected half
-    written), flushed to disk, then renamed over ``path``."""
+    written), flushed to disk, then renamed over ``path``.
+
+    Not ``prometheus_client.write_to_textfile``: that one neither syncs the file before the
+    rename nor sets its mode, and node_exporter usually reads it as another user.
+    """
     target = Path(path).expanduser()
     text = render(store, config, now)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -233,23 +265,3 @@ def write_textfile(
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-
-
-def format_value(value: float) -> str:
-    if isinstance(value, int) or (
-        math.isfinite(value) and value == int(value) and abs(value) < 1e15
-    ):
-        return str(int(value))
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")

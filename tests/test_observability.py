@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
@@ -126,24 +128,24 @@ def test_metrics_are_valid_exposition_with_the_runs_counted(ws: Workspace, cli: 
     assert result.exit_code == 0, result.stderr
     samples = parse_metrics(result.stdout)
 
-    assert value(samples, "batchctl_runs_total", job="ok", status="completed") == 2
-    assert value(samples, "batchctl_runs_total", job="bad", status="failed") == 1
-    assert value(samples, "batchctl_runs_total", job="py", status="completed") == 1
+    assert value(samples, "batchctl_runs_total", batchctl_job="ok", status="completed") == 2
+    assert value(samples, "batchctl_runs_total", batchctl_job="bad", status="failed") == 1
+    assert value(samples, "batchctl_runs_total", batchctl_job="py", status="completed") == 1
     runs_total = sum(v for (n, _), v in samples.items() if n == "batchctl_runs_total")
     assert runs_total == ws.sql("SELECT count(*) FROM runs")[0][0] == 4
-    assert value(samples, "batchctl_run_duration_seconds_count", job="ok") == 2
-    assert (value(samples, "batchctl_run_duration_seconds_sum", job="ok") or 0) >= 0
-    assert value(samples, "batchctl_tokens_total", job="py") == 120
-    assert value(samples, "batchctl_cost_dollars_total", job="py") == 0.25
+    assert value(samples, "batchctl_run_duration_seconds_count", batchctl_job="ok") == 2
+    assert (value(samples, "batchctl_run_duration_seconds_sum", batchctl_job="ok") or 0) >= 0
+    assert value(samples, "batchctl_tokens_total", batchctl_job="py") == 120
+    assert value(samples, "batchctl_cost_dollars_total", batchctl_job="py") == 0.25
     finished = ws.sql("SELECT max(finished_at) FROM runs WHERE job = 'ok'")[0][0]
-    last = value(samples, "batchctl_last_success_timestamp_seconds", job="ok")
+    last = value(samples, "batchctl_last_success_timestamp_seconds", batchctl_job="ok")
     assert last == pytest.approx(datetime.fromisoformat(finished).timestamp(), abs=1e-3)
-    assert value(samples, "batchctl_last_success_timestamp_seconds", job="bad") is None
-    assert value(samples, "batchctl_ticks_pending", job="py") == 1
-    assert value(samples, "batchctl_ticks_total", job="py", status="missed") == 2
-    assert value(samples, "batchctl_ticks_total", job="py", status="skipped") == 1
-    assert value(samples, "batchctl_job_paused", job="bad") == 1
-    assert value(samples, "batchctl_job_paused", job="ok") == 0
+    assert value(samples, "batchctl_last_success_timestamp_seconds", batchctl_job="bad") is None
+    assert value(samples, "batchctl_ticks_pending", batchctl_job="py") == 1
+    assert value(samples, "batchctl_ticks_total", batchctl_job="py", status="missed") == 2
+    assert value(samples, "batchctl_ticks_total", batchctl_job="py", status="skipped") == 1
+    assert value(samples, "batchctl_job_paused", batchctl_job="bad") == 1
+    assert value(samples, "batchctl_job_paused", batchctl_job="ok") == 0
     assert value(samples, "batchctl_submissions_in_flight") == 0
     assert value(samples, "batchctl_daemon_up") == 0
     assert value(samples, "batchctl_healthy") == 1  # no scheduled job: no daemon needed
@@ -153,20 +155,48 @@ def test_metrics_are_valid_exposition_with_the_runs_counted(ws: Workspace, cli: 
     as_json = cli("metrics", "--json").json()
     assert {
         "name": "batchctl_runs_total",
-        "labels": {"job": "ok", "status": "completed"},
+        "labels": {"batchctl_job": "ok", "status": "completed"},
         "value": 2,
     } in as_json
 
 
-def test_metrics_escape_label_values() -> None:
-    from batchctl.metrics import Family, exposition
-
-    family = Family("odd", "gauge", 'help with \\ and\nnewline and "quotes"')
-    family.add(1.5, job='a"b\\c\nd')
-    text = exposition([family])
-    assert 'batchctl_odd{job="a\\"b\\\\c\\nd"} 1.5' in text
-    assert "# HELP batchctl_odd help with \\\\ and\\nnewline" in text
+def test_metrics_escape_label_values(ws: Workspace, cli: Any) -> None:
+    odd = 'a"b\\c\nd'
+    ws.write_config(CONFIG)
+    open_store(str(ws.db)).close()
+    ws.sql(
+        "INSERT INTO runs (job, status, trigger, created_at) VALUES (?, 'failed', 'manual', ?)",
+        odd,
+        to_iso(utcnow()),
+    )
+    text = cli("metrics").stdout
+    assert 'batchctl_runs_total{batchctl_job="a\\"b\\\\c\\nd",status="failed"} 1.0' in text
     parse_metrics(text)
+    sample = {"name": "batchctl_runs_total", "labels": {"batchctl_job": odd, "status": "failed"}}
+    assert {**sample, "value": 1} in cli("metrics", "--json").json()
+
+
+def test_metrics_never_use_the_labels_prometheus_sets(ws: Workspace, cli: Any) -> None:
+    _make_runs(ws, cli)
+    store = open_store(str(ws.db))
+    try:
+        now = utcnow()
+        store.record_ticks(
+            "py",
+            None,
+            pending=[now],
+            closed=[(now - timedelta(hours=1), "missed", "catchup=latest")],
+            cursor=now,
+            priority=0,
+            now=now,
+        )
+    finally:
+        store.close()
+    samples = parse_metrics(cli("metrics").stdout)
+    labels = {name for (_, pairs) in samples for name, _ in pairs}
+    assert labels == {"batchctl_job", "status"}
+    as_json = cli("metrics", "--json").json()
+    assert {name for sample in as_json for name in sample["labels"]} == labels
 
 
 def test_metrics_textfile_is_written_atomically(ws: Workspace, cli: Any) -> None:
@@ -400,12 +430,19 @@ def test_health_finds_a_run_past_its_timeout(ws: Workspace, cli: Any) -> None:
 # --- the HTTP server ------------------------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, str, str]:
+def _request(url: str, method: str = "GET", **headers: str) -> tuple[int, Any, str]:
+    """Status, headers and body of one request."""
+    request = urllib.request.Request(url, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read().decode()
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+        return exc.code, exc.headers, exc.read().decode()
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    status, headers, body = _request(url)
+    return status, headers["Content-Type"], body
 
 
 def test_http_server_serves_metrics_and_healthz(ws: Workspace, cli: Any) -> None:
@@ -422,7 +459,7 @@ def test_http_server_serves_metrics_and_healthz(ws: Workspace, cli: Any) -> None
         assert status == 200
         assert content_type.startswith("text/plain; version=0.0.4")
         samples = parse_metrics(body)
-        assert value(samples, "batchctl_runs_total", job="ok", status="completed") == 2
+        assert value(samples, "batchctl_runs_total", batchctl_job="ok", status="completed") == 2
 
         status, content_type, body = _get(f"{server.url}/healthz")
         assert status == 200
@@ -438,6 +475,63 @@ def test_http_server_serves_metrics_and_healthz(ws: Workspace, cli: Any) -> None
         assert status == 404
     finally:
         server.stop()
+
+
+def test_http_metrics_are_openmetrics_when_the_scraper_asks(ws: Workspace, cli: Any) -> None:
+    from batchctl.config import load_config
+    from batchctl.http import MonitorServer
+
+    _make_runs(ws, cli)
+    # What Prometheus sends when its scrape config allows OpenMetrics.
+    accept = (
+        "application/openmetrics-text;version=1.0.0;q=0.5,"
+        "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    )
+    with MonitorServer("127.0.0.1:0", str(ws.db), lambda: load_config(ws.config)) as server:
+        status, headers, body = _request(f"{server.url}/metrics", Accept=accept)
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text;")
+    assert body.endswith("# EOF\n")
+    lines = body.splitlines()
+    assert "# TYPE batchctl_runs counter" in lines  # a counter's family name has no _total
+    assert 'batchctl_runs_total{batchctl_job="ok",status="completed"} 2.0' in lines
+
+
+def test_http_head_answers_the_headers_of_a_get_without_a_body(ws: Workspace, cli: Any) -> None:
+    from batchctl.config import load_config
+    from batchctl.http import MonitorServer
+
+    _make_runs(ws, cli)
+    with MonitorServer("127.0.0.1:0", str(ws.db), lambda: load_config(ws.config)) as server:
+        for path in ("/metrics", "/healthz", "/other"):
+            got_status, got_headers, got_body = _request(server.url + path)
+            status, headers, body = _request(server.url + path, method="HEAD")
+            assert (status, body) == (got_status, ""), path
+            assert headers["Content-Type"] == got_headers["Content-Type"], path
+            assert int(headers["Content-Length"]) == len(got_body.encode()) > 0, path
+
+
+def test_only_the_metrics_paths_import_prometheus_client(ws: Workspace) -> None:
+    ws.write_config(CONFIG)
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['batchctl'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('batchctl', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('imported' if 'prometheus_client' in sys.modules else 'clean')\n"
+    )
+    for args, expected in (
+        (["status"], "clean"),
+        (["status", "--json"], "clean"),
+        (["health"], "clean"),
+        (["jobs"], "clean"),
+        (["run", "ok"], "clean"),
+        (["metrics"], "imported"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, env=ws.env()
+        )
+        assert result.stdout.strip().endswith(expected), (args, result.stderr)
 
 
 def test_start_http_server_returns_its_stop(ws: Workspace) -> None:

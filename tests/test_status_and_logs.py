@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
+
+from batchctl.store import open_store
 from tests.conftest import Workspace
 
 RUN_KEYS = {
@@ -58,6 +67,173 @@ def test_status_json_lists_runs_newest_first_with_the_documented_keys(ws: Worksp
 def test_status_json_on_an_empty_database_is_an_empty_list(ws: Workspace, cli) -> None:
     result = cli("status", "--json")
     assert (result.exit_code, result.json()) == (0, [])
+
+
+def test_status_json_streams_what_one_indented_list_would_print(ws: Workspace, cli) -> None:
+    from tests.test_observability import _submission
+
+    _jobs(ws)
+    cli("run", "good")
+    submission, _ = _submission(ws, merged=False)
+    cli("run", "bad")
+    result = cli("status", "--json")
+    assert result.exit_code == 0
+    listed = result.json()
+    assert result.stdout == json.dumps(listed, indent=2) + "\n"
+    assert [r["job"] for r in listed] == ["bad", "submit", "good"]
+    batch = listed[1]
+    assert batch["id"] == submission
+    assert [p["number"] for p in batch["parts"]] == [1]
+    assert batch["requests"] == {"pending": 1}
+    assert "parts" not in listed[0] and "parts" not in listed[2]
+
+
+def test_json_layout_is_the_standard_librarys_indent_2() -> None:
+    from datetime import datetime
+
+    from batchctl.cli.render import indented_json
+
+    values: list[Any] = [
+        {"id": 1, "cost": 0.1 + 0.2, "big": 10**30, "none": None, "yes": True, "no": False},
+        {"text": 'é "quoted" \\ \n\t \u2028 \U0001f600', "": "", "empty": {}, "list": []},
+        {"nested": {"a": [1, [2, []], {"b": (3, 4)}], "c": {}}, "progress": {"done": None}},
+        {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "zero": -0.0},
+        {1: "a key that is not a string", "when": datetime(2026, 1, 2, 3, 4, 5)},
+        [],
+        "plain",
+        ("a", ("b",)),
+    ]
+    for value in values:
+        for depth in (0, 1, 3):
+            expected = json.dumps(value, indent=2, default=str)
+            assert indented_json(value, depth) == expected.replace("\n", "\n" + "  " * depth)
+
+
+def _runs(ws: Workspace, count: int) -> None:
+    open_store(str(ws.db)).close()
+    stamp = "2026-01-01T00:00:00.000000+00:00"
+    rows = ((f"job{i % 5}", stamp, stamp, stamp) for i in range(count))
+    with sqlite3.connect(ws.db) as conn:
+        conn.executemany(
+            "INSERT INTO runs (job, status, trigger, created_at, started_at, finished_at)"
+            " VALUES (?, 'completed', 'manual', ?, ?, ?)",
+            rows,
+        )
+
+
+def _log_lines(ws: Workspace, count: int) -> int:
+    open_store(str(ws.db)).close()
+    stamp = "2026-01-01T00:00:00.000000+00:00"
+    rows = ((stamp, f"line {i} of a long log") for i in range(count))
+    with sqlite3.connect(ws.db) as conn:
+        run_id = conn.execute(
+            "INSERT INTO runs (job, status, trigger, created_at) VALUES ('big', 'completed',"
+            " 'manual', ?)",
+            (stamp,),
+        ).lastrowid
+        conn.executemany(
+            "INSERT INTO run_logs (run_id, attempt, at, level, stream, message)"
+            f" VALUES ({run_id}, 1, ?, 'info', 'stdout', ?)",
+            rows,
+        )
+    assert run_id is not None
+    return run_id
+
+
+@pytest.fixture
+def first_byte(ws: Workspace, batchctl_exe: str) -> Iterator[Any]:
+    """Start batchctl with ARGS; its first bytes of output and its peak memory (MB) by then."""
+    children: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> tuple[bytes, float]:
+        child = subprocess.Popen(
+            [batchctl_exe, *args], env=ws.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        children.append(child)
+        assert child.stdout is not None
+        ready, _, _ = select.select([child.stdout], [], [], 120)
+        assert ready, "no output within 120 s"
+        head = os.read(child.stdout.fileno(), 100)
+        with open(f"/proc/{child.pid}/status") as status:
+            peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        return head, peak / 1024
+
+    yield start
+    for child in children:
+        child.kill()
+        child.communicate()
+
+
+def test_status_json_starts_at_once_in_bounded_memory(ws: Workspace, first_byte: Any) -> None:
+    # The whole list of 100,000 runs took ~600 MB before its first byte was written.
+    _runs(ws, 100_000)
+    head, peak = first_byte("status", "--json")
+    assert head.startswith(b'[\n  {\n    "id": 100000,')
+    assert peak < 100
+
+
+def test_logs_start_at_once_in_bounded_memory(ws: Workspace, first_byte: Any) -> None:
+    # 300,000 lines loaded whole took ~160 MB before the first was printed.
+    run_id = _log_lines(ws, 300_000)
+    head, peak = first_byte("logs", str(run_id))
+    assert b"line 0 of a long log" in head
+    assert peak < 80
+
+
+def test_logs_follow_prints_each_line_through_a_pipe_while_the_run_goes_on(
+    ws: Workspace, batchctl_exe: str
+) -> None:
+    from datetime import timedelta
+
+    from batchctl.records import LogEntry, LogLevel, Owner, RunOutcome, RunStatus, utcnow
+    from tests.waiting import wait_for
+
+    ws.write_config('[jobs.long]\nkind = "command"\ncommand = "true"\n')
+    store = open_store(str(ws.db))
+    try:
+        now = utcnow()
+        run_id = store.create_run(
+            job="long",
+            scope=None,
+            trigger="manual",
+            status=RunStatus.QUEUED,
+            max_attempts=1,
+            now=now,
+        )
+        store.start_attempt(run_id, 1, Owner("elsewhere", 1), now + timedelta(hours=1), now)
+        store.append_logs([LogEntry(run_id, 1, now, LogLevel.INFO, "first line", "stdout")])
+        # As a user's shell starts it: stdout to a pipe is block-buffered.
+        env = {k: v for k, v in ws.env().items() if k != "PYTHONUNBUFFERED"}
+        follower = subprocess.Popen(
+            [batchctl_exe, "logs", str(run_id), "--follow"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert follower.stdout is not None
+        seen = bytearray()
+
+        def printed(text: bytes) -> bool:
+            while select.select([follower.stdout], [], [], 0)[0]:
+                chunk = os.read(follower.stdout.fileno(), 4096)  # type: ignore[union-attr]
+                if not chunk:
+                    break
+                seen.extend(chunk)
+            return text in seen
+
+        try:
+            wait_for(lambda: printed(b"first line"), "the first line through the pipe", 60)
+            later = utcnow()
+            store.append_logs([LogEntry(run_id, 1, later, LogLevel.INFO, "second line", "stdout")])
+            wait_for(lambda: printed(b"second line"), "the line logged while following", 60)
+            store.finish_attempt(run_id, 1, RunOutcome(RunStatus.COMPLETED), later)
+            store.finish_run(run_id, RunOutcome(RunStatus.COMPLETED), later)
+            assert follower.wait(timeout=60) == 0
+        finally:
+            follower.kill()
+            follower.communicate()
+    finally:
+        store.close()
 
 
 def test_status_filters_by_job_status_and_limit(ws: Workspace, cli) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -54,17 +55,18 @@ def logs(
     tint = render.colour()
     last_id = 0
     while True:
-        for entry in store.logs(run_id, after_id=last_id, min_level=min_level):
+        for entry in store.iter_logs(run_id, after_id=last_id, min_level=min_level):
             last_id = entry.id or last_id
             if show:
                 show(entry.to_json())
             else:
                 _print_entry(entry, tint)
+        sys.stdout.flush()  # what is printed is seen at once by a pipe, also while following
         if not follow:
             return
         run = store.get_run(run_id)
         if run is None or run.status.terminal:
-            if not store.logs(run_id, after_id=last_id, min_level=min_level):
+            if not store.logs(run_id, after_id=last_id, min_level=min_level, limit=1):
                 return
             continue
         time.sleep(FOLLOW_POLL_S)

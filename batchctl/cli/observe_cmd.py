@@ -51,7 +51,8 @@ def metrics(
     """Print the metrics in the Prometheus text format (version 0.0.4).
 
     Runs by job and status, last success, durations, tokens and cost, submissions and parts in
-    flight, pending, missed and skipped ticks, the daemon's heartbeat, paused jobs.
+    flight, pending, missed and skipped ticks, the daemon's heartbeat, paused jobs. The job is
+    the label batchctl_job (Prometheus sets job and instance itself).
     """
     from batchctl import metrics as prom
     from batchctl.records import utcnow
@@ -66,13 +67,12 @@ def metrics(
         else:
             render.note(f"wrote {textfile}")
         return
-    families = prom.collect(store, config, now)
     if json_output:
-        render.print_json([sample for family in families for sample in family.to_json()])
+        render.print_json(prom.samples(store, config, now))
         return
     import sys
 
-    sys.stdout.write(prom.exposition(families))
+    sys.stdout.write(prom.render(store, config, now))
 
 
 def prune(

@@ -8,7 +8,7 @@ stdout and nothing else.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,11 +73,86 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_array(items: Iterable[Any]) -> None:
+    """A JSON array streamed element by element, byte for byte what ``print_json(list(items))``
+    prints: output starts at once and memory stays bounded however many items there are."""
+    write = sys.stdout.write
+    first = True
+    for item in items:
+        write(("[\n  " if first else ",\n  ") + indented_json(item, 1))
+        first = False
+    write("[]\n" if first else "\n]\n")
+    sys.stdout.flush()
+
+
+def indented_json(value: Any, depth: int = 0) -> str:
+    """``json.dumps(value, indent=2, default=str)`` as written ``depth`` levels deep.
+
+    The standard library encodes with ``indent`` in pure Python, generically; this writes the
+    common scalars directly (strings with its C escaper): ``status --json`` takes a third less
+    CPU. Anything else goes to ``json.dumps`` itself.
+    """
+    kind = type(value)
+    scalar = _SCALARS.get(kind)
+    if scalar is not None:
+        return scalar(value)
+    if value and kind is dict and all(type(k) is str for k in value):
+        pad = "\n" + "  " * (depth + 1)
+        fields = []
+        for k, v in value.items():
+            key = _KEYS.get(k) or _key(k)
+            scalar = _SCALARS.get(type(v))
+            fields.append(pad + key + (scalar(v) if scalar else indented_json(v, depth + 1)))
+        return "{" + ",".join(fields) + "\n" + "  " * depth + "}"
+    if value and (kind is list or kind is tuple):
+        pad = "\n" + "  " * (depth + 1)
+        items = [pad + indented_json(v, depth + 1) for v in value]
+        return "[" + ",".join(items) + "\n" + "  " * depth + "]"
+    import json
+
+    # A JSON text has no raw newline inside a string: each one is a break of the layout.
+    return json.dumps(value, indent=2, default=str).replace("\n", "\n" + "  " * depth)
+
+
+def _key(name: str) -> str:
+    encoded = _SCALARS[str](name) + ": "
+    if len(_KEYS) < 1000:  # the field names of the --json shapes, not the keys of user data
+        _KEYS[name] = encoded
+    return encoded
+
+
+_KEYS: dict[str, str] = {}
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+def _string(value: str) -> str:
+    from json.encoder import encode_basestring_ascii
+
+    _SCALARS[str] = encode_basestring_ascii
+    return encode_basestring_ascii(value)
+
+
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: _string,  # replaced by the json module's escaper on first use (imported lazily)
+    int: int.__repr__,
+    float: _float,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda value: "null",
+}
+
+
 def print_json_line(data: Any) -> None:
+    """One JSON object on a line; the caller flushes (once a batch of lines, not every line)."""
     import json
 
     sys.stdout.write(json.dumps(data, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def error(message: str, hint: str | None = None) -> None:

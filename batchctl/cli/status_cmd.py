@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,10 +11,13 @@ from batchctl.cli.complete import run_ids
 from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from batchctl.history import RunDetail
     from batchctl.records import Part, RunFilter
 
 TABLE_LIMIT = 20
+CHUNK = 1000  # runs per round of --json output
 
 
 def status(
@@ -70,15 +73,14 @@ def status(
     query = _filter(job, statuses, failed, since, limit, json_output)
     backoff = None
     while True:
-        shown = {run_id} if run_id is not None else {r.id for r in store.list_runs(query)}
-        in_flight = [i for i in store.submissions_in_flight() if i in shown]
+        in_flight = _shown_in_flight(query if run_id is None else None, run_id)
         if refresh and in_flight:
             _refresh(in_flight)
         if run_id is not None:
             _show_one(run_id, json_output)
         else:
             _show_list(query, json_output)
-        still = [i for i in store.submissions_in_flight() if i in shown]
+        still = [i for i in store.submissions_in_flight() if i in in_flight]
         if not watch or not still:
             return
         import time
@@ -92,6 +94,25 @@ def status(
         time.sleep(backoff.pause(parts_state(p for i in still for p in watched.get(i, []))))
         if render.colour():
             render.out("\x1b[H\x1b[2J")
+
+
+def _shown_in_flight(query: RunFilter | None, run_id: int | None) -> list[int]:
+    """The submissions in flight among the runs shown: run ``run_id``, or those ``query``
+    lists — found by walking the list from the newest run down to the oldest submission in
+    flight, not by loading the whole history."""
+    pending = set(session.current.store().submissions_in_flight())
+    if query is None:
+        return [run_id] if run_id in pending else []
+    if not pending:
+        return []
+    oldest = min(pending)
+    shown: list[int] = []
+    for run in session.current.store().iter_runs(query):
+        if run.id < oldest:
+            break
+        if run.id in pending:
+            shown.append(run.id)
+    return shown
 
 
 def _refresh(run_ids: list[int]) -> None:
@@ -126,7 +147,7 @@ def _show_one(run_id: int, json_output: bool) -> None:
     if json_output:
         data = detail.to_json()
         if store.get_submission(run_id) is not None:
-            data.update(_batch_fields(run_id, parts))
+            data.update(_batch_fields(parts, store.request_summary(run_id)))
         render.print_json(data)
         return
     _print_detail(detail)
@@ -137,17 +158,11 @@ def _show_one(run_id: int, json_output: bool) -> None:
 
 def _show_list(query: RunFilter, json_output: bool) -> None:
     store = session.current.store()
+    if json_output:
+        render.print_json_array(_listed(query))
+        return
     runs = store.list_runs(query)
     parts = store.parts_for_runs([r.id for r in runs])
-    if json_output:
-        listed = []
-        for r in runs:
-            data = r.to_json()
-            if r.id in parts:
-                data.update(_batch_fields(r.id, parts[r.id]))
-            listed.append(data)
-        render.print_json(listed)
-        return
     if not runs:
         filtered = query.job or query.status or query.since
         render.out("no runs match" if filtered else "no runs yet")
@@ -165,8 +180,24 @@ def _show_list(query: RunFilter, json_output: bool) -> None:
         )
 
 
-def _batch_fields(run_id: int, parts: list[Part]) -> dict[str, object]:
-    summary = session.current.store().request_summary(run_id)
+def _listed(query: RunFilter) -> Iterator[dict[str, Any]]:
+    """The ``--json`` objects of the runs ``query`` lists, a chunk of runs at a time: the
+    chunk's parts and request counts in two queries, not two per run."""
+    from itertools import islice
+
+    store = session.current.store()
+    runs = store.iter_runs(query)
+    while chunk := list(islice(runs, CHUNK)):
+        parts = store.parts_for_runs([r.id for r in chunk])
+        summaries = store.request_summaries(list(parts))
+        for run in chunk:
+            data = run.to_json()
+            if run.id in parts:
+                data.update(_batch_fields(parts[run.id], summaries[run.id]))
+            yield data
+
+
+def _batch_fields(parts: list[Part], summary: dict[str, int]) -> dict[str, object]:
     return {
         "parts": [p.to_json() for p in parts],
         "requests": {k: v for k, v in summary.items() if not k.endswith("_tokens")},

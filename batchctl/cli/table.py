@@ -48,8 +48,10 @@ def use_colour(stream: TextIO, no_color: bool) -> bool:
 
 
 def paint(text: str, style: str, colour: bool) -> str:
+    if not colour:  # the common case when piped, and once a line in `logs`
+        return text
     codes = ";".join(_SGR[s] for s in style.split() if s in _SGR)
-    return f"\x1b[{codes}m{text}\x1b[0m" if colour and codes else text
+    return f"\x1b[{codes}m{text}\x1b[0m" if codes else text
 
 
 def render(

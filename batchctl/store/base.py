@@ -86,6 +86,8 @@ class BatchStore(Protocol):
 
     def request_summary(self, run_id: int) -> dict[str, int]: ...
 
+    def request_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]: ...
+
     def tokens_by_model(self, run_id: int) -> list[ModelTokens]: ...
 
     def output_history(self, job: str) -> dict[str, tuple[int, int]]: ...
@@ -308,6 +310,11 @@ class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
 
     def list_runs(self, query: RunFilter) -> list[Run]: ...
 
+    def iter_runs(self, query: RunFilter, *, chunk: int = 1000) -> Iterator[Run]:
+        """The runs of ``list_runs``, newest first, fetched ``chunk`` at a time: memory stays
+        bounded however many match, and no query stays open between chunks."""
+        ...
+
     def count_runs(self, query: RunFilter) -> int: ...
 
     def last_run_per_job(self) -> dict[str, Run]: ...
@@ -320,8 +327,24 @@ class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
     def append_logs(self, entries: Sequence[LogEntry]) -> None: ...
 
     def logs(
-        self, run_id: int, *, after_id: int = 0, min_level: LogLevel | None = None
+        self,
+        run_id: int,
+        *,
+        after_id: int = 0,
+        min_level: LogLevel | None = None,
+        limit: int | None = None,
     ) -> list[LogEntry]: ...
+
+    def iter_logs(
+        self,
+        run_id: int,
+        *,
+        after_id: int = 0,
+        min_level: LogLevel | None = None,
+        chunk: int = 1000,
+    ) -> Iterator[LogEntry]:
+        """The lines of ``logs``, oldest first, fetched ``chunk`` at a time."""
+        ...
 
     # --- locks ------------------------------------------------------------------------------
     def try_lock(

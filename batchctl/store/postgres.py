@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from batchctl.store.postgres_common import Conn
 
 CONNECT_TIMEOUT_S = 10
+CHUNK = 1000  # rows per query when a history is streamed (status --json, logs)
 INSTALL_HINT = "pip install 'batchctl[postgres]'"
 
 
@@ -323,6 +324,29 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
             params.append(query.limit)
         return [run_from_row(row, as_stored) for row in self.conn.execute(sql, params)]
 
+    def iter_runs(self, query: RunFilter, *, chunk: int = CHUNK) -> Iterator[Run]:
+        # One query per chunk (below the last id seen): psycopg's client-side cursor would load
+        # the whole result, and a server-side one would hold a transaction open meanwhile. With
+        # its statistics the planner walks the primary key down for a common job or status and
+        # takes their index (a small sort) for a rare one, so no chunk re-sorts the history.
+        where, params = _run_where(query)
+        left = query.limit
+        below: int | None = None
+        while left is None or left > 0:
+            size = chunk if left is None else min(chunk, left)
+            bound = "" if below is None else (" AND id < %s" if where else " WHERE id < %s")
+            rows = self.conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs{where}{bound} ORDER BY id DESC LIMIT %s",
+                [*params, *([] if below is None else [below]), size],
+            ).fetchall()
+            for row in rows:
+                yield run_from_row(row, as_stored)
+            if len(rows) < size:
+                return
+            below = rows[-1][0]
+            if left is not None:
+                left -= len(rows)
+
     def count_runs(self, query: RunFilter) -> int:
         where, params = _run_where(query)
         row = self.conn.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()
@@ -399,13 +423,18 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
             )
 
     def logs(
-        self, run_id: int, *, after_id: int = 0, min_level: LogLevel | None = None
+        self,
+        run_id: int,
+        *,
+        after_id: int = 0,
+        min_level: LogLevel | None = None,
+        limit: int | None = None,
     ) -> list[LogEntry]:
         levels = [lvl.value for lvl in LogLevel if min_level is None or lvl.rank >= min_level.rank]
         rows = self.conn.execute(
             "SELECT id, run_id, attempt, at, level, stream, message, fields FROM run_logs"
-            " WHERE run_id = %s AND id > %s AND level = ANY(%s) ORDER BY id",
-            (run_id, after_id, levels),
+            " WHERE run_id = %s AND id > %s AND level = ANY(%s) ORDER BY id LIMIT %s",
+            (run_id, after_id, levels, limit),
         )
         return [
             LogEntry(
@@ -420,6 +449,21 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
             )
             for row in rows
         ]
+
+    def iter_logs(
+        self,
+        run_id: int,
+        *,
+        after_id: int = 0,
+        min_level: LogLevel | None = None,
+        chunk: int = CHUNK,
+    ) -> Iterator[LogEntry]:
+        while True:
+            entries = self.logs(run_id, after_id=after_id, min_level=min_level, limit=chunk)
+            yield from entries
+            if len(entries) < chunk:
+                return
+            after_id = entries[-1].id or after_id
 
     # --- locks --------------------------------------------------------------------------------
     def try_lock(

@@ -40,6 +40,7 @@ from batchctl.store.sqlite_maintenance import MaintenanceTables
 from batchctl.store.sqlite_schedule import ScheduleTables
 from batchctl.store.transitions import record_transition
 
+CHUNK = 1000  # rows per query when a history is streamed (status --json, logs)
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's; $BATCHCTL_BUSY_TIMEOUT
 
 _ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.RETRYING.value)
@@ -293,6 +294,30 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
             params.append(query.limit)
         return [run_from_row(row, from_iso) for row in self.conn.execute(sql, params)]
 
+    def iter_runs(self, query: RunFilter, *, chunk: int = CHUNK) -> Iterator[Run]:
+        # One short query per chunk (below the last id seen), not one cursor held open: no read
+        # transaction lasts while the output is written (a pager may hold it for hours). NOT
+        # INDEXED: walking the rowid down costs each run once over all the chunks, where the
+        # job or status index would have every chunk sort all the matching runs again.
+        where, params = _run_where(query)
+        left = query.limit
+        below: int | None = None
+        while left is None or left > 0:
+            size = chunk if left is None else min(chunk, left)
+            bound = "" if below is None else (" AND id < ?" if where else " WHERE id < ?")
+            rows = self.conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs NOT INDEXED{where}{bound}"
+                " ORDER BY id DESC LIMIT ?",
+                [*params, *([] if below is None else [below]), size],
+            ).fetchall()
+            for row in rows:
+                yield run_from_row(row, from_iso)
+            if len(rows) < size:
+                return
+            below = rows[-1][0]
+            if left is not None:
+                left -= len(rows)
+
     def count_runs(self, query: RunFilter) -> int:
         where, params = _run_where(query)
         return int(self.conn.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[0])
@@ -368,14 +393,19 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
             )
 
     def logs(
-        self, run_id: int, *, after_id: int = 0, min_level: LogLevel | None = None
+        self,
+        run_id: int,
+        *,
+        after_id: int = 0,
+        min_level: LogLevel | None = None,
+        limit: int | None = None,
     ) -> list[LogEntry]:
         levels = [lvl.value for lvl in LogLevel if min_level is None or lvl.rank >= min_level.rank]
         marks = ",".join("?" * len(levels))
         rows = self.conn.execute(
             "SELECT id, run_id, attempt, at, level, stream, message, fields FROM run_logs "
-            f"WHERE run_id = ? AND id > ? AND level IN ({marks}) ORDER BY id",
-            (run_id, after_id, *levels),
+            f"WHERE run_id = ? AND id > ? AND level IN ({marks}) ORDER BY id LIMIT ?",
+            (run_id, after_id, *levels, -1 if limit is None else limit),
         )
         return [
             LogEntry(
@@ -390,6 +420,21 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
             )
             for row in rows
         ]
+
+    def iter_logs(
+        self,
+        run_id: int,
+        *,
+        after_id: int = 0,
+        min_level: LogLevel | None = None,
+        chunk: int = CHUNK,
+    ) -> Iterator[LogEntry]:
+        while True:
+            entries = self.logs(run_id, after_id=after_id, min_level=min_level, limit=chunk)
+            yield from entries
+            if len(entries) < chunk:
+                return
+            after_id = entries[-1].id or after_id
 
     # --- locks --------------------------------------------------------------------------------
     def try_lock(

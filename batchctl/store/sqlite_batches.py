@@ -360,6 +360,24 @@ class BatchTables:
             summary["output_tokens"] += tokens_out or 0
         return summary
 
+    def request_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        """``request_summary`` of each of these runs (those without requests: empty counts)."""
+        found = {run_id: {"input_tokens": 0, "output_tokens": 0} for run_id in run_ids}
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT run_id, coalesce(outcome, 'pending'), count(*), sum(input_tokens),"
+                f" sum(output_tokens) FROM requests WHERE run_id IN ({marks}) GROUP BY 1, 2",
+                chunk,
+            )
+            for run_id, outcome, count, tokens_in, tokens_out in rows:
+                summary = found[run_id]
+                summary[outcome] = count
+                summary["input_tokens"] += tokens_in or 0
+                summary["output_tokens"] += tokens_out or 0
+        return found
+
     def tokens_by_model(self, run_id: int) -> list[ModelTokens]:
         rows = self.conn.execute(
             "SELECT p.model, sum(r.input_tokens), sum(r.output_tokens),"

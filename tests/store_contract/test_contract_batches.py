@@ -182,6 +182,9 @@ def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
     ]
     summary = store.request_summary(run_id)
     assert all(type(v) is int for v in summary.values())  # not Decimal: the core does arithmetic
+    summaries = store.request_summaries([run_id, run_id + 99])
+    assert summaries == {run_id: summary, run_id + 99: {"input_tokens": 0, "output_tokens": 0}}
+    assert all(type(v) is int for v in summaries[run_id].values())
     assert all(type(n) is int for row in store.tokens_by_model(run_id) for n in row[1:])
 
 

@@ -170,6 +170,23 @@ def test_list_count_and_last_run_per_job(store: Store) -> None:
     assert [r.id for r in store.active_runs("b")] == [b1]
 
 
+def test_iter_runs_fetches_in_chunks_the_runs_list_runs_gives(store: Store) -> None:
+    ids = [_run(store, "ab"[i % 2], now=T0 + timedelta(minutes=i)) for i in range(7)]
+    for query in (
+        RunFilter(),
+        RunFilter(job="a"),
+        RunFilter(status=("queued",), since=T0 + timedelta(minutes=2)),
+        RunFilter(limit=5),
+        RunFilter(job="b", limit=2),
+        RunFilter(limit=4),
+    ):
+        expected = [r.id for r in store.list_runs(query)]
+        for chunk in (1, 2, 3, 1000):
+            assert [r.id for r in store.iter_runs(query, chunk=chunk)] == expected, (query, chunk)
+    assert [r.id for r in store.iter_runs(RunFilter(), chunk=2)] == ids[::-1]
+    assert list(store.iter_runs(RunFilter(job="none"), chunk=2)) == []
+
+
 def test_runs_past_lease(store: Store) -> None:
     live = _run(store)
     dead = _run(store)
@@ -218,6 +235,16 @@ def test_logs_with_levels_fields_and_after_id(store: Store) -> None:
     assert [e.message for e in store.logs(run_id, min_level=LogLevel.WARNING)] == ["w", "e"]
     assert [e.message for e in store.logs(run_id, after_id=ids[1] or 0)] == ["w", "e"]
     assert store.logs(run_id + 99) == []
+    assert [e.message for e in store.logs(run_id, limit=2)] == ["d", "i"]
+    for chunk in (1, 2, 3, 4, 1000):
+        assert list(store.iter_logs(run_id, chunk=chunk)) == everything
+        assert [e.message for e in store.iter_logs(run_id, after_id=ids[0] or 0, chunk=chunk)] == [
+            "i",
+            "w",
+            "e",
+        ]
+        warned = store.iter_logs(run_id, min_level=LogLevel.WARNING, chunk=chunk)
+        assert [e.message for e in warned] == ["w", "e"]
 
 
 # --- locks ---------------------------------------------------------------------------------------
