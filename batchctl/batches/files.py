@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -133,6 +133,21 @@ def checksum_ok(path: Path) -> bool:
     if not path.exists() or not recorded.exists():
         return False
     return recorded.read_text().strip() == file_sha256(path)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when both paths name one existing file."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def remove_part_files(paths: Iterable[Path]) -> None:
+    """Delete part files no longer needed (missing ones are fine: this is repeated after a
+    crash)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def read_line(path: Path, offset: int, length: int, cache: dict[str, IO[bytes]]) -> bytes:

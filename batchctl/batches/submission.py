@@ -22,7 +22,13 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 from batchctl.batches import files as local
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.pricing import cost_of
-from batchctl.batches.results import MergedWriter, read_results
+from batchctl.batches.results import (
+    RESENDABLE,
+    MergedWriter,
+    copy_merged,
+    merged_copy_source,
+    read_results,
+)
 from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
 from batchctl.errors import ExitCode, NotFoundError, UsageError
@@ -473,6 +479,7 @@ class Batches:
         run_id = submission.run_id
         path = Path(submission.directory) / "results.jsonl"
         self.write_results(run_id, path)
+        local.write_checksum(path)  # so that ``results`` can copy it rather than merge again
         summary = self.store.request_summary(run_id)
         cost = cost_of(
             self.store.tokens_by_model(run_id),
@@ -507,11 +514,24 @@ class Batches:
         if not finished:
             return True  # settled by another process: its results and on_complete stand
         self.store.mark_merged(run_id, str(path), self.clock())
+        self._drop_unneeded_inputs(submission)
         if run is not None:
             from batchctl.jobs.openai import after_settle
 
             after_settle(self.store, self.config, run_id, run.job, path)
         return True
+
+    def _drop_unneeded_inputs(self, submission: Submission) -> None:
+        """Delete the part files that no retry can read again: every request they hold has
+        succeeded or used up its attempts. Only after the merge is recorded; a crash before
+        leaves files that ``prune`` removes with the run."""
+        resendable = self.store.requests_to_resend(
+            submission.run_id, RESENDABLE, submission.max_request_attempts
+        )
+        keep = {r.part_id for r in resendable}
+        local.remove_part_files(
+            Path(p.path) for p in self.store.parts(submission.run_id) if p.id not in keep
+        )
 
     # --- wait, cancel, retry --------------------------------------------------------------------
     def wait(
@@ -647,9 +667,14 @@ class Batches:
         """Write one result line per request (input order by default), atomically."""
         parts = {p.id: p for p in self.store.parts(run_id)}
         submission = self._submission(run_id)
-        self._verify_downloads(submission, parts)
+        merged = merged_copy_source(submission, fmt=fmt, order=order, errors_path=errors_path)
+        if merged is not None and local.same_file(merged, path):
+            return self.summary(run_id, path, errors_path)  # already there, as merged
+        if merged is None:
+            self._verify_downloads(submission, parts)
         directory = Path(submission.directory)
         handles: dict[str, IO[bytes]] = {}
+        paths: dict[tuple[int, str], Path] = {}
         temporary = path.with_name(path.name + ".part")
         errors_temporary = (
             None if errors_path is None else errors_path.with_name(errors_path.name + ".part")
@@ -663,11 +688,14 @@ class Batches:
                     else errors_temporary.open("w", encoding="utf-8")
                 )
                 try:
-                    writer = MergedWriter(out, fmt, errors_out)
-                    paths: dict[tuple[int, str], Path] = {}
-                    for request in self.store.requests_in_order(run_id, order=order):
-                        raw = _result_line(request, parts, directory, handles, paths)
-                        writer.write(request, raw)
+                    if merged is not None:
+                        copy_merged(merged, out)
+                    else:
+                        writer = MergedWriter(out, fmt, errors_out)
+                        for request in self.store.requests_in_order(run_id, order=order):
+                            writer.write(
+                                request, _result_line(request, parts, directory, handles, paths)
+                            )
                 finally:
                     if errors_out is not None:
                         errors_out.close()
