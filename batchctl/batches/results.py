@@ -103,7 +103,10 @@ class MergedWriter:
         if self.csv is None and request.outcome == "succeeded" and raw is not None:
             # The API's own line, untouched: it holds custom_id and the response exactly as
             # the API sent it, and copying it costs a fraction of re-encoding it.
-            self.handle.write(raw.decode("utf-8").rstrip("\r\n") + "\n")
+            if raw.endswith(b"\n") and not raw.endswith(b"\r\n"):
+                self.handle.write(raw.decode("utf-8"))
+            else:
+                self.handle.write(raw.decode("utf-8").rstrip("\r\n") + "\n")
             return
         record = merged_record(request, None if raw is None else json.loads(raw))
         if self.errors is not None and request.outcome != "succeeded":

@@ -673,7 +673,7 @@ class Batches:
         if merged is None:
             self._verify_downloads(submission, parts)
         directory = Path(submission.directory)
-        handles: dict[str, IO[bytes]] = {}
+        lines = local.LineReader()
         paths: dict[tuple[int, str], Path] = {}
         temporary = path.with_name(path.name + ".part")
         errors_temporary = (
@@ -694,7 +694,7 @@ class Batches:
                         writer = MergedWriter(out, fmt, errors_out)
                         for request in self.store.requests_in_order(run_id, order=order):
                             writer.write(
-                                request, _result_line(request, parts, directory, handles, paths)
+                                request, _result_line(request, parts, directory, lines, paths)
                             )
                 finally:
                     if errors_out is not None:
@@ -703,8 +703,7 @@ class Batches:
             if errors_temporary is not None and errors_path is not None:
                 errors_temporary.replace(errors_path)
         finally:
-            for handle in handles.values():
-                handle.close()
+            lines.close()
         return self.summary(run_id, path, errors_path)
 
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
@@ -794,7 +793,7 @@ def _result_line(
     request: RequestState,
     parts: dict[int, Part],
     directory: Path,
-    handles: dict[str, IO[bytes]],
+    lines: local.LineReader,
     paths: dict[tuple[int, str], Path],
 ) -> bytes | None:
     """The raw line of the request's result in its downloaded file, if it has one."""
@@ -804,4 +803,4 @@ def _result_line(
     key = (request.result_part_id, kind)
     if key not in paths:
         paths[key] = local.download_path(directory, parts[request.result_part_id].number, kind)
-    return local.read_line(paths[key], request.result_offset, request.result_length or 0, handles)
+    return lines.line(paths[key], request.result_offset, request.result_length or 0)
