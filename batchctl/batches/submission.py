@@ -668,10 +668,9 @@ class Batches:
         parts = {p.id: p for p in self.store.parts(run_id)}
         submission = self._submission(run_id)
         merged = merged_copy_source(submission, fmt=fmt, order=order, errors_path=errors_path)
-        if merged is not None and local.same_file(merged, path):
-            return self.summary(run_id, path, errors_path)  # already there, as merged
-        if merged is None:
-            self._verify_downloads(submission, parts)
+        if merged is not None:
+            return self._copy_merged(run_id, merged, path)
+        self._verify_downloads(submission, parts)
         directory = Path(submission.directory)
         lines = local.LineReader()
         paths: dict[tuple[int, str], Path] = {}
@@ -688,14 +687,10 @@ class Batches:
                     else errors_temporary.open("w", encoding="utf-8")
                 )
                 try:
-                    if merged is not None:
-                        copy_merged(merged, out)
-                    else:
-                        writer = MergedWriter(out, fmt, errors_out)
-                        for request in self.store.requests_in_order(run_id, order=order):
-                            writer.write(
-                                request, _result_line(request, parts, directory, lines, paths)
-                            )
+                    writer = MergedWriter(out, fmt, errors_out)
+                    for request in self.store.requests_in_order(run_id, order=order):
+                        raw = _result_line(request, parts, directory, lines, paths)
+                        writer.write(request, raw)
                 finally:
                     if errors_out is not None:
                         errors_out.close()
@@ -705,6 +700,17 @@ class Batches:
         finally:
             lines.close()
         return self.summary(run_id, path, errors_path)
+
+    def _copy_merged(self, run_id: int, merged: Path, path: Path) -> ResultSummary:
+        """Write the merged file of a settled submission to ``path`` as it is (a copy, whole
+        or not at all), rather than merge the downloads again."""
+        if not local.same_file(merged, path):  # ``results`` without -o: it is already there
+            temporary = path.with_name(path.name + ".part")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with temporary.open("w", encoding="utf-8") as out:
+                copy_merged(merged, out)
+            temporary.replace(path)
+        return self.summary(run_id, path)
 
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
         """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
