@@ -26,7 +26,15 @@ if __package__ in (None, ""):
 from bench.common import Row, console_script, script_interpreter
 
 #: The benchmark modules, in the order their rows are printed. Add a new one here.
-MODULES: tuple[str, ...] = ("startup", "engine_runs", "batches", "daemon", "postgres", "streaming")
+MODULES: tuple[str, ...] = (
+    "startup",
+    "engine_runs",
+    "batches",
+    "daemon",
+    "postgres",
+    "streaming",
+    "end_to_end",
+)
 
 COLUMNS = ("measure", "batchctl", "baseline", "ratio", "target", "ok")
 

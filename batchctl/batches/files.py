@@ -8,11 +8,12 @@ Everything lives in one directory per submission beside the database
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import uuid
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -156,6 +157,48 @@ def checksum_ok(path: Path) -> bool:
     if not path.exists() or not recorded.exists():
         return False
     return recorded.read_text().strip() == file_sha256(path)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when both paths name one existing file."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def remove_part_files(paths: Iterable[Path]) -> None:
+    """Delete part files no longer needed (missing ones are fine: this is repeated after a
+    crash)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+class LineReader:
+    """Lines of files by offset and length, through read-only memory maps: one slice per line
+    instead of a seek and a read call (the merge reads every line of every download so)."""
+
+    def __init__(self) -> None:
+        self._maps: dict[Path, mmap.mmap | bytes] = {}
+
+    def line(self, path: Path, offset: int, length: int) -> bytes:
+        mapped = self._maps.get(path)
+        if mapped is None:
+            mapped = self._maps[path] = _map(path)
+        return mapped[offset : offset + length]
+
+    def close(self) -> None:
+        for mapped in self._maps.values():
+            if isinstance(mapped, mmap.mmap):
+                mapped.close()
+        self._maps.clear()
+
+
+def _map(path: Path) -> mmap.mmap | bytes:
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return b""  # an empty file cannot be mapped
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def read_line(path: Path, offset: int, length: int, cache: dict[str, IO[bytes]]) -> bytes:

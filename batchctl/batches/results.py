@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from batchctl.records import RequestResult, RequestState
+from batchctl.batches.files import checksum_ok
+from batchctl.records import REQUEST_OUTCOMES, RequestResult, RequestState, Submission
 
 # The API's error codes for requests that never ran, mapped to batchctl's outcomes.
 _UNRUN = {"batch_expired": "expired", "batch_cancelled": "cancelled"}
+#: The outcomes a retry may send again (``retry --failed``/``--expired``/``--missing``, and
+#: ``on_expired = "resubmit"``): a part file is kept while it holds such a request.
+RESENDABLE = tuple(o for o in REQUEST_OUTCOMES if o != "succeeded")
 
 
 def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
@@ -129,7 +134,10 @@ class MergedWriter:
         if self.csv is None and request.outcome == "succeeded" and raw is not None:
             # The API's own line, untouched: it holds custom_id and the response exactly as
             # the API sent it, and copying it costs a fraction of re-encoding it.
-            self.handle.write(raw.decode("utf-8").rstrip("\r\n") + "\n")
+            if raw.endswith(b"\n") and not raw.endswith(b"\r\n"):
+                self.handle.write(raw.decode("utf-8"))
+            else:
+                self.handle.write(raw.decode("utf-8").rstrip("\r\n") + "\n")
             return
         record = merged_record(request, None if raw is None else json.loads(raw))
         if self.errors is not None and request.outcome != "succeeded":
@@ -202,3 +210,24 @@ def content_of(body: Any) -> str:
         ]
         return "".join(str(t) for t in texts)
     return ""
+
+
+def merged_copy_source(
+    submission: Submission, *, fmt: str, order: str, errors_path: Path | None
+) -> Path | None:
+    """The merged file written when the submission settled, when it is exactly what a merge
+    with these options would write now: JSONL in input order, no errors file, still settled
+    (a retry clears ``merged_at``) and the file unchanged since (its SHA-256, recorded at the
+    merge). None when a merge is needed."""
+    if fmt != "jsonl" or order != "input" or errors_path is not None:
+        return None
+    if submission.merged_at is None or submission.results_path is None:
+        return None
+    merged = Path(submission.results_path)
+    return merged if checksum_ok(merged) else None
+
+
+def copy_merged(source: Path, out: IO[str]) -> None:
+    """Copy a merged results file to ``out`` as it is, in blocks (nothing parsed)."""
+    with source.open("r", encoding="utf-8", newline="") as handle:
+        shutil.copyfileobj(handle, out, 1 << 20)

@@ -25,7 +25,13 @@ from batchctl.batches import files as local
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.polling import Backoff, parts_state
 from batchctl.batches.pricing import Cost, cost_of
-from batchctl.batches.results import MergedWriter, read_results
+from batchctl.batches.results import (
+    RESENDABLE,
+    MergedWriter,
+    copy_merged,
+    merged_copy_source,
+    read_results,
+)
 from batchctl.batches.validation import Plan, scan
 from batchctl.config import Config
 from batchctl.errors import (
@@ -721,6 +727,7 @@ class Batches:
         run_id = submission.run_id
         path = Path(submission.directory) / "results.jsonl"
         self.write_results(run_id, path)
+        local.write_checksum(path)  # so that ``results`` can copy it rather than merge again
         self._log(run_id, f"merged {submission.requests:,} result(s) in input order into {path}")
         summary = self.store.request_summary(run_id)
         cost = self._cost(run_id)
@@ -762,11 +769,24 @@ class Batches:
             LogLevel.ERROR if status is RunStatus.FAILED else level,
         )
         self.store.mark_merged(run_id, str(path), self.clock())
+        self._drop_unneeded_inputs(submission)
         if run is not None:
             from batchctl.jobs.openai import after_settle
 
             after_settle(self.store, self.config, run_id, run.job, path)
         return True
+
+    def _drop_unneeded_inputs(self, submission: Submission) -> None:
+        """Delete the part files that no retry can read again: every request they hold has
+        succeeded or used up its attempts. Only after the merge is recorded; a crash before
+        leaves files that ``prune`` removes with the run."""
+        resendable = self.store.requests_to_resend(
+            submission.run_id, RESENDABLE, submission.max_request_attempts
+        )
+        keep = {r.part_id for r in resendable}
+        local.remove_part_files(
+            Path(p.path) for p in self.store.parts(submission.run_id) if p.id not in keep
+        )
 
     # --- wait, cancel, retry --------------------------------------------------------------------
     def wait(
@@ -960,9 +980,12 @@ class Batches:
         ``batchctl.outputs``)."""
         parts = {p.id: p for p in self.store.parts(run_id)}
         submission = self._submission(run_id)
+        merged = merged_copy_source(submission, fmt=fmt, order=order, errors_path=errors_path)
+        if merged is not None:
+            return self._copy_merged(run_id, merged, path)
         self._verify_downloads(submission, parts)
         directory = Path(submission.directory)
-        handles: dict[str, IO[bytes]] = {}
+        lines = local.LineReader()
         try:
             with ExitStack() as outputs:
                 out = outputs.enter_context(open_output(path))
@@ -972,12 +995,19 @@ class Batches:
                 writer = MergedWriter(out, fmt, errors_out)
                 paths: dict[tuple[int, str], Path] = {}
                 for request in self.store.requests_in_order(run_id, order=order):
-                    raw = _result_line(request, parts, directory, handles, paths)
+                    raw = _result_line(request, parts, directory, lines, paths)
                     writer.write(request, raw)
         finally:
-            for handle in handles.values():
-                handle.close()
+            lines.close()
         return self.summary(run_id, path, errors_path)
+
+    def _copy_merged(self, run_id: int, merged: Path, path: Path) -> ResultSummary:
+        """Write the merged file of a settled submission to ``path`` as it is (a copy, whole
+        or not at all), rather than merge the downloads again."""
+        if not local.same_file(merged, path):  # ``results`` without -o: it is already there
+            with open_output(path, newline="") as out:
+                copy_merged(merged, out)
+        return self.summary(run_id, path)
 
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
         """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
@@ -1177,7 +1207,7 @@ def _result_line(
     request: RequestState,
     parts: dict[int, Part],
     directory: Path,
-    handles: dict[str, IO[bytes]],
+    lines: local.LineReader,
     paths: dict[tuple[int, str], Path],
 ) -> bytes | None:
     """The raw line of the request's result in its downloaded file, if it has one."""
@@ -1187,4 +1217,4 @@ def _result_line(
     key = (request.result_part_id, kind)
     if key not in paths:
         paths[key] = local.download_path(directory, parts[request.result_part_id].number, kind)
-    return local.read_line(paths[key], request.result_offset, request.result_length or 0, handles)
+    return lines.line(paths[key], request.result_offset, request.result_length or 0)

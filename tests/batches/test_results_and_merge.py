@@ -377,7 +377,8 @@ def test_a_download_that_no_longer_matches_its_checksum_is_fetched_again(
     content_calls = len([r for r in api.requests if r.path.endswith("/content")])
     out = ws.root / "out.jsonl"
 
-    result = cli("results", str(finished.run_id), "-o", str(out))
+    # completion order needs a merge from the downloads (input order copies the merged file)
+    result = cli("results", str(finished.run_id), "-o", str(out), "--order", "completion")
 
     assert result.exit_code == 3
     assert len([r for r in api.requests if r.path.endswith("/content")]) == content_calls + 1
@@ -586,3 +587,52 @@ def test_results_failing_midway_leave_the_old_file_whole_and_no_temporary_file(
     assert result.stderr == f"error: cannot write {out}: File too large\n"
     assert out.read_text() == "old\n"
     assert sorted(p.name for p in ws.root.iterdir()) == before
+
+
+def _content_calls(api: Emulator) -> int:
+    return len([r for r in api.requests if r.path.endswith("/content")])
+
+
+def test_results_copies_the_merged_file_without_reading_the_downloads(
+    finished: Finished, api: Emulator, ws: Any, cli: Any
+):
+    (merged,) = ws.root.glob("*-files/*/results.jsonl")
+    for download in ws.root.glob("*-files/*/part-*.output.jsonl*"):
+        download.unlink()  # a merge would have to fetch them again
+    calls = _content_calls(api)
+    out = ws.root / "out.jsonl"
+
+    result = cli("results", str(finished.run_id), "-o", str(out))
+
+    assert result.exit_code == 3, result.stderr
+    assert _content_calls(api) == calls
+    assert out.read_bytes() == merged.read_bytes()
+    assert [line["custom_id"] for line in read_jsonl(out)] == finished.ids
+
+
+def test_results_merges_again_when_the_merged_file_was_changed(
+    finished: Finished, ws: Any, cli: Any
+):
+    (merged,) = ws.root.glob("*-files/*/results.jsonl")
+    merged.write_text(merged.read_text().replace("req-05", "req-99"))
+    out = ws.root / "out.jsonl"
+
+    result = cli("results", str(finished.run_id), "-o", str(out))
+
+    assert result.exit_code == 3, result.stderr
+    assert [line["custom_id"] for line in read_jsonl(out)] == finished.ids
+
+
+def test_settling_deletes_the_part_files_that_no_retry_can_need(
+    finished: Finished, ws: Any, cli: Any
+):
+    (directory,) = ws.root.glob("*-files/*")
+
+    kept = sorted(p.name for p in directory.glob("part-???.jsonl"))
+
+    # part 1 (gpt-4o-mini) all succeeded; part 2 holds the failed requests a retry may send
+    assert kept == ["part-002.jsonl"]
+    ids = [line["custom_id"] for line in read_jsonl(directory / "part-002.jsonl")]
+    assert sorted(ids) == sorted(finished.failed)
+    assert (directory / "results.jsonl").exists()
+    assert list(directory.glob("part-001.output.jsonl"))
