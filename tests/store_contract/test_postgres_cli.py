@@ -16,7 +16,9 @@ from tests.databases import PG_ENV
 
 
 def test_run_status_and_logs_on_postgres(ws: Workspace, cli: Any, pg_url: str) -> None:
-    ws.write_config('[jobs.hello]\nkind = "command"\ncommand = "echo hello from postgres"\n')
+    ws.write_config(
+        '[jobs.hello]\nkind = "command"\ncommand = "echo hello from the shared store"\n'
+    )
     result = cli("--db", pg_url, "run", "hello", "--json")
     assert result.exit_code == 0, result.stderr
     (run,) = result.json()
@@ -32,7 +34,7 @@ def test_run_status_and_logs_on_postgres(ws: Workspace, cli: Any, pg_url: str) -
 
     logs = cli("--db", pg_url, "logs", str(run["id"]))
     assert logs.exit_code == 0, logs.stderr
-    assert "hello from postgres" in logs.stdout
+    assert "hello from the shared store" in logs.stdout  # not the password: masked
     assert not ws.db.exists()  # nothing went to the SQLite default
 
 
