@@ -413,6 +413,36 @@ class Batches:
             if stopped is exc:
                 raise
             raise stopped from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C (or a second signal) while sending
+            if not fail_unsent:
+                raise
+            raise self._interrupted(run_id) from exc
+
+    def _interrupted(self, run_id: int) -> BatchctlError:
+        """``submit`` interrupted while it sent the parts, still under the lease: a run that
+        created no batch is recorded ``cancelled`` (nothing to follow, nothing spent, and its
+        input is no duplicate); else what was sent goes on, and the error says how to send the
+        rest or cancel it."""
+        reason = "interrupted before anything was sent"
+        recorded = False
+        with suppress(StoreWriteError):
+            recorded = self.store.fail_unsent_submission(
+                run_id, reason, self.clock(), RunStatus.CANCELLED
+            )
+        error: BatchctlError
+        if recorded:
+            error = BatchctlError(
+                f"{reason} (run {run_id} recorded cancelled)",
+                hint="nothing was spent; submit the input again to send it",
+            )
+        else:
+            fallback = BatchctlError(f"interrupted; run {run_id} goes on", hint=follow_up(run_id))
+            partly = self._partly_sent(run_id, fallback, "interrupted")
+            error = partly if isinstance(partly, BatchctlError) else fallback
+        with suppress(Exception):  # never hide the interruption behind a log failure
+            self._log(run_id, error.message, LogLevel.WARNING)
+        error.exit_code = ExitCode.CANCELLED
+        return error
 
     def _take_lease(self, run_id: int) -> Owner | None:
         """Become the process driving the submission; else return who is."""

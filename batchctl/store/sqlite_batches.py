@@ -53,10 +53,10 @@ class BatchTables:
         return str(self.conn.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()[0])
 
     def submission_for_input(self, sha256: str) -> int | None:
-        # A submission that failed before creating any batch spent nothing: not a duplicate.
+        # A submission that ended before creating any batch spent nothing: not a duplicate.
         row = self.conn.execute(
             "SELECT s.run_id FROM submissions s JOIN runs r ON r.id = s.run_id"
-            " WHERE s.input_sha256 = ? AND NOT (r.status = 'failed' AND NOT EXISTS"
+            " WHERE s.input_sha256 = ? AND NOT (r.status IN ('failed', 'cancelled') AND NOT EXISTS"
             " (SELECT 1 FROM parts p WHERE p.run_id = s.run_id"
             " AND (p.batch_id IS NOT NULL OR p.create_started_at IS NOT NULL)))"
             " ORDER BY s.run_id DESC LIMIT 1",
@@ -491,9 +491,12 @@ class BatchTables:
             record_transition(conn, run_id, row[0], status, stamp, error)
         return True
 
-    def fail_unsent_submission(self, run_id: int, error: str, now: datetime) -> bool:
-        """Record a submission that no batch was created for as failed, its parts ``not_sent``;
-        False (and nothing changed) if a create was attempted or the run has ended."""
+    def fail_unsent_submission(
+        self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.FAILED
+    ) -> bool:
+        """Record a submission that no batch was created for as ended (``failed``, or
+        ``cancelled`` when interrupted), its parts ``not_sent``; False (and nothing changed) if
+        a create was attempted or the run has ended."""
         with self._write() as conn:
             row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or RunStatus(row[0]).terminal:
@@ -507,8 +510,8 @@ class BatchTables:
                 return False
             conn.execute("UPDATE parts SET status = 'not_sent' WHERE run_id = ?", (run_id,))
             conn.execute(
-                "UPDATE runs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
-                (to_iso(now), error, run_id),
+                "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                (status.value, to_iso(now), error, run_id),
             )
-            record_transition(conn, run_id, row[0], RunStatus.FAILED, to_iso(now), error)
+            record_transition(conn, run_id, row[0], status, to_iso(now), error)
         return True

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from batchctl.emulator import Emulator
+from batchctl.emulator import Emulator, Fault
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -161,3 +161,35 @@ def test_run_of_a_batch_job_without_wait_says_how_to_follow_it(
     assert f"run {run_id}: its batches go on remotely" in done.stdout
     assert f"batchctl wait {run_id}" in done.stdout
     assert f"batchctl cancel {run_id}" in done.stdout
+
+
+def upload_in_flight(ws: Any, proc: subprocess.Popen[str]) -> bool:
+    """Whether the run's first upload has been recorded as begun (failing if ``proc`` ended)."""
+    if proc.poll() is not None:
+        out, err = proc.communicate()
+        pytest.fail(f"batchctl exited {proc.returncode} early:\n{out}\n{err}")
+    try:
+        return bool(ws.sql("SELECT 1 FROM parts WHERE upload_started_at IS NOT NULL"))
+    except sqlite3.Error:  # not created yet, or being migrated
+        return False
+
+
+def test_ctrl_c_during_submit_before_any_batch_records_it_cancelled_and_spends_nothing(
+    slow_api: Emulator, ws: Any, cli: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+) -> None:
+    slow_api.set_faults([Fault(kind="slow", method="POST", path="/v1/files", delay=300)])
+    proc = start(started, batchctl_exe, ws, "submit", "in.jsonl")
+    wait_for(lambda: upload_in_flight(ws, proc), "the first upload to begin", timeout=60)
+
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == CANCELLED, err
+    assert err.startswith("error: interrupted before anything was sent (run 1 recorded cancelled)")
+    assert "Traceback" not in err
+    assert ws.sql("SELECT status FROM runs WHERE id = 1") == [("cancelled",)]
+    assert slow_api.batches == {}
+    slow_api.clear_faults()
+    again = cli("submit", "in.jsonl", "--json")  # nothing was spent: the input is no duplicate
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["id"] == 2

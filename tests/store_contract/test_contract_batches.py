@@ -322,6 +322,18 @@ def test_a_submission_failed_before_any_create_is_recorded_so_and_is_no_duplicat
     assert not store.fail_unsent_submission(run_id, "again", T0)  # it has ended
 
 
+def test_a_submission_interrupted_before_any_create_is_recorded_cancelled_and_no_duplicate(
+    store: Store,
+) -> None:
+    run_id = _submit(store)
+
+    assert store.fail_unsent_submission(run_id, "interrupted", T0, RunStatus.CANCELLED)
+
+    run = store.get_run(run_id)
+    assert run is not None and (run.status, run.error) == (RunStatus.CANCELLED, "interrupted")
+    assert store.submission_for_input("sha-1") is None
+
+
 def test_a_submission_with_a_create_attempted_is_not_failed_as_unsent(store: Store) -> None:
     run_id = _submit(store)
     (part, _) = store.parts(run_id)
