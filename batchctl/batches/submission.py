@@ -664,9 +664,11 @@ class Batches:
             "remote_created_at": batch.created_at,
             "remote_ended_at": batch.ended_at,
             "expires_at": batch.expires_at,
-            "refreshed_at": self.clock(),
         }
-        self.store.update_part(part.id, **fields)
+        # A poll that finds the batch as it was writes nothing: refreshing a thousand parts of
+        # which a few moved costs a few writes (``refreshed_at`` is when it last changed).
+        if any(getattr(part, name) != value for name, value in fields.items()):
+            self.store.update_part(part.id, refreshed_at=self.clock(), **fields)
         if part.batch_id is not None and part.status != batch.status:
             self._log_status(part, batch)
         return part._replace(

@@ -422,6 +422,25 @@ def test_status_refreshes_in_flight_parts(
     assert len(refreshes) >= 2 and all(r.method == "GET" for r in refreshes)
 
 
+def test_a_refresh_that_finds_a_batch_unchanged_writes_nothing(
+    ws: Any, cli: Any, start_api: Callable[..., Emulator]
+) -> None:
+    emu = start_api(processing_rate=0.001)  # in progress, with no request done for a long time
+    write_requests(ws.root / "in.jsonl", 3)
+    run_id = cli("submit", "in.jsonl", "--json").json()["id"]
+    poll(
+        lambda: status_json(cli, run_id)["parts"][0]["status"] == "in_progress",
+        "the part to be seen in progress",
+    )
+    (before,) = ws.sql("SELECT refreshed_at FROM parts")
+    gets = len([r for r in emu.requests if r.method == "GET"])
+
+    status_json(cli, run_id)
+
+    assert len([r for r in emu.requests if r.method == "GET"]) > gets  # it did look
+    assert ws.sql("SELECT refreshed_at FROM parts") == [before]  # and found nothing to write
+
+
 def test_status_no_refresh_does_not_call_the_api(
     ws: Any, cli: Any, start_api: Callable[..., Emulator]
 ) -> None:
