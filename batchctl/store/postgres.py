@@ -60,7 +60,7 @@ from batchctl.store.postgres_batches import BatchTables
 from batchctl.store.postgres_common import lease_span, record_transition, serialize
 from batchctl.store.postgres_maintenance import MaintenanceTables
 from batchctl.store.postgres_schedule import ScheduleTables
-from batchctl.store.rows import RUN_COLUMNS, as_stored, run_from_row
+from batchctl.store.rows import RUN_COLUMNS, as_stored, log_pages, run_from_row
 
 if TYPE_CHECKING:
     import psycopg
@@ -458,12 +458,10 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
         min_level: LogLevel | None = None,
         chunk: int = CHUNK,
     ) -> Iterator[LogEntry]:
-        while True:
-            entries = self.logs(run_id, after_id=after_id, min_level=min_level, limit=chunk)
-            yield from entries
-            if len(entries) < chunk:
-                return
-            after_id = entries[-1].id or after_id
+        def page(run: int, after: int, level: LogLevel | None, limit: int) -> list[LogEntry]:
+            return self.logs(run, after_id=after, min_level=level, limit=limit)
+
+        return log_pages(page, run_id, after_id, min_level, chunk)
 
     # --- locks --------------------------------------------------------------------------------
     def try_lock(

@@ -8,11 +8,11 @@ reads back (ISO text in SQLite, a ``datetime`` from PostgreSQL). Each conversion
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from batchctl.records import Owner, Part, Run, RunStatus, Tick
+from batchctl.records import LogEntry, LogLevel, Owner, Part, Run, RunStatus, Tick
 
 TimeReader = Callable[[Any], datetime | None]
 
@@ -134,3 +134,35 @@ def tick_from_row(row: Sequence[Any], when: TimeReader) -> Tick:
         run_id=row[6],
         priority=row[7],
     )
+
+
+def request_summaries(
+    run_ids: Iterable[int], rows: Iterable[Sequence[Any]]
+) -> dict[int, dict[str, int]]:
+    """Each run's request counts by outcome ("pending" for none yet) and token totals, from
+    rows of ``(run_id, outcome, count, input tokens, output tokens)``; runs without rows get
+    empty counts."""
+    found = {run_id: {"input_tokens": 0, "output_tokens": 0} for run_id in run_ids}
+    for run_id, outcome, count, tokens_in, tokens_out in rows:
+        summary = found[run_id]
+        summary[outcome] = count
+        summary["input_tokens"] += tokens_in or 0
+        summary["output_tokens"] += tokens_out or 0
+    return found
+
+
+LogPage = Callable[[int, int, "LogLevel | None", int], list[LogEntry]]
+
+
+def log_pages(
+    page: LogPage, run_id: int, after_id: int, min_level: LogLevel | None, chunk: int
+) -> Iterator[LogEntry]:
+    """A run's log lines, oldest first, read ``chunk`` at a time with ``page(run_id, after_id,
+    min_level, limit)``: one short query each, so no read transaction stays open while the
+    lines are written out."""
+    while True:
+        entries = page(run_id, after_id, min_level, chunk)
+        yield from entries
+        if len(entries) < chunk:
+            return
+        after_id = entries[-1].id or after_id

@@ -34,7 +34,7 @@ from batchctl.records import (
     to_iso,
 )
 from batchctl.store import migrations
-from batchctl.store.rows import RUN_COLUMNS, run_from_row
+from batchctl.store.rows import RUN_COLUMNS, log_pages, run_from_row
 from batchctl.store.sqlite_batches import BatchTables
 from batchctl.store.sqlite_maintenance import MaintenanceTables
 from batchctl.store.sqlite_schedule import ScheduleTables
@@ -429,12 +429,10 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
         min_level: LogLevel | None = None,
         chunk: int = CHUNK,
     ) -> Iterator[LogEntry]:
-        while True:
-            entries = self.logs(run_id, after_id=after_id, min_level=min_level, limit=chunk)
-            yield from entries
-            if len(entries) < chunk:
-                return
-            after_id = entries[-1].id or after_id
+        def page(run: int, after: int, level: LogLevel | None, limit: int) -> list[LogEntry]:
+            return self.logs(run, after_id=after, min_level=level, limit=limit)
+
+        return log_pages(page, run_id, after_id, min_level, chunk)
 
     # --- locks --------------------------------------------------------------------------------
     def try_lock(

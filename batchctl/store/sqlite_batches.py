@@ -31,6 +31,7 @@ from batchctl.store.rows import (
     PART_COLUMNS,
     UPDATABLE_PART_COLUMNS,
     part_from_row,
+    request_summaries,
     unpriced_text,
 )
 from batchctl.store.transitions import record_transition
@@ -348,35 +349,20 @@ class BatchTables:
 
     def request_summary(self, run_id: int) -> dict[str, int]:
         """Counts by outcome ("pending" for none yet) and the token totals."""
-        rows = self.conn.execute(
-            "SELECT coalesce(outcome, 'pending'), count(*), sum(input_tokens), sum(output_tokens)"
-            " FROM requests WHERE run_id = ? GROUP BY 1",
-            (run_id,),
-        )
-        summary = {"input_tokens": 0, "output_tokens": 0}
-        for outcome, count, tokens_in, tokens_out in rows:
-            summary[outcome] = count
-            summary["input_tokens"] += tokens_in or 0
-            summary["output_tokens"] += tokens_out or 0
-        return summary
+        return self.request_summaries([run_id])[run_id]
 
     def request_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """``request_summary`` of each of these runs (those without requests: empty counts)."""
-        found = {run_id: {"input_tokens": 0, "output_tokens": 0} for run_id in run_ids}
-        for start in range(0, len(run_ids), 500):
+        found: list[Any] = []
+        for start in range(0, len(run_ids), 500):  # SQLite's limit on bound parameters
             chunk = list(run_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
+            found += self.conn.execute(
                 "SELECT run_id, coalesce(outcome, 'pending'), count(*), sum(input_tokens),"
                 f" sum(output_tokens) FROM requests WHERE run_id IN ({marks}) GROUP BY 1, 2",
                 chunk,
-            )
-            for run_id, outcome, count, tokens_in, tokens_out in rows:
-                summary = found[run_id]
-                summary[outcome] = count
-                summary["input_tokens"] += tokens_in or 0
-                summary["output_tokens"] += tokens_out or 0
-        return found
+            ).fetchall()
+        return request_summaries(run_ids, found)
 
     def tokens_by_model(self, run_id: int) -> list[ModelTokens]:
         rows = self.conn.execute(
