@@ -161,3 +161,12 @@ def run_exe(
     exe: str, *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_chat_requests(path: Path, count: int) -> None:
+    """A JSONL input of ``count`` chat requests to gpt-4o-mini, ids ``r0``, ``r1``, ..."""
+    with path.open("w") as out:
+        for i in range(count):
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]}
+            line = {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions"}
+            out.write(json.dumps({**line, "body": body}) + "\n")

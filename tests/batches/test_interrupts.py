@@ -9,17 +9,16 @@ still run on the API.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchctl.emulator import Emulator, Fault
+from tests.conftest import write_chat_requests
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -35,21 +34,13 @@ input = "in.jsonl"
 """
 
 
-def write_requests(path: Path, count: int) -> None:
-    with path.open("w") as out:
-        for i in range(count):
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]}
-            line = {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions"}
-            out.write(json.dumps({**line, "body": body}) + "\n")
-
-
 @pytest.fixture
 def slow_api(api: Emulator, ws: Any) -> Emulator:
     """The emulator with batches that stay in progress (a request every 1000 s), and a config
     with an openai job over ``in.jsonl`` (4 requests, 2 parts with ``--max-requests 2``)."""
     api.update_settings(processing_rate=0.001)
     ws.write_config(JOB_CONFIG)
-    write_requests(ws.root / "in.jsonl", 4)
+    write_chat_requests(ws.root / "in.jsonl", 4)
     return api
 
 

@@ -6,18 +6,10 @@ batchctl talks to the project's OpenAI API emulator through the real ``openai`` 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from batchctl.emulator import Emulator, Fault
-
-
-def write_requests(path: Path, count: int) -> None:
-    with path.open("w") as out:
-        for i in range(count):
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]}
-            line = {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions"}
-            out.write(json.dumps({**line, "body": body}) + "\n")
+from tests.conftest import write_chat_requests
 
 
 def log_lines(cli: Any, run_id: int, *extra: str) -> list[dict[str, Any]]:
@@ -41,7 +33,7 @@ def positions(messages: list[str], markers: list[str]) -> list[int]:
 
 
 def test_logs_of_a_submission_tell_its_story_in_order(api: Emulator, ws: Any, cli: Any) -> None:
-    write_requests(ws.root / "in.jsonl", 4)
+    write_chat_requests(ws.root / "in.jsonl", 4)
     run_id = cli("submit", "in.jsonl", "--max-requests", "2", "--wait", "--json").json()["id"]
 
     lines = log_lines(cli, run_id)
@@ -75,7 +67,7 @@ def test_a_failed_part_is_logged_at_level_error_with_the_apis_reason(
     api: Emulator, ws: Any, cli: Any
 ) -> None:
     api.update_settings(max_requests_per_batch=2)
-    write_requests(ws.root / "in.jsonl", 3)
+    write_chat_requests(ws.root / "in.jsonl", 3)
     run_id = cli("submit", "in.jsonl", "--wait", "--json").json()["id"]
 
     errors = log_lines(cli, run_id, "--level", "error")
@@ -90,7 +82,7 @@ def test_a_failed_part_is_logged_at_level_error_with_the_apis_reason(
 
 def test_a_retried_api_call_is_logged_as_a_warning(api: Emulator, ws: Any, cli: Any) -> None:
     api.set_faults([Fault(kind="500", method="GET", path="/v1/batches/*", count=1)])
-    write_requests(ws.root / "in.jsonl", 2)
+    write_chat_requests(ws.root / "in.jsonl", 2)
     run_id = cli("submit", "in.jsonl", "--wait", "--json").json()["id"]
 
     warnings = log_lines(cli, run_id, "--level", "warning")
@@ -104,7 +96,7 @@ def test_a_retried_api_call_is_logged_as_a_warning(api: Emulator, ws: Any, cli: 
 
 def test_a_retry_of_failed_requests_is_in_the_log(api: Emulator, ws: Any, cli: Any) -> None:
     api.update_settings(request_failure_rate=0.5)
-    write_requests(ws.root / "in.jsonl", 8)
+    write_chat_requests(ws.root / "in.jsonl", 8)
     run_id = cli("submit", "in.jsonl", "--wait", "--json").json()["id"]
     api.update_settings(request_failure_rate=0.0)
 

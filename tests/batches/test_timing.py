@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,17 +18,10 @@ from batchctl.batches.polling import Backoff
 from batchctl.batches.submission import work_ended
 from batchctl.emulator import Emulator, Fault
 from batchctl.records import Part
+from tests.conftest import write_chat_requests
 
 # A config without [openai] poll_interval: the default (30 s) applies.
 NO_POLL_CONFIG = "# defaults only\n"
-
-
-def write_requests(path: Path, count: int) -> None:
-    with path.open("w") as out:
-        for i in range(count):
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]}
-            line = {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions"}
-            out.write(json.dumps({**line, "body": body}) + "\n")
 
 
 def api_duration(emu: Emulator) -> float:
@@ -65,7 +57,7 @@ def test_submit_wait_sees_a_quick_batch_done_within_seconds_without_a_configured
 ) -> None:
     ws.write_config(NO_POLL_CONFIG)
     api.update_settings(validation_delay=1.0, finalizing_delay=1.0)  # about 2 s in all
-    write_requests(ws.root / "in.jsonl", 3)
+    write_chat_requests(ws.root / "in.jsonl", 3)
 
     started = time.monotonic()
     done = cli("submit", "in.jsonl", "--wait", "--json")
@@ -83,7 +75,7 @@ def test_status_watch_shows_a_quick_batch_done_within_seconds_without_a_configur
 ) -> None:
     ws.write_config(NO_POLL_CONFIG)
     api.update_settings(validation_delay=1.0, finalizing_delay=1.0)
-    write_requests(ws.root / "in.jsonl", 3)
+    write_chat_requests(ws.root / "in.jsonl", 3)
     run_id = cli("submit", "in.jsonl", "--json").json()["id"]
 
     started = time.monotonic()
@@ -101,7 +93,7 @@ def test_a_submissions_duration_is_the_apis_not_when_batchctl_looked(
 ) -> None:
     # The first look at the batch is held 5 s by the API; the batch ends well before.
     api.set_faults([Fault(kind="slow", method="GET", path="/v1/batches/*", delay=5.0, count=1)])
-    write_requests(ws.root / "in.jsonl", 3)
+    write_chat_requests(ws.root / "in.jsonl", 3)
 
     done = cli("submit", "in.jsonl", "--wait", "--json")
 
@@ -114,7 +106,7 @@ def test_a_submissions_duration_is_the_apis_not_when_batchctl_looked(
 
 def test_the_duration_metric_is_the_apis_duration(api: Emulator, ws: Any, cli: Any) -> None:
     api.set_faults([Fault(kind="slow", method="GET", path="/v1/batches/*", delay=5.0, count=1)])
-    write_requests(ws.root / "in.jsonl", 3)
+    write_chat_requests(ws.root / "in.jsonl", 3)
     done = cli("submit", "in.jsonl", "--wait", "--json")
     assert done.exit_code == 0, done.stderr
 
@@ -129,7 +121,7 @@ def test_the_duration_holds_when_the_apis_clock_is_an_hour_ahead(
     api: Emulator, ws: Any, cli: Any
 ) -> None:
     api.advance(3600)
-    write_requests(ws.root / "in.jsonl", 3)
+    write_chat_requests(ws.root / "in.jsonl", 3)
 
     done = cli("submit", "in.jsonl", "--wait", "--json")
 
