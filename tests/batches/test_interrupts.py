@@ -184,3 +184,32 @@ def test_ctrl_c_during_submit_before_any_batch_records_it_cancelled_and_spends_n
     again = cli("submit", "in.jsonl", "--json")  # nothing was spent: the input is no duplicate
     assert again.exit_code == 0, again.stderr
     assert again.json()["id"] == 2
+
+
+def test_ctrl_c_during_submit_after_a_batch_was_created_says_what_was_sent_and_how_to_go_on(
+    slow_api: Emulator, ws: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+) -> None:
+    slow_api.set_faults(
+        [
+            Fault(kind="slow", method="POST", path="/v1/files", delay=0, count=1),  # part 1 goes
+            Fault(kind="slow", method="POST", path="/v1/files", delay=300),  # part 2 hangs
+        ]
+    )
+    proc = start(started, batchctl_exe, ws, "submit", "in.jsonl", "--max-requests", "2")
+
+    def second_upload_begun() -> bool:
+        if not upload_in_flight(ws, proc):
+            return False
+        rows = ws.sql("SELECT batch_id, upload_started_at FROM parts ORDER BY number")
+        return len(rows) == 2 and rows[0][0] is not None and rows[1][1] is not None
+
+    wait_for(second_upload_begun, "part 1 created and part 2's upload begun", timeout=60)
+
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == CANCELLED, err
+    assert err.startswith("error: interrupted (run 1: 1 of 2 part(s) sent; the rest are not)")
+    assert "batchctl wait 1 sends the rest" in err
+    assert ws.sql("SELECT status FROM runs WHERE id = 1") == [("running",)]  # paid: not ended
+    assert len(slow_api.batches) == 1
