@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import importlib
 import os
-import sqlite3
 import sys
 from typing import Annotated, Any, NoReturn
 
@@ -70,19 +69,6 @@ class _Group(TyperGroup):
         except BatchctlError as exc:
             _report(exc)
             raise typer.Exit(int(exc.exit_code)) from None
-        except sqlite3.DatabaseError as exc:
-            _report(exc)
-            if "locked" in str(exc):
-                render.error(
-                    "the database is locked by another process for longer than the busy timeout",
-                    hint="retry; $BATCHCTL_BUSY_TIMEOUT sets how long to wait (seconds, 30)",
-                )
-            else:
-                render.error(
-                    f"database error: {exc}",
-                    hint="check the --db file (is it a batchctl database?)",
-                )
-            raise typer.Exit(int(ExitCode.USAGE)) from None
         except KeyboardInterrupt:
             render.error("interrupted")
             raise typer.Exit(int(ExitCode.CANCELLED)) from None
@@ -106,9 +92,6 @@ class _Group(TyperGroup):
 
 def _internal_error(exc: Exception) -> NoReturn:
     _report(exc)
-    if type(exc).__module__.startswith("psycopg"):  # only the PostgreSQL store uses it
-        render.error(f"database error: {exc}", hint="check the --db URL and the server")
-        raise typer.Exit(int(ExitCode.USAGE)) from None
     render.error(
         f"internal error: {type(exc).__name__}: {exc}",
         hint="run with --verbose for the traceback, and please report it",

@@ -1,4 +1,8 @@
-"""The store interface the core depends on; every back end implements it."""
+"""The store interface the core depends on; every back end implements it.
+
+``Store`` is the union of narrow protocols, one per part of the core: a module that only reads
+runs asks for a ``RunStore`` and sees those methods alone. Take the narrowest that serves.
+"""
 
 from __future__ import annotations
 
@@ -121,7 +125,7 @@ class BatchStore(Protocol):
 
 
 class ScheduleStore(Protocol):
-    """Ticks, cursors, pauses and the daemon's lease and heartbeat."""
+    """Ticks, cursors and pauses: when each job fires."""
 
     def cursor(self, job: str, scope: str | None) -> datetime | None: ...
 
@@ -174,28 +178,6 @@ class ScheduleStore(Protocol):
 
     def paused(self) -> dict[str, datetime]: ...
 
-    def take_daemon_lock(
-        self, instance: str, owner: Owner, lease_until: datetime, now: datetime
-    ) -> tuple[str, Owner] | None: ...
-
-    def daemon_lock_holder(self) -> tuple[str, Owner, datetime] | None: ...
-
-    def renew_daemon_lock(self, instance: str, lease_until: datetime) -> bool: ...
-
-    def release_daemon_lock(self, instance: str) -> None: ...
-
-    def register_daemon(self, instance: str, owner: Owner, mode: str, now: datetime) -> None: ...
-
-    def daemon_heartbeat(self, instance: str, now: datetime, *, passed: bool = False) -> None: ...
-
-    def daemon_stopped(self, instance: str, now: datetime) -> None: ...
-
-    def daemons(self, limit: int = 20) -> list[DaemonInfo]: ...
-
-    def runs_past_lease(self, now: datetime) -> list[Run]: ...
-
-    def active_runs(self, job: str | None = None) -> list[Run]: ...
-
 
 class MaintenanceStore(Protocol):
     """Aggregates for metrics and health, and the deletes of ``prune``."""
@@ -231,18 +213,31 @@ class MaintenanceStore(Protocol):
     def compact(self, *, vacuum: bool = False) -> None: ...
 
 
-class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
-    # Where the store is, as given to ``open_store`` (a URL may hold a password): for opening it
-    # again, in another thread or process. Never print it; messages use ``shown``.
-    location: str
-    shown: str  # the location without a password
-    # True when several daemons (on several hosts) may share the database (PostgreSQL): no
-    # single-daemon lock, every daemon fires and refreshes.
-    shared: bool
+class DaemonStore(Protocol):
+    """The daemon lease (one daemon per SQLite file) and the daemons' records."""
 
-    def close(self) -> None: ...
+    def take_daemon_lock(
+        self, instance: str, owner: Owner, lease_until: datetime, now: datetime
+    ) -> tuple[str, Owner] | None: ...
 
-    # --- runs -------------------------------------------------------------------------------
+    def daemon_lock_holder(self) -> tuple[str, Owner, datetime] | None: ...
+
+    def renew_daemon_lock(self, instance: str, lease_until: datetime) -> bool: ...
+
+    def release_daemon_lock(self, instance: str) -> None: ...
+
+    def register_daemon(self, instance: str, owner: Owner, mode: str, now: datetime) -> None: ...
+
+    def daemon_heartbeat(self, instance: str, now: datetime, *, passed: bool = False) -> None: ...
+
+    def daemon_stopped(self, instance: str, now: datetime) -> None: ...
+
+    def daemons(self, limit: int = 20) -> list[DaemonInfo]: ...
+
+
+class RunStore(Protocol):
+    """Runs, their attempts, transitions and log lines."""
+
     def create_run(
         self,
         *,
@@ -348,16 +343,24 @@ class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
         """The lines of ``logs``, oldest first, fetched ``chunk`` at a time."""
         ...
 
+    def run_signal(self, run_id: int) -> tuple[RunStatus, bool] | None:
+        """The run's status and whether a cancel was requested (cheap: polled often)."""
+        ...
+
+    def runs_past_lease(self, now: datetime) -> list[Run]: ...
+
+    def active_runs(self, job: str | None = None) -> list[Run]: ...
+
+
+class LockStore(Protocol):
+    """The (job, scope) locks that keep a job's runs from overlapping."""
+
     # --- locks ------------------------------------------------------------------------------
     def try_lock(
         self, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
     ) -> tuple[bool, LockHolder | None]:
         """Take the lock if it is free or its lease has expired: (True, the expired holder it
         replaced, if any). Else (False, the holder)."""
-        ...
-
-    def run_signal(self, run_id: int) -> tuple[RunStatus, bool] | None:
-        """The run's status and whether a cancel was requested (cheap: polled often)."""
         ...
 
     def steal_lock(
@@ -377,3 +380,19 @@ class Store(BatchStore, ScheduleStore, MaintenanceStore, Protocol):
     def release_lock(self, key: str, run_id: int) -> None: ...
 
     def get_lock(self, key: str) -> LockHolder | None: ...
+
+
+class Store(
+    RunStore, LockStore, BatchStore, ScheduleStore, DaemonStore, MaintenanceStore, Protocol
+):
+    """Everything a store does: for the code that opens one and hands out its parts."""
+
+    # Where the store is, as given to ``open_store`` (a URL may hold a password): for opening it
+    # again, in another thread or process. Never print it; messages use ``shown``.
+    location: str
+    shown: str  # the location without a password
+    # True when several daemons (on several hosts) may share the database (PostgreSQL): no
+    # single-daemon lock, every daemon fires and refreshes.
+    shared: bool
+
+    def close(self) -> None: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from batchctl.errors import StoreError
 from batchctl.records import to_iso, utcnow
 
 Migration = Callable[[object], None]
@@ -320,6 +321,18 @@ MIGRATIONS: list[Migration] = [
     _m009_part_end,
 ]
 LATEST_VERSION = len(MIGRATIONS)
+
+
+def needs_migrating(version: int, shown: str, other: str) -> bool:
+    """Whether a database at schema ``version`` is older than this batchctl; an error if it is
+    newer (``other``: what else ``--db`` may point at, "file" or "database")."""
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"database {shown} has schema version {version}, newer than this batchctl "
+            f"understands ({LATEST_VERSION})",
+            hint=f"upgrade batchctl, or point --db at another {other}",
+        )
+    return version < LATEST_VERSION
 
 
 def current_version(conn: sqlite3.Connection) -> int:

@@ -1,6 +1,6 @@
-"""Rows to records, for every store: the column lists and the conversions they share.
+"""Rows to records: the column lists the queries select and the one conversion of each.
 
-Both stores select the same columns in the same order; they differ only in how a stored time
+Both back ends select the same columns in the same order; they differ only in how a stored time
 reads back (ISO text in SQLite, a ``datetime`` from PostgreSQL). Each conversion therefore takes
 ``when``, the store's reader of a time column: ``records.from_iso`` or :func:`as_stored`.
 """
@@ -12,7 +12,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from batchctl.records import LogEntry, LogLevel, Owner, Part, Run, RunStatus, Tick
+from batchctl.records import (
+    Attempt,
+    DaemonInfo,
+    LockHolder,
+    LogEntry,
+    LogLevel,
+    Owner,
+    Part,
+    Run,
+    RunStatus,
+    Submission,
+    Tick,
+    Transition,
+)
 
 TimeReader = Callable[[Any], datetime | None]
 
@@ -49,6 +62,20 @@ UPDATABLE_PART_COLUMNS = frozenset(
 )
 JSON_PART_COLUMNS = frozenset({"request_counts", "usage", "errors"})
 TICK_COLUMNS = "id, job, scope, scheduled_for, status, reason, run_id, priority"
+REQUEST_COLUMNS = (
+    "custom_id, ordinal, part_id, line_offset, line_length, attempts, outcome, status_code, "
+    "error_code, error_message, input_tokens, output_tokens, result_part_id, result_kind, "
+    "result_offset, result_length"
+)
+SUBMISSION_COLUMNS = (
+    "run_id, provider, endpoint, completion_window, metadata, input_sha256, inputs, directory,"
+    " token, requests, bytes, on_expired, max_request_attempts, merged_at, results_path"
+)
+DAEMON_COLUMNS = "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
+ATTEMPT_COLUMNS = "run_id, number, status, started_at, finished_at, error, exit_code"
+TRANSITION_COLUMNS = "run_id, from_status, to_status, at, reason"
+LOG_COLUMNS = "id, run_id, attempt, at, level, stream, message, fields"
+LOCK_COLUMNS = "key, run_id, host, pid, lease_until"
 
 
 def as_stored(value: datetime | None) -> datetime | None:
@@ -133,6 +160,80 @@ def tick_from_row(row: Sequence[Any], when: TimeReader) -> Tick:
         reason=row[5],
         run_id=row[6],
         priority=row[7],
+    )
+
+
+def submission_from_row(row: Sequence[Any], when: TimeReader) -> Submission:
+    return Submission(
+        run_id=row[0],
+        provider=row[1],
+        endpoint=row[2],
+        completion_window=row[3],
+        metadata=json.loads(row[4]),
+        input_sha256=row[5],
+        inputs=json.loads(row[6]),
+        directory=row[7],
+        token=row[8],
+        requests=row[9],
+        bytes=row[10],
+        on_expired=row[11],
+        max_request_attempts=row[12],
+        merged_at=when(row[13]),
+        results_path=row[14],
+    )
+
+
+def daemon_from_row(row: Sequence[Any], when: TimeReader) -> DaemonInfo:
+    return DaemonInfo(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        when(row[4]) or datetime.min,
+        when(row[5]) or datetime.min,
+        when(row[6]),
+        when(row[7]),
+    )
+
+
+def attempt_from_row(row: Sequence[Any], when: TimeReader) -> Attempt:
+    return Attempt(
+        run_id=row[0],
+        number=row[1],
+        status=RunStatus(row[2]),
+        started_at=_required(when(row[3])),
+        finished_at=when(row[4]),
+        error=row[5],
+        exit_code=row[6],
+    )
+
+
+def transition_from_row(row: Sequence[Any], when: TimeReader) -> Transition:
+    return Transition(
+        run_id=row[0],
+        from_status=None if row[1] is None else RunStatus(row[1]),
+        to_status=RunStatus(row[2]),
+        at=_required(when(row[3])),
+        reason=row[4],
+    )
+
+
+def log_from_row(row: Sequence[Any], when: TimeReader) -> LogEntry:
+    return LogEntry(
+        id=row[0],
+        run_id=row[1],
+        attempt=row[2],
+        at=_required(when(row[3])),
+        level=LogLevel(row[4]),
+        stream=row[5],
+        message=row[6],
+        fields=json.loads(row[7]) if row[7] else {},
+    )
+
+
+def lock_from_row(row: Sequence[Any], when: TimeReader) -> LockHolder:
+    return LockHolder(
+        key=row[0], run_id=row[1], owner=Owner(row[2], row[3]), lease_until=_required(when(row[4]))
     )
 
 

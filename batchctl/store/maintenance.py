@@ -1,9 +1,9 @@
-"""The SQLite store's read-mostly queries for monitoring and retention: metrics, health, prune.
+"""The read-mostly queries for monitoring and retention: metrics, health, prune.
 
-A mixin of ``SQLiteStore`` (it uses its connection and write transactions). Every query here
-aggregates in SQL and stays cheap on large databases: runs are read in one ``GROUP BY`` pass,
-ticks only through the ``ticks_pending`` index (by status) and the ``(job, scope,
-scheduled_for)`` unique key, never scanned whole.
+Written once for both databases against ``dialect.Tables``. Every query here aggregates in SQL
+and stays cheap on large databases: runs are read in one ``GROUP BY`` pass, ticks only through
+the ``ticks_pending`` index (by status) and the ``(job, scope, scheduled_for)`` unique key, never
+scanned whole.
 
 Pruning deletes runs in chunks, one short write transaction each, so that a daemon writing
 beside it waits milliseconds, not the whole prune; every delete re-checks its conditions inside
@@ -12,13 +12,12 @@ its transaction, so a run reopened meanwhile (``retry`` of a submission) is neve
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
 
-from batchctl.records import DaemonInfo, PrunableRun, RunStats, SchedulePosition, from_iso, to_iso
+from batchctl.records import DaemonInfo, PrunableRun, RunStats, SchedulePosition
+from batchctl.store.dialect import Tables
+from batchctl.store.rows import DAEMON_COLUMNS, daemon_from_row
 
 # A run that may be pruned: ended, and not a batch submission whose results are not merged yet
 # (its run may be terminal for a moment before the merge is recorded, or reopened by a retry).
@@ -27,28 +26,21 @@ _PRUNABLE = (
     " AND r.finished_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.run_id = r.id AND s.merged_at IS NULL)"
 )
-_DAEMON_COLUMNS = "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
-# Seconds between two ISO 8601 texts, as SQLite computes it (millisecond precision).
-_SECONDS = "(julianday(finished_at) - julianday(started_at)) * 86400.0"
 
 
-class MaintenanceTables:
-    conn: sqlite3.Connection
-
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    # --- metrics ------------------------------------------------------------------------------
+class MaintenanceTables(Tables):
+    # --- metrics ----------------------------------------------------------------------------------
     def run_stats(self) -> list[RunStats]:
         """Per (job, status): run count, tokens, cost, duration sum and count, last finish."""
-        rows = self.conn.execute(
+        rows = self._all(
             "SELECT job, status, count(*), coalesce(sum(total_tokens), 0),"
             " coalesce(sum(total_cost), 0.0),"
-            f" coalesce(sum(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL"
-            f" THEN max(0.0, {_SECONDS}) END), 0.0),"
+            " coalesce(sum(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL"
+            f" THEN {self.greatest}(0.0, {self.seconds}) END), 0.0),"
             " count(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL THEN 1 END),"
             " max(finished_at), count(unpriced_models)"
-            " FROM runs GROUP BY job, status ORDER BY job, status"
+            f" FROM runs GROUP BY job, status"
+            f" ORDER BY job{self.text_order}, status{self.text_order}"
         )
         return [
             RunStats(
@@ -59,7 +51,7 @@ class MaintenanceTables:
                 total_cost=float(row[4]),
                 duration_sum=float(row[5]),
                 duration_count=int(row[6]),
-                last_finished_at=from_iso(row[7]),
+                last_finished_at=self.when(row[7]),
                 unpriced_runs=int(row[8]),
             )
             for row in rows
@@ -69,17 +61,16 @@ class MaintenanceTables:
         """Tick counts per (job, status) for the given statuses (through the status index)."""
         if not statuses:
             return {}
-        marks = ",".join("?" * len(statuses))
-        rows = self.conn.execute(
-            f"SELECT job, status, count(*) FROM ticks WHERE status IN ({marks})"
-            " GROUP BY job, status",
-            tuple(statuses),
+        condition, params = self.any_of("status", statuses)
+        rows = self._all(
+            f"SELECT job, status, count(*) FROM ticks WHERE {condition} GROUP BY job, status",
+            params,
         )
         return {(row[0], row[1]): int(row[2]) for row in rows}
 
     def part_stats(self) -> dict[str, int]:
         """Parts of the submissions still in flight (not merged, run active), by remote status."""
-        rows = self.conn.execute(
+        rows = self._all(
             "SELECT p.status, count(*) FROM parts p"
             " JOIN submissions s ON s.run_id = p.run_id JOIN runs r ON r.id = p.run_id"
             " WHERE s.merged_at IS NULL AND r.status IN ('queued', 'running', 'retrying')"
@@ -87,76 +78,75 @@ class MaintenanceTables:
         )
         return {row[0]: int(row[1]) for row in rows}
 
-    # --- health ---------------------------------------------------------------------------------
+    # --- health -----------------------------------------------------------------------------------
     def schedule_positions(self) -> dict[tuple[str, str | None], SchedulePosition]:
         """Per (job, scope) with a cursor: the cursor and the newest tick's scheduled time."""
-        rows = self.conn.execute(
+        rows = self._all(
             "SELECT c.job, c.scope, c.last_scheduled_for,"
             " (SELECT max(t.scheduled_for) FROM ticks t WHERE t.job = c.job AND t.scope = c.scope)"
             " FROM schedule_cursors c"
         )
         positions: dict[tuple[str, str | None], SchedulePosition] = {}
         for row in rows:
-            cursor = from_iso(row[2])
+            cursor = self.when(row[2])
             if cursor is not None:
-                positions[(row[0], row[1] or None)] = SchedulePosition(cursor, from_iso(row[3]))
+                positions[(row[0], row[1] or None)] = SchedulePosition(cursor, self.when(row[3]))
         return positions
 
     def latest_daemon(self, mode: str) -> DaemonInfo | None:
         """The daemon record of ``mode`` ("daemon" or "once") not marked stopped, newest
         heartbeat first; None if there is none."""
-        row = self.conn.execute(
-            f"SELECT {_DAEMON_COLUMNS} FROM daemons WHERE mode = ? AND stopped_at IS NULL"
+        row = self._one(
+            f"SELECT {DAEMON_COLUMNS} FROM daemons WHERE mode = ? AND stopped_at IS NULL"
             " ORDER BY heartbeat_at DESC LIMIT 1",
             (mode,),
-        ).fetchone()
-        return None if row is None else _daemon(row)
+        )
+        return None if row is None else daemon_from_row(row, self.when)
 
     def daemons_since(self, since: datetime, limit: int = 50) -> list[DaemonInfo]:
         """Daemon records that beat at or after ``since``, or are not marked stopped; newest
         heartbeat first."""
-        rows = self.conn.execute(
-            f"SELECT {_DAEMON_COLUMNS} FROM daemons WHERE heartbeat_at >= ? OR stopped_at IS NULL"
+        rows = self._all(
+            f"SELECT {DAEMON_COLUMNS} FROM daemons WHERE heartbeat_at >= ? OR stopped_at IS NULL"
             " ORDER BY heartbeat_at DESC LIMIT ?",
-            (to_iso(since), limit),
+            (self.at(since), limit),
         )
-        return [_daemon(row) for row in rows]
+        return [daemon_from_row(row, self.when) for row in rows]
 
-    # --- prune ----------------------------------------------------------------------------------
+    # --- prune ------------------------------------------------------------------------------------
     def prunable_runs(
         self, before: datetime, *, after_id: int = 0, limit: int = 500
     ) -> list[PrunableRun]:
         """Runs that ended before ``before`` and may be deleted, by id, ``limit`` at a time."""
-        rows = self.conn.execute(
+        rows = self._all(
             "SELECT r.id, (SELECT count(*) FROM run_logs l WHERE l.run_id = r.id),"
             " (SELECT s.directory FROM submissions s WHERE s.run_id = r.id)"
             f" FROM runs r WHERE r.id > ? AND {_PRUNABLE} ORDER BY r.id LIMIT ?",
-            (after_id, to_iso(before), limit),
+            (after_id, self.at(before), limit),
         )
         return [PrunableRun(int(row[0]), int(row[1]), row[2]) for row in rows]
 
     def unmerged_finished_count(self, before: datetime) -> int:
         """Ended runs older than ``before`` kept because their submission is not merged."""
-        row = self.conn.execute(
+        return self._count(
             "SELECT count(*) FROM runs r JOIN submissions s ON s.run_id = r.id"
             " WHERE s.merged_at IS NULL AND r.status NOT IN ('queued', 'running', 'retrying')"
             " AND r.finished_at < ?",
-            (to_iso(before),),
-        ).fetchone()
-        return int(row[0])
+            (self.at(before),),
+        )
 
     def delete_runs(self, run_ids: Sequence[int], before: datetime) -> list[int]:
         """Delete these runs (their attempts, transitions, logs, submission, parts and requests
         go with them by ``ON DELETE CASCADE``) if they are still prunable; the ids deleted."""
         if not run_ids:
             return []
-        marks = ",".join("?" * len(run_ids))
-        with self._write() as conn:
-            rows = conn.execute(
-                "DELETE FROM runs WHERE id IN"
-                f" (SELECT r.id FROM runs r WHERE r.id IN ({marks}) AND {_PRUNABLE}) RETURNING id",
-                (*run_ids, to_iso(before)),
-            ).fetchall()
+        condition, params = self.any_of("r.id", run_ids)
+        with self._write():
+            rows = self._all(
+                "DELETE FROM runs WHERE id IN (SELECT r.id FROM runs r"
+                f" WHERE {condition} AND {_PRUNABLE}{self.for_update}) RETURNING id",
+                (*params, self.at(before)),
+            )
         return sorted(int(row[0]) for row in rows)
 
     def prune_ticks(
@@ -173,15 +163,13 @@ class MaintenanceTables:
             " WHERE r.status IN ('queued', 'running', 'retrying') AND (r.id = t.run_id"
             " OR (r.job = t.job AND r.scope = t.scope AND r.scheduled_for = t.scheduled_for)))"
         )
-        params = (to_iso(before), to_iso(firing_since))
+        params = (self.at(before), self.at(firing_since))
         if dry_run:
-            row = self.conn.execute(f"SELECT count(*) FROM ticks t{where}", params).fetchone()
-            return int(row[0])
-        with self._write() as conn:
-            cursor = conn.execute(
+            return self._count(f"SELECT count(*) FROM ticks t{where}", params)
+        with self._write():
+            return self._exec(
                 f"DELETE FROM ticks WHERE id IN (SELECT t.id FROM ticks t{where})", params
             )
-            return int(cursor.rowcount)
 
     def prune_daemons(
         self, before: datetime, dead_before: datetime, *, dry_run: bool = False
@@ -194,33 +182,8 @@ class MaintenanceTables:
             " OR (stopped_at IS NULL AND heartbeat_at < ? AND heartbeat_at < ?))"
             " AND instance NOT IN (SELECT instance FROM daemon_lock)"
         )
-        stamp = to_iso(before)
-        params = (stamp, stamp, to_iso(dead_before))
+        params = (self.at(before), self.at(before), self.at(dead_before))
         if dry_run:
-            return int(
-                self.conn.execute(f"SELECT count(*) FROM daemons{where}", params).fetchone()[0]
-            )
-        with self._write() as conn:
-            return int(conn.execute(f"DELETE FROM daemons{where}", params).rowcount)
-
-    def compact(self, *, vacuum: bool = False) -> None:
-        """Fold the write-ahead log into the database file and truncate it; with ``vacuum``,
-        also rewrite the file to give freed pages back to the file system (slow on a large
-        file, and it needs as much free disk again)."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        if vacuum:
-            self.conn.execute("VACUUM")
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-
-def _daemon(row: Sequence[Any]) -> DaemonInfo:
-    return DaemonInfo(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        from_iso(row[4]) or datetime.min,
-        from_iso(row[5]) or datetime.min,
-        from_iso(row[6]),
-        from_iso(row[7]),
-    )
+            return self._count(f"SELECT count(*) FROM daemons{where}", params)
+        with self._write():
+            return self._exec(f"DELETE FROM daemons{where}", params)

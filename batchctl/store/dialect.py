@@ -1,0 +1,131 @@
+"""How the queries talk to a database: the few verbs and dialect words each back end provides.
+
+The store is cut between *what to ask* and *how to talk*. The query modules (``runs``,
+``batches``, ``schedule``, ``maintenance``) write every statement once, with ``?`` placeholders,
+against the members of ``Tables`` below; ``SQLiteStore`` and ``PostgresStore`` implement them.
+A difference between the databases is one attribute or one method here, never a second copy of
+a query. Every verb turns the driver's errors into batchctl's own (``StoreError``,
+``StoreWriteError``), so no code outside the store knows which driver is below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from batchctl.records import RunStatus
+
+Row = Sequence[Any]
+
+
+class Tables:
+    """The members every query module uses; a back end defines each one."""
+
+    location: str
+    shown: str
+
+    # --- dialect words ----------------------------------------------------------------------------
+    # The SQL of a lease time, with one ``?`` whose parameter is ``lease(until, now)``: the
+    # caller's time in SQLite, ``now() + span`` on the database's clock in PostgreSQL. A lease
+    # is judged against ``clock`` with ``lease(now, now)``: the current time on that clock.
+    clock = "?"
+    for_update = ""  # locks the row a write transaction reads and then changes
+    skip_locked = ""  # claims rows another writer has not locked, without waiting for it
+    greatest = "max"  # the larger of two values
+    text_order = ""  # orders text byte by byte, whatever the database's locale
+    no_limit: int | None = -1  # a LIMIT that limits nothing
+    runs_newest_first = "runs"  # the runs table as walked newest first, chunk by chunk
+    in_chunk = 500  # values of one IN list (SQLite caps the parameters of a statement)
+    # Seconds from started_at to finished_at.
+    seconds = "(julianday(finished_at) - julianday(started_at)) * 86400.0"
+
+    def at(self, moment: datetime | None) -> Any:
+        """A time as a query parameter."""
+        raise NotImplementedError
+
+    def when(self, value: Any) -> datetime | None:
+        """A time column as read back."""
+        raise NotImplementedError
+
+    def lease(self, until: datetime | None, now: datetime | None = None) -> Any:
+        """The parameter of ``clock`` for a lease to ``until`` (asked for at ``now``, by the
+        caller's clock; this host's when the method has none)."""
+        raise NotImplementedError
+
+    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column`` is one of ``values``: the SQL condition and its parameters."""
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+    # --- verbs ------------------------------------------------------------------------------------
+    def _write(self) -> AbstractContextManager[None]:
+        """One write transaction: writers take turns, and it is rolled back on any error."""
+        raise NotImplementedError
+
+    def _serialize(self, name: str) -> None:
+        """Writers of the key ``name`` (a lock, the daemon lease) take turns until the end of
+        this write transaction, even when its row does not exist yet."""
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        raise NotImplementedError
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        raise NotImplementedError
+
+    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
+        """The rows one by one, without loading them all first where the driver can."""
+        raise NotImplementedError
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        raise NotImplementedError
+
+    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run a statement once per parameter row."""
+        raise NotImplementedError
+
+    def _copy(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Insert many rows into ``table`` (``columns``: their names, comma-separated)."""
+        raise NotImplementedError
+
+    # --- shared by the query modules -------------------------------------------------------------
+    def _id(self, sql: str, params: Sequence[Any]) -> int:
+        """The id an ``INSERT ... RETURNING id`` inserted."""
+        row = self._one(sql, params)
+        assert row is not None, "an INSERT ... RETURNING id returned no row"
+        return int(row[0])
+
+    def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        row = self._one(sql, params)
+        return int(row[0]) if row else 0
+
+    def _chunks(self, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        for start in range(0, len(values), self.in_chunk):
+            yield values[start : start + self.in_chunk]
+
+    def _status_of(self, run_id: int) -> RunStatus | None:
+        """The run's status, its row locked for the rest of the write transaction."""
+        row = self._one(f"SELECT status FROM runs WHERE id = ?{self.for_update}", (run_id,))
+        return None if row is None else RunStatus(row[0])
+
+    def _transition(
+        self,
+        run_id: int,
+        previous: RunStatus | str | None,
+        status: RunStatus | str,
+        at: datetime,
+        reason: str | None,
+    ) -> None:
+        """The one way a run's status change is written: a row in ``transitions``."""
+        self._exec(
+            "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
+            " VALUES (?,?,?,?,?)",
+            (
+                run_id,
+                None if previous is None else RunStatus(previous).value,
+                RunStatus(status).value,
+                self.at(at),
+                reason,
+            ),
+        )
