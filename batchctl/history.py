@@ -7,7 +7,7 @@ from typing import Any
 
 from batchctl.errors import NotFoundError
 from batchctl.records import Attempt, LogLevel, Run, Transition, to_iso
-from batchctl.store.base import Store
+from batchctl.store.base import RunStore
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class RunDetail:
         return data
 
 
-def load_detail(store: Store, run_id: int) -> RunDetail:
+def load_detail(store: RunStore, run_id: int) -> RunDetail:
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError(f"no run with id {run_id}", hint="list runs with: batchctl status")

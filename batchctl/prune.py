@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from batchctl.records import to_iso
 
 if TYPE_CHECKING:
-    from batchctl.store.base import Store
+    from batchctl.store.base import BatchStore, Store
 
 CHUNK = 500
 DEAD_DAEMON_AFTER = timedelta(days=1)  # a daemon record never stopped, silent this long, died
@@ -141,7 +141,7 @@ def prune(
 
 
 def _remove_orphans(
-    store: Store, root: Path, before: datetime, report: PruneReport, *, dry_run: bool
+    store: BatchStore, root: Path, before: datetime, report: PruneReport, *, dry_run: bool
 ) -> None:
     """Remove the submission directories no run refers to (a submit killed, or whose database
     write failed, before its run was recorded), untouched since ``before``."""

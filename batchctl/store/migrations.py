@@ -8,7 +8,9 @@ migration actually runs, so opening an up-to-date database stays cheap.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from batchctl.errors import StoreError
 from batchctl.records import to_iso, utcnow
@@ -321,6 +323,22 @@ MIGRATIONS: list[Migration] = [
     _m009_part_end,
 ]
 LATEST_VERSION = len(MIGRATIONS)
+
+
+@contextmanager
+def closed_on_error(
+    conn: Any, driver_error: type[Exception], message: str, *, hint: str
+) -> Iterator[None]:
+    """Close a new connection if checking or migrating its schema fails; the driver's error
+    becomes a ``StoreError`` that starts with ``message``."""
+    try:
+        yield
+    except driver_error as exc:
+        conn.close()
+        raise StoreError(f"{message}: {str(exc).strip()}", hint=hint) from exc
+    except BaseException:
+        conn.close()
+        raise
 
 
 def needs_migrating(version: int, shown: str, other: str) -> bool:

@@ -115,21 +115,16 @@ class PostgresStore(RunTables, BatchTables, ScheduleTables, MaintenanceTables):
                 f"cannot connect to database {shown}: {str(exc).strip()}",
                 hint="is the server running, and the URL's user, password and database right?",
             ) from exc
-        try:
+        with migrations.closed_on_error(
+            conn,
+            psycopg.Error,
+            f"cannot use database {shown}",
+            hint="is it a batchctl database, and may this user create tables in it?",
+        ):
             _configure(conn)
-            if migrations.needs_migrating(
-                postgres_migrations.current_version(conn), shown, "database"
-            ):
+            version = postgres_migrations.current_version(conn)
+            if migrations.needs_migrating(version, shown, "database"):
                 postgres_migrations.migrate(conn)
-        except psycopg.Error as exc:
-            conn.close()
-            raise StoreError(
-                f"cannot use database {shown}: {str(exc).strip()}",
-                hint="is it a batchctl database, and may this user create tables in it?",
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
         return cls(conn, location)
 
     def close(self) -> None:

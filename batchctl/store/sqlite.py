@@ -56,19 +56,15 @@ class SQLiteStore(RunTables, BatchTables, ScheduleTables, MaintenanceTables):
             )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
-        try:
+        with migrations.closed_on_error(
+            conn,
+            sqlite3.DatabaseError,
+            f"cannot use database {path}",
+            hint="is it a batchctl database? Another process may hold it locked",
+        ):
             _configure(conn)
             if migrations.needs_migrating(migrations.current_version(conn), str(path), "file"):
                 migrations.migrate(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreError(
-                f"cannot use database {path}: {exc}",
-                hint="is it a batchctl database? Another process may hold it locked",
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
         return cls(conn, str(path))
 
     def close(self) -> None:
