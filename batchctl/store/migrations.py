@@ -10,18 +10,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchctl.errors import StoreError
 from batchctl.records import to_iso, utcnow
 
-Migration = Callable[[object], None]
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+Migration = Callable[["Database"], None]
 
 
-def _m001_initial(db: object) -> None:
-    import sqlite_utils
-
-    assert isinstance(db, sqlite_utils.Database)
+def _m001_initial(db: Database) -> None:
     _run_statements(
         db,
         """
@@ -99,17 +99,14 @@ def _m001_initial(db: object) -> None:
     )
 
 
-def _run_statements(db: object, script: str) -> None:
+def _run_statements(db: Database, script: str) -> None:
     # Not executescript(): it COMMITs first, which would break the migration's transaction.
-    import sqlite_utils
-
-    assert isinstance(db, sqlite_utils.Database)
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
 
 
-def _m002_submissions(db: object) -> None:
+def _m002_submissions(db: Database) -> None:
     import uuid
 
     _run_statements(
@@ -193,15 +190,12 @@ def _m002_submissions(db: object) -> None:
         CREATE INDEX requests_by_part ON requests (part_id);
         """,
     )
-    import sqlite_utils
-
-    assert isinstance(db, sqlite_utils.Database)
     # This database's identity, written into the metadata of every remote batch, so that two
     # databases sharing an API account never adopt each other's batches.
     db.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", [uuid.uuid4().hex])
 
 
-def _m003_schedules(db: object) -> None:
+def _m003_schedules(db: Database) -> None:
     _run_statements(
         db,
         """
@@ -256,59 +250,48 @@ def _m003_schedules(db: object) -> None:
     )
 
 
-def _m004_retry_index(db: object) -> None:
+def _m004_retry_index(db: Database) -> None:
     # Deleting a run sets the retry_of of its retries to NULL: without an index that is a scan
     # of every run, per run deleted (prune).
-    _run_statements(db, "CREATE INDEX runs_by_retry_of ON runs (retry_of)")
+    db.table("runs").create_index(["retry_of"], index_name="runs_by_retry_of")
 
 
-def _m005_claim_index(db: object) -> None:
+def _m005_claim_index(db: Database) -> None:
     # claim_ticks orders by priority DESC: an index in that order spares a sort of every
     # pending tick inside the write lock (4 ms per claim with 10,000 pending).
-    _run_statements(
-        db,
-        """
-        DROP INDEX ticks_pending;
-        CREATE INDEX ticks_pending ON ticks (status, priority DESC, scheduled_for, id)
-        """,
-    )
+    from sqlite_utils.db import DescIndex
+
+    ticks = db.table("ticks")
+    ticks.drop_index("ticks_pending")
+    columns = ["status", DescIndex("priority"), "scheduled_for", "id"]
+    ticks.create_index(columns, index_name="ticks_pending")
 
 
-def _m006_tick_claimer(db: object) -> None:
+def _m006_tick_claimer(db: Database) -> None:
     # Which daemon claimed a tick: if it dies before the run exists, another fires it again.
-    _run_statements(db, "ALTER TABLE ticks ADD COLUMN claimed_by TEXT")
+    db.table("ticks").add_column("claimed_by", str)
 
 
-def _m007_attempt_process(db: object) -> None:
+def _m007_attempt_process(db: Database) -> None:
     # The process group a command attempt runs in, and its leader's start time: whoever records
     # the run abandoned stops a group that outlived its killed runner (process_groups.py).
-    _run_statements(
-        db,
-        """
-        ALTER TABLE attempts ADD COLUMN pgid INTEGER;
-        ALTER TABLE attempts ADD COLUMN pgid_started TEXT
-        """,
-    )
+    db.table("attempts").add_column("pgid", int).add_column("pgid_started", str)
 
 
-def _m008_token_details(db: object) -> None:
+def _m008_token_details(db: Database) -> None:
     # What a price depends on besides input and output tokens: the cached part of a request's
     # input and the reasoning part of its output; and the models a run's cost leaves out for
     # want of a price (NULL: none), so that "unpriced" is never shown as $0.
-    _run_statements(
-        db,
-        """
-        ALTER TABLE requests ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE requests ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE runs ADD COLUMN unpriced_models TEXT
-        """,
-    )
+    requests = db.table("requests")
+    requests.add_column("cached_tokens", int, not_null_default=0)
+    requests.add_column("reasoning_tokens", int, not_null_default=0)
+    db.table("runs").add_column("unpriced_models", str)
 
 
-def _m009_part_end(db: object) -> None:
+def _m009_part_end(db: Database) -> None:
     # When each batch ended on the API's clock: a submission's duration is the API's, not the
     # moment batchctl next looked.
-    _run_statements(db, "ALTER TABLE parts ADD COLUMN remote_ended_at INTEGER")
+    db.table("parts").add_column("remote_ended_at", int)
 
 
 MIGRATIONS: list[Migration] = [
