@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from batchctl.records import DaemonInfo, PrunableRun, RunStats, SchedulePosition
+from batchctl.records import PrunableRun, RunStats, SchedulePosition
 from batchctl.store.dialect import Tables
-from batchctl.store.rows import DAEMON_COLUMNS, daemon_from_row
 
 # A run that may be pruned: ended, and not a batch submission whose results are not merged yet
 # (its run may be terminal for a moment before the merge is recorded, or reopened by a retry).
@@ -92,26 +91,6 @@ class MaintenanceTables(Tables):
             if cursor is not None:
                 positions[(row[0], row[1] or None)] = SchedulePosition(cursor, self.when(row[3]))
         return positions
-
-    def latest_daemon(self, mode: str) -> DaemonInfo | None:
-        """The daemon record of ``mode`` ("daemon" or "once") not marked stopped, newest
-        heartbeat first; None if there is none."""
-        row = self._one(
-            f"SELECT {DAEMON_COLUMNS} FROM daemons WHERE mode = ? AND stopped_at IS NULL"
-            " ORDER BY heartbeat_at DESC LIMIT 1",
-            (mode,),
-        )
-        return None if row is None else daemon_from_row(row, self.when)
-
-    def daemons_since(self, since: datetime, limit: int = 50) -> list[DaemonInfo]:
-        """Daemon records that beat at or after ``since``, or are not marked stopped; newest
-        heartbeat first."""
-        rows = self._all(
-            f"SELECT {DAEMON_COLUMNS} FROM daemons WHERE heartbeat_at >= ? OR stopped_at IS NULL"
-            " ORDER BY heartbeat_at DESC LIMIT ?",
-            (self.at(since), limit),
-        )
-        return [daemon_from_row(row, self.when) for row in rows]
 
     # --- prune ------------------------------------------------------------------------------------
     def prunable_runs(

@@ -295,6 +295,22 @@ class ScheduleTables(Tables):
     def daemons(self, limit: int = 20) -> list[DaemonInfo]:
         return self._daemons(" ORDER BY heartbeat_at DESC LIMIT ?", (limit,))
 
+    def latest_daemon(self, mode: str) -> DaemonInfo | None:
+        """The daemon record of ``mode`` ("daemon" or "once") not marked stopped, newest
+        heartbeat first; None if there is none."""
+        found = self._daemons(
+            " WHERE mode = ? AND stopped_at IS NULL ORDER BY heartbeat_at DESC LIMIT 1", (mode,)
+        )
+        return found[0] if found else None
+
+    def daemons_since(self, since: datetime, limit: int = 50) -> list[DaemonInfo]:
+        """Daemon records that beat at or after ``since``, or are not marked stopped; newest
+        heartbeat first."""
+        return self._daemons(
+            " WHERE heartbeat_at >= ? OR stopped_at IS NULL ORDER BY heartbeat_at DESC LIMIT ?",
+            (self.at(since), limit),
+        )
+
     def _daemons(self, tail: str, params: Sequence[object]) -> list[DaemonInfo]:
         rows = self._all(f"SELECT {DAEMON_COLUMNS} FROM daemons{tail}", params)
         return [daemon_from_row(row, self.when) for row in rows]
