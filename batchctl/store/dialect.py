@@ -10,12 +10,13 @@ a query. Every verb turns the driver's errors into batchctl's own (``StoreError`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from batchctl.records import RunStatus
+from batchctl.store.rows import TimeReader
 
 Row = Sequence[Any]
 
@@ -41,13 +42,9 @@ class Tables:
     # Seconds from started_at to finished_at.
     seconds = "(julianday(finished_at) - julianday(started_at)) * 86400.0"
 
-    def at(self, moment: datetime | None) -> Any:
-        """A time as a query parameter."""
-        raise NotImplementedError
-
-    def when(self, value: Any) -> datetime | None:
-        """A time column as read back."""
-        raise NotImplementedError
+    # A time as a query parameter, and a time column as read back (static: called per row).
+    at: Callable[[datetime | None], Any]
+    when: TimeReader
 
     def lease(self, until: datetime | None, now: datetime | None = None) -> Any:
         """The parameter of ``clock`` for a lease to ``until`` (asked for at ``now``, by the

@@ -131,11 +131,9 @@ class PostgresStore(RunTables, BatchTables, ScheduleTables, MaintenanceTables):
         self.conn.close()
 
     # --- the dialect ------------------------------------------------------------------------------
-    def at(self, moment: datetime | None) -> datetime | None:
-        return moment
-
-    def when(self, value: Any) -> datetime | None:
-        return as_stored(value)
+    # timestamptz: psycopg writes and reads aware datetimes itself.
+    at = staticmethod(as_stored)
+    when = staticmethod(as_stored)
 
     def lease(self, until: datetime | None, now: datetime | None = None) -> timedelta | None:
         # How long a lease the caller asked for: ``until`` less the caller's ``now`` (or, when

@@ -71,11 +71,9 @@ class SQLiteStore(RunTables, BatchTables, ScheduleTables, MaintenanceTables):
         self.conn.close()
 
     # --- the dialect ------------------------------------------------------------------------------
-    def at(self, moment: datetime | None) -> str | None:
-        return to_iso(moment)
-
-    def when(self, value: Any) -> datetime | None:
-        return from_iso(value)
+    # ISO 8601 text, UTC, microseconds: fixed width, so text order is time order.
+    at = staticmethod(to_iso)
+    when = staticmethod(from_iso)
 
     def lease(self, until: datetime | None, now: datetime | None = None) -> str | None:
         return to_iso(until)
