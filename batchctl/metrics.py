@@ -3,7 +3,7 @@ aggregate queries, in a registry of its own, encoded by the library in the text 
 or, when a scraper asks for it, OpenMetrics.
 
 Every figure comes from the database in a few aggregate queries (see
-``store/sqlite_maintenance.py``), so a scrape costs milliseconds however long the history.
+``store/maintenance.py``), so a scrape costs milliseconds however long the history.
 Counters count what the database holds: ``batchctl prune`` lowers them, which Prometheus's
 ``rate()`` and ``increase()`` read as a counter reset — as after a restart.
 
