@@ -324,3 +324,14 @@ def test_a_database_from_a_newer_batchctl_is_refused(
     fresh.sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", 999, T0.isoformat())
     with pytest.raises(StoreError, match="newer than this batchctl"):
         open_store(location)
+
+
+# --- errors --------------------------------------------------------------------------------------
+def test_a_database_error_is_a_store_error_whatever_the_driver(store: Store) -> None:
+    # The core and the CLI know batchctl's errors only, never sqlite3's or psycopg's.
+    run_id = _run(store)
+    store.close()
+    with pytest.raises(StoreError, match="database error"):
+        store.get_run(run_id)
+    with pytest.raises(StoreError):
+        store.request_cancel(run_id)
