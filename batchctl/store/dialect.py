@@ -28,6 +28,7 @@ class Tables:
     shown: str
 
     # --- dialect words ----------------------------------------------------------------------------
+    # Most defaults are SQLite's spelling; each back end overrides what it spells otherwise.
     # The SQL of a lease time, with one ``?`` whose parameter is ``lease(until, now)``: the
     # caller's time in SQLite, ``now() + span`` on the database's clock in PostgreSQL. A lease
     # is judged against ``clock`` with ``lease(now, now)``: the current time on that clock.
