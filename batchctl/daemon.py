@@ -35,7 +35,7 @@ from batchctl.engine import Engine, EngineSettings
 from batchctl.errors import BatchctlError, ConfigError, ExitCode
 from batchctl.locations import create_private_file
 from batchctl.owners import is_dead, this_process
-from batchctl.records import Owner, RunStatus, Tick, utcnow
+from batchctl.records import ACTIVE_RUN_STATUSES, Owner, RunStatus, Tick, utcnow
 from batchctl.schedule import Schedule, plan_ticks
 
 if TYPE_CHECKING:
@@ -458,7 +458,7 @@ class Daemon:
                 RunStatus.ABANDONED,
                 now,
                 reason=reason,
-                only_if=(RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING),
+                only_if=ACTIVE_RUN_STATUSES,
             ):
                 continue
             log.warning("run %d of %s abandoned: %s", run.id, run.job, reason)

@@ -27,6 +27,7 @@ from batchctl.jobs.secrets import Masker
 from batchctl.owners import is_dead, this_process
 from batchctl.pings import Pinger
 from batchctl.records import (
+    ACTIVE_RUN_STATUSES,
     LockHolder,
     LogEntry,
     LogLevel,
@@ -204,7 +205,7 @@ class Engine:
         if run.status is RunStatus.QUEUED or gone:
             reason = "cancelled" if run.owner is None else "cancelled; its process had stopped"
             ended = self.store.set_status(
-                run_id, RunStatus.CANCELLED, now, reason=reason, only_if=_ACTIVE
+                run_id, RunStatus.CANCELLED, now, reason=reason, only_if=ACTIVE_RUN_STATUSES
             )
             if ended and run.owner is not None:
                 process_groups.stop_leftovers(self.store, run_id, run.owner.host, now)
@@ -248,7 +249,7 @@ class Engine:
             RunStatus.CANCELLED,
             self.clock(),
             reason=f"replaced by run {run_id}; it did not stop in time",
-            only_if=_ACTIVE,
+            only_if=ACTIVE_RUN_STATUSES,
         )
         stolen = self.store.steal_lock(
             key, holder, run_id, self.owner, self._lease_until(), self.clock()
@@ -280,7 +281,7 @@ class Engine:
             RunStatus.ABANDONED,
             self.clock(),
             reason=f"{why} (host {holder.owner.host}, pid {holder.owner.pid})",
-            only_if=_ACTIVE,
+            only_if=ACTIVE_RUN_STATUSES,
         ):
             process_groups.stop_leftovers(
                 self.store, holder.run_id, holder.owner.host, self.clock()
@@ -350,9 +351,6 @@ class Engine:
         if self.observer:
             self.observer.run_finished(run)
         return run
-
-
-_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
 
 
 class _Attempt:
