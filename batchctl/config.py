@@ -458,7 +458,7 @@ def _parse_prices(raw: Mapping[str, Any], problems: _Problems) -> dict[str, Pric
 
 
 def _check_processors(jobs: Mapping[str, JobConfig], base_dir: Path, problems: _Problems) -> None:
-    from batchctl.jobs.python import ProcessorImportError, resolve_processor
+    from batchctl.processing import ProcessorImportError, resolve_processor
 
     for job in jobs.values():
         if job.kind != "python" or job.processor is None:

@@ -804,7 +804,7 @@ class Batches:
         self.store.mark_merged(run_id, str(path), self.clock())
         self._drop_unneeded_inputs(submission)
         if run is not None:
-            from batchctl.jobs.openai import after_settle
+            from batchctl.batches.delivery import after_settle
 
             after_settle(self.store, self.config, run_id, run.job, path)
         return True

@@ -3,28 +3,24 @@
 ``input`` is a file or glob (relative to the config file's directory; ``{scope}`` is replaced by
 the run's scope) or ``{ command = "..." }`` whose stdout is the JSONL. A run submits it like
 ``batchctl submit`` does and ends when the submission's results are merged; then the merged
-results are copied to ``output_dir`` and ``on_complete`` runs with their path.
+results are copied to ``output_dir`` and ``on_complete`` runs with their path (batches/delivery.py).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchctl.config import Config, JobConfig
+from batchctl.config import JobConfig
 from batchctl.errors import UsageError
-from batchctl.records import LogEntry, LogLevel, RunStatus, utcnow
+from batchctl.records import RunStatus, utcnow
 
 if TYPE_CHECKING:
     from batchctl.batches.submission import Batches
-    from batchctl.store.base import Store
-
-ON_COMPLETE_TIMEOUT_S = 3600
 
 
 def submit_job(
@@ -107,50 +103,3 @@ def _run_input_command(job: JobConfig, scope: str | None, base_dir: Path, stagin
             f"jobs.{job.name}.input: the command exited {finished.returncode}: {detail[0]}"
         )
     return target
-
-
-def after_settle(store: Store, config: Config, run_id: int, job_name: str, results: Path) -> None:
-    """Deliver a settled run's merged results: copy to ``output_dir``, run ``on_complete``."""
-    job = config.jobs.get(job_name)
-    if job is None or job.kind != "openai":
-        return
-    delivered = results
-    if job.output_dir is not None:
-        job.output_dir.mkdir(parents=True, exist_ok=True)
-        delivered = job.output_dir / f"{job.name}-run{run_id}{results.suffix}"
-        shutil.copyfile(results, delivered)
-    if job.on_complete:
-        _on_complete(store, job, run_id, delivered, config.base_dir)
-
-
-def _on_complete(store: Store, job: JobConfig, run_id: int, results: Path, base_dir: Path) -> None:
-    command = job.on_complete or ""
-    env = {
-        **os.environ,
-        **job.env,
-        "BATCHCTL_RESULTS": str(results),
-        "BATCHCTL_RUN_ID": str(run_id),
-        "BATCHCTL_JOB": job.name,
-    }
-    try:
-        finished = subprocess.run(
-            command.replace("{results}", str(results)),
-            shell=True,
-            cwd=job.cwd or base_dir,
-            env=env,
-            capture_output=True,
-            timeout=ON_COMPLETE_TIMEOUT_S,
-            check=False,
-        )
-        lines = [("stdout", line) for line in finished.stdout.decode(errors="replace").splitlines()]
-        lines += [
-            ("stderr", line) for line in finished.stderr.decode(errors="replace").splitlines()
-        ]
-        outcome = f"on_complete exited {finished.returncode}"
-        level = LogLevel.INFO if finished.returncode == 0 else LogLevel.ERROR
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        lines, outcome, level = [], f"on_complete failed: {exc}", LogLevel.ERROR
-    now = utcnow()
-    entries = [LogEntry(run_id, 1, now, LogLevel.INFO, text, stream) for stream, text in lines]
-    entries.append(LogEntry(run_id, 1, now, level, outcome, "engine", {"command": command}))
-    store.append_logs(entries)
