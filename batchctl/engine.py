@@ -104,33 +104,24 @@ class Engine:
         retry_of: int | None = None,
         scheduled_for: datetime | None = None,
     ) -> Run:
-        """Run one (job, scope) to its end, attempts and retries included, and return the run."""
-        if scope is not None and job.scopes and scope not in job.scopes:
-            raise UsageError(
-                f"job {job.name!r} has no scope {scope!r}",
-                hint=f"its scopes: {', '.join(job.scopes)}",
-            )
+        """Run one (job, scope) to its end, attempts and retries included, and return the run.
 
-        def record(status: RunStatus, reason: str | None = None) -> int:
-            now = self.clock()
-            queued = status is RunStatus.QUEUED
-            return self.store.create_run(
-                job=job.name,
-                scope=scope,
-                trigger=trigger,
-                status=status,
-                reason=reason,
-                max_attempts=job.retries.max_attempts,
-                now=now,
-                retry_of=retry_of,
-                scheduled_for=scheduled_for,
-                owner=self.owner if queued else None,
-                lease_until=now + self._queued_lease(job) if queued else None,
-            )
+        The lifecycle (``batchctl.runs``) calls it for a job whose kind runs here, once it has
+        checked the scope and that the job is enabled."""
 
-        if not job.enabled:
-            return self._finished(record(RunStatus.SKIPPED, "job is disabled"))
-        run_id = record(RunStatus.QUEUED)
+        now = self.clock()
+        run_id = self.store.create_run(
+            job=job.name,
+            scope=scope,
+            trigger=trigger,
+            status=RunStatus.QUEUED,
+            max_attempts=job.retries.max_attempts,
+            now=now,
+            retry_of=retry_of,
+            scheduled_for=scheduled_for,
+            owner=self.owner,
+            lease_until=now + self._queued_lease(job),
+        )
         if self.observer:
             self.observer.run_started(run_id, job, scope)
         key = lock_key(job.name, scope)
@@ -161,32 +152,7 @@ class Engine:
                 self.store.release_lock(key, run_id)
         run = self._finished(run_id)
         pinger.finish(run.status is RunStatus.COMPLETED)
-        if run.status is RunStatus.COMPLETED:
-            self._run_chained(job, scope, run)
         return run
-
-    def _run_chained(self, upstream: JobConfig, scope: str | None, run: Run) -> None:
-        """Run the jobs whose ``after`` names this one (their own scopes, or this scope)."""
-        for job in self.config.jobs.values():
-            if upstream.name not in job.after or not job.enabled:
-                continue
-            for each in [scope] if scope in job.scopes else job.run_scopes():
-                if job.kind == "openai":
-                    from batchctl.batches.submission import Batches
-                    from batchctl.jobs.openai import submit_job
-
-                    submit_job(Batches(self.store, self.config), job, each, trigger="after")
-                else:
-                    self.run(job, each, trigger="after", retry_of=None)
-
-    def retry(self, run_id: int) -> Run:
-        """Run a finished run's job and scope again, as a new run linked to the old one."""
-        run = self.get(run_id)
-        if not run.status.terminal:
-            raise UsageError(f"run {run_id} is still {run.status.value}; nothing to retry yet")
-        if run.status is RunStatus.COMPLETED:
-            raise UsageError(f"run {run_id} completed; there is nothing to retry")
-        return self.run(self.config.job(run.job), run.scope, trigger="retry", retry_of=run_id)
 
     def cancel(self, run_id: int) -> Run:
         """Ask a run to stop. A run whose process is gone, or that has not started, ends at once."""

@@ -11,16 +11,72 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchctl.config import JobConfig
+from batchctl.config import BatchSettings, JobConfig
 from batchctl.errors import UsageError
-from batchctl.records import RunStatus, utcnow
+from batchctl.jobs import Retried, StartRequest
+from batchctl.records import REQUEST_OUTCOMES, RequestOutcome, Run, RunStatus, utcnow
 
 if TYPE_CHECKING:
-    from batchctl.batches.submission import Batches
+    from batchctl.batches.submission import Batches, SubmitOptions
+    from batchctl.runs import Runs
+
+
+class BatchKind:
+    """A run submits the job's input as a batch submission and goes on at the provider; it ends
+    when a later ``wait``, ``results`` or daemon pass merges its results."""
+
+    remote = True
+
+    def start(self, runs: Runs, job: JobConfig, scope: str | None, request: StartRequest) -> Run:
+        batches = runs.batches()
+        trigger, when = request.trigger, request.scheduled_for
+        return runs.get(submit_job(batches, job, scope, trigger=trigger, scheduled_for=when))
+
+    def cancel(self, runs: Runs, run: Run) -> Run:
+        runs.batches().cancel(run.id)
+        return runs.get(run.id)
+
+    def retry(self, runs: Runs, run: Run, outcomes: Sequence[str]) -> Retried:
+        """Send again the requests with these outcomes (all that did not succeed, by default)
+        as new parts of the same submission."""
+        chosen = outcomes or [o for o in REQUEST_OUTCOMES if o != RequestOutcome.SUCCEEDED]
+        count = runs.batches().retry(run.id, chosen)
+        return Retried(runs.get(run.id), count)
+
+
+KIND = BatchKind()
+
+
+def submit_options(
+    job: JobConfig | None,
+    settings: BatchSettings,
+    *,
+    endpoint: str | None = None,
+    completion_window: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    max_requests: int | None = None,
+    max_bytes: int | None = None,
+    on_expired: str | None = None,
+    force: bool = False,
+) -> SubmitOptions:
+    """A submission's options: each one given, else the job's, else ``[batches]``'s. Given
+    metadata is added to the job's (a key given twice takes the given value)."""
+    from batchctl.batches.submission import SubmitOptions
+
+    return SubmitOptions(
+        endpoint=endpoint or (job.endpoint if job else None),
+        completion_window=completion_window or (job.completion_window if job else "24h"),
+        metadata={**(dict(job.metadata) if job else {}), **(metadata or {})},
+        max_requests=max_requests or settings.max_requests,
+        max_bytes=max_bytes or settings.max_bytes,
+        on_expired=on_expired or (job.on_expired if job else settings.on_expired),
+        force=force,
+    )
 
 
 def submit_job(
@@ -33,18 +89,10 @@ def submit_job(
 ) -> int:
     """Submit one run of an ``openai`` job; returns its run id."""
     from batchctl.batches import files as local
-    from batchctl.batches.submission import DuplicateInput, SubmitOptions
+    from batchctl.batches.submission import DuplicateInput
 
     config = batches.config
-    settings = config.batches
-    options = SubmitOptions(
-        endpoint=job.endpoint,
-        completion_window=job.completion_window,
-        metadata=dict(job.metadata),
-        max_requests=settings.max_requests,
-        max_bytes=settings.max_bytes,
-        on_expired=job.on_expired,
-    )
+    options = submit_options(job, config.batches)
     staging = local.files_root(batches.store.location) / "inputs"
     paths = _inputs(job, scope, config.base_dir, staging)
     try:

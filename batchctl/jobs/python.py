@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from batchctl.config import JobConfig
+from batchctl.jobs import LocalKind
 from batchctl.jobs.context import AttemptContext
 from batchctl.processing import (
     ProcessFunction,
@@ -129,3 +130,6 @@ class PythonExecution:
                 cause=self._cause,
             )
         return None
+
+
+KIND = LocalKind(start)
