@@ -16,7 +16,7 @@ from batchctl.cli.options import JsonOption
 if TYPE_CHECKING:
     import threading
 
-    from batchctl.batches.submission import Batches, ResultSummary, SubmitOptions
+    from batchctl.batches.submission import Batches, ResultSummary
     from batchctl.batches.validation import Plan
     from batchctl.config import Config, JobConfig
 
@@ -99,7 +99,6 @@ def submit(
         on_expired=on_expired,
         force=force,
     )
-    _check_limits(options)
     batches = open_batches()
     if dry_run:
         history = batches.store.output_history(job) if job else {}
@@ -327,21 +326,6 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
             raise UsageError(f"--metadata: expected KEY=VALUE, got {pair!r}")
         found[key] = value
     return found
-
-
-def _check_limits(options: SubmitOptions) -> None:
-    from batchctl.batches.metadata import metadata_problems
-    from batchctl.errors import UsageError
-
-    problems = metadata_problems(options.metadata or {})
-    if problems:
-        raise UsageError(f"--metadata: {problems[0]}")
-    if options.on_expired not in ("keep", "resubmit"):
-        raise UsageError(f"--on-expired: expected keep or resubmit, got {options.on_expired!r}")
-    if options.completion_window != "24h":
-        raise UsageError("--completion-window: the API offers only 24h")
-    if options.max_requests < 1 or options.max_bytes < 1:
-        raise UsageError("--max-requests and --max-bytes must be 1 or more")
 
 
 def _print_plan(

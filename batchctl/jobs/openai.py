@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchctl.config import BatchSettings, JobConfig
+from batchctl.config import ON_EXPIRED, BatchSettings, JobConfig
 from batchctl.errors import UsageError
 from batchctl.jobs import Retried, StartRequest
 from batchctl.records import REQUEST_OUTCOMES, RequestOutcome, Run, RunStatus, utcnow
@@ -68,7 +68,7 @@ def submit_options(
     metadata is added to the job's (a key given twice takes the given value)."""
     from batchctl.batches.submission import SubmitOptions
 
-    return SubmitOptions(
+    options = SubmitOptions(
         endpoint=endpoint or (job.endpoint if job else None),
         completion_window=completion_window or (job.completion_window if job else "24h"),
         metadata={**(dict(job.metadata) if job else {}), **(metadata or {})},
@@ -77,6 +77,24 @@ def submit_options(
         on_expired=on_expired or (job.on_expired if job else settings.on_expired),
         force=force,
     )
+    _check(options)
+    return options
+
+
+def _check(options: SubmitOptions) -> None:
+    """The API's limits and batchctl's reserved keys, named as ``submit``'s options (a job's
+    own values were checked with the config, by the same rules)."""
+    from batchctl.batches.metadata import metadata_problems
+
+    problems = metadata_problems(options.metadata or {})
+    if problems:
+        raise UsageError(f"--metadata: {problems[0]}")
+    if options.on_expired not in ON_EXPIRED:
+        raise UsageError(f"--on-expired: expected keep or resubmit, got {options.on_expired!r}")
+    if options.completion_window != "24h":
+        raise UsageError("--completion-window: the API offers only 24h")
+    if options.max_requests < 1 or options.max_bytes < 1:
+        raise UsageError("--max-requests and --max-bytes must be 1 or more")
 
 
 def submit_job(
