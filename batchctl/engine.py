@@ -1,4 +1,6 @@
-"""The run lifecycle: create, lock, attempt, retry, finish, cancel and recover.
+"""A run executing in this process (a job of kind command or python): create, lock, attempt,
+retry, finish, cancel. Starting it under the job's policies, chaining and recovery for every kind
+are ``batchctl.runs``'s, which calls in here.
 
 The engine records intent before acting and outcomes as they arrive: a run row exists before
 anything executes, every status change is a stored transition, and a lock in the store (with an
