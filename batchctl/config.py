@@ -22,9 +22,10 @@ from batchctl.batches.metadata import metadata_problems
 from batchctl.batches.pricing import Price
 from batchctl.durations import parse_duration
 from batchctl.errors import ConfigError, quoted
+from batchctl.jobs import KIND_MODULES
 from batchctl.schedule import CATCHUP_POLICIES
 
-JOB_KINDS = ("command", "python", "openai")
+JOB_KINDS = tuple(KIND_MODULES)  # registered in jobs/__init__.py
 ON_EXPIRED = ("keep", "resubmit")
 CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
 RETRY_CAUSES = ("error", "timeout", "partial")
@@ -458,10 +459,10 @@ def _parse_prices(raw: Mapping[str, Any], problems: _Problems) -> dict[str, Pric
 
 
 def _check_processors(jobs: Mapping[str, JobConfig], base_dir: Path, problems: _Problems) -> None:
-    from batchctl.jobs.python import ProcessorImportError, resolve_processor
+    from batchctl.processing import ProcessorImportError, resolve_processor
 
     for job in jobs.values():
-        if job.kind != "python" or job.processor is None:
+        if job.processor is None:  # only a job of kind python names one
             continue
         try:
             resolve_processor(job.processor, base_dir)

@@ -29,13 +29,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from batchctl import process_groups
 from batchctl.config import Config, JobConfig
-from batchctl.engine import Engine, EngineSettings
+from batchctl.engine import EngineSettings
 from batchctl.errors import BatchctlError, ConfigError, ExitCode
 from batchctl.locations import create_private_file
 from batchctl.owners import is_dead, this_process
-from batchctl.records import Owner, RunStatus, Tick, utcnow
+from batchctl.records import Owner, Run, RunStatus, Tick, TickStatus, utcnow
+from batchctl.runs import Runs
 from batchctl.schedule import Schedule, plan_ticks
 
 if TYPE_CHECKING:
@@ -326,44 +326,24 @@ class Daemon:
             store.close_tick(tick.id, "missed", reason=f"started {late:.0f}s late")
             return
         log.info("firing %s for %s", label, tick.scheduled_for.isoformat())
-        if job.kind == "openai":
-            run_id = self._submit(store, config, job, tick)
-            store.close_tick(tick.id, "fired", run_id=run_id)
-            return
-        engine = Engine(
-            store,
-            config,
-            clock=self.clock,
-            cancel=cancel,
-            settings=EngineSettings(lease=config.daemon.lease),
+        run = self._runs(store, cancel).start(
+            job, tick.scope, trigger="schedule", scheduled_for=tick.scheduled_for
         )
-        run = engine.run(job, tick.scope, trigger="schedule", scheduled_for=tick.scheduled_for)
-        status = "skipped" if run.status is RunStatus.SKIPPED else "fired"
+        status = TickStatus.SKIPPED if run.status is RunStatus.SKIPPED else TickStatus.FIRED
         store.close_tick(
             tick.id, status, run_id=run.id, reason=run.reason if status == "skipped" else None
         )
         log.info("%s run %d %s", label, run.id, run.status.value)
 
-    def _submit(self, store: Store, config: Config, job: JobConfig, tick: Tick) -> int:
-        from batchctl.batches.submission import Batches
-        from batchctl.jobs.openai import submit_job
-
-        if job.concurrency == "forbid":
-            busy = [r for r in store.active_runs(job.name) if r.scope == tick.scope]
-            if busy:
-                return store.create_run(
-                    job=job.name,
-                    scope=tick.scope,
-                    trigger="schedule",
-                    status=RunStatus.SKIPPED,
-                    max_attempts=1,
-                    now=self.clock(),
-                    scheduled_for=tick.scheduled_for,
-                    reason=f"run {busy[0].id} of this job is still in flight (concurrency=forbid)",
-                )
-        batches = Batches(store, config, provider_factory=self._provider)
-        return submit_job(
-            batches, job, tick.scope, trigger="schedule", scheduled_for=tick.scheduled_for
+    def _runs(self, store: Store, cancel: threading.Event) -> Runs:
+        """The lifecycle of runs for one worker: its store connection, stopped by ``cancel``."""
+        return Runs(
+            store,
+            self.config,
+            clock=self.clock,
+            cancel=cancel,
+            settings=EngineSettings(lease=self.config.daemon.lease),
+            provider_factory=self._provider,
         )
 
     # --- batches in flight ----------------------------------------------------------------------
@@ -434,57 +414,21 @@ class Daemon:
                 "%d tick(s) claimed by a daemon that died before running them: firing them again",
                 refired,
             )
-        candidates = {run.id: run for run in self.store.runs_past_lease(now)}
-        for run in self.store.active_runs():
-            # A run still queued when its process died on this host (kill -9 before its first
-            # attempt) is taken at once: its lease is long (it covers lock waits and the start
-            # ping), and no lock of its own leads the next run to it under concurrency "allow".
-            # A running run waits for its lease, as documented, or for the next run's lock.
-            if run.status is RunStatus.QUEUED and run.owner is not None and is_dead(run.owner):
-                candidates.setdefault(run.id, run)
-        for run in candidates.values():
-            if run.owner is not None and run.owner == self.owner:
-                continue
-            died = run.owner is not None and is_dead(run.owner)
-            if run.owner is not None and run.owner.host == self.owner.host and not died:
-                continue  # alive here, only slow to renew: its lock decides
-            reason = "its lease expired"
-            if run.owner is not None:
-                where = f"host {run.owner.host}, pid {run.owner.pid}"
-                what = "died" if died else "stopped renewing its lease"
-                reason = f"its process ({where}) {what}"
-            if not self.store.set_status(
-                run.id,
-                RunStatus.ABANDONED,
-                now,
-                reason=reason,
-                only_if=(RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING),
-            ):
-                continue
-            log.warning("run %d of %s abandoned: %s", run.id, run.job, reason)
-            if run.owner is not None:
-                stopped = process_groups.stop_leftovers(self.store, run.id, run.owner.host, now)
-                if stopped:
-                    log.warning("run %d of %s: %s", run.id, run.job, stopped)
-            self._retry_abandoned(run.id, run.job, run.scope, run.attempts)
+        for lost in self._runs(self.store, threading.Event()).abandon_lost(self.owner, now):
+            run = lost.run
+            log.warning("run %d of %s abandoned: %s", run.id, run.job, lost.reason)
+            if lost.stopped:
+                log.warning("run %d of %s: %s", run.id, run.job, lost.stopped)
+            if lost.retry is not None:
+                self._retry_abandoned(run, lost.retry)
 
-    def _retry_abandoned(
-        self, run_id: int, job_name: str, scope: str | None, attempts: int
-    ) -> None:
-        job = self.config.jobs.get(job_name)
-        if job is None or "error" not in job.retries.on or attempts >= job.retries.max_attempts:
-            return
+    def _retry_abandoned(self, run: Run, job: JobConfig) -> None:
         cancel = threading.Event()
 
         def retry() -> None:
-            engine = Engine(
-                self._thread_store(),
-                self.config,
-                clock=self.clock,
-                cancel=cancel,
-                settings=EngineSettings(lease=self.config.daemon.lease),
+            self._runs(self._thread_store(), cancel).start(
+                job, run.scope, trigger="retry", retry_of=run.id
             )
-            engine.run(job, scope, trigger="retry", retry_of=run_id)
 
         self.running[self.pool.submit(retry)] = cancel
 

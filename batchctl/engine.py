@@ -1,4 +1,6 @@
-"""The run lifecycle: create, lock, attempt, retry, finish, cancel and recover.
+"""A run executing in this process (a job of kind command or python): create, lock, attempt,
+retry, finish, cancel. Starting it under the job's policies, chaining and recovery for every kind
+are ``batchctl.runs``'s, which calls in here.
 
 The engine records intent before acting and outcomes as they arrive: a run row exists before
 anything executes, every status change is a stored transition, and a lock in the store (with an
@@ -27,6 +29,7 @@ from batchctl.jobs.secrets import Masker
 from batchctl.owners import is_dead, this_process
 from batchctl.pings import Pinger
 from batchctl.records import (
+    ACTIVE_RUN_STATUSES,
     LockHolder,
     LogEntry,
     LogLevel,
@@ -103,33 +106,24 @@ class Engine:
         retry_of: int | None = None,
         scheduled_for: datetime | None = None,
     ) -> Run:
-        """Run one (job, scope) to its end, attempts and retries included, and return the run."""
-        if scope is not None and job.scopes and scope not in job.scopes:
-            raise UsageError(
-                f"job {job.name!r} has no scope {scope!r}",
-                hint=f"its scopes: {', '.join(job.scopes)}",
-            )
+        """Run one (job, scope) to its end, attempts and retries included, and return the run.
 
-        def record(status: RunStatus, reason: str | None = None) -> int:
-            now = self.clock()
-            queued = status is RunStatus.QUEUED
-            return self.store.create_run(
-                job=job.name,
-                scope=scope,
-                trigger=trigger,
-                status=status,
-                reason=reason,
-                max_attempts=job.retries.max_attempts,
-                now=now,
-                retry_of=retry_of,
-                scheduled_for=scheduled_for,
-                owner=self.owner if queued else None,
-                lease_until=now + self._queued_lease(job) if queued else None,
-            )
+        The lifecycle (``batchctl.runs``) calls it for a job whose kind runs here, once it has
+        checked the scope and that the job is enabled."""
 
-        if not job.enabled:
-            return self._finished(record(RunStatus.SKIPPED, "job is disabled"))
-        run_id = record(RunStatus.QUEUED)
+        now = self.clock()
+        run_id = self.store.create_run(
+            job=job.name,
+            scope=scope,
+            trigger=trigger,
+            status=RunStatus.QUEUED,
+            max_attempts=job.retries.max_attempts,
+            now=now,
+            retry_of=retry_of,
+            scheduled_for=scheduled_for,
+            owner=self.owner,
+            lease_until=now + self._queued_lease(job),
+        )
         if self.observer:
             self.observer.run_started(run_id, job, scope)
         key = lock_key(job.name, scope)
@@ -160,32 +154,7 @@ class Engine:
                 self.store.release_lock(key, run_id)
         run = self._finished(run_id)
         pinger.finish(run.status is RunStatus.COMPLETED)
-        if run.status is RunStatus.COMPLETED:
-            self._run_chained(job, scope, run)
         return run
-
-    def _run_chained(self, upstream: JobConfig, scope: str | None, run: Run) -> None:
-        """Run the jobs whose ``after`` names this one (their own scopes, or this scope)."""
-        for job in self.config.jobs.values():
-            if upstream.name not in job.after or not job.enabled:
-                continue
-            for each in [scope] if scope in job.scopes else job.run_scopes():
-                if job.kind == "openai":
-                    from batchctl.batches.submission import Batches
-                    from batchctl.jobs.openai import submit_job
-
-                    submit_job(Batches(self.store, self.config), job, each, trigger="after")
-                else:
-                    self.run(job, each, trigger="after", retry_of=None)
-
-    def retry(self, run_id: int) -> Run:
-        """Run a finished run's job and scope again, as a new run linked to the old one."""
-        run = self.get(run_id)
-        if not run.status.terminal:
-            raise UsageError(f"run {run_id} is still {run.status.value}; nothing to retry yet")
-        if run.status is RunStatus.COMPLETED:
-            raise UsageError(f"run {run_id} completed; there is nothing to retry")
-        return self.run(self.config.job(run.job), run.scope, trigger="retry", retry_of=run_id)
 
     def cancel(self, run_id: int) -> Run:
         """Ask a run to stop. A run whose process is gone, or that has not started, ends at once."""
@@ -204,7 +173,7 @@ class Engine:
         if run.status is RunStatus.QUEUED or gone:
             reason = "cancelled" if run.owner is None else "cancelled; its process had stopped"
             ended = self.store.set_status(
-                run_id, RunStatus.CANCELLED, now, reason=reason, only_if=_ACTIVE
+                run_id, RunStatus.CANCELLED, now, reason=reason, only_if=ACTIVE_RUN_STATUSES
             )
             if ended and run.owner is not None:
                 process_groups.stop_leftovers(self.store, run_id, run.owner.host, now)
@@ -248,7 +217,7 @@ class Engine:
             RunStatus.CANCELLED,
             self.clock(),
             reason=f"replaced by run {run_id}; it did not stop in time",
-            only_if=_ACTIVE,
+            only_if=ACTIVE_RUN_STATUSES,
         )
         stolen = self.store.steal_lock(
             key, holder, run_id, self.owner, self._lease_until(), self.clock()
@@ -280,7 +249,7 @@ class Engine:
             RunStatus.ABANDONED,
             self.clock(),
             reason=f"{why} (host {holder.owner.host}, pid {holder.owner.pid})",
-            only_if=_ACTIVE,
+            only_if=ACTIVE_RUN_STATUSES,
         ):
             process_groups.stop_leftovers(
                 self.store, holder.run_id, holder.owner.host, self.clock()
@@ -350,9 +319,6 @@ class Engine:
         if self.observer:
             self.observer.run_finished(run)
         return run
-
-
-_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
 
 
 class _Attempt:

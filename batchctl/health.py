@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from batchctl import jobs
 from batchctl.records import DaemonInfo, Run, to_iso
 
 if TYPE_CHECKING:
@@ -316,7 +317,7 @@ def _overdue(
         if run.status.value != "running":
             continue
         job_config = config.jobs.get(run.job)
-        if job_config is None or job_config.kind == "openai":
+        if job_config is None or jobs.kind(job_config.kind).remote:
             continue  # batch submissions take up to 24 hours; their parts say how they do
         late = _run_overdue(store, job_config, run, now, lease)
         if late is not None:

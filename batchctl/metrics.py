@@ -45,6 +45,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchctl.records import ACTIVE_RUN_STATUSES
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
@@ -55,7 +57,6 @@ if TYPE_CHECKING:
 PREFIX = "batchctl_"
 JOB = "batchctl_job"  # never "job" nor "instance": Prometheus sets those on every scrape
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ACTIVE = ("queued", "running", "retrying")
 
 
 class StoreCollector:
@@ -121,12 +122,12 @@ def collect(store: Store, config: Config, now: datetime) -> list[Metric]:
     unpriced_by_job: dict[str, int] = {}
     successes: dict[str, datetime] = {}
     for row in stats:
-        if row.status in ACTIVE:
+        if row.status in ACTIVE_RUN_STATUSES:
             active.add_metric([row.job, row.status], row.runs)
         else:
             runs.add_metric([row.job, row.status], row.runs)
         figures = per_job.setdefault(row.job, [0.0, 0, 0, 0.0])
-        if row.status not in ACTIVE:
+        if row.status not in ACTIVE_RUN_STATUSES:
             figures[0] += row.duration_sum
             figures[1] += row.duration_count
         figures[2] += row.total_tokens

@@ -14,8 +14,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+# --- status vocabularies: defined once, their values the strings the store keeps ---------------
+
 
 class RunStatus(StrEnum):
+    """A run's status; an attempt's status is one of these too."""
+
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -28,11 +32,61 @@ class RunStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in _ACTIVE
+        return self not in ACTIVE_RUN_STATUSES
 
 
-_ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING})
-ACTIVE_STATUSES: tuple[str, ...] = tuple(sorted(s.value for s in _ACTIVE))
+# A run not yet ended: what cancel, abandon and the concurrency policies look for (a tuple, as
+# the store's ``only_if`` takes a sequence).
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING)
+ACTIVE_STATUSES: tuple[str, ...] = tuple(sorted(s.value for s in ACTIVE_RUN_STATUSES))
+
+
+class PartStatus(StrEnum):
+    """A part's status: planned and uploaded locally, then the remote batch's (OpenAI's names,
+    onto which a provider maps its own)."""
+
+    PLANNED = "planned"
+    UPLOADED = "uploaded"
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_PART_STATUSES
+
+
+# A remote batch that has ended, and one still going on at the provider.
+TERMINAL_PART_STATUSES = frozenset(
+    {PartStatus.COMPLETED, PartStatus.FAILED, PartStatus.EXPIRED, PartStatus.CANCELLED}
+)
+ACTIVE_PART_STATUSES = frozenset(
+    {PartStatus.VALIDATING, PartStatus.IN_PROGRESS, PartStatus.FINALIZING, PartStatus.CANCELLING}
+)
+
+
+class RequestOutcome(StrEnum):
+    """What became of one request of a batch submission."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    MISSING = "missing"
+
+
+class TickStatus(StrEnum):
+    """A scheduled time of a job: waiting to fire, fired, or closed without a run."""
+
+    PENDING = "pending"
+    FIRED = "fired"
+    SKIPPED = "skipped"
+    MISSED = "missed"
 
 
 class LogLevel(StrEnum):
@@ -233,7 +287,7 @@ class LockHolder(NamedTuple):
 
 # --- OpenAI batch submissions -----------------------------------------------------------------
 
-REQUEST_OUTCOMES = ("succeeded", "failed", "expired", "cancelled", "missing")
+REQUEST_OUTCOMES: tuple[RequestOutcome, ...] = tuple(RequestOutcome)
 
 
 class Submission(NamedTuple):
@@ -375,7 +429,7 @@ class RequestState(NamedTuple):
 
 # --- schedules and the daemon -----------------------------------------------------------------
 
-TICK_STATUSES = ("pending", "fired", "skipped", "missed")
+TICK_STATUSES: tuple[TickStatus, ...] = tuple(TickStatus)
 
 
 class Tick(NamedTuple):

@@ -24,8 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from batchctl.config import JobConfig
+    from batchctl.store.base import ScheduleStore
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -369,6 +373,27 @@ def plan_ticks(
         fire = [t for t in fire if t not in late]
         missed = sorted(missed + late)
     return TickPlan(fire, missed, newest[-1], more)
+
+
+class Resumed(NamedTuple):
+    """What ``resume`` did: when the pause began (None: the job was not paused), and how many of
+    the ticks skipped while paused will fire."""
+
+    paused_at: datetime | None
+    ticks_to_fire: int
+
+
+def resume(store: ScheduleStore, job: JobConfig) -> Resumed:
+    """Lift a job's pause. The ticks it skipped fire as its ``catchup`` says, as after a
+    downtime: none of them, the newest once (latest), or each, the newest ``max_catchup``
+    (all)."""
+    paused_at = store.resume(job.name)
+    if paused_at is None or job.catchup == "none":
+        return Resumed(paused_at, 0)
+    refired = store.reopen_ticks(
+        job.name, paused_at, latest_only=job.catchup == "latest", limit=job.max_catchup
+    )
+    return Resumed(paused_at, refired)
 
 
 def describe(expression: str) -> str:

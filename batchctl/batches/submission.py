@@ -46,6 +46,7 @@ from batchctl.outputs import open_output
 from batchctl.owners import is_dead, this_process
 from batchctl.providers.base import retry_notices
 from batchctl.records import (
+    TERMINAL_PART_STATUSES,
     LogEntry,
     LogLevel,
     Owner,
@@ -67,7 +68,7 @@ LEASE_S = 120.0
 LEASE_POLL_S = 0.2  # how often a retry looks whether the submission's lease is free
 INTENT_SETTLE_S = 10.0  # how long a dead process's last upload or create may take to land
 FIND_SLACK_S = 600  # look back this far (seconds) for what a lost call may have created
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL = TERMINAL_PART_STATUSES
 LOG_STREAM = "batch"  # the stream of a submission's story in its run's log
 _END_LEVEL = {"failed": LogLevel.ERROR, "expired": LogLevel.WARNING, "cancelled": LogLevel.WARNING}
 _SETTLE = {  # what a request without a result line becomes when its part ends
@@ -803,7 +804,7 @@ class Batches:
         self.store.mark_merged(run_id, str(path), self.clock())
         self._drop_unneeded_inputs(submission)
         if run is not None:
-            from batchctl.jobs.openai import after_settle
+            from batchctl.batches.delivery import after_settle
 
             after_settle(self.store, self.config, run_id, run.job, path)
         return True

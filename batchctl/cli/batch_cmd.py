@@ -16,9 +16,9 @@ from batchctl.cli.options import JsonOption
 if TYPE_CHECKING:
     import threading
 
-    from batchctl.batches.submission import Batches, ResultSummary, SubmitOptions
+    from batchctl.batches.submission import Batches, ResultSummary
     from batchctl.batches.validation import Plan
-    from batchctl.config import Config
+    from batchctl.config import Config, JobConfig
 
 
 def submit(
@@ -83,30 +83,29 @@ def submit(
     succeeded), 1 failed, 2 bad input (nothing uploaded), 3 with --wait: some requests did not
     succeed.
     """
-    from batchctl.batches.submission import SubmitOptions
+    from batchctl.jobs.openai import submit_options
+    from batchctl.runs import job_for_submission
 
     config = session.current.config(required=False, check_processors=False)
-    job_config = config.job(job) if job else None
-    if job_config is not None and job_config.kind != "openai":
-        from batchctl.errors import UsageError
-
-        raise UsageError(f"job {job!r} is of kind {job_config.kind!r}, not 'openai'")
-    options = SubmitOptions(
-        endpoint=endpoint or (job_config.endpoint if job_config else None),
+    job_config = job_for_submission(config, job) if job else None
+    options = submit_options(
+        job_config,
+        config.batches,
+        endpoint=endpoint,
         completion_window=completion_window,
-        metadata={**(dict(job_config.metadata) if job_config else {}), **_metadata(metadata)},
-        max_requests=max_requests or config.batches.max_requests,
-        max_bytes=max_bytes or config.batches.max_bytes,
-        on_expired=on_expired
-        or (job_config.on_expired if job_config else config.batches.on_expired),
+        metadata=_metadata(metadata),
+        max_requests=max_requests,
+        max_bytes=max_bytes,
+        on_expired=on_expired,
         force=force,
     )
-    _check_limits(options)
     batches = open_batches()
     if dry_run:
         history = batches.store.output_history(job) if job else {}
         _print_plan(batches.plan(files, options), config, json_output, history)
         return
+    if job_config is not None:
+        _refuse_overlap(batches, job_config, json_output)
     if wait:
         import threading
 
@@ -123,6 +122,24 @@ def submit(
         render.print_json(run_json(batches, run_id))
         return
     _print_submitted(batches, run_id)
+
+
+def _refuse_overlap(batches: Batches, job: JobConfig, json_output: bool) -> None:
+    """A job's concurrency policy holds for ``submit --job`` as for its other runs: under
+    ``forbid``, a run of it still in flight makes this one a skipped run (exit 4)."""
+    from batchctl.errors import ExitCode
+    from batchctl.runs import Runs
+
+    skipped = Runs(batches.store, batches.config, batches=lambda: batches).admit(job)
+    if skipped is None:
+        return
+    if json_output:
+        render.print_json(run_json(batches, skipped.id))
+    else:
+        render.note(
+            f"run {skipped.id} {render.styled_status('skipped', stderr=True)}: {skipped.reason}"
+        )
+    raise typer.Exit(int(ExitCode.SKIPPED))
 
 
 def wait(
@@ -309,21 +326,6 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
             raise UsageError(f"--metadata: expected KEY=VALUE, got {pair!r}")
         found[key] = value
     return found
-
-
-def _check_limits(options: SubmitOptions) -> None:
-    from batchctl.batches.metadata import metadata_problems
-    from batchctl.errors import UsageError
-
-    problems = metadata_problems(options.metadata or {})
-    if problems:
-        raise UsageError(f"--metadata: {problems[0]}")
-    if options.on_expired not in ("keep", "resubmit"):
-        raise UsageError(f"--on-expired: expected keep or resubmit, got {options.on_expired!r}")
-    if options.completion_window != "24h":
-        raise UsageError("--completion-window: the API offers only 24h")
-    if options.max_requests < 1 or options.max_bytes < 1:
-        raise UsageError("--max-requests and --max-bytes must be 1 or more")
 
 
 def _print_plan(

@@ -14,9 +14,10 @@ from batchctl.cli.options import JsonOption
 from batchctl.cli.signals import stop_on_signals
 
 if TYPE_CHECKING:
+    from batchctl.batches.submission import Batches
     from batchctl.config import Config, JobConfig
-    from batchctl.engine import Engine
     from batchctl.records import LogEntry, Part, Run, RunOutcome
+    from batchctl.runs import Runs
 
 
 def run(
@@ -53,25 +54,19 @@ def run_targets(
     return _execute(
         config,
         json_output,
-        lambda engine, display: [_run_one(engine, display, j, s, wait) for j, s in targets],
+        lambda runs, display: [_run_one(runs, display, j, s, wait) for j, s in targets],
     )
 
 
-def _run_one(
-    engine: Engine, display: RunDisplay, job: JobConfig, scope: str | None, wait: bool
-) -> Run:
-    """A local job runs through the engine; an openai job is submitted (and, with --wait,
-    waited for, with a progress bar per part)."""
-    if job.kind != "openai" or not job.enabled:
-        return engine.run(job, scope)
-    from batchctl.cli.batch_cmd import open_batches
-    from batchctl.jobs.openai import submit_job
-
-    batches = open_batches()
-    run_id = submit_job(batches, job, scope)
-    if wait and not engine.get(run_id).status.terminal:
-        batches.wait(run_id, on_progress=display.parts, stop=engine.cancel_event)
-    run = engine.get(run_id)
+def _run_one(runs: Runs, display: RunDisplay, job: JobConfig, scope: str | None, wait: bool) -> Run:
+    """Start the run; one still in flight at a provider when started (a batch submission) is,
+    with --wait, waited for with a progress bar per part."""
+    run = runs.start(job, scope)
+    if run.status.terminal:
+        return run
+    if wait:
+        runs.batches().wait(run.id, on_progress=display.parts, stop=runs.cancel_event)
+        run = runs.get(run.id)
     display.run_finished(run)
     return run
 
@@ -118,20 +113,18 @@ def retry(
             hint=f"retry the whole run: batchctl retry {run_id}",
         )
     config = session.current.config()
-    _exit_for(_execute(config, json_output, lambda engine, _display: [engine.retry(run_id)]))
+    _exit_for(_execute(config, json_output, lambda runs, _display: [runs.retry(run_id).run]))
 
 
 def _retry_batch(
     run_id: int, failed: bool, expired: bool, missing: bool, wait: bool, json_output: bool
 ) -> None:
     from batchctl.cli import batch_cmd
-    from batchctl.records import REQUEST_OUTCOMES
 
     flags = (("failed", failed), ("expired", expired), ("missing", missing))
     chosen = [name for name, on in flags if on]
-    outcomes = chosen or [o for o in REQUEST_OUTCOMES if o != "succeeded"]
     batches = batch_cmd.open_batches()
-    count = batches.retry(run_id, outcomes)
+    count = _batch_runs(batches).retry(run_id, chosen).resent
     if wait:
         batch_cmd.finish(batches, run_id, json_output=json_output)
         return
@@ -166,14 +159,14 @@ def cancel(
         _cancel_batch(run_id, bool(wait), timeout, json_output)
         return
     from batchctl.config import EMPTY
-    from batchctl.engine import Engine
+    from batchctl.runs import Runs
 
-    engine = Engine(store, EMPTY)
-    current = engine.cancel(run_id)
+    runs = Runs(store, EMPTY)  # a local run is cancelled through the store: no config needed
+    current = runs.cancel(run_id)
     deadline = time.monotonic() + (timeout if wait is not False else 0)
     while not current.status.terminal and time.monotonic() < deadline:
         time.sleep(0.2)
-        current = engine.get(run_id)
+        current = runs.get(run_id)
     if json_output:
         render.print_json(current.to_json())
     elif current.status.terminal:
@@ -186,14 +179,10 @@ def cancel(
 
 def _cancel_batch(run_id: int, wait: bool, timeout: float, json_output: bool) -> None:
     from batchctl.cli import batch_cmd
-    from batchctl.errors import UsageError
 
     batches = batch_cmd.open_batches()
-    run = batches.store.get_run(run_id)
-    assert run is not None
-    if run.status.terminal:
-        raise UsageError(f"run {run_id} already finished ({run.status.value}); nothing to cancel")
-    parts = batches.cancel(run_id)
+    _batch_runs(batches).cancel(run_id)
+    parts = batches.store.parts(run_id)
     if wait:
         batches.wait(run_id, timeout=timeout)
         parts = batches.store.parts(run_id)
@@ -203,6 +192,13 @@ def _cancel_batch(run_id: int, wait: bool, timeout: float, json_output: bool) ->
     for part in parts:
         status = render.styled_status(part.status, stderr=True)
         render.note(f"run {run_id} part {part.number}: {part.batch_id or '-'} {status}")
+
+
+def _batch_runs(batches: Batches) -> Runs:
+    """The lifecycle over the batches this invocation opened (its config may be absent)."""
+    from batchctl.runs import Runs
+
+    return Runs(batches.store, batches.config, batches=lambda: batches)
 
 
 def _targets(
@@ -237,7 +233,7 @@ def escape(text: str) -> str:
 
 
 def _execute(config: Config, json_output: bool, action: Any) -> list[Run]:
-    from batchctl.engine import Engine
+    from batchctl.runs import Runs
 
     quiet = session.current.quiet
     out = render.rich_console(stderr=json_output)
@@ -248,11 +244,11 @@ def _execute(config: Config, json_output: bool, action: Any) -> list[Run]:
         announce=not quiet and not json_output,
     )
     cancel = threading.Event()
-    engine = Engine(session.current.store(), config, observer=display, cancel=cancel)
+    lifecycle = Runs(session.current.store(), config, observer=display, cancel=cancel)
     # Ctrl-C, SIGTERM and SIGHUP ask the engine to cancel a local run cleanly; a batch
     # submission being waited for is left to go on remotely (WaitInterrupted).
     with stop_on_signals(cancel), display:
-        runs: list[Run] = action(engine, display)
+        runs: list[Run] = action(lifecycle, display)
     if json_output:
         render.print_json([r.to_json() for r in runs])
     elif not quiet:

@@ -136,15 +136,11 @@ def resume(
 ) -> None:
     """Resume a paused job. Ticks that passed meanwhile fire only as its catchup says: none
     (none of them), latest (the newest once), all (each, up to max_catchup)."""
+    from batchctl.schedule import resume as resume_job
+
     config = session.current.config(check_processors=False)
     spec = config.job(job)
-    store = session.current.store()
-    paused_at = store.resume(job)
-    refired = 0
-    if paused_at is not None and spec.catchup != "none":
-        refired = store.reopen_ticks(
-            job, paused_at, latest_only=spec.catchup == "latest", limit=spec.max_catchup
-        )
+    paused_at, refired = resume_job(session.current.store(), spec)
     if json_output:
         render.print_json(
             {

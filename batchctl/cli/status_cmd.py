@@ -209,6 +209,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
 
     from batchctl.cli.table import Cell, Column
     from batchctl.durations import format_duration
+    from batchctl.records import TERMINAL_PART_STATUSES
 
     now = time.time()
     rows: list[list[Cell]] = []
@@ -218,7 +219,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
             done = int(counts.get("completed", 0)) + int(counts.get("failed", 0))
             age = format_duration(now - p.remote_created_at) if p.remote_created_at else "-"
             left = "-"
-            if p.expires_at and p.status not in ("completed", "failed", "expired", "cancelled"):
+            if p.expires_at and p.status not in TERMINAL_PART_STATUSES:
                 left = format_duration(max(0.0, p.expires_at - now))
             rows.append(
                 [

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from batchctl.config import JobConfig
+from batchctl.jobs import LocalKind
 from batchctl.jobs.context import AttemptContext
 from batchctl.records import RunOutcome, RunStatus
 
@@ -149,3 +150,6 @@ def _read_lines(pipe: IO[bytes], stream: str, ctx: AttemptContext) -> None:
     with pipe:
         for raw in pipe:
             ctx.emit_line(stream, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+
+
+KIND = LocalKind(start)

@@ -3,28 +3,98 @@
 ``input`` is a file or glob (relative to the config file's directory; ``{scope}`` is replaced by
 the run's scope) or ``{ command = "..." }`` whose stdout is the JSONL. A run submits it like
 ``batchctl submit`` does and ends when the submission's results are merged; then the merged
-results are copied to ``output_dir`` and ``on_complete`` runs with their path.
+results are copied to ``output_dir`` and ``on_complete`` runs with their path (batches/delivery.py).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchctl.config import Config, JobConfig
+from batchctl.config import ON_EXPIRED, BatchSettings, JobConfig
 from batchctl.errors import UsageError
-from batchctl.records import LogEntry, LogLevel, RunStatus, utcnow
+from batchctl.jobs import Retried, StartRequest
+from batchctl.records import REQUEST_OUTCOMES, RequestOutcome, Run, RunStatus, utcnow
 
 if TYPE_CHECKING:
-    from batchctl.batches.submission import Batches
-    from batchctl.store.base import Store
+    from batchctl.batches.submission import Batches, SubmitOptions
+    from batchctl.runs import Runs
 
-ON_COMPLETE_TIMEOUT_S = 3600
+
+class BatchKind:
+    """A run submits the job's input as a batch submission and goes on at the provider; it ends
+    when a later ``wait``, ``results`` or daemon pass merges its results."""
+
+    remote = True
+
+    def start(self, runs: Runs, job: JobConfig, scope: str | None, request: StartRequest) -> Run:
+        batches = runs.batches()
+        trigger, when = request.trigger, request.scheduled_for
+        return runs.get(submit_job(batches, job, scope, trigger=trigger, scheduled_for=when))
+
+    def cancel(self, runs: Runs, run: Run) -> Run:
+        runs.batches().cancel(run.id)
+        return runs.get(run.id)
+
+    def retry(self, runs: Runs, run: Run, outcomes: Sequence[str]) -> Retried:
+        """Send again the requests with these outcomes (all that did not succeed, by default)
+        as new parts of the same submission."""
+        chosen = outcomes or [o for o in REQUEST_OUTCOMES if o != RequestOutcome.SUCCEEDED]
+        count = runs.batches().retry(run.id, chosen)
+        return Retried(runs.get(run.id), count)
+
+
+KIND = BatchKind()
+
+
+def submit_options(
+    job: JobConfig | None,
+    settings: BatchSettings,
+    *,
+    endpoint: str | None = None,
+    completion_window: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    max_requests: int | None = None,
+    max_bytes: int | None = None,
+    on_expired: str | None = None,
+    force: bool = False,
+) -> SubmitOptions:
+    """A submission's options: each one given, else the job's, else ``[batches]``'s. Given
+    metadata is added to the job's (a key given twice takes the given value)."""
+    from batchctl.batches.submission import SubmitOptions
+
+    options = SubmitOptions(
+        endpoint=endpoint or (job.endpoint if job else None),
+        completion_window=completion_window or (job.completion_window if job else "24h"),
+        metadata={**(dict(job.metadata) if job else {}), **(metadata or {})},
+        max_requests=max_requests or settings.max_requests,
+        max_bytes=max_bytes or settings.max_bytes,
+        on_expired=on_expired or (job.on_expired if job else settings.on_expired),
+        force=force,
+    )
+    _check(options)
+    return options
+
+
+def _check(options: SubmitOptions) -> None:
+    """The API's limits and batchctl's reserved keys, named as ``submit``'s options (a job's
+    own values were checked with the config, by the same rules)."""
+    from batchctl.batches.metadata import metadata_problems
+
+    problems = metadata_problems(options.metadata or {})
+    if problems:
+        raise UsageError(f"--metadata: {problems[0]}")
+    if options.on_expired not in ON_EXPIRED:
+        raise UsageError(f"--on-expired: expected keep or resubmit, got {options.on_expired!r}")
+    if options.completion_window != "24h":
+        raise UsageError("--completion-window: the API offers only 24h")
+    if options.max_requests < 1 or options.max_bytes < 1:
+        raise UsageError("--max-requests and --max-bytes must be 1 or more")
 
 
 def submit_job(
@@ -37,18 +107,10 @@ def submit_job(
 ) -> int:
     """Submit one run of an ``openai`` job; returns its run id."""
     from batchctl.batches import files as local
-    from batchctl.batches.submission import DuplicateInput, SubmitOptions
+    from batchctl.batches.submission import DuplicateInput
 
     config = batches.config
-    settings = config.batches
-    options = SubmitOptions(
-        endpoint=job.endpoint,
-        completion_window=job.completion_window,
-        metadata=dict(job.metadata),
-        max_requests=settings.max_requests,
-        max_bytes=settings.max_bytes,
-        on_expired=job.on_expired,
-    )
+    options = submit_options(job, config.batches)
     staging = local.files_root(batches.store.location) / "inputs"
     paths = _inputs(job, scope, config.base_dir, staging)
     try:
@@ -107,50 +169,3 @@ def _run_input_command(job: JobConfig, scope: str | None, base_dir: Path, stagin
             f"jobs.{job.name}.input: the command exited {finished.returncode}: {detail[0]}"
         )
     return target
-
-
-def after_settle(store: Store, config: Config, run_id: int, job_name: str, results: Path) -> None:
-    """Deliver a settled run's merged results: copy to ``output_dir``, run ``on_complete``."""
-    job = config.jobs.get(job_name)
-    if job is None or job.kind != "openai":
-        return
-    delivered = results
-    if job.output_dir is not None:
-        job.output_dir.mkdir(parents=True, exist_ok=True)
-        delivered = job.output_dir / f"{job.name}-run{run_id}{results.suffix}"
-        shutil.copyfile(results, delivered)
-    if job.on_complete:
-        _on_complete(store, job, run_id, delivered, config.base_dir)
-
-
-def _on_complete(store: Store, job: JobConfig, run_id: int, results: Path, base_dir: Path) -> None:
-    command = job.on_complete or ""
-    env = {
-        **os.environ,
-        **job.env,
-        "BATCHCTL_RESULTS": str(results),
-        "BATCHCTL_RUN_ID": str(run_id),
-        "BATCHCTL_JOB": job.name,
-    }
-    try:
-        finished = subprocess.run(
-            command.replace("{results}", str(results)),
-            shell=True,
-            cwd=job.cwd or base_dir,
-            env=env,
-            capture_output=True,
-            timeout=ON_COMPLETE_TIMEOUT_S,
-            check=False,
-        )
-        lines = [("stdout", line) for line in finished.stdout.decode(errors="replace").splitlines()]
-        lines += [
-            ("stderr", line) for line in finished.stderr.decode(errors="replace").splitlines()
-        ]
-        outcome = f"on_complete exited {finished.returncode}"
-        level = LogLevel.INFO if finished.returncode == 0 else LogLevel.ERROR
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        lines, outcome, level = [], f"on_complete failed: {exc}", LogLevel.ERROR
-    now = utcnow()
-    entries = [LogEntry(run_id, 1, now, LogLevel.INFO, text, stream) for stream, text in lines]
-    entries.append(LogEntry(run_id, 1, now, level, outcome, "engine", {"command": command}))
-    store.append_logs(entries)

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from batchctl.errors import BatchctlError, ExitCode
+from batchctl.records import ACTIVE_PART_STATUSES, TERMINAL_PART_STATUSES
 
-# The remote statuses (OpenAI's names) and which of them are final.
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-ACTIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+# The remote statuses (OpenAI's names, ``PartStatus``) and which of them are final.
+TERMINAL = TERMINAL_PART_STATUSES
+ACTIVE = ACTIVE_PART_STATUSES
 
 
 class ProviderError(BatchctlError):

@@ -384,6 +384,65 @@ def test_run_openai_job_with_an_input_command(
     assert list(outcomes(ws.root / "results.jsonl")) == ids
 
 
+# A job's concurrency policy holds for its batch runs whichever command starts them: under the
+# default "forbid", a run started while one of the same job is in flight is a skipped run.
+
+
+def test_run_of_an_openai_job_while_its_last_run_is_in_flight_is_skipped(
+    ws: Any, cli: Any, start_api: Callable[..., Emulator]
+) -> None:
+    emu = start_api(config=JOB_CONFIG, manual_clock=True)  # the first batch stays in flight
+    job_inputs(ws)
+    first = cli("run", "summarise", "--json")
+    assert first.exit_code == 0, first.stderr
+    (running,) = first.json()
+    write_requests(ws.root / "requests" / "c.jsonl", 2, prefix="c")  # new input: not a duplicate
+
+    second = cli("run", "summarise", "--json")
+
+    assert second.exit_code == 4, second.stderr
+    (skipped,) = second.json()
+    assert skipped["status"] == "skipped"
+    assert skipped["reason"] == (
+        f"run {running['id']} of this job is still in flight (concurrency=forbid)"
+    )
+    assert len(emu.batches) == 1
+    assert status_json(cli, running["id"])["status"] == "running"
+
+
+def test_submit_with_job_while_the_jobs_last_run_is_in_flight_is_skipped(
+    ws: Any, cli: Any, start_api: Callable[..., Emulator]
+) -> None:
+    emu = start_api(config=JOB_CONFIG, manual_clock=True)
+    job_inputs(ws)
+    first = cli("run", "summarise", "--json")
+    assert first.exit_code == 0, first.stderr
+    (running,) = first.json()
+    write_requests(ws.root / "more.jsonl", 2, prefix="m")
+
+    second = cli("submit", "more.jsonl", "--job", "summarise")
+
+    assert second.exit_code == 4, second.stderr
+    assert f"run {running['id']} of this job is still in flight" in second.stderr
+    assert len(emu.batches) == 1
+    assert ws.sql("SELECT status FROM runs ORDER BY id") == [("running",), ("skipped",)]
+
+
+def test_run_of_an_openai_job_with_concurrency_allow_submits_beside_the_last_run(
+    ws: Any, cli: Any, start_api: Callable[..., Emulator]
+) -> None:
+    emu = start_api(config=JOB_CONFIG + 'concurrency = "allow"\n', manual_clock=True)
+    job_inputs(ws)
+    assert cli("run", "summarise").exit_code == 0
+    write_requests(ws.root / "requests" / "c.jsonl", 2, prefix="c")
+
+    second = cli("run", "summarise", "--json")
+
+    assert second.exit_code == 0, second.stderr
+    assert second.json()[0]["status"] == "running"
+    assert len(emu.batches) == 2
+
+
 # --- status ----------------------------------------------------------------------------------
 
 
