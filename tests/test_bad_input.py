@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from batchctl.cli import app
 from tests.conftest import Workspace, run_exe
+from tests.waiting import scaled
 
 UNREACHABLE = "http://127.0.0.1:9/v1"  # any upload attempt would fail with exit 1, not 2
 EXAMPLES = settings(
@@ -250,7 +251,7 @@ def test_requests_are_read_from_standard_input(ws: Workspace, batchctl_exe: str)
         input=data,
         env=_exe_env(ws),
         capture_output=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert done.returncode == 0, done.stderr
@@ -276,7 +277,7 @@ def test_lines_after_a_line_too_long_are_still_checked(
         cwd=ws.root,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert done.returncode == 2, done.stderr
@@ -305,7 +306,7 @@ def test_standard_input_that_never_ends_a_line_stops_at_the_batch_file_limit(
                 env=_exe_env(ws),
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=scaled(120),
             )
         finally:
             if feeder is not None:
@@ -337,7 +338,7 @@ def test_a_terminal_as_standard_input_is_refused(ws: Workspace, batchctl_exe: st
             env=_exe_env(ws),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=scaled(60),
         )
     finally:
         os.close(terminal)
@@ -371,7 +372,7 @@ def test_a_300_mb_line_is_refused_without_being_held(ws: Workspace, batchctl_exe
         env=_exe_env(ws),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
 
     code, peak_kib = map(int, done.stdout.split())

@@ -8,6 +8,7 @@ import sys
 
 from batchctl import __version__
 from tests.conftest import Workspace, run_exe
+from tests.waiting import scaled
 
 
 def test_version(cli) -> None:
@@ -96,7 +97,7 @@ def _first_line_then_close(exe: str, *args: str, env: dict[str, str]) -> tuple[s
     first = proc.stdout.readline()
     proc.stdout.close()
     stderr = proc.stderr.read()
-    return first, proc.wait(timeout=60), stderr
+    return first, proc.wait(timeout=scaled(60)), stderr
 
 
 def _many_runs(ws: Workspace, count: int) -> None:

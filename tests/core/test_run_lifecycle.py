@@ -103,10 +103,9 @@ def test_an_attempt_past_its_timeout_is_stopped(engine: Engine) -> None:
     assert run.error is not None and "timed out" in run.error
 
 
-def locked_by_another_run(store: Store, clock: FakeClock, lease: float) -> int:
-    """A running run of the same job that holds its lock for ``lease`` seconds from now."""
-    owner = this_process()
-    other = store.create_run(
+def queued_run(store: Store, clock: FakeClock) -> int:
+    """A run of the job recorded queued by nobody (no process owns it yet)."""
+    return store.create_run(
         job="job",
         scope=None,
         trigger="manual",
@@ -114,6 +113,12 @@ def locked_by_another_run(store: Store, clock: FakeClock, lease: float) -> int:
         max_attempts=1,
         now=clock(),
     )
+
+
+def locked_by_another_run(store: Store, clock: FakeClock, lease: float) -> int:
+    """A running run of the same job that holds its lock for ``lease`` seconds from now."""
+    owner = this_process()
+    other = queued_run(store, clock)
     until = clock() + timedelta(seconds=lease)
     assert store.start_attempt(other, 1, owner, until, clock())
     assert store.try_lock(lock_key("job", None), other, owner, until, clock())[0]
@@ -148,20 +153,11 @@ def test_concurrency_allow_runs_beside_a_locked_run(
 
 
 def test_a_queued_run_is_cancelled_at_once(engine: Engine, store: Store, clock: FakeClock) -> None:
-    queued = store.create_run(
-        job="job",
-        scope=None,
-        trigger="manual",
-        status=RunStatus.QUEUED,
-        max_attempts=1,
-        now=clock(),
-    )
+    queued = queued_run(store, clock)
     assert engine.cancel(queued).status is RunStatus.CANCELLED
 
 
-def test_retry_runs_a_failed_run_again_linked_to_it(
-    store: Store, clock: FakeClock, tmp_path: Path
-) -> None:
+def test_retry_runs_a_failed_run_again_linked_to_it(store: Store, clock: FakeClock) -> None:
     failing = job("fail")
     engine = Engine(store, Config(path=None, jobs={"job": failing}), clock=clock, settings=QUICK)
     first = engine.run(failing)
