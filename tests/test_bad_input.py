@@ -118,6 +118,7 @@ MUTATIONS = [
 ]
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(
     count=st.integers(min_value=1, max_value=12),
@@ -139,6 +140,7 @@ def test_broken_jsonl_exits_2_naming_file_and_line(
     assert cli("status", "--json").json() == []
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(junk=st.binary(min_size=0, max_size=300))
 def test_binary_junk_is_refused_without_traceback(
@@ -405,6 +407,7 @@ JOB_KEYS = {
 WRONG_VALUES = st.sampled_from(['"?"', "-3", "true", "[1, 2]", "{ a = 1 }", "1.5", '"1x"'])
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(key=st.sampled_from(sorted(JOB_KEYS)), value=WRONG_VALUES)
 def test_a_wrong_value_for_any_job_key_is_named(ws: Workspace, cli, key: str, value: str) -> None:
@@ -439,6 +442,7 @@ SECTION_KEYS = {
 }
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(
     section=st.sampled_from(sorted(SECTION_KEYS)),
@@ -458,6 +462,7 @@ def test_a_wrong_value_for_any_setting_is_named(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(junk=st.text(max_size=200))
 def test_any_text_as_config_is_accepted_or_refused_cleanly(ws: Workspace, cli, junk: str) -> None:

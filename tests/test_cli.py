@@ -6,6 +6,8 @@ import itertools
 import subprocess
 import sys
 
+import pytest
+
 from batchctl import __version__
 from tests.conftest import Workspace, run_exe
 from tests.waiting import scaled
@@ -58,6 +60,7 @@ def test_no_color_output_has_no_escape_codes(ws: Workspace, batchctl_exe) -> Non
     assert "\x1b[" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_commands_that_need_no_network_do_not_import_openai(ws: Workspace) -> None:
     ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
     probe = (
@@ -219,6 +222,7 @@ def _lines_broken_early(text: str) -> list[str]:
     return broken
 
 
+@pytest.mark.slow
 def test_every_help_text_reads_whole_at_80_columns(cli, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     for words in _command_paths():

@@ -1,6 +1,8 @@
 """Fixtures for the batch tests: batchctl talking to the project's OpenAI API emulator.
 
 batchctl uses the real ``openai`` SDK over HTTP; only the environment points it at the emulator.
+These are the slow layer's end-to-end checks of submissions (every test here is marked ``slow``);
+the same behaviours in process, in milliseconds, are in ``tests/core``.
 """
 
 from __future__ import annotations
@@ -8,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchctl.emulator import Emulator, EmulatorSettings
 from tests.waiting import scaled
+
+HERE = Path(__file__).parent
 
 CONFIG = """\
 [openai]
@@ -23,6 +28,15 @@ poll_interval = 0.05
 input = 0.15
 output = 0.60
 """
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.slow)
+
+
 # For ``start_api``: poll every 50 ms, and ride out injected faults (retries of 1 s, 2 s, ...).
 API_CONFIG = """\
 [openai]

@@ -48,6 +48,7 @@ def test_a_url_with_a_wrong_password_is_a_clear_error(ws: Workspace, cli: Any, p
     assert "wrong" not in result.stderr  # the password is never shown
 
 
+@pytest.mark.slow  # the SDK over HTTP against the emulator
 def test_a_submission_completes_on_postgres(
     ws: Workspace, cli: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,6 +86,7 @@ def test_a_submission_completes_on_postgres(
         ]
 
 
+@pytest.mark.slow  # the SDK over HTTP against the emulator
 def test_status_refreshes_submissions_with_a_url_that_holds_a_password(
     ws: Workspace, cli: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
