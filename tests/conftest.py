@@ -28,8 +28,27 @@ from typer.testing import CliRunner
 from batchctl.cli import app
 from tests import databases
 from tests.databases import PgServer
+from tests.waiting import scaled
 
 BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that runs the installed ``batchctl`` (the ``batchctl_exe`` fixture, also behind
+    ``spawn`` and the daemon launchers) starts real processes: it belongs to the slow layer
+    whether or not its module says so."""
+    for item in items:
+        if "batchctl_exe" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-timeout's per-test limit (``timeout`` in pyproject.toml) stretches with
+    $BATCHCTL_TEST_TIMEOUT_SCALE, as every wait of a test does; ``--timeout`` overrides it."""
+    if config.getoption("timeout", None) is None and config.getini("timeout"):
+        config.option.timeout = scaled(float(config.getini("timeout")))
 
 
 @dataclass
@@ -63,6 +82,16 @@ class Workspace:
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read the database directly (``?`` placeholders), as a user with sqlite3/psql would."""
         return databases.sql(self.location, query, *params)
+
+    def query(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """``sql`` that reads a database not created (or not migrated) yet as empty: for polling
+        while another process sets it up."""
+        if self.url is None and not self.db.exists():
+            return []
+        try:
+            return self.sql(query, *params)
+        except databases.DATABASE_ERRORS:
+            return []
 
     def has_tables(self) -> bool:
         return databases.has_tables(self.location)
@@ -160,7 +189,10 @@ def batchctl_exe() -> str:
 def run_exe(
     exe: str, *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    """Run the console script to its end; ``timeout`` (scaled) only bounds a hang."""
+    return subprocess.run(
+        [exe, *args], env=env, capture_output=True, text=True, timeout=scaled(timeout)
+    )
 
 
 def write_chat_requests(path: Path, count: int) -> None:

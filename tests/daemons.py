@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import Workspace
-from tests.waiting import wait_for
+from tests.waiting import scaled, wait_for
 
 
 @dataclass
@@ -35,10 +35,10 @@ class Daemon:
         assert self.process.poll() is None, f"the daemon exited: {self.text()}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, float]:
-        """Send ``sig`` and wait; (exit code, seconds it took)."""
+        """Send ``sig`` and wait (``timeout`` scaled); (exit code, seconds it took)."""
         began = time.monotonic()
         self.process.send_signal(sig)
-        code = self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=scaled(timeout))
         return code, time.monotonic() - began
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from batchctl.cli import app
 from tests.conftest import Workspace, run_exe
+from tests.waiting import scaled
 
 UNREACHABLE = "http://127.0.0.1:9/v1"  # any upload attempt would fail with exit 1, not 2
 EXAMPLES = settings(
@@ -117,6 +118,7 @@ MUTATIONS = [
 ]
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(
     count=st.integers(min_value=1, max_value=12),
@@ -138,6 +140,7 @@ def test_broken_jsonl_exits_2_naming_file_and_line(
     assert cli("status", "--json").json() == []
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(junk=st.binary(min_size=0, max_size=300))
 def test_binary_junk_is_refused_without_traceback(
@@ -250,7 +253,7 @@ def test_requests_are_read_from_standard_input(ws: Workspace, batchctl_exe: str)
         input=data,
         env=_exe_env(ws),
         capture_output=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert done.returncode == 0, done.stderr
@@ -276,7 +279,7 @@ def test_lines_after_a_line_too_long_are_still_checked(
         cwd=ws.root,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert done.returncode == 2, done.stderr
@@ -305,7 +308,7 @@ def test_standard_input_that_never_ends_a_line_stops_at_the_batch_file_limit(
                 env=_exe_env(ws),
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=scaled(120),
             )
         finally:
             if feeder is not None:
@@ -337,7 +340,7 @@ def test_a_terminal_as_standard_input_is_refused(ws: Workspace, batchctl_exe: st
             env=_exe_env(ws),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=scaled(60),
         )
     finally:
         os.close(terminal)
@@ -371,7 +374,7 @@ def test_a_300_mb_line_is_refused_without_being_held(ws: Workspace, batchctl_exe
         env=_exe_env(ws),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
 
     code, peak_kib = map(int, done.stdout.split())
@@ -404,6 +407,7 @@ JOB_KEYS = {
 WRONG_VALUES = st.sampled_from(['"?"', "-3", "true", "[1, 2]", "{ a = 1 }", "1.5", '"1x"'])
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(key=st.sampled_from(sorted(JOB_KEYS)), value=WRONG_VALUES)
 def test_a_wrong_value_for_any_job_key_is_named(ws: Workspace, cli, key: str, value: str) -> None:
@@ -438,6 +442,7 @@ SECTION_KEYS = {
 }
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(
     section=st.sampled_from(sorted(SECTION_KEYS)),
@@ -457,6 +462,7 @@ def test_a_wrong_value_for_any_setting_is_named(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(junk=st.text(max_size=200))
 def test_any_text_as_config_is_accepted_or_refused_cleanly(ws: Workspace, cli, junk: str) -> None:

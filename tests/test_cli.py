@@ -6,8 +6,11 @@ import itertools
 import subprocess
 import sys
 
+import pytest
+
 from batchctl import __version__
 from tests.conftest import Workspace, run_exe
+from tests.waiting import scaled
 
 
 def test_version(cli) -> None:
@@ -57,6 +60,7 @@ def test_no_color_output_has_no_escape_codes(ws: Workspace, batchctl_exe) -> Non
     assert "\x1b[" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_commands_that_need_no_network_do_not_import_openai(ws: Workspace) -> None:
     ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
     probe = (
@@ -96,7 +100,7 @@ def _first_line_then_close(exe: str, *args: str, env: dict[str, str]) -> tuple[s
     first = proc.stdout.readline()
     proc.stdout.close()
     stderr = proc.stderr.read()
-    return first, proc.wait(timeout=60), stderr
+    return first, proc.wait(timeout=scaled(60)), stderr
 
 
 def _many_runs(ws: Workspace, count: int) -> None:
@@ -218,6 +222,7 @@ def _lines_broken_early(text: str) -> list[str]:
     return broken
 
 
+@pytest.mark.slow
 def test_every_help_text_reads_whole_at_80_columns(cli, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     for words in _command_paths():

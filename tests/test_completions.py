@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Workspace
+from tests.waiting import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {"bash": "batchctl.bash", "zsh": "_batchctl", "fish": "batchctl.fish"}
@@ -22,7 +23,7 @@ def _complete(exe: str, env: dict[str, str], words: str) -> list[str]:
         "COMP_WORDS": words,
         "COMP_CWORD": str(len(words.split(" ")) - 1),
     }
-    result = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=scaled(30))
     return result.stdout.split()
 
 

@@ -134,7 +134,7 @@ command = "echo quick $BATCHCTL_RUN_ID"
 """
 
 
-@pytest.mark.timeout(LOAD_SECONDS + 120)
+@pytest.mark.timeout(waiting.scaled(LOAD_SECONDS + 120))
 def test_the_daemon_and_four_cli_loops_share_the_database_without_lock_errors_or_lost_writes(
     ws: Workspace,
     batchctl_exe: str,
@@ -151,7 +151,12 @@ def test_the_daemon_and_four_cli_loops_share_the_database_without_lock_errors_or
     def call(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         began = time.monotonic()
         done = subprocess.run(
-            [batchctl_exe, *args], env=env, cwd=ws.root, capture_output=True, text=True, timeout=90
+            [batchctl_exe, *args],
+            env=env,
+            cwd=ws.root,
+            capture_output=True,
+            text=True,
+            timeout=waiting.scaled(90),
         )
         calls.record(name, done, time.monotonic() - began)
         return done
@@ -209,14 +214,14 @@ def test_the_daemon_and_four_cli_loops_share_the_database_without_lock_errors_or
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=LOAD_SECONDS + 60)
+            thread.join(timeout=LOAD_SECONDS + waiting.scaled(60))
         stop.set()
         assert not any(t.is_alive() for t in threads)
         assert daemon.poll() is None, daemon_log.read_text()
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(timeout=60)
+        code = daemon.wait(timeout=waiting.scaled(60))
     text = daemon_log.read_text()
 
     # Zero "database is locked", every process exited 0.
@@ -299,19 +304,23 @@ catchup = "all"
 """
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(waiting.scaled(180))
 def test_four_daemon_once_started_together_never_fire_a_tick_twice(
     ws: Workspace, batchctl_exe: str
 ) -> None:
     ws.write_config(CLAIM_CONFIG)
     env = ws.env()
     first = subprocess.run(
-        [batchctl_exe, "daemon", "--once"], env=env, capture_output=True, text=True, timeout=60
+        [batchctl_exe, "daemon", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=waiting.scaled(60),
     )
     assert first.returncode == 0, first.stderr  # first sight: the cursors start now
     rounds = 8
     for _ in range(rounds):
-        time.sleep(1.2)  # a tick or two of each (job, scope) falls due
+        waiting.next_second()  # a tick of each (job, scope) falls due
         procs = [
             subprocess.Popen(
                 [batchctl_exe, "daemon", "--once"],
@@ -323,7 +332,9 @@ def test_four_daemon_once_started_together_never_fire_a_tick_twice(
             )
             for _ in range(4)
         ]
-        results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+        results = [
+            (p.wait(timeout=waiting.scaled(60)), p.stderr.read() if p.stderr else "") for p in procs
+        ]
         for proc in procs:
             if proc.stderr:
                 proc.stderr.close()
@@ -353,7 +364,7 @@ def test_four_daemon_once_started_together_never_fire_a_tick_twice(
 # --- the daemon's worker and its refresh pass ----------------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(waiting.scaled(90))
 def test_the_daemons_refresh_never_drives_a_submission_its_worker_is_sending(
     ws: Workspace, batchctl_exe: str, emulator: Emulator
 ) -> None:
@@ -362,7 +373,8 @@ def test_the_daemons_refresh_never_drives_a_submission_its_worker_is_sending(
             body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"r {i}"}]}
             line = {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions"}
             out.write(json.dumps({**line, "body": body}) + "\n")
-    due = datetime.now(UTC) + timedelta(seconds=3)
+    # One tick, after the daemon has first seen the job however slowly it starts.
+    due = datetime.now(UTC) + timedelta(seconds=waiting.scaled(3))
     ws.write_config(
         "[openai]\npoll_interval = 0.2\n\n[batches]\nmax_requests = 4\n\n"
         '[daemon]\npoll_interval = "0.2s"\n\n'
@@ -383,7 +395,7 @@ def test_the_daemons_refresh_never_drives_a_submission_its_worker_is_sending(
     finally:
         daemon.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.wait(timeout=30)
+            daemon.wait(timeout=waiting.scaled(30))
         if daemon.poll() is None:
             daemon.kill()
     names = Counter(f["filename"] for f in emulator.files.values() if f["purpose"] == "batch")

@@ -48,6 +48,7 @@ import pytest
 from batchctl.batches.submission import INTENT_SETTLE_S, PART_KEY
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
 from tests.conftest import Workspace, run_exe
+from tests.waiting import scaled, timeout_arg, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("database")]
 
@@ -60,7 +61,7 @@ BACKDATE = timedelta(seconds=INTENT_SETTLE_S + 1)
 ACTIVE = ("queued", "running", "retrying")
 # A safety net per scenario, generous for a loaded machine; each takes about a minute on an
 # idle 2-core one.
-TIMEOUT_S = 420
+TIMEOUT_S = scaled(420)
 # Kill points per scenario: each scenario asserts it reached its own count.
 KILL_POINTS = {"submit": 18, "results": 12, "retry": 12, "daemon": 12}
 assert sum(KILL_POINTS.values()) >= 50  # the issue asks for at least 50 across the phases
@@ -200,7 +201,7 @@ class World:
         if proc.poll() is not None:
             return False
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=scaled(10))
         if proc.returncode != -signal.SIGKILL:
             return False  # it exited on its own just before the kill: no kill point
         self.scenario.kill_points += 1
@@ -211,7 +212,7 @@ class World:
             if proc.poll() is None:
                 proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
+                proc.wait(timeout=scaled(10))
 
     # --- what the database says ---------------------------------------------------------------
     def parts(self, run_ids: list[int] | None = None) -> list[dict[str, Any]]:
@@ -276,7 +277,7 @@ class World:
         since the kill, nothing more can land, which is what INTENT_SETTLE_S waits for.
         Returns how many intents were moved back.
         """
-        deadline = time.monotonic() + SLOW_S + 0.5
+        deadline = time.monotonic() + scaled(SLOW_S + 0.5)
         instance = self.instance()
         while True:
             open_calls = self._unanswered()
@@ -492,14 +493,16 @@ def test_submit_wait_killed_at_random_points_then_wait_recovers(
             honest = not honest_done and bool(w._unanswered())
             w.land_in_flight(honest=honest)
             began = time.monotonic()
-            done = w.run("wait", str(run_id), "--json", "--timeout", "60s")
+            done = w.run("wait", str(run_id), "--json", "--timeout", timeout_arg(60))
             assert done.returncode == 0, done.stderr
             assert json.loads(done.stdout)["status"] == "completed"
             if honest:
                 honest_done = True
                 w.scenario.honest_settles += 1
                 took = time.monotonic() - began
-                check.hold("an unanswered call is looked for after the settle time", took < 30)
+                check.hold(
+                    "an unanswered call is looked for after the settle time", took < scaled(30)
+                )
         assert run_id is not None
         w.check_remote()
         w.check_store()
@@ -543,10 +546,11 @@ def test_results_killed_mid_way_leaves_a_whole_file_or_none(
         done = w.run("submit", name, "--max-requests", "400", "--json")
         assert done.returncode == 0, done.stderr
         run_id = json.loads(done.stdout)["id"]
-        deadline = time.monotonic() + 30
-        while any(b["status"] != "completed" for b in w.emu.batches.values()):
-            assert time.monotonic() < deadline, "the emulator did not finish the batches"
-            time.sleep(0.05)
+        wait_for(
+            lambda: all(b["status"] == "completed" for b in w.emu.batches.values()),
+            "the emulator to finish the batches",
+            timeout=30,
+        )
         # The first `results` of a round also refreshes and downloads the six parts (slowed)
         # and records every outcome; later ones only write the merged file again. The kill
         # moments of those are drawn within the time an uninterrupted run took.
@@ -631,7 +635,7 @@ def test_retry_wait_killed_at_random_points_then_wait_recovers(
             if reopened:
                 # Killed between reopening the submission and recording its re-sent part (two
                 # transactions): `wait` settles it again, with its failures standing.
-                waited = w.run("wait", str(run_id), "--json", "--timeout", "60s")
+                waited = w.run("wait", str(run_id), "--json", "--timeout", timeout_arg(60))
                 check.hold("wait settles a reopened retry again", waited.returncode == 3)
                 status = w.ws.sql("SELECT status FROM runs WHERE id = ?", run_id)[0][0]
             if not resent:
@@ -643,7 +647,7 @@ def test_retry_wait_killed_at_random_points_then_wait_recovers(
                 done = w.run("retry", str(run_id), "--wait", "--json")
             else:
                 w.land_in_flight()
-                done = w.run("wait", str(run_id), "--json", "--timeout", "60s")
+                done = w.run("wait", str(run_id), "--json", "--timeout", timeout_arg(60))
             assert done.returncode == 0, done.stdout + done.stderr
         final = w.ws.sql("SELECT status FROM runs WHERE id = ?", run_id)[0][0]
         check.hold("the retried run completed", final == "completed", final)
@@ -727,21 +731,32 @@ def test_daemon_killed_at_random_points_then_restarted(
         # Recovery of what it left in flight: `wait` for each unmerged submission.
         w.land_in_flight()
         for run_id in w.unmerged():
-            done = w.run("wait", str(run_id), "--json", "--timeout", "60s")
+            done = w.run("wait", str(run_id), "--json", "--timeout", timeout_arg(60))
             assert done.returncode == 0, done.stdout + done.stderr
         w.check_remote()
         w.check_store(jobs=("feed",))  # the command job's runs are checked at the end
         for run_id in submissions() - checked:  # the merged output of each new submission
             w.check_results(run_id, ids)
             checked.add(run_id)
-    # A last daemon lives past the 3 s lease, so it finds the runs the killed ones left
-    # `running` and records them abandoned; then it is stopped cleanly.
+    # A last daemon finds the runs the killed ones left `running` and records them abandoned;
+    # then it is stopped cleanly.
+    left_active = w.ws.sql(f"SELECT id FROM runs WHERE status IN {ACTIVE}")
     daemon = w.spawn("daemon", log="daemon")
-    time.sleep(5.0)
+    wait_for(
+        lambda: (
+            not [
+                row
+                for row in w.ws.sql(f"SELECT id FROM runs WHERE status IN {ACTIVE}")
+                if row in left_active
+            ]
+        ),
+        "the runs the killed daemons left to be abandoned",
+        timeout=20,
+    )
     daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(timeout=15) == 0
+    assert daemon.wait(timeout=scaled(15)) == 0
     for run_id in w.unmerged():
-        done = w.run("wait", str(run_id), "--json", "--timeout", "60s")
+        done = w.run("wait", str(run_id), "--json", "--timeout", timeout_arg(60))
         assert done.returncode == 0, done.stdout + done.stderr
     w.check_remote()
     w.check_store()
@@ -757,6 +772,19 @@ def test_daemon_killed_at_random_points_then_restarted(
     assert submitted >= 3, "the daemon hardly submitted anything"
     extra = f"; {submitted} submissions, {abandoned} runs abandoned,"
     show(w.scenario, capsys, extra + f" {len(lost)} fired ticks without a run")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 STORE_CLASSES = {
@@ -805,7 +833,7 @@ def test_retry_killed_between_reopening_and_recording_its_parts_is_recovered(
             [sys.executable, "-c", patched(KILL_BEFORE_RESEND, ws), "retry", str(run_id), "--wait"],
             env=ws.env(),
             capture_output=True,
-            timeout=60,
+            timeout=scaled(60),
         )
         assert killed.returncode == -signal.SIGKILL
         [(parts,)] = ws.sql("SELECT count(*) FROM parts WHERE run_id = ?", run_id)
@@ -813,7 +841,7 @@ def test_retry_killed_between_reopening_and_recording_its_parts_is_recovered(
 
         # wait settles the reopened submission again (nothing was re-sent: the failures stand)
         waited = run_exe(
-            batchctl_exe, "wait", str(run_id), "--json", "--timeout", "30s", env=ws.env()
+            batchctl_exe, "wait", str(run_id), "--json", "--timeout", timeout_arg(30), env=ws.env()
         )
         pending = ws.sql("SELECT count(*) FROM requests WHERE outcome IS NULL")
         stuck = ws.sql("SELECT number, status FROM parts WHERE status = 'planned'")
@@ -854,16 +882,17 @@ def test_results_killed_between_a_parts_output_and_error_files_loses_no_outcome(
         done = run_exe(batchctl_exe, "submit", "in.jsonl", "--json", env=ws.env())
         assert done.returncode == 0, done.stderr
         run_id = json.loads(done.stdout)["id"]
-        deadline = time.monotonic() + 20
-        while [b["status"] for b in emu.batches.values()] != ["completed"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(
+            lambda: [b["status"] for b in emu.batches.values()] == ["completed"],
+            "the emulator to finish the batch",
+            timeout=20,
+        )
 
         killed = subprocess.run(
             [sys.executable, "-c", patched(KILL_BEFORE_SECOND_RECORD, ws), "results", str(run_id)],
             env=ws.env(),
             capture_output=True,
-            timeout=60,
+            timeout=scaled(60),
         )
         assert killed.returncode == -signal.SIGKILL, killed.stderr
 
@@ -875,7 +904,7 @@ def test_results_killed_between_a_parts_output_and_error_files_loses_no_outcome(
         assert pending == []
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(scaled(90))
 def test_a_tick_claimed_by_a_killed_daemon_is_not_silently_lost(
     ws: Workspace, batchctl_exe: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -883,9 +912,10 @@ def test_a_tick_claimed_by_a_killed_daemon_is_not_silently_lost(
         monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
         write_requests(ws.root / "in.jsonl", 4, salt="claimed")
-        due = datetime.now(UTC) + timedelta(seconds=3)
-        # One tick, a few seconds from now; its input takes 3 s to produce, the window in
-        # which the daemon has claimed the tick but not yet recorded a run.
+        due = datetime.now(UTC) + timedelta(seconds=scaled(3))
+        # One tick, a few seconds from now (after the daemon first sees the job, however slowly
+        # it starts); its input takes 3 s to produce, the window in which the daemon has claimed
+        # the tick but not yet recorded a run.
         ws.write_config(
             CONFIG + '\n[daemon]\nlease = "3s"\ngrace = "1s"\npoll_interval = "0.2s"\n\n'
             '[jobs.feed]\nkind = "openai"\ninput = { command = "sleep 3; cat in.jsonl" }\n'
@@ -905,18 +935,25 @@ def test_a_tick_claimed_by_a_killed_daemon_is_not_silently_lost(
 
         first = start()
         try:
-            deadline = time.monotonic() + 20
-            while "firing feed" not in logs.read_text():  # it has claimed the tick
-                assert time.monotonic() < deadline, logs.read_text()
-                time.sleep(0.05)
-            time.sleep(0.5)  # the input command is running
+            wait_for(  # it has claimed the tick
+                lambda: "firing feed" in logs.read_text(), lambda: logs.read_text(), timeout=20
+            )
+            wait_for(lambda: children(first.pid), "the input command to run")
             first.kill()
-            first.wait(timeout=10)
+            first.wait(timeout=scaled(10))
             assert ws.sql("SELECT count(*) FROM runs") == [(0,)]
             second = start()
-            time.sleep(6)  # past the dead daemon's 3 s lease, and the input command's 3 s
+            # Past the dead daemon's 3 s lease, and the input command's 3 s: the tick has run,
+            # or is closed saying why not.
+            wait_for(
+                lambda: ws.sql(
+                    "SELECT 1 FROM ticks WHERE run_id IS NOT NULL OR status IN ('missed', 'skipped')"
+                ),
+                lambda: f"the claimed tick to be fired again or closed\n{logs.read_text()}",
+                timeout=30,
+            )
             second.send_signal(signal.SIGTERM)
-            assert second.wait(timeout=30) == 0, logs.read_text()
+            assert second.wait(timeout=scaled(30)) == 0, logs.read_text()
         finally:
             for proc in procs:
                 if proc.poll() is None:

@@ -25,6 +25,7 @@ import pytest
 import batchctl.cli
 from batchctl import install
 from tests.conftest import BIN_DIR, Workspace
+from tests.waiting import scaled
 
 CONFIG = '[jobs.j]\nkind = "command"\ncommand = "true"\nschedule = "* * * * *"\n'
 FAKE_CRONTAB = """#!/bin/sh
@@ -603,7 +604,7 @@ def test_units_pass_systemd_analyze_verify(ws: Workspace, cli, units: Path, opti
         ["systemd-analyze", "verify", "--man=no", *files],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     complaints = [line for line in verify.stderr.splitlines() if "batchctl." in line]
     assert (verify.returncode, complaints) == (0, []), verify.stderr

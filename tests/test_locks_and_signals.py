@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Workspace
-from tests.waiting import wait_for
+from tests.waiting import scaled, timeout_arg, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,16 +45,6 @@ SLEEPER = 'echo $$ > "pid-$BATCHCTL_RUN_ID"; sleep 30'
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def query(ws: Workspace, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """``ws.sql`` that tolerates a database that does not exist (or is not migrated) yet."""
-    if not ws.db.exists():
-        return []
-    try:
-        return ws.sql(sql, *params)
-    except sqlite3.OperationalError:
-        return []
 
 
 def run_row(ws: Workspace, run_id: int) -> dict[str, Any]:
@@ -151,7 +141,7 @@ class Procs:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=scaled(timeout),
         )
 
     def group(self, pid_file: Path) -> int:
@@ -167,8 +157,8 @@ class Procs:
             if runner.poll() is not None:
                 out, err = runner.communicate()
                 pytest.fail(f"batchctl run exited {runner.returncode} early:\n{out}\n{err}")
-            rows = query(
-                self.ws, "SELECT id FROM runs WHERE pid = ? AND status = 'running'", runner.pid
+            rows = self.ws.query(
+                "SELECT id FROM runs WHERE pid = ? AND status = 'running'", runner.pid
             )
             return rows[0][0] if rows else None
 
@@ -195,7 +185,7 @@ def procs(batchctl_exe: str, ws: Workspace) -> Iterator[Procs]:
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 10.0) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+    out, err = proc.communicate(timeout=scaled(timeout))
     return proc.returncode, out, err
 
 
@@ -206,7 +196,7 @@ def wait_group_gone(pgid: int, timeout: float = 3.0) -> None:
 def wait_group_recorded(ws: Workspace, run_id: int, pgid: int) -> None:
     """Until the runner has recorded the command's process group (just after starting it)."""
     wait_for(
-        lambda: query(ws, "SELECT pgid FROM attempts WHERE run_id = ?", run_id) == [(pgid,)],
+        lambda: ws.query("SELECT pgid FROM attempts WHERE run_id = ?", run_id) == [(pgid,)],
         f"run {run_id} to record process group {pgid}",
     )
 
@@ -268,7 +258,7 @@ def test_lock_of_killed_runner_is_recovered_and_its_run_abandoned(
     old_id = procs.running_run(runner)
     procs.group(ws.root / "pid-first")  # the orphaned command is killed at teardown
     runner.kill()
-    runner.wait(timeout=5)  # reaped: its pid is gone
+    runner.wait(timeout=scaled(5))  # reaped: its pid is gone
     assert lock_rows(ws)[0][1] == old_id  # the lock is left behind
 
     result = procs.run("run", "job")
@@ -301,7 +291,7 @@ def test_the_command_of_a_killed_runner_is_stopped_when_its_run_is_abandoned(
     wait_for(lambda: len(group_members(pgid)) == 2, "the command's shell and its child")
     wait_group_recorded(ws, old_id, pgid)
     runner.kill()
-    runner.wait(timeout=5)
+    runner.wait(timeout=scaled(5))
     assert len(group_members(pgid)) == 2  # nothing else stops the orphaned command
 
     result = procs.run("run", "job")
@@ -327,11 +317,11 @@ def test_a_run_whose_runner_died_while_queued_is_abandoned_by_the_daemon(
         )
         runner = procs.start("run", "job")
         [(run_id, status)] = wait_for(
-            lambda: query(ws, "SELECT id, status FROM runs"), "the run to be recorded"
+            lambda: ws.query("SELECT id, status FROM runs"), "the run to be recorded"
         )
         assert status == "queued"
         runner.kill()
-        runner.wait(timeout=5)
+        runner.wait(timeout=scaled(5))
     # (the ping socket is closed now: the retry's pings are refused at once)
 
     result = procs.run("daemon", "--once")
@@ -530,7 +520,7 @@ def test_command_ignoring_sigterm_is_killed_after_grace(ws: Workspace, procs: Pr
     took = time.monotonic() - asked
 
     assert code == CANCELLED, out + err
-    assert 0.9 <= took < 5, f"stopped {took:.2f}s after the interrupt; grace is 1s"
+    assert 0.9 <= took < scaled(5), f"stopped {took:.2f}s after the interrupt; grace is 1s"
     wait_group_gone(pgid, timeout=1.0)
     detail = procs.run("status", str(run_id), "--json").stdout
     assert '"status": "cancelled"' in detail
@@ -575,7 +565,7 @@ def test_cancel_command_stops_a_running_command_job(ws: Workspace, procs: Procs)
     run_id = procs.running_run(runner)
     pgid = procs.group(ws.root / f"pid-{run_id}")
 
-    result = procs.run("cancel", str(run_id), "--timeout", "15", timeout=20)
+    result = procs.run("cancel", str(run_id), "--timeout", timeout_arg(15), timeout=20)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"run {run_id} cancelled" in result.stdout + result.stderr
@@ -592,7 +582,7 @@ def test_cancel_request_reaches_the_runner_promptly(ws: Workspace, procs: Procs)
     run_id = procs.running_run(runner)
     procs.group(ws.root / f"pid-{run_id}")
 
-    result = procs.run("cancel", str(run_id), "--timeout", "3")
+    result = procs.run("cancel", str(run_id), "--timeout", timeout_arg(3))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_row(ws, run_id)["status"] == "cancelled"
@@ -604,7 +594,7 @@ def test_an_attempt_stopped_by_batchctl_cancel_is_logged_so(ws: Workspace, procs
     run_id = procs.running_run(runner)
     procs.group(ws.root / f"pid-{run_id}")
 
-    procs.run("cancel", str(run_id), "--timeout", "15", timeout=20)
+    procs.run("cancel", str(run_id), "--timeout", timeout_arg(15), timeout=20)
     finish(runner, timeout=5)
 
     assert "attempt 1 cancelled (by batchctl cancel)" in procs.run("logs", str(run_id)).stdout
@@ -618,14 +608,14 @@ def test_cancel_of_run_whose_runner_died_marks_it_cancelled_at_once(
     run_id = procs.running_run(runner)
     procs.group(ws.root / f"pid-{run_id}")
     runner.kill()
-    runner.wait(timeout=5)
+    runner.wait(timeout=scaled(5))
 
     asked = time.monotonic()
     result = procs.run("cancel", str(run_id))
     took = time.monotonic() - asked
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert took < 3, f"cancel took {took:.1f}s"
+    assert took < scaled(3), f"cancel took {took:.1f}s"
     row = run_row(ws, run_id)
     assert row["status"] == "cancelled"
     assert "its process had stopped" in row["reason"]
@@ -639,7 +629,7 @@ def test_cancel_of_run_whose_runner_died_stops_its_command(ws: Workspace, procs:
     pgid = procs.group(ws.root / f"pid-{run_id}")
     wait_group_recorded(ws, run_id, pgid)
     runner.kill()
-    runner.wait(timeout=5)
+    runner.wait(timeout=scaled(5))
     assert group_members(pgid)  # the command outlives its runner
 
     result = procs.run("cancel", str(run_id))
@@ -682,7 +672,7 @@ def test_timeout_kills_the_command_and_fails_the_run(ws: Workspace, procs: Procs
     took = time.monotonic() - started
 
     assert result.returncode == FAILED, result.stdout + result.stderr
-    assert took < 5
+    assert took < scaled(5)
     run_id = ws.sql("SELECT max(id) FROM runs")[0][0]
     row = run_row(ws, run_id)
     assert row["status"] == "failed"
@@ -755,7 +745,7 @@ def test_python_processor_ignoring_cancel_is_abandoned_after_grace(
     took = time.monotonic() - started
 
     assert result.returncode == FAILED, result.stdout + result.stderr
-    assert took < 6, f"batchctl run took {took:.1f}s"
+    assert took < scaled(6), f"batchctl run took {took:.1f}s"
     run_id = ws.sql("SELECT max(id) FROM runs")[0][0]
     row = run_row(ws, run_id)
     assert row["status"] == "failed"
@@ -843,7 +833,7 @@ def test_logs_follow_prints_lines_as_they_come_and_exits_when_run_ends(
     (ws.root / "go2").touch()
 
     assert finish(runner)[0] == 0
-    assert follower.wait(timeout=5) == 0  # the run ended, so the follower stops by itself
-    reader.join(timeout=5)
+    assert follower.wait(timeout=scaled(5)) == 0  # the run ended, so the follower stops by itself
+    reader.join(timeout=scaled(5))
     messages = [m for s, m in parse_log_lines("".join(seen)) if s == "stdout"]
     assert messages == ["line-1", "line-2", "line-3"]

@@ -102,6 +102,7 @@ def _make_runs(ws: Workspace, cli: Any) -> None:
 # --- metrics --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_are_valid_exposition_with_the_runs_counted(ws: Workspace, cli: Any) -> None:
     _make_runs(ws, cli)
     store = open_store(str(ws.db))
@@ -511,6 +512,7 @@ def test_http_head_answers_the_headers_of_a_get_without_a_body(ws: Workspace, cl
             assert int(headers["Content-Length"]) == len(got_body.encode()) > 0, path
 
 
+@pytest.mark.slow
 def test_only_the_metrics_paths_import_prometheus_client(ws: Workspace) -> None:
     ws.write_config(CONFIG)
     probe = (
@@ -816,6 +818,7 @@ def test_prune_never_deletes_a_directory_outside_the_files_root(ws: Workspace, c
     assert elsewhere.exists()
 
 
+@pytest.mark.slow
 def test_store_queries_stay_cheap_on_a_large_history(ws: Workspace) -> None:
     """10,000 runs: the metrics queries aggregate in SQL, prune deletes in chunks."""
     import time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import Workspace
+from tests.waiting import scaled
 
 PROCESSORS = """
 from batchctl import ProcessResult
@@ -440,7 +441,7 @@ class Terminal:
     def finish(self) -> int:
         import os
 
-        code = self.proc.wait(timeout=60)
+        code = self.proc.wait(timeout=scaled(60))
         self.screen()
         os.close(self.master)
         return code
@@ -505,5 +506,5 @@ def test_a_run_whose_reader_goes_away_goes_on_to_its_end_quietly(
     (ws.root / "release").touch()  # only now the job writes on
     stderr = runner.stderr.read()
 
-    assert (runner.wait(timeout=60), stderr) == (0, "")
+    assert (runner.wait(timeout=scaled(60)), stderr) == (0, "")
     assert ws.sql("SELECT status FROM runs") == [("completed",)]

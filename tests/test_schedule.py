@@ -329,6 +329,7 @@ def test_transitions_found_are_the_known_2025_dates() -> None:
     assert len(_transitions("Africa/Cairo")) == 2
 
 
+@pytest.mark.slow
 def test_next_fire_time_strictly_increases_and_never_spins_around_transitions() -> None:
     checked = 0
     for zone in SPIN_ZONES:
@@ -538,6 +539,7 @@ def test_fire_times_across_dst_follow_the_reference_rule(
     assert [t.astimezone(UTC) for t in back] == expected
 
 
+@pytest.mark.slow
 def test_the_dst_table_exercises_both_sides_of_the_rule() -> None:
     """The table is not vacuous: across it, fixed jobs fire at jumps and wildcard jobs both skip
     hours and fire twice in a repeated one."""

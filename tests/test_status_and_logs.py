@@ -14,6 +14,7 @@ import pytest
 
 from batchctl.store import open_store
 from tests.conftest import Workspace
+from tests.waiting import scaled
 
 RUN_KEYS = {
     "id",
@@ -228,7 +229,7 @@ def test_logs_follow_prints_each_line_through_a_pipe_while_the_run_goes_on(
             wait_for(lambda: printed(b"second line"), "the line logged while following", 60)
             store.finish_attempt(run_id, 1, RunOutcome(RunStatus.COMPLETED), later)
             store.finish_run(run_id, RunOutcome(RunStatus.COMPLETED), later)
-            assert follower.wait(timeout=60) == 0
+            assert follower.wait(timeout=scaled(60)) == 0
         finally:
             follower.kill()
             follower.communicate()

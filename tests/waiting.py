@@ -16,12 +16,23 @@ T = TypeVar("T")
 TIMEOUT_SCALE = float(os.environ.get("BATCHCTL_TEST_TIMEOUT_SCALE", "1"))
 
 
+def scaled(seconds: float) -> float:
+    """``seconds`` stretched by ``TIMEOUT_SCALE``: the bound of a wait (a process to exit, a reply
+    to arrive), or of how long something may take, on this machine."""
+    return seconds * TIMEOUT_SCALE
+
+
+def timeout_arg(seconds: float) -> str:
+    """A ``--timeout`` value for the CLI (``wait``, ``cancel``): ``seconds`` scaled, as "Ns"."""
+    return f"{scaled(seconds):g}s"
+
+
 def wait_for(
     predicate: Callable[[], T | None], what: str | Callable[[], str], timeout: float = 10.0
 ) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that. After ``timeout``
-    seconds fail, naming ``what`` (or what it returns: details read at the failure)."""
-    timeout *= TIMEOUT_SCALE
+    seconds (scaled) fail, naming ``what`` (or what it returns: details read at the failure)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -31,3 +42,9 @@ def wait_for(
             named = what if isinstance(what, str) else what()
             pytest.fail(f"timed out after {timeout}s waiting for {named}")
         time.sleep(0.05)
+
+
+def next_second() -> None:
+    """Wait until the wall clock enters a new second: a per-second schedule has a new tick due."""
+    now = int(time.time())
+    wait_for(lambda: int(time.time()) > now, "the next second", timeout=2.0)

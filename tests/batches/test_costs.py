@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from batchctl.emulator import Emulator
+from tests.batches.jsonl import request, write_jsonl
+from tests.waiting import scaled
 
-CHAT = "/v1/chat/completions"
 NO_PRICES = "[openai]\npoll_interval = 0.05\n"
 # gpt-4o-mini as OpenAI publishes it (US dollars per million tokens): synchronous input, cached
 # input, output; and the Batch API's input and output (its batch table has no cached-input rate,
@@ -28,21 +29,6 @@ NO_PRICES = "[openai]\npoll_interval = 0.05\n"
 MINI = {"input": 0.15, "cached": 0.075, "output": 0.60}
 MINI_BATCH = {"input": 0.075, "cached": 0.075, "output": 0.30}
 LONG_PROMPT = "word " * 1200  # about 1,500 prompt tokens: long enough to be cached
-
-
-def request(custom_id: str, *, model: str = "gpt-4o-mini", **body: Any) -> dict[str, Any]:
-    content = body.pop("text", f"say something about {custom_id}")
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": CHAT,
-        "body": {"model": model, "messages": [{"role": "user", "content": content}], **body},
-    }
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def mixed_requests() -> list[dict[str, Any]]:
@@ -284,7 +270,7 @@ def test_commands_that_price_nothing_do_not_load_the_price_data(ws: Any, command
         cwd=ws.root,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert found.returncode == 0, found.stderr

@@ -14,69 +14,24 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchctl.batches.submission import INTENT_SETTLE_S
-from batchctl.emulator import Emulator, EmulatorSettings, Fault
+from batchctl.emulator import Emulator, Fault
+from tests.batches.jsonl import read_jsonl
 from tests.conftest import run_exe
-from tests.waiting import TIMEOUT_SCALE
+from tests.waiting import scaled, timeout_arg, wait_for
 
-CONFIG = """\
-[openai]
-poll_interval = 0.05
-max_retries = 8
-"""
-KILL_DEADLINE_S = 60.0 * TIMEOUT_SCALE  # bounds a wait for an event; generous for a busy machine
+KILL_WAIT_S = 60.0  # bounds a wait for a kill moment (scaled by wait_for)
 SLOW_S = 1.0  # how long a slowed call stays in flight: time enough to kill batchctl during it
 
 
 # --- fixtures and helpers --------------------------------------------------------------------
-
-
-@pytest.fixture
-def start_api(ws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Emulator]]:
-    """Start an emulator (wall clock, given settings) and point batchctl at it."""
-    started: list[Emulator] = []
-
-    def start(*, key: str = "test-key", config: str = CONFIG, **settings: Any) -> Emulator:
-        emu = Emulator(EmulatorSettings(**settings))
-        started.append(emu)
-        monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", key)
-        ws.write_config(config)
-        return emu
-
-    yield start
-    for emu in started:
-        emu.stop()
-
-
-@pytest.fixture
-def spawn(ws: Any, batchctl_exe: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start the installed batchctl in the background; every process is killed at the end."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [batchctl_exe, *args],
-            env=ws.env(),
-            cwd=ws.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
 
 
 def write_requests(path: Path, count: int, *, model: str = "gpt-4o-mini") -> list[str]:
@@ -129,10 +84,6 @@ def assert_each_part_sent_once(ws: Any, emu: Emulator, run_id: int) -> None:
     assert len(set(keys)) == len(parts)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def assert_all_succeeded(results: Path, ids: list[str]) -> None:
     lines = read_jsonl(results)
     assert [line["custom_id"] for line in lines] == ids
@@ -140,14 +91,19 @@ def assert_all_succeeded(results: Path, ids: list[str]) -> None:
     assert failed == []
 
 
-def poll(condition: Callable[[], Any], what: str, deadline_s: float = KILL_DEADLINE_S) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
+def holding(emu: Emulator) -> bool:
+    """Whether the emulator holds the call its last fault rule slows: that rule's one hit is
+    used (the control API counts a hit when the request's headers arrive, before the delay)."""
+    with urllib.request.urlopen(f"{emu.url}/_emulator/faults", timeout=scaled(5)) as response:
+        rules = json.load(response)["faults"]
+    return bool(rules) and rules[-1]["remaining"] == 0
+
+
+def wait_until_held(emu: Emulator, what: str) -> None:
+    """Until the emulator holds the call (its headers have arrived), then a moment for its
+    body to follow: the emulator reads the body only after the delay, so nothing shows it."""
+    wait_for(lambda: holding(emu), f"the emulator to hold {what}")
+    time.sleep(0.3)  # well inside SLOW_S; the body is a few hundred bytes behind its headers
 
 
 def db_parts(ws: Any) -> list[dict[str, Any]]:
@@ -168,7 +124,7 @@ def settle_in_flight(ws: Any, emu: Emulator, run_id: int) -> None:
     parts = parts_of(ws, run_id)
     want_uploads = sum(1 for p in parts if p["upload_started_at"])
     want_creates = sum(1 for p in parts if p["create_started_at"])
-    deadline = time.monotonic() + SLOW_S + 1.5
+    deadline = time.monotonic() + scaled(SLOW_S + 1.5)
     while time.monotonic() < deadline:
         log = emu.requests
         uploads = sum(1 for r in log if (r.method, r.path) == ("POST", "/v1/files"))
@@ -192,12 +148,14 @@ def let_dead_lease_lapse(ws: Any, run_id: int) -> None:
 
 def sigkill(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc.wait(timeout=scaled(10))
     assert proc.returncode == -signal.SIGKILL
 
 
-def wait_json(batchctl_exe: str, ws: Any, run_id: int, timeout: str = "20s") -> dict[str, Any]:
-    done = run_exe(batchctl_exe, "wait", str(run_id), "--json", "--timeout", timeout, env=ws.env())
+def wait_json(batchctl_exe: str, ws: Any, run_id: int, timeout: float = 20) -> dict[str, Any]:
+    done = run_exe(
+        batchctl_exe, "wait", str(run_id), "--json", "--timeout", timeout_arg(timeout), env=ws.env()
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     data: dict[str, Any] = json.loads(done.stdout)
@@ -250,7 +208,10 @@ def test_lost_create_reply_is_adopted_not_created_again(
 LET_ONE_UPLOAD_THROUGH = Fault(kind="slow", method="POST", path="/v1/files", delay=0, count=1)
 KILL_POINTS: dict[str, tuple[list[Fault], Callable[[list[dict[str, Any]]], Any]]] = {
     "during_upload": (
-        [LET_ONE_UPLOAD_THROUGH, Fault(kind="slow", method="POST", path="/v1/files", delay=SLOW_S)],
+        [
+            LET_ONE_UPLOAD_THROUGH,
+            Fault(kind="slow", method="POST", path="/v1/files", delay=SLOW_S, count=1),
+        ],
         lambda parts: (
             len(parts) > 1 and parts[1]["upload_started_at"] and not parts[1]["input_file_id"]
         ),
@@ -280,9 +241,9 @@ def test_kill_9_during_submit_then_wait_sends_each_part_once(
     ids = write_requests(ws.root / "in.jsonl", 6)
 
     proc = spawn("submit", "in.jsonl", "--max-requests", "2")
-    poll(lambda: moment(db_parts(ws)), f"the {kill_point} moment")
+    wait_for(lambda: moment(db_parts(ws)), f"the {kill_point} moment", KILL_WAIT_S)
     if kill_point != "after_create_reply":
-        time.sleep(0.3)  # the call's request has left; the emulator is holding it (SLOW_S)
+        wait_until_held(emu, "the call")
     sigkill(proc)
 
     run_id = only_run_id(ws)
@@ -312,11 +273,11 @@ def test_wait_takes_over_from_a_killed_submit_once_its_last_call_has_settled(
     batchctl_exe: str,
 ) -> None:
     emu = start_api()
-    emu.set_faults([Fault(kind="slow", method="POST", path="/v1/batches", delay=SLOW_S)])
+    emu.set_faults([Fault(kind="slow", method="POST", path="/v1/batches", delay=SLOW_S, count=1)])
     write_requests(ws.root / "in.jsonl", 4)
     proc = spawn("submit", "in.jsonl", "--max-requests", "2")
-    poll(lambda: any(p["create_started_at"] for p in db_parts(ws)), "the first create")
-    time.sleep(0.3)
+    wait_for(lambda: any(p["create_started_at"] for p in db_parts(ws)), "the first create")
+    wait_until_held(emu, "the create")
     sigkill(proc)
     run_id = only_run_id(ws)
     settle_in_flight(ws, emu, run_id)
@@ -325,10 +286,10 @@ def test_wait_takes_over_from_a_killed_submit_once_its_last_call_has_settled(
     # The dead process's lease is taken over at once; its last create gets INTENT_SETTLE_S to
     # land before it is looked for, never 120 s (the lease).
     started = time.monotonic()
-    done = run_exe(batchctl_exe, "wait", str(run_id), "--timeout", "30s", env=ws.env())
+    done = run_exe(batchctl_exe, "wait", str(run_id), "--timeout", timeout_arg(30), env=ws.env())
 
     assert done.returncode == 0, done.stderr
-    assert time.monotonic() - started < INTENT_SETTLE_S + 10
+    assert time.monotonic() - started < INTENT_SETTLE_S + scaled(10)
     assert_each_part_sent_once(ws, emu, run_id)
 
 
@@ -344,16 +305,19 @@ def test_kill_9_during_download_then_wait_again_completes_cleanly(
     submitted = cli("submit", "in.jsonl", "--max-requests", "2", "--json")
     assert submitted.exit_code == 0, submitted.stderr
     run_id = submitted.json()["id"]
-    emu.set_faults([Fault(kind="slow", method="GET", path="/v1/files/*/content", delay=SLOW_S)])
+    emu.set_faults(
+        [Fault(kind="slow", method="GET", path="/v1/files/*/content", delay=SLOW_S, count=1)]
+    )
 
     proc = spawn("wait", str(run_id))
-    poll(
+    wait_for(
         lambda: any(p["status"] == "completed" and not p["downloaded_at"] for p in db_parts(ws)),
         "a download",
+        KILL_WAIT_S,
     )
-    time.sleep(0.3)  # the download's request has left; the emulator is holding it
+    wait_until_held(emu, "the download")
     sigkill(proc)
-    poll(lambda: [r for r in emu.requests if r.fault == "slow"], "the cut download")
+    wait_for(lambda: [r for r in emu.requests if r.fault == "slow"], "the cut download")
 
     assert ws.sql("SELECT status FROM runs WHERE id = ?", run_id) == [("running",)]
     emu.clear_faults()
@@ -421,7 +385,7 @@ def test_a_wrong_api_key_fails_at_once_and_records_the_run_failed(
 
     # never driven later, even with the right key: the run has ended
     monkeypatch.setenv("OPENAI_API_KEY", "right")
-    waited = cli("wait", str(run_id), "--timeout", "20s")
+    waited = cli("wait", str(run_id), "--timeout", timeout_arg(20))
     assert waited.exit_code == 2
     assert "before anything was sent" in waited.stderr
     retried = cli("retry", str(run_id))

@@ -8,18 +8,17 @@ still run on the API.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from batchctl.emulator import Emulator, Fault
 from tests.conftest import write_chat_requests
-from tests.waiting import wait_for
+from tests.waiting import scaled, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -42,30 +41,6 @@ def slow_api(api: Emulator, ws: Any) -> Emulator:
     ws.write_config(JOB_CONFIG)
     write_chat_requests(ws.root / "in.jsonl", 4)
     return api
-
-
-@pytest.fixture
-def started(batchctl_exe: str, ws: Any) -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=5)
-
-
-def start(procs: list[subprocess.Popen[str]], exe: str, ws: Any, *args: str) -> Any:
-    proc = subprocess.Popen(
-        [exe, *args],
-        env=ws.env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    procs.append(proc)
-    return proc
 
 
 def sent_parts(ws: Any, proc: subprocess.Popen[str]) -> list[tuple[Any, ...]] | None:
@@ -103,41 +78,43 @@ def assert_left_running(code: int, err: str, emu: Emulator, ws: Any, run_id: int
 def test_a_signal_during_submit_wait_leaves_the_batches_running_and_says_how_to_follow_them(
     slow_api: Emulator,
     ws: Any,
-    batchctl_exe: str,
-    started: list[subprocess.Popen[str]],
+    spawn: Callable[..., subprocess.Popen[str]],
     signum: signal.Signals,
 ) -> None:
-    proc = start(started, batchctl_exe, ws, "submit", "in.jsonl", "--max-requests", "2", "--wait")
+    proc = spawn("submit", "in.jsonl", "--max-requests", "2", "--wait")
     parts = wait_for(lambda: sent_parts(ws, proc), "the parts to be sent", timeout=60)
 
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=scaled(30))
 
     assert len(parts) == 2
     assert_left_running(proc.returncode, err, slow_api, ws, parts[0][0])
 
 
 def test_a_signal_during_wait_leaves_the_batches_running_and_says_how_to_follow_them(
-    slow_api: Emulator, ws: Any, cli: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+    slow_api: Emulator,
+    ws: Any,
+    cli: Any,
+    spawn: Callable[..., subprocess.Popen[str]],
 ) -> None:
     run_id = cli("submit", "in.jsonl", "--json").json()["id"]
-    proc = start(started, batchctl_exe, ws, "wait", str(run_id))
+    proc = spawn("wait", str(run_id))
     wait_for(lambda: looked_at(slow_api, 1), "wait to look at the batch", timeout=60)
 
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=scaled(30))
 
     assert_left_running(proc.returncode, err, slow_api, ws, run_id)
 
 
 def test_a_signal_during_run_wait_leaves_the_batches_running_and_says_how_to_follow_them(
-    slow_api: Emulator, ws: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+    slow_api: Emulator, ws: Any, spawn: Callable[..., subprocess.Popen[str]]
 ) -> None:
-    proc = start(started, batchctl_exe, ws, "run", "summarise", "--wait")
+    proc = spawn("run", "summarise", "--wait")
     parts = wait_for(lambda: sent_parts(ws, proc), "the parts to be sent", timeout=60)
 
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=scaled(30))
 
     assert_left_running(proc.returncode, err, slow_api, ws, parts[0][0])
 
@@ -166,14 +143,17 @@ def upload_in_flight(ws: Any, proc: subprocess.Popen[str]) -> bool:
 
 
 def test_ctrl_c_during_submit_before_any_batch_records_it_cancelled_and_spends_nothing(
-    slow_api: Emulator, ws: Any, cli: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+    slow_api: Emulator,
+    ws: Any,
+    cli: Any,
+    spawn: Callable[..., subprocess.Popen[str]],
 ) -> None:
     slow_api.set_faults([Fault(kind="slow", method="POST", path="/v1/files", delay=300)])
-    proc = start(started, batchctl_exe, ws, "submit", "in.jsonl")
+    proc = spawn("submit", "in.jsonl")
     wait_for(lambda: upload_in_flight(ws, proc), "the first upload to begin", timeout=60)
 
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=scaled(30))
 
     assert proc.returncode == CANCELLED, err
     assert err.startswith("error: interrupted before anything was sent (run 1 recorded cancelled)")
@@ -187,7 +167,7 @@ def test_ctrl_c_during_submit_before_any_batch_records_it_cancelled_and_spends_n
 
 
 def test_ctrl_c_during_submit_after_a_batch_was_created_says_what_was_sent_and_how_to_go_on(
-    slow_api: Emulator, ws: Any, batchctl_exe: str, started: list[subprocess.Popen[str]]
+    slow_api: Emulator, ws: Any, spawn: Callable[..., subprocess.Popen[str]]
 ) -> None:
     slow_api.set_faults(
         [
@@ -195,7 +175,7 @@ def test_ctrl_c_during_submit_after_a_batch_was_created_says_what_was_sent_and_h
             Fault(kind="slow", method="POST", path="/v1/files", delay=300),  # part 2 hangs
         ]
     )
-    proc = start(started, batchctl_exe, ws, "submit", "in.jsonl", "--max-requests", "2")
+    proc = spawn("submit", "in.jsonl", "--max-requests", "2")
 
     def second_upload_begun() -> bool:
         if not upload_in_flight(ws, proc):
@@ -206,7 +186,7 @@ def test_ctrl_c_during_submit_after_a_batch_was_created_says_what_was_sent_and_h
     wait_for(second_upload_begun, "part 1 created and part 2's upload begun", timeout=60)
 
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=scaled(30))
 
     assert proc.returncode == CANCELLED, err
     assert err.startswith("error: interrupted (run 1: 1 of 2 part(s) sent; the rest are not)")

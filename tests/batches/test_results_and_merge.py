@@ -16,31 +16,11 @@ import openai
 import pytest
 
 from batchctl.emulator import Emulator, EmulatorSettings
+from tests.batches.jsonl import CHAT, read_jsonl, request, write_jsonl
 from tests.conftest import run_exe
+from tests.waiting import scaled
 
-CHAT = "/v1/chat/completions"
 FAILING = {4, 11, 23}  # positions whose model does not exist: model_not_found in the emulator
-
-
-def request(custom_id: str, *, model: str = "gpt-4o-mini") -> dict[str, Any]:
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": CHAT,
-        "body": {
-            "model": model,
-            "messages": [{"role": "user", "content": f"say something about {custom_id}"}],
-        },
-    }
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @dataclass
@@ -503,7 +483,7 @@ def test_two_results_writing_one_file_at_once_leave_it_whole(
         for _ in range(4)
     ]
 
-    codes = [writer.wait(timeout=60) for writer in writers]
+    codes = [writer.wait(timeout=scaled(60)) for writer in writers]
 
     assert codes == [3, 3, 3, 3]
     assert [line["custom_id"] for line in read_jsonl(out)] == finished.ids
@@ -521,7 +501,7 @@ def test_results_stream_into_a_fifo(finished: Finished, ws: Any, cli: Any):
     reader.start()
 
     result = cli("results", str(finished.run_id), "-o", str(fifo))
-    reader.join(timeout=60)
+    reader.join(timeout=scaled(60))
 
     assert result.exit_code == 3
     lines = [json.loads(line) for line in received[0].decode().splitlines()]
@@ -579,7 +559,7 @@ def test_results_failing_midway_leave_the_old_file_whole_and_no_temporary_file(
         env=ws.env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
     )
 

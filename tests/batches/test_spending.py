@@ -27,7 +27,7 @@ from tests.batches.test_crash_safety import (
     write_requests,
 )
 from tests.conftest import run_exe
-from tests.waiting import wait_for
+from tests.waiting import scaled, timeout_arg, wait_for
 
 CONFIG = """\
 [openai]
@@ -130,7 +130,7 @@ def test_status_and_results_never_send_an_unsent_submission(
         wait_for(dropped, "the dropped upload", timeout=60)
     finally:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=scaled(10))
     api.clear_faults()
     # As time would: the dead process's lease and upload intent have lapsed.
     ws.sql("UPDATE submissions SET lease_until = '2000-01-01T00:00:00+00:00'")
@@ -146,7 +146,7 @@ def test_status_and_results_never_send_an_unsent_submission(
     assert sends(api) == before
     assert runs(ws) == [(1, "running")]
     # wait is what sends it
-    assert cli("wait", "1", "--json", "--timeout", "30s").exit_code == 0
+    assert cli("wait", "1", "--json", "--timeout", timeout_arg(30)).exit_code == 0
     assert len(effective(api, "POST", "/v1/batches")) == 2
 
 
@@ -232,7 +232,7 @@ def test_a_full_disk_after_batches_were_created_says_what_was_sent_and_wait_reco
         env=ws.env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert done.returncode == 1, done.stderr
@@ -247,7 +247,9 @@ def test_a_full_disk_after_batches_were_created_says_what_was_sent_and_wait_reco
 
     with sqlite3.connect(ws.db) as conn:  # space freed
         conn.executescript("DROP TRIGGER fill_up; DROP TABLE filler;")
-    waited = run_exe(batchctl_exe, "wait", "1", "--json", "--timeout", "60s", env=ws.env())
+    waited = run_exe(
+        batchctl_exe, "wait", "1", "--json", "--timeout", timeout_arg(60), env=ws.env()
+    )
 
     assert waited.returncode == 0, waited.stderr
     assert_each_part_sent_once(ws, api, 1)
@@ -274,7 +276,7 @@ def test_a_full_disk_while_recording_a_submission_leaves_no_part_files(
         env=ws.env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
     assert done.returncode == 2, done.stderr
@@ -350,7 +352,7 @@ def test_concurrent_retries_of_one_submission_send_once_and_count_exactly(
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        finished = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+        finished = [(p.wait(timeout=scaled(120)), *p.communicate()) for p in procs]
 
         codes = sorted(code for code, _, _ in finished)
         assert codes == [0, 2, 2, 2], finished

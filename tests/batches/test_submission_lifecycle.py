@@ -9,42 +9,22 @@ rate) chosen per test, changed at run time with ``update_settings``.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchctl.emulator import Emulator, EmulatorSettings
+from batchctl.emulator import Emulator
+from tests.batches.conftest import API_CONFIG
+from tests.batches.jsonl import read_jsonl
+from tests.waiting import timeout_arg, wait_for
 
-CONFIG = """\
-[openai]
-poll_interval = 0.05
-max_retries = 8
-"""
+CONFIG = API_CONFIG
 DAY = 86_400.0
 
 
 # --- fixtures and helpers --------------------------------------------------------------------
-
-
-@pytest.fixture
-def start_api(ws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Emulator]]:
-    """Start an emulator (wall clock, given settings) and point batchctl at it."""
-    started: list[Emulator] = []
-
-    def start(*, config: str = CONFIG, **settings: Any) -> Emulator:
-        emu = Emulator(EmulatorSettings(**settings))
-        started.append(emu)
-        monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        ws.write_config(config)
-        return emu
-
-    yield start
-    for emu in started:
-        emu.stop()
 
 
 def write_requests(path: Path, count: int, *, prefix: str = "req") -> list[str]:
@@ -57,10 +37,6 @@ def write_requests(path: Path, count: int, *, prefix: str = "req") -> list[str]:
             line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions"}
             out.write(json.dumps({**line, "body": body}) + "\n")
     return ids
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def outcome(line: dict[str, Any]) -> str:
@@ -90,16 +66,6 @@ def custom_ids_of(emu: Emulator, file_id: str) -> list[str]:
     return [json.loads(line)["custom_id"] for line in lines if line.strip()]
 
 
-def poll(condition: Callable[[], Any], what: str, deadline_s: float = 8.0) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def status_json(cli: Any, run_id: int, *extra: str) -> dict[str, Any]:
     done = cli("status", str(run_id), "--json", *extra)
     assert done.exit_code == 0, done.stderr
@@ -119,7 +85,7 @@ def test_cancel_in_flight_keeps_finished_results_and_cancels_the_rest(
     submitted = cli("submit", "in.jsonl", "--max-requests", "10", "--json")
     assert submitted.exit_code == 0, submitted.stderr
     run_id = submitted.json()["id"]
-    poll(
+    wait_for(
         lambda: all(
             p["request_counts"]["completed"] >= 1 for p in status_json(cli, run_id)["parts"]
         ),
@@ -198,7 +164,7 @@ def test_on_expired_resubmit_sends_expired_requests_again_under_the_same_run(
         run_id = submitted.json()["id"]
     emu.update_settings(completion_window=DAY, expire_after_fraction=None)  # the next round ends
 
-    waited = cli("wait", str(run_id), "--json", "--timeout", "20s")
+    waited = cli("wait", str(run_id), "--json", "--timeout", timeout_arg(20))
 
     assert waited.exit_code == 0, waited.stderr
     assert waited.json()["status"] == "completed"
@@ -246,7 +212,7 @@ def test_retry_resends_what_did_not_succeed_as_new_parts_of_the_same_run(
     assert new_parts and sum(p[3] for p in new_parts) == len(failed)
     resent = [i for p in new_parts for i in custom_ids_of(emu, p[4])]
     assert sorted(resent) == failed
-    waited = cli("wait", str(run_id), "--json", "--timeout", "20s")
+    waited = cli("wait", str(run_id), "--json", "--timeout", timeout_arg(20))
     assert waited.exit_code == 0, waited.stderr
     assert waited.json()["status"] == "completed"
     found = outcomes(Path(waited.json()["output"]))
@@ -354,7 +320,9 @@ def test_run_openai_job_without_wait_leaves_it_running_and_status_finishes_it(
     (run,) = started.json()
     assert run["status"] == "running"
     assert not (ws.root / "out").exists()
-    poll(lambda: status_json(cli, run["id"])["status"] == "completed", "status to finish the run")
+    wait_for(
+        lambda: status_json(cli, run["id"])["status"] == "completed", "status to finish the run"
+    )
     assert_delivered(ws, run["id"], ids)
 
 
@@ -465,11 +433,11 @@ def test_status_refreshes_in_flight_parts(
             else None
         )
 
-    part = poll(moved_on, "the part to make progress")
+    part = wait_for(moved_on, "the part to make progress")
 
     (remote,) = emu.batches.values()
     assert part["request_counts"]["completed"] <= remote["request_counts"]["completed"]
-    later = poll(
+    later = wait_for(
         lambda: (
             status_json(cli, run_id)["parts"][0]["request_counts"]["completed"]
             > part["request_counts"]["completed"]
@@ -487,7 +455,7 @@ def test_a_refresh_that_finds_a_batch_unchanged_writes_nothing(
     emu = start_api(processing_rate=0.001)  # in progress, with no request done for a long time
     write_requests(ws.root / "in.jsonl", 3)
     run_id = cli("submit", "in.jsonl", "--json").json()["id"]
-    poll(
+    wait_for(
         lambda: status_json(cli, run_id)["parts"][0]["status"] == "in_progress",
         "the part to be seen in progress",
     )
@@ -508,7 +476,9 @@ def test_status_no_refresh_does_not_call_the_api(
     submitted = cli("submit", "in.jsonl", "--json")
     assert submitted.exit_code == 0, submitted.stderr
     run_id = submitted.json()["id"]
-    poll(lambda: next(iter(emu.batches.values()))["status"] == "in_progress", "the batch to run")
+    wait_for(
+        lambda: next(iter(emu.batches.values()))["status"] == "in_progress", "the batch to run"
+    )
     seen = len(emu.requests)
 
     shown = status_json(cli, run_id, "--no-refresh")

@@ -11,7 +11,6 @@ import json
 import re
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,26 +19,9 @@ import openai
 import pytest
 
 from batchctl.emulator import Emulator
-
-CHAT = "/v1/chat/completions"
-
-
-def request(
-    custom_id: str, *, model: str = "gpt-4o-mini", text: str | None = None
-) -> dict[str, Any]:
-    """One valid chat-completions request line."""
-    content = text if text is not None else f"say something about {custom_id}"
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": CHAT,
-        "body": {"model": model, "messages": [{"role": "user", "content": content}]},
-    }
-
-
-def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+from tests.batches.jsonl import CHAT, request, write_jsonl
+from tests.conftest import run_exe
+from tests.waiting import scaled, wait_for
 
 
 def uploads(emu: Emulator) -> list[Any]:
@@ -120,10 +102,6 @@ def test_wait_exits_3_when_some_requests_fail(api: Emulator, ws: Any, cli: Any):
 
 
 # --- splitting -----------------------------------------------------------------------------------
-
-
-def run_exe(exe: str, *args: str, env: dict[str, str], timeout: float = 60) -> Any:
-    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _many_requests(path: Path, count: int) -> Path:
@@ -707,15 +685,16 @@ def test_emulator_command_serves_the_api_on_the_given_port(ws: Any, batchctl_exe
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def listening() -> bool:
+            assert process.poll() is None, "the emulator exited"
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
+                socket.create_connection(("127.0.0.1", port), timeout=scaled(0.5)).close()
             except OSError:
-                assert process.poll() is None, "the emulator exited"
-                assert time.monotonic() < deadline, "the emulator did not start listening"
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_for(listening, "the emulator to listen", timeout=20)
         base_url = f"http://127.0.0.1:{port}/v1"
         with openai.OpenAI(base_url=base_url, api_key="anything", max_retries=0) as sdk:
             assert sdk.batches.list().data == []
@@ -726,7 +705,7 @@ def test_emulator_command_serves_the_api_on_the_given_port(ws: Any, batchctl_exe
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=scaled(10))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import openai
 from emulator_helpers import chat_line, read_jsonl, run_to_end, start_batch
 
 from batchctl.emulator import Emulator
+from tests.waiting import wait_for
 
 
 def test_batch_completes_with_outputs_counts_and_usage(
@@ -189,10 +189,10 @@ def test_progress_follows_the_wall_clock_when_not_manual(
     with openai.OpenAI(base_url=emu.base_url, api_key="k") as sdk:
         batch = start_batch(sdk, [chat_line("a"), chat_line("b")])
 
-        deadline = time.monotonic() + 5
-        while sdk.batches.retrieve(batch.id).status != "completed":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(
+            lambda: sdk.batches.retrieve(batch.id).status == "completed",
+            "the batch to complete on the wall clock",
+        )
 
 
 def test_chat_usage_reports_cached_and_reasoning_tokens_by_rule(

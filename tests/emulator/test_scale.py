@@ -6,6 +6,7 @@ import json
 import re
 
 import openai
+import pytest
 from emulator_helpers import run_to_end
 
 from batchctl.emulator import Emulator
@@ -16,6 +17,7 @@ PER_BATCH = 40_000
 CUSTOM_ID = re.compile(r'"custom_id":"([^"]*)"')
 
 
+@pytest.mark.slow
 def test_120k_requests_in_three_batches_complete(emulator: Emulator, client: openai.OpenAI) -> None:
     batch_ids = []
     for part in range(TOTAL // PER_BATCH):

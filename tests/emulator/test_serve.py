@@ -10,6 +10,8 @@ import urllib.request
 
 import openai
 
+from tests.waiting import scaled
+
 
 def test_serve_runs_until_sigterm() -> None:
     process = subprocess.Popen(
@@ -27,7 +29,7 @@ def test_serve_runs_until_sigterm() -> None:
         with urllib.request.urlopen(f"{root}/_emulator/state", timeout=5) as response:
             assert json.loads(response.read())["batches"]["total"] == 0
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=scaled(10)) == 0
     finally:
         if process.poll() is None:
             process.kill()

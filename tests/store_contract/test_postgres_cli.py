@@ -4,7 +4,6 @@ against the OpenAI API emulator. Skipped (saying why) without a test server."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +12,7 @@ import pytest
 from batchctl.emulator import Emulator
 from tests.conftest import Workspace
 from tests.databases import PG_ENV
+from tests.waiting import wait_for
 
 
 def test_run_status_and_logs_on_postgres(ws: Workspace, cli: Any, pg_url: str) -> None:
@@ -48,6 +48,7 @@ def test_a_url_with_a_wrong_password_is_a_clear_error(ws: Workspace, cli: Any, p
     assert "wrong" not in result.stderr  # the password is never shown
 
 
+@pytest.mark.slow  # the SDK over HTTP against the emulator
 def test_a_submission_completes_on_postgres(
     ws: Workspace, cli: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,6 +86,7 @@ def test_a_submission_completes_on_postgres(
         ]
 
 
+@pytest.mark.slow  # the SDK over HTTP against the emulator
 def test_status_refreshes_submissions_with_a_url_that_holds_a_password(
     ws: Workspace, cli: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,10 +108,11 @@ def test_status_refreshes_submissions_with_a_url_that_holds_a_password(
         submitted = cli("--db", pg_url, "submit", "in.jsonl", "--json")
         assert submitted.exit_code == 0, submitted.stderr
         run_id = submitted.json()["id"]
-        deadline = time.monotonic() + 20
-        while [b["status"] for b in emulator.batches.values()] != ["completed"]:
-            assert time.monotonic() < deadline, emulator.batches
-            time.sleep(0.05)
+        wait_for(
+            lambda: [b["status"] for b in emulator.batches.values()] == ["completed"],
+            lambda: f"the batch to complete: {emulator.batches}",
+            timeout=20,
+        )
 
         listed = cli("--db", pg_url, "status", "--json")
         assert listed.exit_code == 0, listed.stderr

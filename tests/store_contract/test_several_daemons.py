@@ -33,7 +33,7 @@ import pytest
 
 from tests.conftest import Workspace, run_exe
 from tests.daemons import Daemon, daemon_launcher
-from tests.waiting import wait_for
+from tests.waiting import scaled, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +200,7 @@ def test_a_killed_daemons_run_is_abandoned_after_its_lease_and_retried_by_anothe
         'echo $$ > "pid-$BATCHCTL_RUN_ID"; '
         "if [ -e started ]; then sleep 2; else touch started; sleep 30; fi"
     )
-    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=scaled(4))
     ws.write_config(
         daemon_section() + "[jobs.long]\n"
         'kind = "command"\n'
@@ -219,7 +219,7 @@ def test_a_killed_daemons_run_is_abandoned_after_its_lease_and_retried_by_anothe
     wait_for(lambda: (ws.root / f"pid-{first['id']}").exists(), "the job's process to start")
     [victim] = [d for d in daemons if d.pid == first["pid"]]
     victim.process.kill()
-    assert victim.process.wait(timeout=5) == -signal.SIGKILL
+    assert victim.process.wait(timeout=scaled(5)) == -signal.SIGKILL
     survivors = [d for d in daemons if d is not victim]
 
     def abandoned() -> dict[str, Any] | None:
