@@ -192,16 +192,23 @@ class OpenAIProvider:
         return _batch(self._call(lambda: self.client.batches.retrieve(batch_id)))
 
     def list_batches(self) -> Iterator[RemoteBatch]:
+        for page in self.batch_pages():
+            yield from page
+
+    def batch_pages(self, *, since: int | None = None) -> Iterator[list[RemoteBatch]]:
         after: str | None = None
         while True:
             cursor = after or openai.omit
             page = self._call(
                 lambda: self.client.batches.list(limit=PAGE_SIZE, after=cursor)  # noqa: B023
             )
-            yield from (_batch(item) for item in page.data)
-            if not page.data or not page.has_more:
+            batches = [_batch(item) for item in page.data]
+            yield batches
+            if not batches or not page.has_more:
                 return
-            after = page.data[-1].id
+            if since is not None and batches[-1].created_at < since:
+                return  # newest first: every batch created since ``since`` has been listed
+            after = batches[-1].id
 
     def cancel_batch(self, batch_id: str) -> RemoteBatch:
         return _batch(self._call(lambda: self.client.batches.cancel(batch_id)))
