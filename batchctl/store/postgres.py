@@ -36,7 +36,7 @@ needs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -399,6 +399,16 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
             )
             for row in rows
         ]
+
+    def update_parts(
+        self, changes: Sequence[tuple[int, Mapping[str, Any]]], logs: Sequence[LogEntry] = ()
+    ) -> None:
+        if not changes and not logs:
+            return
+        with self._write():  # the calls' own transactions nest in it (savepoints)
+            for part_id, columns in changes:
+                self.update_part(part_id, **columns)
+            self.append_logs(logs)
 
     # --- logs ---------------------------------------------------------------------------------
     def append_logs(self, entries: Sequence[LogEntry]) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from batchctl.records import (
 )
 from batchctl.store import migrations
 from batchctl.store.rows import RUN_COLUMNS, log_pages, run_from_row
-from batchctl.store.sqlite_batches import BatchTables
+from batchctl.store.sqlite_batches import BatchTables, part_update
 from batchctl.store.sqlite_maintenance import MaintenanceTables
 from batchctl.store.sqlite_schedule import ScheduleTables
 from batchctl.store.transitions import record_transition
@@ -375,22 +375,17 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
         if not entries:
             return
         with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO run_logs (run_id, attempt, at, level, stream, message, fields) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [
-                    (
-                        e.run_id,
-                        e.attempt,
-                        to_iso(e.at),
-                        e.level.value,
-                        e.stream,
-                        e.message,
-                        json.dumps(e.fields, default=str) if e.fields else None,
-                    )
-                    for e in entries
-                ],
-            )
+            _insert_logs(conn, entries)
+
+    def update_parts(
+        self, changes: Sequence[tuple[int, Mapping[str, Any]]], logs: Sequence[LogEntry] = ()
+    ) -> None:
+        if not changes and not logs:
+            return
+        with self._write() as conn:
+            for part_id, columns in changes:
+                conn.execute(*part_update(part_id, columns))
+            _insert_logs(conn, logs)
 
     def logs(
         self,
@@ -573,4 +568,23 @@ def _put_lock(
         "INSERT OR REPLACE INTO locks (key, run_id, host, pid, acquired_at, lease_until) "
         "VALUES (?,?,?,?,?,?)",
         (key, run_id, owner.host, owner.pid, to_iso(now), to_iso(lease_until)),
+    )
+
+
+def _insert_logs(conn: sqlite3.Connection, entries: Sequence[LogEntry]) -> None:
+    conn.executemany(
+        "INSERT INTO run_logs (run_id, attempt, at, level, stream, message, fields) "
+        "VALUES (?,?,?,?,?,?,?)",
+        [
+            (
+                e.run_id,
+                e.attempt,
+                to_iso(e.at),
+                e.level.value,
+                e.stream,
+                e.message,
+                json.dumps(e.fields, default=str) if e.fields else None,
+            )
+            for e in entries
+        ],
     )

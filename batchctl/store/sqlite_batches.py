@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -244,20 +244,9 @@ class BatchTables:
         return found
 
     def update_part(self, part_id: int, **columns: Any) -> None:
-        unknown = set(columns) - UPDATABLE_PART_COLUMNS
-        if unknown:
-            raise ValueError(f"not a part column: {', '.join(sorted(unknown))}")
-        values = [
-            json.dumps(v)
-            if k in JSON_PART_COLUMNS and v is not None
-            else to_iso(v)
-            if isinstance(v, datetime)
-            else v
-            for k, v in columns.items()
-        ]
-        assignments = ", ".join(f"{name} = ?" for name in columns)
+        statement = part_update(part_id, columns)
         with self._write() as conn:
-            conn.execute(f"UPDATE parts SET {assignments} WHERE id = ?", (*values, part_id))
+            conn.execute(*statement)
 
     def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> None:
         """Record the outcomes read from a part's files, and mark the part downloaded."""
@@ -501,3 +490,20 @@ class BatchTables:
             )
             record_transition(conn, run_id, row[0], status, to_iso(now), error)
         return True
+
+
+def part_update(part_id: int, columns: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE of one part's ``columns`` (checked against the columns that may change)."""
+    unknown = set(columns) - UPDATABLE_PART_COLUMNS
+    if unknown:
+        raise ValueError(f"not a part column: {', '.join(sorted(unknown))}")
+    values = [
+        json.dumps(v)
+        if k in JSON_PART_COLUMNS and v is not None
+        else to_iso(v)
+        if isinstance(v, datetime)
+        else v
+        for k, v in columns.items()
+    ]
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    return f"UPDATE parts SET {assignments} WHERE id = ?", (*values, part_id)
