@@ -5,14 +5,17 @@
   emulator, started as a **subprocess** with ``--manual-clock`` so that every batch stays
   ``validating`` (in flight) and the emulator's CPU is not this process's. Then one daemon pass
   (``Daemon.pass_once()``, ``once=True``, its refresh forced due) refreshes every part: the
-  daemon's ``_refresh_batches`` -> ``batches.refresh.refresh`` (a bounded pool, ``MAX_WORKERS``
-  threads). Figure: ms per pass (median of several passes). Baseline: the same number of
-  sequential ``client.batches.retrieve(id)`` calls with the raw ``openai`` SDK against the same
-  emulator, interleaved with the passes. Target ratio <= 1.5. ``--quick``: 20 x 10 parts.
-  Also reported: this process's CPU time per pass (``time.process_time`` deltas, every thread)
-  beside the raw loop's, the emulator's CPU per pass (``/proc/PID/stat``), the process's RSS, and
-  the most refresh threads alive at once, sampled in an extra, untimed pass (they must not exceed
-  ``batches.refresh.MAX_WORKERS``; a row turns to ``error`` if they do).
+  daemon's ``_refresh_batches`` -> ``batches.refresh.refresh``, which reads the list pages
+  (``GET /v1/batches?limit=100``; how many, from the emulator's request log). Figure: ms per
+  pass (median of several passes). Baseline: the same list pages with the raw ``openai`` SDK
+  (``client.batches.list``), interleaved with the passes; the 1,000 sequential
+  ``client.batches.retrieve(id)`` calls the pass replaces are timed too. ``--quick``: 20 x 10
+  parts. Also reported: this process's CPU time per pass (``time.process_time`` deltas, every
+  thread) over the raw SDK pages' CPU (target ratio <= 1.2), over the same requests read with
+  ``with_raw_response`` + ``json.loads`` (the floor), and over the raw GETs' CPU; the emulator's
+  CPU per pass (``/proc/PID/stat``), the process's RSS, and the most refresh threads alive at
+  once, sampled in an extra, untimed pass (they must not exceed ``batches.refresh.MAX_WORKERS``;
+  a row turns to ``error`` if they do).
 * ``daemon: RSS over 1,000 ticks``: a daemon (``once=True``, so no lease to renew) driven by a
   pass loop with a fake clock moving 1 s per pass, one job ``* * * * * */1`` (every second) of
   the no-op python processor: each pass fires one tick on the daemon's pool and the loop waits
