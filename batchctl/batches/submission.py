@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from batchctl.batches import files as local
+from batchctl.batches.listing import listed, to_refresh
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.polling import Backoff, parts_state
 from batchctl.batches.pricing import Cost, cost_of
@@ -379,7 +380,13 @@ class Batches:
 
     # --- drive ----------------------------------------------------------------------------------
     def advance(
-        self, run_id: int, *, refresh: bool = True, send: bool = True, fail_unsent: bool = False
+        self,
+        run_id: int,
+        *,
+        refresh: bool = True,
+        send: bool = True,
+        fail_unsent: bool = False,
+        known: Mapping[str, RemoteBatch] | None = None,
     ) -> bool:
         """Do all that can be done for the submission now; True when it is settled.
 
@@ -387,6 +394,9 @@ class Batches:
         batch are refreshed and downloaded, and the submission settles only when nothing is
         left to send. ``fail_unsent`` (``submit``): an error before any batch was created
         records the run ``failed`` with its reason, so that no later command spends for it.
+        ``known``: the batches as the list pages just showed them, by id (``batches.refresh``
+        lists once for many submissions); a part not among them is fetched on its own. Without
+        it, a submission with many parts in flight lists the pages itself (``listing``).
         """
         submission = self._submission(run_id)
         if submission.merged_at is not None:
@@ -398,17 +408,27 @@ class Batches:
             if self._take_lease(run_id) is not None:
                 return False  # another process is driving it right now
             try:
-                return self._drive(run_id, refresh=refresh, send=send, fail_unsent=fail_unsent)
+                return self._drive(
+                    run_id, refresh=refresh, send=send, fail_unsent=fail_unsent, known=known
+                )
             finally:
                 with suppress(StoreWriteError):  # else it runs out, or its dead holder is seen
                     self.store.release_submission_lease(run_id, self.owner)
         finally:
             driving.release()
 
-    def _drive(self, run_id: int, *, refresh: bool, send: bool, fail_unsent: bool) -> bool:
+    def _drive(
+        self,
+        run_id: int,
+        *,
+        refresh: bool,
+        send: bool,
+        fail_unsent: bool,
+        known: Mapping[str, RemoteBatch] | None = None,
+    ) -> bool:
         """``advance`` under the lease, saying what an error that stops it leaves."""
         try:
-            return self._advance_leased(run_id, refresh=refresh, send=send)
+            return self._advance_leased(run_id, refresh=refresh, send=send, known=known)
         except (BatchctlError, OSError) as exc:
             stopped = self._stopped(run_id, exc, fail_unsent=fail_unsent)
             if stopped is exc:
@@ -456,7 +476,14 @@ class Batches:
             holder = self.store.take_submission_lease(run_id, self.owner, until, now)
         return holder
 
-    def _advance_leased(self, run_id: int, *, refresh: bool, send: bool) -> bool:
+    def _advance_leased(
+        self,
+        run_id: int,
+        *,
+        refresh: bool,
+        send: bool,
+        known: Mapping[str, RemoteBatch] | None = None,
+    ) -> bool:
         self._created = []
         # Read again under the lease: another process may have settled it meanwhile.
         submission = self._submission(run_id)
@@ -468,9 +495,11 @@ class Batches:
             self._logging_errors(run_id),
             retry_notices(lambda text: self._log(run_id, text, LogLevel.WARNING)),
         ):
+            if refresh:
+                parts = self._refresh(run_id, parts, known)
             for part in parts:
                 with self._logging_errors(run_id, f"part {part.number}: "):
-                    self._advance_part(submission, part, refresh=refresh, send=send)
+                    self._advance_part(submission, part, send=send)
             if send:
                 self._resubmit_expired(submission)
             elif self._awaits_resubmit(submission):
@@ -569,20 +598,20 @@ class Batches:
     ) -> None:
         """Add a line to the submission's story (stream ``batch`` of its run's log), as the
         step it tells of has just been recorded."""
+        self.store.append_logs([self._log_entry(run_id, message, level, **fields)])
+
+    def _log_entry(
+        self, run_id: int, message: str, level: LogLevel = LogLevel.INFO, **fields: Any
+    ) -> LogEntry:
         run = self.store.get_run(run_id)
         attempt = run.attempts if run is not None else 1
-        entry = LogEntry(run_id, attempt, self.clock(), level, message, LOG_STREAM, fields)
-        self.store.append_logs([entry])
+        return LogEntry(run_id, attempt, self.clock(), level, message, LOG_STREAM, fields)
 
-    def _advance_part(
-        self, submission: Submission, part: Part, *, refresh: bool, send: bool
-    ) -> None:
+    def _advance_part(self, submission: Submission, part: Part, *, send: bool) -> None:
         if part.batch_id is None and part.status not in TERMINAL:
             if not send:
                 return
             part = self._send(submission, part)
-        elif part.status not in TERMINAL and refresh:
-            part = self._record_remote(part, self.provider.get_batch(part.batch_id or ""))
         if part.status in TERMINAL and part.downloaded_at is None:
             self._download(submission, part)
 
@@ -652,36 +681,64 @@ class Batches:
         )
         return part._replace(input_file_id=found.id, status="uploaded")
 
+    def _refresh(
+        self, run_id: int, parts: list[Part], known: Mapping[str, RemoteBatch] | None
+    ) -> list[Part]:
+        """Ask the API about every part in flight — from ``known`` or the list pages, else one
+        GET each — and record what changed, all of it in one transaction (nothing when nothing
+        changed). What was learnt before a GET that fails is still recorded."""
+        if not to_refresh(parts):
+            return parts
+        if known is None:
+            known = listed(self.provider, parts)
+        changes: list[tuple[int, dict[str, Any]]] = []
+        logs: list[LogEntry] = []
+        refreshed: list[Part] = []
+        try:
+            for part in parts:
+                if part.batch_id is None or part.status in TERMINAL:
+                    refreshed.append(part)
+                    continue
+                with self._logging_errors(run_id, f"part {part.number}: "):
+                    batch = known.get(part.batch_id) or self.provider.get_batch(part.batch_id)
+                refreshed.append(self._compare_remote(part, batch, changes, logs))
+        finally:
+            self.store.update_parts(changes, logs)
+        return refreshed
+
     def _record_remote(self, part: Part, batch: RemoteBatch) -> Part:
-        errors = [dict(e) for e in batch.errors]
-        fields = {
-            "batch_id": batch.id,
-            "status": batch.status,
-            "output_file_id": batch.output_file_id,
-            "error_file_id": batch.error_file_id,
-            "request_counts": batch.request_counts.to_json(),
-            "usage": dict(batch.usage) if batch.usage else None,
-            "errors": errors,
-            "remote_created_at": batch.created_at,
-            "remote_ended_at": batch.ended_at,
-            "expires_at": batch.expires_at,
-        }
+        changes: list[tuple[int, dict[str, Any]]] = []
+        logs: list[LogEntry] = []
+        recorded = self._compare_remote(part, batch, changes, logs)
+        self.store.update_parts(changes, logs)
+        return recorded
+
+    def _compare_remote(
+        self,
+        part: Part,
+        batch: RemoteBatch,
+        changes: list[tuple[int, dict[str, Any]]],
+        logs: list[LogEntry],
+    ) -> Part:
+        """The part as the API reports it; what to write for it added to ``changes`` (and a
+        line to ``logs`` if its status moved)."""
+        fields = remote_columns(batch)
         # A poll that finds the batch as it was writes nothing: refreshing a thousand parts of
         # which a few moved costs a few writes (``refreshed_at`` is when it last changed).
-        if any(getattr(part, name) != value for name, value in fields.items()):
-            self.store.update_part(part.id, refreshed_at=self.clock(), **fields)
+        if not _records(part, fields):
+            changes.append((part.id, {"refreshed_at": self.clock(), **fields}))
         if part.batch_id is not None and part.status != batch.status:
-            self._log_status(part, batch)
+            logs.append(self._status_entry(part, batch))
         return part._replace(
             batch_id=batch.id,
             status=batch.status,
             output_file_id=batch.output_file_id,
             error_file_id=batch.error_file_id,
-            request_counts=batch.request_counts.to_json(),
-            errors=errors,
+            request_counts=fields["request_counts"],
+            errors=fields["errors"],
         )
 
-    def _log_status(self, part: Part, batch: RemoteBatch) -> None:
+    def _status_entry(self, part: Part, batch: RemoteBatch) -> LogEntry:
         """A part's remote status changed: say so, with its counts, or why it failed."""
         counts = batch.request_counts
         text = f"part {part.number}: {batch.id} {part.status} -> {batch.status}"
@@ -695,7 +752,7 @@ class Batches:
                 f" {counts.failed:,} failed)"
             )
         level = _END_LEVEL.get(batch.status, LogLevel.INFO)
-        self._log(part.run_id, text, level, part=part.number, batch=batch.id)
+        return self._log_entry(part.run_id, text, level, part=part.number, batch=batch.id)
 
     def _download(self, submission: Submission, part: Part) -> None:
         directory = Path(submission.directory)
@@ -1152,6 +1209,31 @@ class WaitInterrupted(BatchctlError):
             hint=follow_up(run_id),
         )
         self.run_id = run_id
+
+
+def remote_columns(batch: RemoteBatch) -> dict[str, Any]:
+    """The part's columns that record what the API said of its batch."""
+    return {
+        "batch_id": batch.id,
+        "status": batch.status,
+        "output_file_id": batch.output_file_id,
+        "error_file_id": batch.error_file_id,
+        "request_counts": batch.request_counts.to_json(),
+        "usage": dict(batch.usage) if batch.usage else None,
+        "errors": [dict(e) for e in batch.errors],
+        "remote_created_at": batch.created_at,
+        "remote_ended_at": batch.ended_at,
+        "expires_at": batch.expires_at,
+    }
+
+
+def unchanged(part: Part, batch: RemoteBatch) -> bool:
+    """Whether the part already records the batch as the API reports it."""
+    return _records(part, remote_columns(batch))
+
+
+def _records(part: Part, columns: Mapping[str, Any]) -> bool:
+    return all(getattr(part, name) == value for name, value in columns.items())
 
 
 def work_ended(started: datetime | None, parts: Sequence[Part], now: datetime) -> datetime:

@@ -141,6 +141,12 @@ class Provider(Protocol):
         """Every batch of the account, newest first, page by page."""
         ...
 
+    def batch_pages(self, *, since: int | None = None) -> Iterator[list[RemoteBatch]]:
+        """The account's batches a page at a time (up to 100, one request each), newest first;
+        with ``since`` (a ``created_at`` the API gave, never this host's clock) the last page is
+        the one that reaches a batch created before it. The caller may stop any time sooner."""
+        ...
+
     def cancel_batch(self, batch_id: str) -> RemoteBatch: ...
 
     def download(self, file_id: str, destination: Path) -> int:

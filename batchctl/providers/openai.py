@@ -13,6 +13,7 @@ batchctl put on it — and adopt it.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -26,6 +27,7 @@ from openai import OpenAI
 from batchctl.config import OpenAIConfig
 from batchctl.providers import check_settings
 from batchctl.providers.base import (
+    TERMINAL,
     ProviderError,
     RemoteBatch,
     RemoteFile,
@@ -154,7 +156,7 @@ class OpenAIProvider:
 
         def attempt() -> RemoteBatch:
             return _batch(
-                self.client.batches.create(
+                self.client.batches.with_raw_response.create(
                     input_file_id=input_file_id,
                     endpoint=endpoint,  # type: ignore[arg-type]
                     completion_window=completion_window,  # type: ignore[arg-type]
@@ -189,22 +191,33 @@ class OpenAIProvider:
             raise
 
     def get_batch(self, batch_id: str) -> RemoteBatch:
-        return _batch(self._call(lambda: self.client.batches.retrieve(batch_id)))
+        return _batch(self._call(lambda: self.client.batches.with_raw_response.retrieve(batch_id)))
 
     def list_batches(self) -> Iterator[RemoteBatch]:
+        for page in self.batch_pages():
+            yield from page
+
+    def batch_pages(self, *, since: int | None = None) -> Iterator[list[RemoteBatch]]:
         after: str | None = None
         while True:
             cursor = after or openai.omit
-            page = self._call(
-                lambda: self.client.batches.list(limit=PAGE_SIZE, after=cursor)  # noqa: B023
+            raw = self._call(
+                lambda: self.client.batches.with_raw_response.list(
+                    limit=PAGE_SIZE,
+                    after=cursor,  # noqa: B023
+                )
             )
-            yield from (_batch(item) for item in page.data)
-            if not page.data or not page.has_more:
+            page = json.loads(raw.content)
+            batches = [_from_json(item) for item in page.get("data") or ()]
+            yield batches
+            if not batches or not page.get("has_more"):
                 return
-            after = page.data[-1].id
+            if since is not None and batches[-1].created_at < since:
+                return  # newest first: every batch created since ``since`` has been listed
+            after = batches[-1].id
 
     def cancel_batch(self, batch_id: str) -> RemoteBatch:
-        return _batch(self._call(lambda: self.client.batches.cancel(batch_id)))
+        return _batch(self._call(lambda: self.client.batches.with_raw_response.cancel(batch_id)))
 
     # --- the retry policy -----------------------------------------------------------------------
     def _call(self, action: Callable[[], T]) -> T:
@@ -356,34 +369,42 @@ def _file(item: Any) -> RemoteFile:
     )
 
 
-def _batch(item: Any) -> RemoteBatch:
-    counts = item.request_counts
-    errors = item.errors.data if item.errors and item.errors.data else []
-    usage = item.usage.model_dump() if getattr(item, "usage", None) else None
+def _batch(raw: Any) -> RemoteBatch:
+    """The batch in a raw response (``with_raw_response``: its JSON, not the SDK's model)."""
+    return _from_json(json.loads(raw.content))
+
+
+def _from_json(item: Mapping[str, Any]) -> RemoteBatch:
+    """A Batch object as the API sent it, as plain values. Read from the JSON rather than the
+    SDK's pydantic model: building those models costs four times what the HTTP request does
+    (a refresh reads 1,000 batches a pass), and every batch call maps through here, so a
+    batch reads the same whichever call reported it."""
+    counts = item.get("request_counts") or {}
+    errors = (item.get("errors") or {}).get("data") or ()
+    status = str(item["status"])
+    ended = item.get(f"{status}_at") if status in TERMINAL else None
     return RemoteBatch(
-        id=item.id,
-        status=item.status,
-        endpoint=item.endpoint,
-        input_file_id=item.input_file_id,
-        output_file_id=item.output_file_id or None,  # "" has been seen for "none"
-        error_file_id=item.error_file_id or None,
-        created_at=item.created_at,
-        expires_at=item.expires_at,
-        completed_at=item.completed_at,
-        request_counts=RequestCounts(counts.total, counts.completed, counts.failed)
-        if counts
-        else RequestCounts(),
-        metadata=dict(item.metadata or {}),
-        errors=tuple(e.model_dump() for e in errors),
-        usage=usage,
-        model=getattr(item, "model", None),
-        ended_at=_ended_at(item),
+        id=str(item["id"]),
+        status=status,
+        endpoint=str(item.get("endpoint") or ""),
+        input_file_id=str(item.get("input_file_id") or ""),
+        output_file_id=item.get("output_file_id") or None,  # "" has been seen for "none"
+        error_file_id=item.get("error_file_id") or None,
+        created_at=int(item["created_at"]),
+        expires_at=item.get("expires_at"),
+        completed_at=item.get("completed_at"),
+        request_counts=RequestCounts(
+            int(counts.get("total") or 0),
+            int(counts.get("completed") or 0),
+            int(counts.get("failed") or 0),
+        ),
+        metadata=dict(item.get("metadata") or {}),
+        # The four fields of a BatchError, each present (None when the API left it out).
+        errors=tuple({name: e.get(name) for name in _ERROR_FIELDS} for e in errors),
+        usage=item.get("usage") or None,
+        model=item.get("model"),
+        ended_at=int(ended) if ended is not None else None,
     )
 
 
-def _ended_at(item: Any) -> int | None:
-    """When the batch reached its final status, by the API's own time for that status."""
-    if item.status not in ("completed", "failed", "expired", "cancelled"):
-        return None
-    ended = getattr(item, f"{item.status}_at", None)
-    return int(ended) if ended is not None else None
+_ERROR_FIELDS = ("code", "line", "message", "param")

@@ -74,6 +74,13 @@ class BatchStore(Protocol):
 
     def update_part(self, part_id: int, **columns: Any) -> None: ...
 
+    def update_parts(
+        self, changes: Sequence[tuple[int, Mapping[str, Any]]], logs: Sequence[LogEntry] = ()
+    ) -> None:
+        """Update several parts (``(part id, columns)`` each) and append ``logs``, in one
+        transaction: a refresh records all it learnt of a submission at once."""
+        ...
+
     def record_results(
         self, part_id: int, results: Iterable[RequestResult], now: datetime
     ) -> None: ...

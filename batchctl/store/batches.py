@@ -10,11 +10,12 @@ the same submission at once, whatever their clocks say.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from batchctl.records import (
+    LogEntry,
     ModelTokens,
     Owner,
     Part,
@@ -37,6 +38,7 @@ from batchctl.store.rows import (
     submission_from_row,
     unpriced_text,
 )
+from batchctl.store.runs import insert_logs
 
 
 class BatchTables(Tables):
@@ -190,6 +192,21 @@ class BatchTables(Tables):
         return found
 
     def update_part(self, part_id: int, **columns: Any) -> None:
+        with self._write():
+            self._exec(*self._part_update(part_id, columns))
+
+    def update_parts(
+        self, changes: Sequence[tuple[int, Mapping[str, Any]]], logs: Sequence[LogEntry] = ()
+    ) -> None:
+        if not changes and not logs:
+            return
+        with self._write():
+            for part_id, columns in changes:
+                self._exec(*self._part_update(part_id, columns))
+            insert_logs(self, logs)
+
+    def _part_update(self, part_id: int, columns: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        """The UPDATE of one part's ``columns`` (checked against the columns that may change)."""
         unknown = set(columns) - UPDATABLE_PART_COLUMNS
         if unknown:
             raise ValueError(f"not a part column: {', '.join(sorted(unknown))}")
@@ -202,8 +219,7 @@ class BatchTables(Tables):
             for k, v in columns.items()
         ]
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        with self._write():
-            self._exec(f"UPDATE parts SET {assignments} WHERE id = ?", (*values, part_id))
+        return f"UPDATE parts SET {assignments} WHERE id = ?", (*values, part_id)
 
     def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> None:
         """Record the outcomes read from a part's files, and mark the part downloaded."""

@@ -299,22 +299,7 @@ class RunTables(Tables):
         if not entries:
             return
         with self._write():
-            self._many(
-                "INSERT INTO run_logs (run_id, attempt, at, level, stream, message, fields)"
-                " VALUES (?,?,?,?,?,?,?)",
-                [
-                    (
-                        e.run_id,
-                        e.attempt,
-                        self.at(e.at),
-                        e.level.value,
-                        e.stream,
-                        e.message,
-                        json.dumps(e.fields, default=str) if e.fields else None,
-                    )
-                    for e in entries
-                ],
-            )
+            insert_logs(self, entries)
 
     def logs(
         self,
@@ -410,3 +395,23 @@ class RunTables(Tables):
             " lease_until = excluded.lease_until",
             (key, run_id, owner.host, owner.pid, self.at(now), self.lease(lease_until, now)),
         )
+
+
+def insert_logs(tables: Tables, entries: Sequence[LogEntry]) -> None:
+    """Append log lines inside the caller's write transaction."""
+    tables._many(
+        "INSERT INTO run_logs (run_id, attempt, at, level, stream, message, fields)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [
+            (
+                e.run_id,
+                e.attempt,
+                tables.at(e.at),
+                e.level.value,
+                e.stream,
+                e.message,
+                json.dumps(e.fields, default=str) if e.fields else None,
+            )
+            for e in entries
+        ],
+    )

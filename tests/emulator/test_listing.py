@@ -41,6 +41,50 @@ def test_batches_list_page_has_cursor_fields(emulator: Emulator, client: openai.
     assert page.has_more is False
 
 
+def test_batches_list_pages_hold_20_by_default_and_at_most_100(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    uploaded = upload(client, jsonl([chat_line("a")]))
+    for _ in range(101):
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+
+    assert len(client.batches.list().data) == 20
+    full = client.batches.list(limit=100)
+    assert len(full.data) == 100 and full.has_more is True
+    last = client.batches.list(limit=100, after=full.data[-1].id)
+    assert len(last.data) == 1 and last.has_more is False
+    assert last.model_dump()["first_id"] == last.model_dump()["last_id"] == last.data[0].id
+    for limit in (0, 101):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.batches.list(limit=limit)
+        assert caught.value.code == "invalid_value"
+
+
+def test_batches_list_shows_each_batch_as_a_get_does(
+    emulator: Emulator, client: openai.OpenAI
+) -> None:
+    running = start_batch(client, [chat_line("a"), chat_line("b")])
+    finished = run_to_end(emulator, client, start_batch(client, [chat_line("c")]).id)
+    waiting = start_batch(client, [chat_line("d")])
+    emulator.advance(0.5)  # time moves: the list reports each batch as of now, as a GET does
+
+    listed = {b.id: b for b in client.batches.list(limit=100)}
+
+    assert list(listed) == [waiting.id, finished.id, running.id]
+    for batch_id, batch in listed.items():
+        assert batch == client.batches.retrieve(batch_id)
+
+
+def test_an_empty_batches_list(emulator: Emulator, client: openai.OpenAI) -> None:
+    page = client.batches.list(limit=100)
+    assert page.data == []
+    assert page.has_more is False
+    dumped = page.model_dump()
+    assert (dumped["object"], dumped["first_id"], dumped["last_id"]) == ("list", None, None)
+
+
 def test_files_list_filters_by_purpose_and_orders(
     emulator: Emulator, client: openai.OpenAI
 ) -> None:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from batchctl.records import (
+    LogEntry,
+    LogLevel,
     ModelTokens,
     Owner,
     PartPlanRow,
@@ -137,6 +139,30 @@ def test_update_part_and_runs_for_batches(store: Store) -> None:
     assert store.runs_for_batches([]) == {}
     with pytest.raises(ValueError, match="not a part column"):
         store.update_part(part.id, model="other")
+
+
+def test_update_parts_writes_parts_and_log_lines_together(store: Store) -> None:
+    run_id = _submit(store)
+    first, second = store.parts(run_id)
+    lines = [LogEntry(run_id, 1, T0, LogLevel.INFO, "part 1: moved", "batch", {"part": 1})]
+
+    store.update_parts(
+        [
+            (first.id, {"status": "in_progress", "refreshed_at": T0}),
+            (second.id, {"request_counts": {"total": 2}}),
+        ],
+        lines,
+    )
+    store.update_parts([])  # nothing to write: no transaction
+
+    updated = store.parts(run_id)
+    assert updated[0].status == "in_progress" and updated[1].request_counts == {"total": 2}
+    assert [(e.message, e.stream, e.fields) for e in store.logs(run_id)] == [
+        ("part 1: moved", "batch", {"part": 1})
+    ]
+    with pytest.raises(ValueError, match="not a part column"):
+        store.update_parts([(first.id, {"status": "failed"}), (second.id, {"model": "x"})])
+    assert store.parts(run_id)[0].status == "in_progress"  # all or nothing
 
 
 def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
