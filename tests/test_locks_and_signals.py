@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Workspace
-from tests.waiting import scaled, timeout_arg, wait_for
+from tests.waiting import scaled, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -565,7 +565,7 @@ def test_cancel_command_stops_a_running_command_job(ws: Workspace, procs: Procs)
     run_id = procs.running_run(runner)
     pgid = procs.group(ws.root / f"pid-{run_id}")
 
-    result = procs.run("cancel", str(run_id), "--timeout", timeout_arg(15), timeout=20)
+    result = procs.run("cancel", str(run_id), "--timeout", f"{scaled(15):g}", timeout=20)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"run {run_id} cancelled" in result.stdout + result.stderr
@@ -582,7 +582,7 @@ def test_cancel_request_reaches_the_runner_promptly(ws: Workspace, procs: Procs)
     run_id = procs.running_run(runner)
     procs.group(ws.root / f"pid-{run_id}")
 
-    result = procs.run("cancel", str(run_id), "--timeout", timeout_arg(3))
+    result = procs.run("cancel", str(run_id), "--timeout", f"{scaled(3):g}")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_row(ws, run_id)["status"] == "cancelled"
@@ -594,7 +594,7 @@ def test_an_attempt_stopped_by_batchctl_cancel_is_logged_so(ws: Workspace, procs
     run_id = procs.running_run(runner)
     procs.group(ws.root / f"pid-{run_id}")
 
-    procs.run("cancel", str(run_id), "--timeout", timeout_arg(15), timeout=20)
+    procs.run("cancel", str(run_id), "--timeout", f"{scaled(15):g}", timeout=20)
     finish(runner, timeout=5)
 
     assert "attempt 1 cancelled (by batchctl cancel)" in procs.run("logs", str(run_id)).stdout

@@ -23,7 +23,7 @@ def scaled(seconds: float) -> float:
 
 
 def timeout_arg(seconds: float) -> str:
-    """A ``--timeout`` value for the CLI (``wait``, ``cancel``): ``seconds`` scaled, as "Ns"."""
+    """A ``--timeout`` duration for ``batchctl wait``: ``seconds`` scaled, as "Ns"."""
     return f"{scaled(seconds):g}s"
 
 
