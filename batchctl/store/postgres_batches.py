@@ -32,12 +32,14 @@ from batchctl.store.rows import (
     as_stored,
     part_from_row,
     request_summaries,
+    results_by_kind,
     unpriced_text,
 )
 
 if TYPE_CHECKING:
     from batchctl.store.postgres_common import Conn
 
+_RESULTS_CHUNK = 5000  # rows of one executemany: bounded memory, few round trips
 _REQUEST_COLUMNS = (
     "custom_id, ordinal, part_id, line_offset, line_length, attempts, outcome, status_code, "
     "error_code, error_message, input_tokens, output_tokens, result_part_id, result_kind, "
@@ -243,39 +245,12 @@ class BatchTables(Tables):
 
     def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> None:
         """Record the outcomes read from a part's files, and mark the part downloaded."""
-        sql = (
-            "UPDATE requests SET outcome = %s, status_code = %s, error_code = %s,"
-            " error_message = %s, input_tokens = %s, output_tokens = %s, cached_tokens = %s,"
-            " reasoning_tokens = %s, result_part_id = %s,"
-            " result_kind = %s,"
-            " result_offset = %s, result_length = %s WHERE part_id = %s AND custom_id = %s"
-        )
         with self._write() as conn:
             found = conn.execute("SELECT run_id FROM parts WHERE id = %s", (part_id,)).fetchone()
             assert found is not None, f"no part {part_id}"
-            run_id = found[0]
-            rows = (
-                (
-                    r.outcome,
-                    r.status_code,
-                    r.error_code,
-                    r.error_message,
-                    r.input_tokens,
-                    r.output_tokens,
-                    r.cached_tokens,
-                    r.reasoning_tokens,
-                    part_id,
-                    r.kind,
-                    r.offset,
-                    r.length,
-                    part_id,
-                    r.custom_id,
-                    run_id,
-                )
-                for r in results
-            )
             with conn.cursor() as cursor:
-                cursor.executemany(sql + " AND run_id = %s", rows)
+                for sql, rows in results_by_kind(results, part_id, found[0], _RESULTS_CHUNK):
+                    cursor.executemany(sql, rows)
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
         """Give every request of the part that has no outcome yet this one; how many."""

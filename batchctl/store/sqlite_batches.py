@@ -32,6 +32,7 @@ from batchctl.store.rows import (
     UPDATABLE_PART_COLUMNS,
     part_from_row,
     request_summaries,
+    results_by_kind,
     unpriced_text,
 )
 from batchctl.store.transitions import record_transition
@@ -261,39 +262,10 @@ class BatchTables:
 
     def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> None:
         """Record the outcomes read from a part's files, and mark the part downloaded."""
-        sql = (
-            "UPDATE requests SET outcome = ?, status_code = ?, error_code = ?, error_message = ?,"
-            " input_tokens = ?, output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?,"
-            " result_part_id = ?, result_kind = ?,"
-            " result_offset = ?, result_length = ? WHERE part_id = ? AND custom_id = ?"
-        )
         with self._write() as conn:
             run_id = conn.execute("SELECT run_id FROM parts WHERE id = ?", (part_id,)).fetchone()[0]
-            chunk: list[tuple[Any, ...]] = []
-            for r in results:
-                chunk.append(
-                    (
-                        r.outcome,
-                        r.status_code,
-                        r.error_code,
-                        r.error_message,
-                        r.input_tokens,
-                        r.output_tokens,
-                        r.cached_tokens,
-                        r.reasoning_tokens,
-                        part_id,
-                        r.kind,
-                        r.offset,
-                        r.length,
-                        part_id,
-                        r.custom_id,
-                    )
-                )
-                if len(chunk) >= INSERT_CHUNK:
-                    conn.executemany(sql + " AND run_id = ?", [(*c, run_id) for c in chunk])
-                    chunk = []
-            if chunk:
-                conn.executemany(sql + " AND run_id = ?", [(*c, run_id) for c in chunk])
+            for sql, rows in results_by_kind(results, part_id, run_id, INSERT_CHUNK, "?"):
+                conn.executemany(sql, rows)
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
         """Give every request of the part that has no outcome yet this one; how many."""
