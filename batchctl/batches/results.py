@@ -91,14 +91,30 @@ def usage_of(body: Any) -> tuple[int, int, int, int]:
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
         return 0, 0, 0, 0
-    tokens_in = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
-    tokens_out = _count(usage.get("completion_tokens", usage.get("output_tokens")))
-    cached = _detail(usage, ("prompt_tokens_details", "input_tokens_details"), "cached_tokens")
-    reasoning = _detail(
-        usage, ("completion_tokens_details", "output_tokens_details"), "reasoning_tokens"
+    get = usage.get
+    tokens_in = _count(get("prompt_tokens", get("input_tokens")))
+    tokens_out = _count(get("completion_tokens", get("output_tokens")))
+    details = get("prompt_tokens_details")
+    cached = (
+        _count(details.get("cached_tokens"))
+        if type(details) is dict
+        else _detail(usage, ("prompt_tokens_details", "input_tokens_details"), "cached_tokens")
+    )
+    details = get("completion_tokens_details")
+    reasoning = (
+        _count(details.get("reasoning_tokens"))
+        if type(details) is dict
+        else _detail(
+            usage, ("completion_tokens_details", "output_tokens_details"), "reasoning_tokens"
+        )
     )
     # A detail is a part of its total: never more than it, whatever a server reports.
-    return tokens_in, tokens_out, min(cached, tokens_in), min(reasoning, tokens_out)
+    return (
+        tokens_in,
+        tokens_out,
+        cached if cached <= tokens_in else tokens_in,
+        reasoning if reasoning <= tokens_out else tokens_out,
+    )
 
 
 def _detail(usage: dict[str, Any], names: tuple[str, ...], key: str) -> int:
@@ -110,11 +126,14 @@ def _detail(usage: dict[str, Any], names: tuple[str, ...], key: str) -> int:
 
 
 def _count(value: Any) -> int:
-    if type(value) is int and 0 < value < 2**62:
+    if type(value) is int and 0 < value < _ABSURD:
         return value  # nearly always: a plain count
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 2**62:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < _ABSURD:
         return 0  # absent, negative, NaN or absurd: nothing to price
     return int(value)
+
+
+_ABSURD = 2**62  # a count at least this large is no count
 
 
 def _error_of(error: Any, body: Any, status: Any) -> tuple[str | None, str | None]:
