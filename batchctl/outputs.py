@@ -76,6 +76,13 @@ def _named(name: str, errnos: frozenset[int] | None) -> Iterator[None]:
         raise UsageError(f"cannot write {name}: {exc.strerror or exc}") from exc
 
 
+def written_whole(path: Path | str) -> bool:
+    """True when ``open_output(path)`` writes a regular file whole or not at all; False for a
+    stream (standard output, a device, a pipe), which keeps what was written to it."""
+    name = str(path)
+    return name != STDOUT and not _is_streamed(name)
+
+
 def _is_streamed(name: str) -> bool:
     if os.path.abspath(name).startswith(_STREAMED_ROOTS):
         return True

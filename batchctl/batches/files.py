@@ -8,6 +8,7 @@ Everything lives in one directory per submission beside the database
 from __future__ import annotations
 
 import hashlib
+import json
 import mmap
 import os
 import shutil
@@ -15,7 +16,7 @@ import uuid
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from batchctl.records import RequestRow
 
@@ -65,7 +66,8 @@ def download_path(directory: Path, number: int, kind: str) -> Path:
 class PartWriter:
     """Receives validated lines (a ``PartSink``) and writes each part's file as it goes.
 
-    Requests are kept compactly (a list of ids and three integer arrays) until recorded. The
+    Requests are kept compactly (a list of ids and two integer arrays) until recorded: a line's
+    offset in its part is the sum of the lengths before it there, so it is not kept. The
     directory is made with the first line, and ``discard`` removes it with the parents it made,
     so input refused at once leaves nothing behind.
     """
@@ -74,25 +76,25 @@ class PartWriter:
         self.directory = directory
         self.made: list[Path] = []  # the directories this writer created, deepest first
         self.handles: dict[int, IO[bytes]] = {}
-        self.sizes: dict[int, int] = {}
         self.custom_ids: list[str] = []
         self.parts = array("q")
-        self.offsets = array("q")
         self.lengths = array("q")
 
     def add(self, part: int, line: bytes, custom_id: str, ordinal: int) -> None:
         handle = self.handles.get(part)
         if handle is None:
-            if not self.handles:
-                self._make_directory()
-            handle = self.handles[part] = part_path(self.directory, part).open("wb")
-            self.sizes[part] = 0
+            handle = self._open(part)
         handle.write(line)
         self.custom_ids.append(custom_id)
         self.parts.append(part)
-        self.offsets.append(self.sizes[part])
         self.lengths.append(len(line))
-        self.sizes[part] += len(line)
+
+    def _open(self, part: int) -> IO[bytes]:
+        if not self.handles:
+            self._make_directory()
+        # Large buffers: a part is written in a few hundred calls rather than one per 8 KiB.
+        handle = self.handles[part] = part_path(self.directory, part).open("wb", _WRITE_BUFFER)
+        return handle
 
     def close(self) -> None:
         for handle in self.handles.values():
@@ -121,14 +123,46 @@ class PartWriter:
         self.directory.mkdir(exist_ok=True)
 
     def requests(self) -> Iterator[RequestRow]:
-        for ordinal, custom_id in enumerate(self.custom_ids):
-            yield RequestRow(
-                custom_id,
-                ordinal,
-                self.parts[ordinal],
-                self.offsets[ordinal],
-                self.lengths[ordinal],
-            )
+        """Each request in input order with the place of its line in its part's file."""
+        ends: dict[int, int] = {}  # part number -> bytes of it so far
+        get = ends.get
+        row = RequestRow
+        for ordinal, (custom_id, part, length) in enumerate(
+            zip(self.custom_ids, self.parts, self.lengths, strict=True)
+        ):
+            offset = get(part, 0)
+            ends[part] = offset + length
+            yield row(custom_id, ordinal, part, offset, length)
+
+
+_WRITE_BUFFER = 1 << 20
+
+
+def read_kept_cost(directory: Path) -> dict[str, Any] | None:
+    """The cost kept in a submission's directory (``cost.json``: the cost and its basis), or
+    None when there is none or it cannot be read."""
+    try:
+        kept = json.loads((directory / _COST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return kept if isinstance(kept, dict) else None
+
+
+def keep_cost(directory: Path, kept: dict[str, Any]) -> None:
+    """Keep a submission's cost with its basis in its directory, whole (renamed into place);
+    nothing when the directory is gone (pruned): it is only a cache."""
+    if not directory.is_dir():
+        return
+    target = directory / _COST
+    partial = target.with_name(target.name + ".part")
+    try:
+        partial.write_text(json.dumps(kept), encoding="utf-8")
+        partial.replace(target)
+    except OSError:
+        partial.unlink(missing_ok=True)
+
+
+_COST = "cost.json"
 
 
 def checksum_path(path: Path) -> Path:
@@ -143,20 +177,38 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_checksum(path: Path) -> None:
-    """Record a download's SHA-256 beside it, so that a later merge can trust it."""
+def write_checksum(path: Path, sha256: str | None = None) -> None:
+    """Record a download's SHA-256 beside it, so that a later merge can trust it; ``sha256``
+    when the writer computed it as it wrote (else the file is read for it)."""
     target = checksum_path(path)
     partial = target.with_name(target.name + ".part")
-    partial.write_text(file_sha256(path) + "\n")
+    partial.write_text((sha256 or file_sha256(path)) + "\n")
     partial.replace(target)
+
+
+def recorded_checksum(path: Path) -> str | None:
+    """The SHA-256 recorded beside ``path``, or None when there is none (or ``path`` is gone)."""
+    try:
+        recorded = checksum_path(path).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return recorded if path.exists() else None
 
 
 def checksum_ok(path: Path) -> bool:
     """True when ``path`` exists and still has the SHA-256 recorded when it was downloaded."""
-    recorded = checksum_path(path)
-    if not path.exists() or not recorded.exists():
-        return False
-    return recorded.read_text().strip() == file_sha256(path)
+    recorded = recorded_checksum(path)
+    return recorded is not None and recorded == file_sha256(path)
+
+
+def file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when a file is written or replaced (device, inode, size, mtime), or None
+    when it is gone: a file checked once in a process is trusted while its stamp holds."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -182,10 +234,14 @@ class LineReader:
         self._maps: dict[Path, mmap.mmap | bytes] = {}
 
     def line(self, path: Path, offset: int, length: int) -> bytes:
+        return self.mapped(path)[offset : offset + length]
+
+    def mapped(self, path: Path) -> mmap.mmap | bytes:
+        """The whole of ``path``, mapped (valid until ``close``), to slice lines from."""
         mapped = self._maps.get(path)
         if mapped is None:
             mapped = self._maps[path] = _map(path)
-        return mapped[offset : offset + length]
+        return mapped
 
     def close(self) -> None:
         for mapped in self._maps.values():

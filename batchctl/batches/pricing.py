@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from batchctl.records import ModelTokens
 
@@ -43,6 +43,34 @@ class Cost(NamedTuple):
     @property
     def saving(self) -> float:
         return self.synchronous - self.batch
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "synchronous": self.synchronous,
+            "unpriced_models": list(self.unpriced_models),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cost:
+        return cls(
+            float(data["batch"]),
+            float(data["synchronous"]),
+            tuple(str(m) for m in data["unpriced_models"]),
+        )
+
+
+def cost_basis(
+    usage: Iterable[ModelTokens], prices: Mapping[str, Price], batch_discount: float
+) -> dict[str, Any]:
+    """What a cost is computed from, as JSON: the same basis gives the same cost (for tokens
+    spent at the same time, with the same published data), so a cost kept with its basis can
+    be used again rather than computed again."""
+    return {
+        "tokens": [list(row) for row in sorted(usage)],
+        "prices": {name: list(prices[name]) for name in sorted(prices)},
+        "batch_discount": batch_discount,
+    }
 
 
 def price_for(model: str, prices: Mapping[str, Price]) -> Price | None:

@@ -7,14 +7,17 @@ in memory but one line at a time.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import hashlib
 import json
-import shutil
-from collections.abc import Iterator
+import mmap
+import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from batchctl.batches.files import checksum_ok
+from batchctl.batches.files import LineReader, recorded_checksum
 from batchctl.records import REQUEST_OUTCOMES, RequestResult, RequestState, Submission
 
 # The API's error codes for requests that never ran, mapped to batchctl's outcomes.
@@ -27,26 +30,44 @@ RESENDABLE = tuple(o for o in REQUEST_OUTCOMES if o != "succeeded")
 def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
     """Each line of a downloaded output (``kind="output"``) or error file, as an outcome."""
     offset = 0
-    with path.open("rb") as handle:
+    loads = json.loads
+    with path.open("rb", _READ_BUFFER) as handle:
         for raw in handle:
             length = len(raw)
-            if raw.strip():
-                yield _result(json.loads(raw), kind, offset, length)
+            if not raw.isspace():
+                yield _result(loads(raw), kind, offset, length)
             offset += length
+
+
+_READ_BUFFER = 1 << 20
 
 
 def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> RequestResult:
     custom_id = str(line.get("custom_id"))
     response = line.get("response") or None
     error = line.get("error") or None
-    status = response.get("status_code") if isinstance(response, dict) else None
-    body = response.get("body") if isinstance(response, dict) else None
+    status = body = None
+    if type(response) is dict:
+        status = response.get("status_code")
+        body = response.get("body")
     tokens_in, tokens_out, cached, reasoning = usage_of(body)
-    if isinstance(status, int) and 200 <= status < 300 and not error:
-        outcome, code, message = "succeeded", None, None
-    else:
-        code, message = _error_of(error, body, status)
-        outcome = _UNRUN.get(code or "", "failed")
+    if type(status) is int and 200 <= status < 300 and not error:
+        return RequestResult(
+            custom_id,
+            "succeeded",
+            status,
+            None,
+            None,
+            tokens_in,
+            tokens_out,
+            kind,
+            offset,
+            length,
+            cached,
+            reasoning,
+        )
+    code, message = _error_of(error, body, status)
+    outcome = _UNRUN.get(code or "", "failed")
     return RequestResult(
         custom_id,
         outcome,
@@ -58,8 +79,8 @@ def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> Reques
         kind,
         offset,
         length,
-        cached_tokens=cached,
-        reasoning_tokens=reasoning,
+        cached,
+        reasoning,
     )
 
 
@@ -70,14 +91,30 @@ def usage_of(body: Any) -> tuple[int, int, int, int]:
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
         return 0, 0, 0, 0
-    tokens_in = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
-    tokens_out = _count(usage.get("completion_tokens", usage.get("output_tokens")))
-    cached = _detail(usage, ("prompt_tokens_details", "input_tokens_details"), "cached_tokens")
-    reasoning = _detail(
-        usage, ("completion_tokens_details", "output_tokens_details"), "reasoning_tokens"
+    get = usage.get
+    tokens_in = _count(get("prompt_tokens", get("input_tokens")))
+    tokens_out = _count(get("completion_tokens", get("output_tokens")))
+    details = get("prompt_tokens_details")
+    cached = (
+        _count(details.get("cached_tokens"))
+        if type(details) is dict
+        else _detail(usage, ("prompt_tokens_details", "input_tokens_details"), "cached_tokens")
+    )
+    details = get("completion_tokens_details")
+    reasoning = (
+        _count(details.get("reasoning_tokens"))
+        if type(details) is dict
+        else _detail(
+            usage, ("completion_tokens_details", "output_tokens_details"), "reasoning_tokens"
+        )
     )
     # A detail is a part of its total: never more than it, whatever a server reports.
-    return tokens_in, tokens_out, min(cached, tokens_in), min(reasoning, tokens_out)
+    return (
+        tokens_in,
+        tokens_out,
+        cached if cached <= tokens_in else tokens_in,
+        reasoning if reasoning <= tokens_out else tokens_out,
+    )
 
 
 def _detail(usage: dict[str, Any], names: tuple[str, ...], key: str) -> int:
@@ -89,9 +126,14 @@ def _detail(usage: dict[str, Any], names: tuple[str, ...], key: str) -> int:
 
 
 def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 2**62:
+    if type(value) is int and 0 < value < _ABSURD:
+        return value  # nearly always: a plain count
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < _ABSURD:
         return 0  # absent, negative, NaN or absurd: nothing to price
     return int(value)
+
+
+_ABSURD = 2**62  # a count at least this large is no count
 
 
 def _error_of(error: Any, body: Any, status: Any) -> tuple[str | None, str | None]:
@@ -108,7 +150,13 @@ def _text(value: Any) -> str | None:
 
 
 class MergedWriter:
-    """Writes one result line per request: JSONL (the API's lines, merged) or CSV."""
+    """Writes one result line per request: JSONL (the API's lines, merged) or CSV.
+
+    A succeeded request's JSONL line is the API's own line, copied as it is: it holds custom_id
+    and the response exactly as the API sent it, and copying it costs a fraction of re-encoding
+    it. Lines are gathered into blocks of about a megabyte and written in bytes; ``digest``,
+    when given, is fed every byte written to ``handle``.
+    """
 
     CSV_COLUMNS = (
         "custom_id",
@@ -121,29 +169,95 @@ class MergedWriter:
         "content",
     )
 
-    def __init__(self, handle: IO[str], fmt: str, errors: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        handle: IO[str],
+        fmt: str,
+        errors: IO[str] | None = None,
+        *,
+        digest: hashlib._Hash | None = None,
+    ) -> None:
         self.handle = handle
         self.fmt = fmt
         self.errors = errors
+        self.digest = digest
         self.csv = csv.writer(handle) if fmt == "csv" else None
         if self.csv is not None:
             self.csv.writerow(self.CSV_COLUMNS)
+        self.binary = _binary(handle) if self.csv is None else None
 
-    def write(self, request: RequestState, raw: bytes | None) -> None:
-        """Write one request's result; ``raw`` is its line in the downloaded file, if any."""
-        if self.csv is None and request.outcome == "succeeded" and raw is not None:
-            # The API's own line, untouched: it holds custom_id and the response exactly as
-            # the API sent it, and copying it costs a fraction of re-encoding it.
-            if raw.endswith(b"\n") and not raw.endswith(b"\r\n"):
-                self.handle.write(raw.decode("utf-8"))
-            else:
-                self.handle.write(raw.decode("utf-8").rstrip("\r\n") + "\n")
+    def write_all(
+        self, requests: Iterable[RequestState], download: Callable[[int, str], Path]
+    ) -> None:
+        """Write each request's result, in the order given; ``download(part_id, kind)`` names
+        the downloaded file where a request's result line is (``result_offset``)."""
+        lines = LineReader()
+        try:
+            self._write_all(requests, download, lines)
+        finally:
+            lines.close()
+
+    def _write_all(
+        self,
+        requests: Iterable[RequestState],
+        download: Callable[[int, str], Path],
+        lines: LineReader,
+    ) -> None:
+        # The loop of every merge: one slice and one append for a succeeded request's line.
+        copy = self.csv is None
+        files: dict[tuple[int, str], mmap.mmap | bytes] = {}
+        block: list[bytes] = []
+        size = 0
+        for request in requests:
+            part_id, offset = request.result_part_id, request.result_offset
+            if part_id is None or offset is None:
+                self._write_block(block)
+                block, size = [], 0
+                self._record(request, None)
+                continue
+            key = (part_id, request.result_kind or "output")
+            mapped = files.get(key)
+            if mapped is None:
+                mapped = files[key] = lines.mapped(download(*key))
+            line = mapped[offset : offset + (request.result_length or 0)]
+            if copy and request.outcome == "succeeded":
+                block.append(line)
+                size += len(line)
+                if size >= _BLOCK:
+                    self._write_block(block)
+                    block, size = [], 0
+                continue
+            self._write_block(block)
+            block, size = [], 0
+            self._record(request, line)
+        self._write_block(block)
+
+    def _write_block(self, block: list[bytes]) -> None:
+        """Write API lines as they are, each ending with one "\n" (no "\r" before it)."""
+        if not block:
             return
+        data = b"".join(block)
+        # A line holds no "\n" but its last byte: as many "\n" as lines means each ends with
+        # one. A "\r" may stand alone inside a line (JSON whitespace), not before its "\n".
+        if data.count(b"\n") != len(block) or b"\r\n" in data:
+            data = b"".join(line.rstrip(b"\r\n") + b"\n" for line in block)
+        self._emit(data)
+
+    def _emit(self, data: bytes) -> None:
+        if self.digest is not None:
+            self.digest.update(data)
+        if self.binary is not None:
+            self.binary.write(data)
+        else:
+            self.handle.write(data.decode("utf-8"))
+
+    def _record(self, request: RequestState, raw: bytes | None) -> None:
+        """Write the merged record of a request that has no API line to copy as it is."""
         record = merged_record(request, None if raw is None else json.loads(raw))
         if self.errors is not None and request.outcome != "succeeded":
             self.errors.write(json.dumps(record) + "\n")
         if self.csv is None:
-            self.handle.write(json.dumps(record) + "\n")
+            self._emit((json.dumps(record) + "\n").encode())
             return
         response = record.get("response") or {}
         error = record.get("error") or {}
@@ -159,6 +273,20 @@ class MergedWriter:
                 content_of(response.get("body")),
             ]
         )
+
+
+_BLOCK = 1 << 20  # bytes of lines gathered before they are written
+
+
+def _binary(handle: IO[str]) -> IO[bytes] | None:
+    """The byte stream under a UTF-8 text handle that writes "\n" as it is (flushed first, so
+    that bytes written to it follow the text already written), else None."""
+    binary = getattr(handle, "buffer", None)
+    encoding = (getattr(handle, "encoding", None) or "").lower().replace("-", "")
+    if binary is None or encoding != "utf8" or os.linesep != "\n":
+        return None
+    handle.flush()
+    return cast("IO[bytes]", binary)
 
 
 def merged_record(request: RequestState, line: dict[str, Any] | None) -> dict[str, Any]:
@@ -217,17 +345,40 @@ def merged_copy_source(
 ) -> Path | None:
     """The merged file written when the submission settled, when it is exactly what a merge
     with these options would write now: JSONL in input order, no errors file, still settled
-    (a retry clears ``merged_at``) and the file unchanged since (its SHA-256, recorded at the
-    merge). None when a merge is needed."""
+    (a retry clears ``merged_at``) and its SHA-256, recorded at the merge, still beside it
+    (``copy_merged`` checks the content against it). None when a merge is needed."""
     if fmt != "jsonl" or order != "input" or errors_path is not None:
         return None
     if submission.merged_at is None or submission.results_path is None:
         return None
     merged = Path(submission.results_path)
-    return merged if checksum_ok(merged) else None
+    return merged if recorded_checksum(merged) is not None else None
 
 
-def copy_merged(source: Path, out: IO[str]) -> None:
-    """Copy a merged results file to ``out`` as it is, in blocks (nothing parsed)."""
-    with source.open("r", encoding="utf-8", newline="") as handle:
-        shutil.copyfileobj(handle, out, 1 << 20)
+class MergedChanged(Exception):
+    """The merged file no longer has the SHA-256 recorded when it was written."""
+
+
+def copy_merged(source: Path, out: IO[str], *, checked: bool = False) -> None:
+    """Copy a merged results file to ``out`` as it is, in blocks (nothing parsed), checking its
+    SHA-256 on the way unless ``checked`` already: ``MergedChanged`` after the last block when
+    it differs, and what was written must be discarded (one pass over the file, not two)."""
+    expected = None if checked else recorded_checksum(source)
+    digest = None if checked else hashlib.sha256()
+    binary = _binary(out)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with source.open("rb") as handle:
+        while block := handle.read(_COPY_BLOCK):
+            if digest is not None:
+                digest.update(block)
+            if binary is not None:
+                binary.write(block)
+            else:
+                out.write(decoder.decode(block))
+    if binary is None:
+        out.write(decoder.decode(b"", final=True))
+    if digest is not None and digest.hexdigest() != expected:
+        raise MergedChanged(str(source))
+
+
+_COPY_BLOCK = 1 << 20

@@ -11,6 +11,7 @@ submission (a lease in the store).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import threading
 import time
@@ -25,9 +26,10 @@ from batchctl.batches import files as local
 from batchctl.batches.listing import listed, to_refresh
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.polling import Backoff, parts_state
-from batchctl.batches.pricing import Cost, cost_of
+from batchctl.batches.pricing import Cost, cost_basis, cost_of
 from batchctl.batches.results import (
     RESENDABLE,
+    MergedChanged,
     MergedWriter,
     copy_merged,
     merged_copy_source,
@@ -43,13 +45,14 @@ from batchctl.errors import (
     UsageError,
 )
 from batchctl.locations import make_private_dirs
-from batchctl.outputs import open_output
+from batchctl.outputs import open_output, written_whole
 from batchctl.owners import is_dead, this_process
 from batchctl.providers.base import retry_notices
 from batchctl.records import (
     TERMINAL_PART_STATUSES,
     LogEntry,
     LogLevel,
+    ModelTokens,
     Owner,
     Part,
     PartPlanRow,
@@ -173,6 +176,9 @@ class Batches:
         self.sleep = sleep
         self.owner = this_process()
         self._created: list[str] = []  # batches created by the current drive (for errors)
+        # Downloads whose checksum this object wrote or checked, with their file's stamp then:
+        # the merge right after a download need not read it all again to check it.
+        self._checked: dict[Path, tuple[int, int, int, int] | None] = {}
 
     @property
     def provider(self) -> Provider:
@@ -787,9 +793,13 @@ class Batches:
     def _fetch(self, directory: Path, number: int, kind: str, file_id: str) -> Path:
         """The downloaded file, fetched once: whole (renamed into place) and checksummed."""
         destination = local.download_path(directory, number, kind)
+        stamp = self._checked.get(destination)
+        if stamp is not None and stamp == local.file_stamp(destination):
+            return destination  # checked (or fetched) by this process, and not written since
         if not local.checksum_ok(destination):
             self.provider.download(file_id, destination)
             local.write_checksum(destination)
+        self._checked[destination] = local.file_stamp(destination)
         return destination
 
     def _verify_downloads(self, submission: Submission, parts: dict[int, Part]) -> None:
@@ -816,8 +826,8 @@ class Batches:
             return False
         run_id = submission.run_id
         path = Path(submission.directory) / "results.jsonl"
-        self.write_results(run_id, path)
-        local.write_checksum(path)  # so that ``results`` can copy it rather than merge again
+        # Its checksum, so that ``results`` can copy it rather than merge again.
+        local.write_checksum(path, self._merge(submission, path))
         self._log(run_id, f"merged {submission.requests:,} result(s) in input order into {path}")
         summary = self.store.request_summary(run_id)
         cost = self._cost(run_id)
@@ -1068,44 +1078,63 @@ class Batches:
         """Write one result line per request (input order by default) to ``path`` and
         ``errors_path``: regular files whole or not at all, ``-`` or a device as a stream (see
         ``batchctl.outputs``)."""
-        parts = {p.id: p for p in self.store.parts(run_id)}
         submission = self._submission(run_id)
         merged = merged_copy_source(submission, fmt=fmt, order=order, errors_path=errors_path)
         if merged is not None:
-            return self._copy_merged(run_id, merged, path)
+            with suppress(MergedChanged):  # changed since it was written: merged again below
+                return self._copy_merged(run_id, merged, path)
+        self._merge(submission, path, errors_path=errors_path, fmt=fmt, order=order)
+        return self.summary(run_id, path, errors_path)
+
+    def _merge(
+        self,
+        submission: Submission,
+        path: Path,
+        *,
+        errors_path: Path | None = None,
+        fmt: str = "jsonl",
+        order: str = "input",
+    ) -> str:
+        """Merge the downloads into ``path`` (and ``errors_path``); the SHA-256 of what was
+        written to ``path``."""
+        parts = {p.id: p for p in self.store.parts(submission.run_id)}
         self._verify_downloads(submission, parts)
         directory = Path(submission.directory)
-        lines = local.LineReader()
-        try:
-            with ExitStack() as outputs:
-                out = outputs.enter_context(open_output(path))
-                errors_out = (
-                    None if errors_path is None else outputs.enter_context(open_output(errors_path))
-                )
-                writer = MergedWriter(out, fmt, errors_out)
-                paths: dict[tuple[int, str], Path] = {}
-                for request in self.store.requests_in_order(run_id, order=order):
-                    raw = _result_line(request, parts, directory, lines, paths)
-                    writer.write(request, raw)
-        finally:
-            lines.close()
-        return self.summary(run_id, path, errors_path)
+        digest = hashlib.sha256()
+        with ExitStack() as outputs:
+            out = outputs.enter_context(open_output(path))
+            errors_out = (
+                None if errors_path is None else outputs.enter_context(open_output(errors_path))
+            )
+            writer = MergedWriter(out, fmt, errors_out, digest=digest)
+            writer.write_all(
+                self.store.requests_in_order(submission.run_id, order=order),
+                lambda part_id, kind: local.download_path(directory, parts[part_id].number, kind),
+            )
+        return digest.hexdigest()
 
     def _copy_merged(self, run_id: int, merged: Path, path: Path) -> ResultSummary:
         """Write the merged file of a settled submission to ``path`` as it is (a copy, whole
-        or not at all), rather than merge the downloads again."""
-        if not local.same_file(merged, path):  # ``results`` without -o: it is already there
-            with open_output(path, newline="") as out:
-                copy_merged(merged, out)
+        or not at all), rather than merge the downloads again; ``MergedChanged`` when it is
+        no longer what was merged (nothing written to ``path`` then)."""
+        if local.same_file(merged, path):  # ``results`` without -o: it is already there
+            if not local.checksum_ok(merged):
+                raise MergedChanged(str(merged))
+            return self.summary(run_id, path)
+        # A file is written whole or not at all: checked as it is copied, and discarded when
+        # it differs. A stream cannot take back what it wrote: checked before.
+        whole = written_whole(path)
+        if not whole and not local.checksum_ok(merged):
+            raise MergedChanged(str(merged))
+        with open_output(path, newline="") as out:
+            copy_merged(merged, out, checked=not whole)
         return self.summary(run_id, path)
 
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
         """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
         summary = self.store.request_summary(run_id)
         tokens = self.store.tokens_by_model(run_id)
-        cost = cost_of(
-            tokens, self.config.prices, self.config.batches.batch_discount, at=self.clock()
-        )
+        cost = self._cost(run_id, tokens)
         return ResultSummary(
             run=self._run(run_id),
             path=path,
@@ -1120,13 +1149,26 @@ class Batches:
             reasoning_tokens=sum(t.reasoning_tokens for t in tokens),
         )
 
-    def _cost(self, run_id: int) -> Cost:
-        return cost_of(
-            self.store.tokens_by_model(run_id),
-            self.config.prices,
-            self.config.batches.batch_discount,
-            at=self.clock(),
-        )
+    def _cost(self, run_id: int, tokens: list[ModelTokens] | None = None) -> Cost:
+        """The cost of the submission's tokens (``tokens``, when the caller has read them).
+
+        Kept in the submission's directory with what it was computed from, and used again
+        while the tokens and the configured prices are the same: the published price data
+        takes about half a second to load, once per submission rather than at every
+        ``results``. So a cost is priced when its tokens were spent (its settling), as the
+        run's recorded cost is."""
+        if tokens is None:
+            tokens = self.store.tokens_by_model(run_id)
+        discount = self.config.batches.batch_discount
+        basis = cost_basis(tokens, self.config.prices, discount)
+        directory = Path(self._submission(run_id).directory)
+        kept = local.read_kept_cost(directory)
+        if kept is not None and kept.get("basis") == basis:
+            with suppress(KeyError, TypeError, ValueError):
+                return Cost.from_json(kept["cost"])
+        cost = cost_of(tokens, self.config.prices, discount, at=self.clock())
+        local.keep_cost(directory, {"basis": basis, "cost": cost.to_json()})
+        return cost
 
     # --- lookups --------------------------------------------------------------------------------
     def _remote_batch(self, batch_id: str) -> RemoteBatch:
@@ -1316,20 +1358,3 @@ def _batch_error(error: Mapping[str, Any]) -> str:
 def _breakdown(summary: dict[str, int]) -> str:
     names = ("failed", "expired", "cancelled", "missing", "pending")
     return ", ".join(f"{summary[n]} {n}" for n in names if summary.get(n))
-
-
-def _result_line(
-    request: RequestState,
-    parts: dict[int, Part],
-    directory: Path,
-    lines: local.LineReader,
-    paths: dict[tuple[int, str], Path],
-) -> bytes | None:
-    """The raw line of the request's result in its downloaded file, if it has one."""
-    if request.result_part_id is None or request.result_offset is None:
-        return None
-    kind = request.result_kind or "output"
-    key = (request.result_part_id, kind)
-    if key not in paths:
-        paths[key] = local.download_path(directory, parts[request.result_part_id].number, kind)
-    return lines.line(paths[key], request.result_offset, request.result_length or 0)

@@ -246,20 +246,25 @@ class _Scanner:
         request = self.parse(path, number, line)
         if request is _INVALID:
             return
-        model = self.check_request(path, number, request)
+        # Nearly every line is a valid request to the endpoint already seen: checked here in a
+        # few lookups; anything else goes through ``check_request``, which names each problem.
+        model = _plain_model(request, self.plan.endpoint)
         if model is None:
-            return
+            model = self.check_request(path, number, request)
+            if model is None:
+                return
         assert isinstance(request, dict)
-        custom_id = request["custom_id"]
-        first = self.seen.get(custom_id)
-        if first is not None:
+        custom_id: str = request["custom_id"]
+        seen = self.seen
+        if custom_id in seen:
+            first = seen[custom_id]
             first_path, first_line = self.files[first >> 32], first & 0xFFFFFFFF
             where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
             self.problem(path, number, f"duplicate custom_id {custom_id!r} (first at {where})")
             return
-        self.seen[custom_id] = (len(self.files) - 1) << 32 | number
+        seen[custom_id] = (len(self.files) - 1) << 32 | number
         # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
-        plain = raw.endswith(b"\n") and len(raw) == len(line) + 1
+        plain = len(raw) == len(line) + 1 and raw[-1] == 10  # 10: b"\n"
         part = self.assign(raw if plain else line + b"\n", model, custom_id)
         if not self.bound_output:
             return
@@ -333,25 +338,23 @@ class _Scanner:
             self.problem(path, number, f"body.stream: expected false or absent, got {stream!r}")
 
     def assign(self, line: bytes, model: str, custom_id: str) -> PartPlan:
+        size = len(line)
+        plan = self.plan
         part = self.open_part.get(model)
-        if (
-            part is None
-            or part.requests >= self.max_requests
-            or part.bytes + len(line) > self.max_bytes
-        ):
-            part = PartPlan(number=len(self.plan.parts) + 1, model=model)
-            self.plan.parts.append(part)
+        if part is None or part.requests >= self.max_requests or part.bytes + size > self.max_bytes:
+            part = PartPlan(number=len(plan.parts) + 1, model=model)
+            plan.parts.append(part)
             self.open_part[model] = part
         part.requests += 1
-        part.bytes += len(line)
-        part.estimated_input_tokens += estimate_tokens(len(line))
+        part.bytes += size
+        part.estimated_input_tokens += estimate_tokens(size)
         if self.sink is not None:
             try:
-                self.sink.add(part.number, line, custom_id, self.plan.requests)
+                self.sink.add(part.number, line, custom_id, plan.requests)
             except OSError as exc:
                 raise _SinkFailed(exc) from exc
-        self.plan.requests += 1
-        self.plan.bytes += len(line)
+        plan.requests += 1
+        plan.bytes += size
         return part
 
     def finish(self) -> Plan:
@@ -359,6 +362,32 @@ class _Scanner:
         if self.plan.problems:
             self.plan.parts = []
         return self.plan
+
+
+def _plain_model(request: object, endpoint: str | None) -> str | None:
+    """The model of a request that ``_Scanner.check_request`` would accept without a word, sent
+    to ``endpoint`` (the batch's, once known) with an ASCII custom_id and model; else None, and
+    ``check_request`` looks at it again to name what is wrong (or to accept what is unusual)."""
+    if endpoint is None or type(request) is not dict:
+        return None
+    custom_id = request.get("custom_id")
+    body = request.get("body")
+    if (
+        type(custom_id) is not str
+        or type(body) is not dict
+        or request.get("url") != endpoint
+        or request.get("method") != "POST"
+        or not custom_id.isascii()
+        or not custom_id.strip()
+    ):
+        return None
+    model = body.get("model")
+    if type(model) is not str or not model.isascii() or not model.strip():
+        return None
+    stream = body.get("stream")
+    if stream is not None and stream is not False:
+        return None
+    return model
 
 
 def estimate_tokens(line_bytes: int) -> int:

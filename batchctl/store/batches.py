@@ -35,10 +35,13 @@ from batchctl.store.rows import (
     UPDATABLE_PART_COLUMNS,
     part_from_row,
     request_summaries,
+    results_by_kind,
     submission_from_row,
     unpriced_text,
 )
 from batchctl.store.runs import insert_logs
+
+RESULTS_CHUNK = 5000  # rows of one executemany: bounded memory, few round trips
 
 
 class BatchTables(Tables):
@@ -226,33 +229,8 @@ class BatchTables(Tables):
         with self._write():
             found = self._one("SELECT run_id FROM parts WHERE id = ?", (part_id,))
             assert found is not None, f"no part {part_id}"
-            run_id = found[0]
-            self._many(
-                "UPDATE requests SET outcome = ?, status_code = ?, error_code = ?,"
-                " error_message = ?, input_tokens = ?, output_tokens = ?, cached_tokens = ?,"
-                " reasoning_tokens = ?, result_part_id = ?, result_kind = ?, result_offset = ?,"
-                " result_length = ? WHERE part_id = ? AND custom_id = ? AND run_id = ?",
-                (
-                    (
-                        r.outcome,
-                        r.status_code,
-                        r.error_code,
-                        r.error_message,
-                        r.input_tokens,
-                        r.output_tokens,
-                        r.cached_tokens,
-                        r.reasoning_tokens,
-                        part_id,
-                        r.kind,
-                        r.offset,
-                        r.length,
-                        part_id,
-                        r.custom_id,
-                        run_id,
-                    )
-                    for r in results
-                ),
-            )
+            for sql, rows in results_by_kind(results, part_id, found[0], RESULTS_CHUNK, "?"):
+                self._many(sql, rows)
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
         """Give every request of the part that has no outcome yet this one; how many."""

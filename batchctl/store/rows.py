@@ -20,6 +20,7 @@ from batchctl.records import (
     LogLevel,
     Owner,
     Part,
+    RequestResult,
     Run,
     RunStatus,
     Submission,
@@ -267,3 +268,59 @@ def log_pages(
         if len(entries) < chunk:
             return
         after_id = entries[-1].id or after_id
+
+
+_SET_RESULT = (
+    "input_tokens = {m}, output_tokens = {m}, cached_tokens = {m}, reasoning_tokens = {m},"
+    " result_part_id = {m}, result_kind = {m}, result_offset = {m}, result_length = {m}"
+    " WHERE run_id = {m} AND part_id = {m} AND custom_id = {m}"
+)
+# A succeeded request (nearly every one) binds only what varies: 12 values rather than 15.
+_SUCCEEDED = (
+    "UPDATE requests SET outcome = 'succeeded', status_code = {m}, error_code = NULL,"
+    " error_message = NULL, " + _SET_RESULT
+)
+_OTHER = (
+    "UPDATE requests SET outcome = {m}, status_code = {m}, error_code = {m}, error_message = {m}, "
+    + _SET_RESULT
+)
+
+
+def results_by_kind(
+    results: Iterable[RequestResult], part_id: int, run_id: int, chunk: int, mark: str = "%s"
+) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """The UPDATEs that record ``results`` of a part, as ``(sql, rows)`` for ``executemany``
+    with ``mark`` as the parameter marker: up to ``chunk`` rows each, in the order read (so a
+    custom_id read twice keeps its last outcome), succeeded requests apart from the others."""
+    succeeded, other = _SUCCEEDED.format(m=mark), _OTHER.format(m=mark)
+    sql = succeeded
+    rows: list[tuple[Any, ...]] = []
+    for r in results:
+        if r.outcome == "succeeded" and r.error_code is None and r.error_message is None:
+            row: tuple[Any, ...] = (r.status_code,)
+            kind = succeeded
+        else:
+            row = (r.outcome, r.status_code, r.error_code, r.error_message)
+            kind = other
+        if kind is not sql or len(rows) >= chunk:
+            if rows:
+                yield sql, rows
+            sql, rows = kind, []
+        rows.append(
+            (
+                *row,
+                r.input_tokens,
+                r.output_tokens,
+                r.cached_tokens,
+                r.reasoning_tokens,
+                part_id,
+                r.kind,
+                r.offset,
+                r.length,
+                run_id,
+                part_id,
+                r.custom_id,
+            )
+        )
+    if rows:
+        yield sql, rows
