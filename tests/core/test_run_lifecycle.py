@@ -17,6 +17,7 @@ from batchctl.config import Config, JobConfig, RetryPolicy
 from batchctl.engine import Engine, EngineSettings, lock_key
 from batchctl.owners import this_process
 from batchctl.records import Run, RunOutcome, RunStatus
+from batchctl.runs import Runs
 from batchctl.store.base import Store
 from tests.core.emulated import FakeClock
 
@@ -92,8 +93,9 @@ def test_a_cause_not_in_retry_on_is_not_retried(engine: Engine) -> None:
     assert (run.status, run.attempts) == (RunStatus.FAILED, 1)
 
 
-def test_a_disabled_job_is_recorded_skipped(engine: Engine) -> None:
-    run = engine.run(job("succeed", enabled=False))
+def test_a_disabled_job_is_recorded_skipped(store: Store, clock: FakeClock, tmp_path: Path) -> None:
+    runs = Runs(store, Config(path=tmp_path / "batchctl.toml"), clock=clock, settings=QUICK)
+    run = runs.start(job("succeed", enabled=False))
     assert (run.status, run.reason, run.attempts) == (RunStatus.SKIPPED, "job is disabled", 0)
 
 
@@ -159,9 +161,9 @@ def test_a_queued_run_is_cancelled_at_once(engine: Engine, store: Store, clock: 
 
 def test_retry_runs_a_failed_run_again_linked_to_it(store: Store, clock: FakeClock) -> None:
     failing = job("fail")
-    engine = Engine(store, Config(path=None, jobs={"job": failing}), clock=clock, settings=QUICK)
-    first = engine.run(failing)
-    again = engine.retry(first.id)
+    runs = Runs(store, Config(path=None, jobs={"job": failing}), clock=clock, settings=QUICK)
+    first = runs.start(failing)
+    again = runs.retry(first.id).run
     assert (again.trigger, again.retry_of) == ("retry", first.id)
 
 
