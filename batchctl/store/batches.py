@@ -28,6 +28,7 @@ from batchctl.records import (
 )
 from batchctl.store.dialect import Tables
 from batchctl.store.rows import (
+    ACTIVE_RUNS,
     JSON_PART_COLUMNS,
     PART_COLUMNS,
     REQUEST_COLUMNS,
@@ -152,7 +153,7 @@ class BatchTables(Tables):
     def submissions_in_flight(self) -> list[int]:
         rows = self._all(
             "SELECT s.run_id FROM submissions s JOIN runs r ON r.id = s.run_id"
-            " WHERE s.merged_at IS NULL AND r.status IN ('queued', 'running', 'retrying')"
+            f" WHERE s.merged_at IS NULL AND r.status IN {ACTIVE_RUNS}"
             " ORDER BY s.run_id"
         )
         return [int(row[0]) for row in rows]

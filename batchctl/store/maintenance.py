@@ -17,11 +17,12 @@ from datetime import datetime
 
 from batchctl.records import PrunableRun, RunStats, SchedulePosition
 from batchctl.store.dialect import Tables
+from batchctl.store.rows import ACTIVE_RUNS
 
 # A run that may be pruned: ended, and not a batch submission whose results are not merged yet
 # (its run may be terminal for a moment before the merge is recorded, or reopened by a retry).
 _PRUNABLE = (
-    "r.status NOT IN ('queued', 'running', 'retrying') AND r.finished_at IS NOT NULL"
+    f"r.status NOT IN {ACTIVE_RUNS} AND r.finished_at IS NOT NULL"
     " AND r.finished_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.run_id = r.id AND s.merged_at IS NULL)"
 )
@@ -72,7 +73,7 @@ class MaintenanceTables(Tables):
         rows = self._all(
             "SELECT p.status, count(*) FROM parts p"
             " JOIN submissions s ON s.run_id = p.run_id JOIN runs r ON r.id = p.run_id"
-            " WHERE s.merged_at IS NULL AND r.status IN ('queued', 'running', 'retrying')"
+            f" WHERE s.merged_at IS NULL AND r.status IN {ACTIVE_RUNS}"
             " GROUP BY p.status"
         )
         return {row[0]: int(row[1]) for row in rows}
@@ -109,7 +110,7 @@ class MaintenanceTables(Tables):
         """Ended runs older than ``before`` kept because their submission is not merged."""
         return self._count(
             "SELECT count(*) FROM runs r JOIN submissions s ON s.run_id = r.id"
-            " WHERE s.merged_at IS NULL AND r.status NOT IN ('queued', 'running', 'retrying')"
+            f" WHERE s.merged_at IS NULL AND r.status NOT IN {ACTIVE_RUNS}"
             " AND r.finished_at < ?",
             (self.at(before),),
         )
@@ -139,7 +140,7 @@ class MaintenanceTables(Tables):
             " AND NOT (t.status = 'fired' AND t.run_id IS NULL"
             " AND coalesce(t.fired_at, t.created_at) >= ?)"
             " AND NOT EXISTS (SELECT 1 FROM runs r"
-            " WHERE r.status IN ('queued', 'running', 'retrying') AND (r.id = t.run_id"
+            f" WHERE r.status IN {ACTIVE_RUNS} AND (r.id = t.run_id"
             " OR (r.job = t.job AND r.scope = t.scope AND r.scheduled_for = t.scheduled_for)))"
         )
         params = (self.at(before), self.at(firing_since))

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from batchctl.records import (
+    ACTIVE_RUN_STATUSES,
     Attempt,
     DaemonInfo,
     LockHolder,
@@ -27,6 +28,9 @@ from batchctl.records import (
     Tick,
     Transition,
 )
+
+# The active run statuses as an SQL list, from their one definition in records.py.
+ACTIVE_RUNS = "(" + ", ".join(f"'{status.value}'" for status in ACTIVE_RUN_STATUSES) + ")"
 
 TimeReader = Callable[[Any], datetime | None]
 

@@ -26,6 +26,7 @@ from batchctl.records import (
 )
 from batchctl.store.dialect import Tables
 from batchctl.store.rows import (
+    ACTIVE_RUNS,
     ATTEMPT_COLUMNS,
     LOCK_COLUMNS,
     LOG_COLUMNS,
@@ -40,7 +41,7 @@ from batchctl.store.rows import (
 )
 
 CHUNK = 1000  # rows per query when a history is streamed (status --json, logs)
-ACTIVE = "status IN ('queued', 'running', 'retrying')"
+ACTIVE = f"status IN {ACTIVE_RUNS}"
 
 
 class RunTables(Tables):
