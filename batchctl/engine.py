@@ -129,11 +129,29 @@ class Engine:
 
         if not job.enabled:
             return self._finished(record(RunStatus.SKIPPED, "job is disabled"))
-        run_id = record(RunStatus.QUEUED)
+        key = lock_key(job.name, scope)
+        locked = job.concurrency != "allow"
+        if self.cancel_event.is_set():  # recorded, then cancelled before its first attempt
+            run_id, started = record(RunStatus.QUEUED), False
+        else:
+            # The common case in one write: the run, its lock when it is free, its first attempt.
+            now = self.clock()
+            run_id, started = self.store.start_run(
+                job=job.name,
+                scope=scope,
+                trigger=trigger,
+                max_attempts=job.retries.max_attempts,
+                now=now,
+                owner=self.owner,
+                lease_until=now + self._start_lease(job),
+                queued_until=now + self._queued_lease(job),
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                lock=key if locked else None,
+            )
         if self.observer:
             self.observer.run_started(run_id, job, scope)
-        key = lock_key(job.name, scope)
-        if job.concurrency != "allow":
+        if locked and not started:
             holder = self._acquire(key, run_id, replace=job.concurrency == "replace", job=job)
             if holder is not None:
                 reason = (
@@ -144,8 +162,9 @@ class Engine:
                 return self._finished(run_id)
         pinger = Pinger(job.ping_url)
         pinger.start()
+        released = False
         try:
-            self._attempts(job, scope, run_id, key)
+            released = self._attempts(job, scope, run_id, key, started=started)
         except BaseException as exc:
             # Never leave a run "running" behind an error of our own (or a second Ctrl-C).
             cause = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
@@ -156,7 +175,7 @@ class Engine:
             )
             raise
         finally:
-            if job.concurrency != "allow":
+            if locked and not released:
                 self.store.release_lock(key, run_id)
         run = self._finished(run_id)
         pinger.finish(run.status is RunStatus.COMPLETED)
@@ -220,6 +239,12 @@ class Engine:
     # --- locking --------------------------------------------------------------------------------
     def _lease_until(self) -> datetime:
         return self.clock() + timedelta(seconds=self.settings.lease)
+
+    def _start_lease(self, job: JobConfig) -> timedelta:
+        """The lease of a run started in the write that records it: the start ping, sent
+        after that write, comes before the first attempt, which renews it."""
+        ping = pings.TRIES * pings.TIMEOUT_S if job.ping_url else 0.0
+        return timedelta(seconds=self.settings.lease + ping)
 
     def _queued_lease(self, job: JobConfig) -> timedelta:
         """How long a queued run's lease lasts, unrenewed: long enough to wait out a replaced
@@ -287,21 +312,29 @@ class Engine:
             )
 
     # --- attempts -------------------------------------------------------------------------------
-    def _attempts(self, job: JobConfig, scope: str | None, run_id: int, key: str) -> None:
+    def _attempts(
+        self, job: JobConfig, scope: str | None, run_id: int, key: str, *, started: bool
+    ) -> bool:
+        """Run the attempts (the first one already recorded as started when ``started``) and
+        record the run's end; True when that end released the run's lock with it."""
         outcome = RunOutcome(
             RunStatus.CANCELLED, error="cancelled before it started", cause="cancelled"
         )
+        lock = key if job.concurrency != "allow" else None
         for number in range(1, job.retries.max_attempts + 1):
-            if self.cancel_event.is_set():
-                break
-            if not self.store.start_attempt(
-                run_id, number, self.owner, self._lease_until(), self.clock()
-            ):
-                return  # cancelled from elsewhere before this attempt began
+            if not (started and number == 1):
+                if self.cancel_event.is_set():
+                    break
+                if not self.store.start_attempt(
+                    run_id, number, self.owner, self._lease_until(), self.clock()
+                ):
+                    return False  # cancelled from elsewhere before this attempt began
             outcome = _Attempt(self, job, scope, run_id, number, key).execute()
-            self.store.finish_attempt(run_id, number, outcome, self.clock())
             if not self._should_retry(job, outcome, number):
-                break
+                # The attempt's end, the run's end and the lock's release: one write.
+                self.store.finish_run(run_id, outcome, self.clock(), attempt=number, lock=lock)
+                return lock is not None
+            self.store.finish_attempt(run_id, number, outcome, self.clock())
             delay = job.retries.delay(number, self.rand())
             if self.observer:
                 self.observer.retrying(run_id, number, outcome, delay)
@@ -317,7 +350,8 @@ class Engine:
                     RunStatus.CANCELLED, error="cancelled while waiting to retry", cause="cancelled"
                 )
                 break
-        self.store.finish_run(run_id, outcome, self.clock())
+        self.store.finish_run(run_id, outcome, self.clock(), lock=lock)
+        return lock is not None
 
     def _should_retry(self, job: JobConfig, outcome: RunOutcome, number: int) -> bool:
         return (

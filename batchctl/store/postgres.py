@@ -173,33 +173,61 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
         owner: Owner | None = None,
         lease_until: datetime | None = None,
     ) -> int:
-        finished = now if status.terminal else None
-        span = lease_span(lease_until, now) if lease_until is not None else None
         with self._write() as conn:
-            row = conn.execute(
-                "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at,"
-                " finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, now() + %s) RETURNING id",
-                (
-                    job,
-                    scope or "",
-                    status.value,
-                    trigger,
-                    max_attempts,
-                    now,
-                    finished,
-                    reason,
-                    retry_of,
-                    scheduled_for,
-                    owner.host if owner else None,
-                    owner.pid if owner else None,
-                    span,
-                ),
-            ).fetchone()
-            assert row is not None
-            run_id = int(row[0])
-            record_transition(conn, run_id, None, status, now, reason)
-        return run_id
+            return _insert_run(
+                conn,
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                status=status,
+                max_attempts=max_attempts,
+                now=now,
+                reason=reason,
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                owner=owner,
+                lease_until=lease_until,
+            )
+
+    def start_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        max_attempts: int,
+        now: datetime,
+        owner: Owner,
+        lease_until: datetime,
+        queued_until: datetime,
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+        lock: str | None = None,
+    ) -> tuple[int, bool]:
+        with self._write() as conn:
+            if lock is not None:
+                serialize(conn, f"lock:{lock}")
+            free = lock is None or _get_lock(conn, lock) is None
+            run_id = _insert_run(
+                conn,
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                status=RunStatus.QUEUED,
+                max_attempts=max_attempts,
+                now=now,
+                reason=None,
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                owner=owner,
+                lease_until=lease_until if free else queued_until,
+            )
+            if not free:
+                return run_id, False
+            if lock is not None:
+                _put_lock(conn, lock, run_id, owner, lease_until, now)
+            _start_attempt(conn, run_id, 1, RunStatus.QUEUED, owner, lease_until, now)
+        return run_id, True
 
     def start_attempt(
         self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
@@ -208,30 +236,12 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
             previous = _status_of(conn, run_id, lock=True)
             if previous is None or previous.terminal:
                 return False
-            conn.execute(
-                "UPDATE runs SET status = 'running', attempts = %s,"
-                " started_at = coalesce(started_at, %s), host = %s, pid = %s,"
-                " lease_until = now() + %s WHERE id = %s",
-                (number, now, owner.host, owner.pid, lease_span(lease_until, now), run_id),
-            )
-            conn.execute(
-                "INSERT INTO attempts (run_id, number, status, started_at)"
-                " VALUES (%s, %s, 'running', %s)",
-                (run_id, number, now),
-            )
-            if previous is not RunStatus.RUNNING:
-                record_transition(
-                    conn, run_id, previous, RunStatus.RUNNING, now, f"attempt {number}"
-                )
+            _start_attempt(conn, run_id, number, previous, owner, lease_until, now)
         return True
 
     def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
         with self._write() as conn:
-            conn.execute(
-                "UPDATE attempts SET status = %s, finished_at = %s, error = %s, exit_code = %s"
-                " WHERE run_id = %s AND number = %s",
-                (outcome.status.value, now, outcome.error, outcome.exit_code, run_id, number),
-            )
+            _finish_attempt(conn, run_id, number, outcome, now)
 
     def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
         with self._write() as conn:
@@ -271,9 +281,21 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
             record_transition(conn, run_id, previous, status, now, reason)
         return True
 
-    def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
+    def finish_run(
+        self,
+        run_id: int,
+        outcome: RunOutcome,
+        now: datetime,
+        *,
+        attempt: int | None = None,
+        lock: str | None = None,
+    ) -> bool:
         with self._write() as conn:
             previous = _status_of(conn, run_id, lock=True)
+            if attempt is not None:
+                _finish_attempt(conn, run_id, attempt, outcome, now)
+            if lock is not None:
+                _delete_lock(conn, lock, run_id)
             if previous is None or previous.terminal:
                 return False
             conn.execute(
@@ -508,7 +530,7 @@ class PostgresStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def release_lock(self, key: str, run_id: int) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM locks WHERE key = %s AND run_id = %s", (key, run_id))
+            _delete_lock(conn, key, run_id)
 
     def get_lock(self, key: str) -> LockHolder | None:
         return _get_lock(self.conn, key)
@@ -526,6 +548,85 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 def _lease_alive(conn: Conn, lease_until: datetime) -> bool:
     row = conn.execute("SELECT %s > now()", (lease_until,)).fetchone()
     return bool(row and row[0])
+
+
+def _insert_run(
+    conn: Conn,
+    *,
+    job: str,
+    scope: str | None,
+    trigger: str,
+    status: RunStatus,
+    max_attempts: int,
+    now: datetime,
+    reason: str | None,
+    retry_of: int | None,
+    scheduled_for: datetime | None,
+    owner: Owner | None,
+    lease_until: datetime | None,
+) -> int:
+    """Insert a run and its first transition; its id."""
+    row = conn.execute(
+        "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at,"
+        " finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, now() + %s) RETURNING id",
+        (
+            job,
+            scope or "",
+            status.value,
+            trigger,
+            max_attempts,
+            now,
+            now if status.terminal else None,
+            reason,
+            retry_of,
+            scheduled_for,
+            owner.host if owner else None,
+            owner.pid if owner else None,
+            lease_span(lease_until, now) if lease_until is not None else None,
+        ),
+    ).fetchone()
+    assert row is not None
+    run_id = int(row[0])
+    record_transition(conn, run_id, None, status, now, reason)
+    return run_id
+
+
+def _start_attempt(
+    conn: Conn,
+    run_id: int,
+    number: int,
+    previous: RunStatus,
+    owner: Owner,
+    lease_until: datetime,
+    now: datetime,
+) -> None:
+    conn.execute(
+        "UPDATE runs SET status = 'running', attempts = %s,"
+        " started_at = coalesce(started_at, %s), host = %s, pid = %s,"
+        " lease_until = now() + %s WHERE id = %s",
+        (number, now, owner.host, owner.pid, lease_span(lease_until, now), run_id),
+    )
+    conn.execute(
+        "INSERT INTO attempts (run_id, number, status, started_at) VALUES (%s, %s, 'running', %s)",
+        (run_id, number, now),
+    )
+    if previous is not RunStatus.RUNNING:
+        record_transition(conn, run_id, previous, RunStatus.RUNNING, now, f"attempt {number}")
+
+
+def _finish_attempt(
+    conn: Conn, run_id: int, number: int, outcome: RunOutcome, now: datetime
+) -> None:
+    conn.execute(
+        "UPDATE attempts SET status = %s, finished_at = %s, error = %s, exit_code = %s"
+        " WHERE run_id = %s AND number = %s",
+        (outcome.status.value, now, outcome.error, outcome.exit_code, run_id, number),
+    )
+
+
+def _delete_lock(conn: Conn, key: str, run_id: int) -> None:
+    conn.execute("DELETE FROM locks WHERE key = %s AND run_id = %s", (key, run_id))
 
 
 def _status_of(conn: Conn, run_id: int, *, lock: bool = False) -> RunStatus | None:

@@ -134,72 +134,73 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
         owner: Owner | None = None,
         lease_until: datetime | None = None,
     ) -> int:
-        stamp = to_iso(now)
-        finished = stamp if status.terminal else None
         with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at, "
-                "finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    job,
-                    scope or "",
-                    status.value,
-                    trigger,
-                    max_attempts,
-                    stamp,
-                    finished,
-                    reason,
-                    retry_of,
-                    to_iso(scheduled_for),
-                    owner.host if owner else None,
-                    owner.pid if owner else None,
-                    to_iso(lease_until),
-                ),
+            return _insert_run(
+                conn,
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                status=status,
+                max_attempts=max_attempts,
+                now=now,
+                reason=reason,
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                owner=owner,
+                lease_until=lease_until,
             )
-            run_id = int(cursor.lastrowid or 0)
-            record_transition(conn, run_id, None, status, stamp, reason)
-        return run_id
+
+    def start_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        max_attempts: int,
+        now: datetime,
+        owner: Owner,
+        lease_until: datetime,
+        queued_until: datetime,
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+        lock: str | None = None,
+    ) -> tuple[int, bool]:
+        with self._write() as conn:
+            free = lock is None or _get_lock(conn, lock) is None
+            run_id = _insert_run(
+                conn,
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                status=RunStatus.QUEUED,
+                max_attempts=max_attempts,
+                now=now,
+                reason=None,
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                owner=owner,
+                lease_until=lease_until if free else queued_until,
+            )
+            if not free:
+                return run_id, False
+            if lock is not None:
+                _put_lock(conn, lock, run_id, owner, lease_until, now)
+            _start_attempt(conn, run_id, 1, RunStatus.QUEUED, owner, lease_until, now)
+        return run_id, True
 
     def start_attempt(
         self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
     ) -> bool:
-        stamp = to_iso(now)
         with self._write() as conn:
             previous = _status_of(conn, run_id)
             if previous is None or previous.terminal:
                 return False
-            conn.execute(
-                "UPDATE runs SET status = 'running', attempts = ?,"
-                " started_at = coalesce(started_at, ?), host = ?, pid = ?, lease_until = ?"
-                " WHERE id = ?",
-                (number, stamp, owner.host, owner.pid, to_iso(lease_until), run_id),
-            )
-            conn.execute(
-                "INSERT INTO attempts (run_id, number, status, started_at)"
-                " VALUES (?, ?, 'running', ?)",
-                (run_id, number, stamp),
-            )
-            if previous is not RunStatus.RUNNING:
-                record_transition(
-                    conn, run_id, previous, RunStatus.RUNNING, stamp, f"attempt {number}"
-                )
+            _start_attempt(conn, run_id, number, previous, owner, lease_until, now)
         return True
 
     def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
         with self._write() as conn:
-            conn.execute(
-                "UPDATE attempts SET status = ?, finished_at = ?, error = ?, exit_code = ? "
-                "WHERE run_id = ? AND number = ?",
-                (
-                    outcome.status.value,
-                    to_iso(now),
-                    outcome.error,
-                    outcome.exit_code,
-                    run_id,
-                    number,
-                ),
-            )
+            _finish_attempt(conn, run_id, number, outcome, now)
 
     def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
         with self._write() as conn:
@@ -240,10 +241,22 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
             record_transition(conn, run_id, previous, status, stamp, reason)
         return True
 
-    def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
+    def finish_run(
+        self,
+        run_id: int,
+        outcome: RunOutcome,
+        now: datetime,
+        *,
+        attempt: int | None = None,
+        lock: str | None = None,
+    ) -> bool:
         stamp = to_iso(now)
         with self._write() as conn:
             previous = _status_of(conn, run_id)
+            if attempt is not None:
+                _finish_attempt(conn, run_id, attempt, outcome, now)
+            if lock is not None:
+                _delete_lock(conn, lock, run_id)
             if previous is None or previous.terminal:
                 return False
             conn.execute(
@@ -477,7 +490,7 @@ class SQLiteStore(BatchTables, ScheduleTables, MaintenanceTables):
 
     def release_lock(self, key: str, run_id: int) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+            _delete_lock(conn, key, run_id)
 
     def get_lock(self, key: str) -> LockHolder | None:
         return _get_lock(self.conn, key)
@@ -523,6 +536,86 @@ def _time(text: str) -> datetime:
     moment = from_iso(text)
     assert moment is not None
     return moment
+
+
+def _insert_run(
+    conn: sqlite3.Connection,
+    *,
+    job: str,
+    scope: str | None,
+    trigger: str,
+    status: RunStatus,
+    max_attempts: int,
+    now: datetime,
+    reason: str | None,
+    retry_of: int | None,
+    scheduled_for: datetime | None,
+    owner: Owner | None,
+    lease_until: datetime | None,
+) -> int:
+    """Insert a run and its first transition; its id."""
+    stamp = to_iso(now)
+    cursor = conn.execute(
+        "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at, "
+        "finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            job,
+            scope or "",
+            status.value,
+            trigger,
+            max_attempts,
+            stamp,
+            stamp if status.terminal else None,
+            reason,
+            retry_of,
+            to_iso(scheduled_for),
+            owner.host if owner else None,
+            owner.pid if owner else None,
+            to_iso(lease_until),
+        ),
+    )
+    run_id = int(cursor.lastrowid or 0)
+    record_transition(conn, run_id, None, status, stamp, reason)
+    return run_id
+
+
+def _start_attempt(
+    conn: sqlite3.Connection,
+    run_id: int,
+    number: int,
+    previous: RunStatus,
+    owner: Owner,
+    lease_until: datetime,
+    now: datetime,
+) -> None:
+    stamp = to_iso(now)
+    conn.execute(
+        "UPDATE runs SET status = 'running', attempts = ?,"
+        " started_at = coalesce(started_at, ?), host = ?, pid = ?, lease_until = ?"
+        " WHERE id = ?",
+        (number, stamp, owner.host, owner.pid, to_iso(lease_until), run_id),
+    )
+    conn.execute(
+        "INSERT INTO attempts (run_id, number, status, started_at) VALUES (?, ?, 'running', ?)",
+        (run_id, number, stamp),
+    )
+    if previous is not RunStatus.RUNNING:
+        record_transition(conn, run_id, previous, RunStatus.RUNNING, stamp, f"attempt {number}")
+
+
+def _finish_attempt(
+    conn: sqlite3.Connection, run_id: int, number: int, outcome: RunOutcome, now: datetime
+) -> None:
+    conn.execute(
+        "UPDATE attempts SET status = ?, finished_at = ?, error = ?, exit_code = ? "
+        "WHERE run_id = ? AND number = ?",
+        (outcome.status.value, to_iso(now), outcome.error, outcome.exit_code, run_id, number),
+    )
+
+
+def _delete_lock(conn: sqlite3.Connection, key: str, run_id: int) -> None:
+    conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
 
 
 def _status_of(conn: sqlite3.Connection, run_id: int) -> RunStatus | None:
