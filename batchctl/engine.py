@@ -131,7 +131,9 @@ class Engine:
             return self._finished(record(RunStatus.SKIPPED, "job is disabled"))
         key = lock_key(job.name, scope)
         locked = job.concurrency != "allow"
-        if self.cancel_event.is_set():  # recorded, then cancelled before its first attempt
+        if self.cancel_event.is_set() or job.ping_url:
+            # Cancelled: recorded, then ended before its first attempt. A start ping is sent
+            # between the run's record and its first attempt: the run waits for it queued.
             run_id, started = record(RunStatus.QUEUED), False
         else:
             # The common case in one write: the run, its lock when it is free, its first attempt.
@@ -143,7 +145,7 @@ class Engine:
                 max_attempts=job.retries.max_attempts,
                 now=now,
                 owner=self.owner,
-                lease_until=now + self._start_lease(job),
+                lease_until=now + timedelta(seconds=self.settings.lease),
                 queued_until=now + self._queued_lease(job),
                 retry_of=retry_of,
                 scheduled_for=scheduled_for,
@@ -239,12 +241,6 @@ class Engine:
     # --- locking --------------------------------------------------------------------------------
     def _lease_until(self) -> datetime:
         return self.clock() + timedelta(seconds=self.settings.lease)
-
-    def _start_lease(self, job: JobConfig) -> timedelta:
-        """The lease of a run started in the write that records it: the start ping, sent
-        after that write, comes before the first attempt, which renews it."""
-        ping = pings.TRIES * pings.TIMEOUT_S if job.ping_url else 0.0
-        return timedelta(seconds=self.settings.lease + ping)
 
     def _queued_lease(self, job: JobConfig) -> timedelta:
         """How long a queued run's lease lasts, unrenewed: long enough to wait out a replaced

@@ -147,7 +147,12 @@ class ScheduleStore(Protocol):
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
         claimer: str | None = None,
-    ) -> list[Tick]: ...
+        closing: Tick | None = None,
+    ) -> list[Tick]:
+        """Take up to ``limit`` pending ticks (see the SQLite store). ``closing``: a tick the
+        claimer has fired, closed in the same transaction first, as ``close_tick(closing.id,
+        closing.status, run_id=closing.run_id, reason=closing.reason)`` would."""
+        ...
 
     def refire_orphaned_ticks(self, stale_before: datetime, dead: Collection[str] = ()) -> int:
         """Put back to pending the fired ticks without a run whose daemon is gone: its heartbeat

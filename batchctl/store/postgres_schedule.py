@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchctl.records import DaemonInfo, Owner, Run, Tick
 from batchctl.store.postgres_common import Tables, lease_span, serialize
 from batchctl.store.rows import TICK_COLUMNS, as_stored, tick_from_row
+
+if TYPE_CHECKING:
+    from batchctl.store.postgres_common import Conn
 
 DAEMON_COLUMNS = "instance, host, pid, mode, started_at, heartbeat_at, last_pass_at, stopped_at"
 
@@ -92,6 +95,7 @@ class ScheduleTables(Tables):
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
         claimer: str | None = None,
+        closing: Tick | None = None,
     ) -> list[Tick]:
         """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired;
         ticks another daemon is claiming at this moment are skipped (``SKIP LOCKED``), not
@@ -101,7 +105,7 @@ class ScheduleTables(Tables):
         a job in ``serial_jobs``, a tick that was already due then waits; a tick that came due
         later is handed out, and the job's concurrency policy decides (as in SQLite's).
         """
-        if limit <= 0:
+        if limit <= 0 and closing is None:
             return []
         # Only when some ticks may be passed over do more candidates than ``limit`` get locked
         # (for the few milliseconds of this transaction).
@@ -109,6 +113,8 @@ class ScheduleTables(Tables):
         taken: dict[tuple[str, str | None], datetime] = dict(busy or {})
         chosen: list[Tick] = []
         with self._write() as conn:
+            if closing is not None:
+                _close_tick(conn, closing.id, closing.status, closing.run_id, closing.reason)
             rows = conn.execute(
                 f"SELECT {TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
                 " ORDER BY priority DESC, scheduled_for, id LIMIT %s FOR UPDATE SKIP LOCKED",
@@ -153,11 +159,7 @@ class ScheduleTables(Tables):
         self, tick_id: int, status: str, *, run_id: int | None = None, reason: str | None = None
     ) -> None:
         with self._write() as conn:
-            conn.execute(
-                "UPDATE ticks SET status = %s, run_id = coalesce(%s, run_id),"
-                " reason = coalesce(%s, reason) WHERE id = %s",
-                (status, run_id, reason, tick_id),
-            )
+            _close_tick(conn, tick_id, status, run_id, reason)
 
     def reopen_ticks(self, job: str, since: datetime, *, latest_only: bool, limit: int) -> int:
         """Make ticks skipped while the job was paused pending again (``resume`` with catch-up)."""
@@ -308,3 +310,13 @@ class ScheduleTables(Tables):
 
 def daemon_from_row(row: Sequence[Any]) -> DaemonInfo:
     return DaemonInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+def _close_tick(
+    conn: Conn, tick_id: int, status: str, run_id: int | None, reason: str | None
+) -> None:
+    conn.execute(
+        "UPDATE ticks SET status = %s, run_id = coalesce(%s, run_id),"
+        " reason = coalesce(%s, reason) WHERE id = %s",
+        (status, run_id, reason, tick_id),
+    )

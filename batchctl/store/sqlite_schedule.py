@@ -97,6 +97,7 @@ class ScheduleTables:
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
         claimer: str | None = None,
+        closing: Tick | None = None,
     ) -> list[Tick]:
         """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired.
 
@@ -108,6 +109,8 @@ class ScheduleTables:
         taken: dict[tuple[str, str | None], datetime] = dict(busy or {})
         chosen: list[Tick] = []
         with self._write() as conn:
+            if closing is not None:
+                _close_tick(conn, closing.id, closing.status, closing.run_id, closing.reason)
             rows = conn.execute(
                 f"SELECT {TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
                 " ORDER BY priority DESC, scheduled_for, id LIMIT ?",
@@ -152,11 +155,7 @@ class ScheduleTables:
         self, tick_id: int, status: str, *, run_id: int | None = None, reason: str | None = None
     ) -> None:
         with self._write() as conn:
-            conn.execute(
-                "UPDATE ticks SET status = ?, run_id = coalesce(?, run_id),"
-                " reason = coalesce(?, reason) WHERE id = ?",
-                (status, run_id, reason, tick_id),
-            )
+            _close_tick(conn, tick_id, status, run_id, reason)
 
     def reopen_ticks(self, job: str, since: datetime, *, latest_only: bool, limit: int) -> int:
         """Make ticks skipped while the job was paused pending again (``resume`` with catch-up)."""
@@ -309,3 +308,13 @@ class ScheduleTables:
         if job is None:
             return self._runs("status IN ('queued', 'running', 'retrying')", ())
         return self._runs("status IN ('queued', 'running', 'retrying') AND job = ?", (job,))
+
+
+def _close_tick(
+    conn: sqlite3.Connection, tick_id: int, status: str, run_id: int | None, reason: str | None
+) -> None:
+    conn.execute(
+        "UPDATE ticks SET status = ?, run_id = coalesce(?, run_id),"
+        " reason = coalesce(?, reason) WHERE id = ?",
+        (status, run_id, reason, tick_id),
+    )
