@@ -208,7 +208,7 @@ class Daemon:
             time.sleep(0.05)
         return True
 
-    # --- one pass ---------------------------------------------------------------------------------
+    # --- one pass -------------------------------------------------------------------------------
     def pass_once(self, *, schedule: bool = True, housekeeping: bool = True) -> None:
         """Fire what is due, refresh what is in flight, and with ``housekeeping`` beat the
         heartbeat and recover abandoned runs. The running daemon's passes do housekeeping only
