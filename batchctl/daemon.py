@@ -22,7 +22,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchctl.daemon")
 MAX_SLEEP_S = 60.0
 RELOAD_SETTLE_S = 0.2
+# How often housekeeping (heartbeat, lease renewal, recovery of abandoned runs) runs while runs
+# are in flight; when none is, every lease/3, which is what keeps the lease.
+BUSY_HOUSEKEEPING_S = 1.0
 
 
 class DaemonBusy(BatchctlError):
@@ -79,7 +82,13 @@ class Daemon:
             max_workers=self.config.daemon.max_workers, thread_name_prefix="batchctl-run"
         )
         self.running: dict[Future[None], threading.Event] = {}
-        self.running_keys: dict[Future[None], tuple[tuple[str, str | None], datetime]] = {}
+        # What each worker (named by its cancel event) runs, and since when: workers claim their
+        # next tick themselves, so this is shared with them, under ``claiming``.
+        self.busy: dict[threading.Event, tuple[tuple[str, str | None], datetime]] = {}
+        self.claiming = threading.Lock()
+        # When each scheduled (job, scope) has its next tick: scheduling is skipped until then.
+        self.next_due: dict[tuple[str, str | None], datetime] = {}
+        self.next_housekeeping = 0.0  # time.monotonic()
         self.local = threading.local()
         self.lock_file: IO[str] | None = None
         self.config_mtime = self._config_mtime()
@@ -105,13 +114,13 @@ class Daemon:
             self.config.daemon.max_workers,
         )
         try:
-            while not self.stopping.is_set():
+            if self.once:
                 self.pass_once()
-                if self.once:
-                    self._drain()
-                    self._wait_for_runs(None)
-                    self.pass_once(schedule=False)  # collect what finished during the pass
-                    break
+                self._drain()
+                self._wait_for_runs(None)
+                self.pass_once(schedule=False)  # collect what finished during the pass
+            while not self.once and not self.stopping.is_set():
+                self.pass_once(housekeeping=time.monotonic() >= self.next_housekeeping)
                 self._sleep()
         finally:
             self._shutdown()
@@ -200,30 +209,44 @@ class Daemon:
         return True
 
     # --- one pass -------------------------------------------------------------------------------
-    def pass_once(self, *, schedule: bool = True) -> None:
+    def pass_once(self, *, schedule: bool = True, housekeeping: bool = True) -> None:
+        """Fire what is due, refresh what is in flight, and with ``housekeeping`` beat the
+        heartbeat and recover abandoned runs. The running daemon's passes do housekeeping only
+        when it is due (every lease/3, every second while runs are in flight), and schedule only
+        the jobs whose next tick has come; a worker that finishes a run claims the next due tick
+        itself, so a backlog of ticks does not go through here tick by tick."""
         now = self.clock()
         self._maybe_reload()
-        self._heartbeat(now)
-        self._recover_abandoned(now)
+        if housekeeping:
+            self._heartbeat(now)
+            self._recover_abandoned(now)
         if schedule and not self.stopping.is_set():
             for job in self.config.jobs.values():
                 if job.schedule and job.enabled:
                     for scope in job.run_scopes():
-                        self._schedule(job, scope, now)
+                        due = self.next_due.get((job.name, scope))
+                        if due is None or due <= now:
+                            self._schedule(job, scope, now)
             self._dispatch()
         self._refresh_batches()
         self._reap()
-        self.store.daemon_heartbeat(self.instance, self.clock(), passed=True)
-        self._write_metrics()
+        if housekeeping:
+            self.store.daemon_heartbeat(self.instance, self.clock(), passed=True)
+            self._write_metrics()
+            interval = self.config.daemon.lease / 3
+            if self.running:
+                interval = min(interval, BUSY_HOUSEKEEPING_S)
+            self.next_housekeeping = time.monotonic() + interval
 
     def _schedule(self, job: JobConfig, scope: str | None, now: datetime) -> None:
         assert job.schedule is not None
         cursor = self.store.cursor(job.name, scope)
+        schedule = Schedule.of(job.schedule, job.timezone)
         if cursor is None:
             # A job seen for the first time starts now: no backfill of its past.
             self.store.set_cursor(job.name, scope, now)
+            self._plan_next(schedule, job.name, scope, now, now)
             return
-        schedule = Schedule.of(job.schedule, job.timezone)
         plan = plan_ticks(
             schedule,
             cursor,
@@ -232,6 +255,7 @@ class Daemon:
             max_catchup=job.max_catchup,
             starting_deadline=job.starting_deadline,
         )
+        self._plan_next(schedule, job.name, scope, plan.cursor or cursor, now)
         if plan.cursor is None:
             return
         paused = job.name in self.store.paused()
@@ -259,25 +283,48 @@ class Daemon:
                 plan.missed[0].isoformat(),
             )
 
+    def _plan_next(
+        self, schedule: Schedule, job: str, scope: str | None, cursor: datetime, now: datetime
+    ) -> None:
+        """Note when (job, scope) has its next tick after ``cursor``: no pass plans it before.
+        Only the daemon moves cursors forward, so a cursor moved by another daemon only makes
+        a pass plan it early, for nothing."""
+        self.next_due[(job, scope)] = schedule.next_after(max(cursor, now - timedelta(days=1)))
+
     def _dispatch(self) -> int:
         """Hand pending ticks to free workers; how many were handed out."""
         self._reap()
         free = self.config.daemon.max_workers - len(self.running)
         if free <= 0:
             return 0
+        with self.claiming:
+            now = self.clock()
+            claimed = self._claim(self.store, free, now, busy=self.busy.values())
+            for tick in claimed:
+                cancel = threading.Event()
+                self.busy[cancel] = ((tick.job, tick.scope), now)
+                self.running[self.pool.submit(self._work, tick, cancel)] = cancel
+        return len(claimed)
+
+    def _claim(
+        self,
+        store: Store,
+        limit: int,
+        now: datetime,
+        *,
+        busy: Iterable[tuple[tuple[str, str | None], datetime]],
+        closing: Tick | None = None,
+    ) -> list[Tick]:
         # Ticks of a job that must not overlap itself go one at a time per scope, in order.
         serial = {j.name for j in self.config.jobs.values() if j.concurrency != "allow"}
-        now = self.clock()
-        busy = {key: since for key, since in self.running_keys.values()}
-        claimed = self.store.claim_ticks(
-            free, now, busy=busy, serial_jobs=serial, claimer=self.instance
+        return store.claim_ticks(
+            limit,
+            now,
+            busy=dict(busy),
+            serial_jobs=serial,
+            claimer=self.instance,
+            closing=closing,
         )
-        for tick in claimed:
-            cancel = threading.Event()
-            future = self.pool.submit(self._fire, tick, cancel)
-            self.running[future] = cancel
-            self.running_keys[future] = ((tick.job, tick.scope), now)
-        return len(claimed)
 
     def _drain(self) -> None:
         """``--once``: keep handing out due ticks as workers free up until none is left."""
@@ -288,8 +335,9 @@ class Daemon:
 
     def _reap(self) -> None:
         for future in [f for f in self.running if f.done()]:
-            self.running.pop(future)
-            self.running_keys.pop(future, None)
+            cancel = self.running.pop(future)
+            with self.claiming:
+                self.busy.pop(cancel, None)
             error = future.exception()
             if error is not None:
                 log.error("a run failed inside the daemon: %s", error, exc_info=error)
@@ -305,35 +353,55 @@ class Daemon:
             store = self.local.store = open_store(self.location)
         return store
 
-    def _fire(self, tick: Tick, cancel: threading.Event) -> None:
+    def _work(self, tick: Tick, cancel: threading.Event) -> None:
+        """Fire ``tick``, then each next due tick this worker can claim, until none is left."""
         try:
-            self._fire_with(self._thread_store(), tick, cancel)
+            store = self._thread_store()
+            claimed: Tick | None = tick
+            while claimed is not None:
+                claimed = self._claim_next(store, cancel, self._fire_with(store, claimed, cancel))
         finally:
-            self.wake.set()
+            self.wake.set()  # a free worker: the loop may hand out a tick it could not claim
 
-    def _fire_with(self, store: Store, tick: Tick, cancel: threading.Event) -> None:
+    def _claim_next(self, store: Store, cancel: threading.Event, done: Tick) -> Tick | None:
+        """Close ``done``, the tick this worker has just fired (so its job and scope are no
+        longer busy), and claim the next due tick in the same write; None when stopping or
+        when none can be had."""
+        with self.claiming:
+            if self.stopping.is_set() or cancel.is_set():
+                self.busy.pop(cancel, None)
+                store.close_tick(done.id, done.status, run_id=done.run_id, reason=done.reason)
+                return None
+            now = self.clock()
+            others = (work for worker, work in self.busy.items() if worker is not cancel)
+            claimed = self._claim(store, 1, now, busy=others, closing=done)
+            if not claimed:
+                self.busy.pop(cancel, None)
+                return None
+            self.busy[cancel] = ((claimed[0].job, claimed[0].scope), now)
+            return claimed[0]
+
+    def _fire_with(self, store: Store, tick: Tick, cancel: threading.Event) -> Tick:
+        """Fire ``tick``; the tick as it is to be closed: its status, run and reason (a reason
+        of None keeps the one it has)."""
         config = self.config
         job = config.jobs.get(tick.job)
         label = f"{tick.job}[{tick.scope}]" if tick.scope else tick.job
         if job is None or not job.enabled or not job.schedule:
-            store.close_tick(tick.id, "skipped", reason="job removed or disabled")
-            return
+            return tick._replace(status=TickStatus.SKIPPED, reason="job removed or disabled")
         if job.jitter and cancel.wait(random.uniform(0, job.jitter)):
-            store.close_tick(tick.id, "skipped", reason="daemon stopping")
-            return
+            return tick._replace(status=TickStatus.SKIPPED, reason="daemon stopping")
         late = (self.clock() - tick.scheduled_for).total_seconds()
         if job.starting_deadline is not None and late > job.starting_deadline:
-            store.close_tick(tick.id, "missed", reason=f"started {late:.0f}s late")
-            return
+            return tick._replace(status=TickStatus.MISSED, reason=f"started {late:.0f}s late")
         log.info("firing %s for %s", label, tick.scheduled_for.isoformat())
         run = self._runs(store, cancel).start(
             job, tick.scope, trigger="schedule", scheduled_for=tick.scheduled_for
         )
-        status = TickStatus.SKIPPED if run.status is RunStatus.SKIPPED else TickStatus.FIRED
-        store.close_tick(
-            tick.id, status, run_id=run.id, reason=run.reason if status == "skipped" else None
-        )
         log.info("%s run %d %s", label, run.id, run.status.value)
+        if run.status is RunStatus.SKIPPED:
+            return tick._replace(status=TickStatus.SKIPPED, run_id=run.id, reason=run.reason)
+        return tick._replace(status=TickStatus.FIRED, run_id=run.id, reason=None)
 
     def _runs(self, store: Store, cancel: threading.Event) -> Runs:
         """The lifecycle of runs for one worker: its store connection, stopped by ``cancel``."""
@@ -477,6 +545,7 @@ class Daemon:
                 config, daemon=replace(config.daemon, max_workers=self.config.daemon.max_workers)
             )
         self.config = config
+        self.next_due.clear()  # schedules may have changed
         log.info("config reloaded from %s (%d jobs)", config.path, len(config.jobs))
 
     def _write_metrics(self) -> None:
@@ -490,20 +559,12 @@ class Daemon:
 
     def _sleep(self) -> None:
         now = self.clock()
-        wake_at = now + timedelta(seconds=MAX_SLEEP_S)
-        for job in self.config.jobs.values():
-            if not (job.schedule and job.enabled):
-                continue
-            schedule = Schedule.of(job.schedule, job.timezone)
-            for scope in job.run_scopes():
-                cursor = self.store.cursor(job.name, scope) or now
-                wake_at = min(wake_at, schedule.next_after(max(cursor, now - timedelta(days=1))))
+        wake_at = min([now + timedelta(seconds=MAX_SLEEP_S), *self.next_due.values()])
         seconds = max(0.0, (wake_at - now).total_seconds())
-        seconds = min(seconds, self.config.daemon.lease / 3)  # the heartbeat keeps the lease
+        # The heartbeat keeps the lease; recovery finds abandoned runs.
+        seconds = min(seconds, max(0.0, self.next_housekeeping - time.monotonic()))
         if self.store.submissions_in_flight() or self.store.pending_tick_count():
             interval = self.config.daemon.poll_interval or self.config.openai.poll_interval
             seconds = min(seconds, interval)
-        if self.running:
-            seconds = min(seconds, 1.0)  # hand free workers the next pending tick soon
         self.wake.wait(seconds)
         self.wake.clear()

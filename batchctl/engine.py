@@ -111,23 +111,43 @@ class Engine:
         The lifecycle (``batchctl.runs``) calls it for a job whose kind runs here, once it has
         checked the scope and that the job is enabled."""
 
+        key = lock_key(job.name, scope)
+        locked = job.concurrency != "allow"
         now = self.clock()
-        run_id = self.store.create_run(
-            job=job.name,
-            scope=scope,
-            trigger=trigger,
-            status=RunStatus.QUEUED,
-            max_attempts=job.retries.max_attempts,
-            now=now,
-            retry_of=retry_of,
-            scheduled_for=scheduled_for,
-            owner=self.owner,
-            lease_until=now + self._queued_lease(job),
-        )
+        if self.cancel_event.is_set() or job.ping_url:
+            # Cancelled: recorded, then ended before its first attempt. A start ping is sent
+            # between the run's record and its first attempt: the run waits for it queued.
+            started = False
+            run_id = self.store.create_run(
+                job=job.name,
+                scope=scope,
+                trigger=trigger,
+                status=RunStatus.QUEUED,
+                max_attempts=job.retries.max_attempts,
+                now=now,
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                owner=self.owner,
+                lease_until=now + self._queued_lease(job),
+            )
+        else:
+            # The common case in one write: the run, its lock when it is free, its first attempt.
+            run_id, started = self.store.start_run(
+                job=job.name,
+                scope=scope,
+                trigger=trigger,
+                max_attempts=job.retries.max_attempts,
+                now=now,
+                owner=self.owner,
+                lease_until=now + timedelta(seconds=self.settings.lease),
+                queued_until=now + self._queued_lease(job),
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                lock=key if locked else None,
+            )
         if self.observer:
             self.observer.run_started(run_id, job, scope)
-        key = lock_key(job.name, scope)
-        if job.concurrency != "allow":
+        if locked and not started:
             holder = self._acquire(key, run_id, replace=job.concurrency == "replace", job=job)
             if holder is not None:
                 reason = (
@@ -138,8 +158,9 @@ class Engine:
                 return self._finished(run_id)
         pinger = Pinger(job.ping_url)
         pinger.start()
+        released = False
         try:
-            self._attempts(job, scope, run_id, key)
+            released = self._attempts(job, scope, run_id, key, started=started)
         except BaseException as exc:
             # Never leave a run "running" behind an error of our own (or a second Ctrl-C).
             cause = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
@@ -150,7 +171,7 @@ class Engine:
             )
             raise
         finally:
-            if job.concurrency != "allow":
+            if locked and not released:
                 self.store.release_lock(key, run_id)
         run = self._finished(run_id)
         pinger.finish(run.status is RunStatus.COMPLETED)
@@ -256,21 +277,29 @@ class Engine:
             )
 
     # --- attempts -------------------------------------------------------------------------------
-    def _attempts(self, job: JobConfig, scope: str | None, run_id: int, key: str) -> None:
+    def _attempts(
+        self, job: JobConfig, scope: str | None, run_id: int, key: str, *, started: bool
+    ) -> bool:
+        """Run the attempts (the first one already recorded as started when ``started``) and
+        record the run's end; True when that end released the run's lock with it."""
         outcome = RunOutcome(
             RunStatus.CANCELLED, error="cancelled before it started", cause="cancelled"
         )
+        lock = key if job.concurrency != "allow" else None
         for number in range(1, job.retries.max_attempts + 1):
-            if self.cancel_event.is_set():
-                break
-            if not self.store.start_attempt(
-                run_id, number, self.owner, self._lease_until(), self.clock()
-            ):
-                return  # cancelled from elsewhere before this attempt began
+            if not (started and number == 1):
+                if self.cancel_event.is_set():
+                    break
+                if not self.store.start_attempt(
+                    run_id, number, self.owner, self._lease_until(), self.clock()
+                ):
+                    return False  # cancelled from elsewhere before this attempt began
             outcome = _Attempt(self, job, scope, run_id, number, key).execute()
-            self.store.finish_attempt(run_id, number, outcome, self.clock())
             if not self._should_retry(job, outcome, number):
-                break
+                # The attempt's end, the run's end and the lock's release: one write.
+                self.store.finish_run(run_id, outcome, self.clock(), attempt=number, lock=lock)
+                return lock is not None
+            self.store.finish_attempt(run_id, number, outcome, self.clock())
             delay = job.retries.delay(number, self.rand())
             if self.observer:
                 self.observer.retrying(run_id, number, outcome, delay)
@@ -286,7 +315,8 @@ class Engine:
                     RunStatus.CANCELLED, error="cancelled while waiting to retry", cause="cancelled"
                 )
                 break
-        self.store.finish_run(run_id, outcome, self.clock())
+        self.store.finish_run(run_id, outcome, self.clock(), lock=lock)
+        return lock is not None
 
     def _should_retry(self, job: JobConfig, outcome: RunOutcome, number: int) -> bool:
         return (

@@ -696,10 +696,10 @@ def _daemon_runs(ws: Workspace, runs: int) -> tuple[float, float, int, dict[str,
     pass_once = daemon.pass_once
     passes = 0
 
-    def counted(*, schedule: bool = True) -> None:
+    def counted(*, schedule: bool = True, housekeeping: bool = True) -> None:
         nonlocal passes
         passes += 1
-        pass_once(schedule=schedule)
+        pass_once(schedule=schedule, housekeeping=housekeeping)
 
     setattr(daemon, "pass_once", counted)  # noqa: B010 -- an instance attribute, seen by run()
     failure: list[BaseException] = []

@@ -7,13 +7,22 @@ name of an entry point in the group ``batchctl.processors``. ``attr`` is a funct
 Python code cannot be killed from outside: on cancel or timeout the processor sees
 ``ctx.cancelled`` become true and has the job's ``grace`` period to return; after that the attempt
 is recorded as ended and the thread is abandoned.
+
+Attempts run on threads kept between attempts (``_Threads``): starting a thread costs about as
+much as a no-op processor's whole attempt. A thread serves one attempt at a time and is only
+reused once its processor has returned, so an abandoned processor keeps its thread and the next
+attempt gets another one.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,10 @@ from batchctl.processing import (
     resolve_processor,
 )
 from batchctl.records import RunOutcome, RunStatus
+
+IDLE_S = 60.0  # an idle attempt thread ends after this long without an attempt to run
+
+log = logging.getLogger("batchctl.jobs")
 
 
 def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> PythonExecution:
@@ -49,7 +62,7 @@ class PythonExecution:
         self._give_up_at: float | None = None
         self._done = threading.Event()
         if function is not None and ctx is not None:
-            threading.Thread(target=self._call, args=(function, ctx), daemon=True).start()
+            _THREADS.run(lambda: self._call(function, ctx))
 
     @classmethod
     def failed_to_start(cls, error: str) -> PythonExecution:
@@ -130,6 +143,52 @@ class PythonExecution:
                 cause=self._cause,
             )
         return None
+
+
+class _Threads:
+    """Threads that run attempts, each kept for the next attempt once its task returns.
+
+    There is no bound: an attempt never waits for a thread (a processor that ignores cancel
+    holds its thread for as long as it runs). Threads are daemon threads, as a thread per
+    attempt was: an abandoned processor does not keep batchctl from exiting.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for a task, less the tasks handed to them
+
+    def run(self, task: Callable[[], None]) -> None:
+        """Run ``task`` on an idle thread, or on a new one when none is idle."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put(task)
+                return
+        threading.Thread(
+            target=self._serve, args=(task,), name="batchctl-attempt", daemon=True
+        ).start()
+
+    def _serve(self, task: Callable[[], None]) -> None:
+        while True:
+            try:
+                contextvars.Context().run(task)  # as on a new thread: no context variables
+            except Exception:  # a task reports its own errors; this keeps the thread serving
+                log.exception("an attempt's thread failed")
+            with self._lock:
+                self._idle += 1
+            try:
+                task = self._tasks.get(timeout=IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    try:  # a task handed over just as the wait ran out is still this thread's
+                        task = self._tasks.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+
+_THREADS = _Threads()
 
 
 KIND = LocalKind(start)

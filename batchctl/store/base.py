@@ -158,7 +158,12 @@ class ScheduleStore(Protocol):
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
         claimer: str | None = None,
-    ) -> list[Tick]: ...
+        closing: Tick | None = None,
+    ) -> list[Tick]:
+        """Take up to ``limit`` pending ticks (see ``store.schedule``). ``closing``: a tick the
+        claimer has fired, closed in the same transaction first, as ``close_tick(closing.id,
+        closing.status, run_id=closing.run_id, reason=closing.reason)`` would."""
+        ...
 
     def refire_orphaned_ticks(self, stale_before: datetime, dead: Collection[str] = ()) -> int:
         """Put back to pending the fired ticks without a run whose daemon is gone: its heartbeat
@@ -264,6 +269,29 @@ class RunStore(Protocol):
         process die before the first attempt, the run is found past its lease and abandoned."""
         ...
 
+    def start_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        max_attempts: int,
+        now: datetime,
+        owner: Owner,
+        lease_until: datetime,
+        queued_until: datetime,
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+        lock: str | None = None,
+    ) -> tuple[int, bool]:
+        """Record a new run and, in the same transaction, start its first attempt (lease
+        ``lease_until``), taking the lock ``lock`` first when one is named. Returns (run id,
+        started). When ``lock`` has any holder row, even one past its lease, nothing is started:
+        the run is left ``queued`` (lease ``queued_until``), as ``create_run`` leaves it, for
+        the caller to take the lock its own way. The transitions are those of ``create_run``
+        then ``start_attempt``."""
+        ...
+
     def start_attempt(
         self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
     ) -> bool:
@@ -298,8 +326,19 @@ class RunStore(Protocol):
         of those statuses (returns False when the run was elsewhere)."""
         ...
 
-    def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
-        """Record the run's final status and figures, if it is still active."""
+    def finish_run(
+        self,
+        run_id: int,
+        outcome: RunOutcome,
+        now: datetime,
+        *,
+        attempt: int | None = None,
+        lock: str | None = None,
+    ) -> bool:
+        """Record the run's final status and figures, if it is still active; False if it was
+        not. In the same transaction, whether or not the run was still active: with
+        ``attempt``, that attempt's end (as ``finish_attempt``); with ``lock``, the release of
+        the run's hold on that lock (as ``release_lock``)."""
         ...
 
     def record_progress(self, run_id: int, done: int, total: int | None) -> None: ...

@@ -61,68 +61,75 @@ class RunTables(Tables):
         owner: Owner | None = None,
         lease_until: datetime | None = None,
     ) -> int:
-        at = self.at(now)
         with self._write():
-            run_id = self._id(
-                "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at,"
-                " finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
-                f" VALUES (?,?,?,?,?,?,?,?,?,?,?,?, {self.clock}) RETURNING id",
-                (
-                    job,
-                    scope or "",
-                    status.value,
-                    trigger,
-                    max_attempts,
-                    at,
-                    at if status.terminal else None,
-                    reason,
-                    retry_of,
-                    self.at(scheduled_for),
-                    owner.host if owner else None,
-                    owner.pid if owner else None,
-                    self.lease(lease_until, now),
-                ),
+            return self._insert_run(
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                status=status,
+                max_attempts=max_attempts,
+                now=now,
+                reason=reason,
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                owner=owner,
+                lease_until=lease_until,
             )
-            self._transition(run_id, None, status, now, reason)
-        return run_id
+
+    def start_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        max_attempts: int,
+        now: datetime,
+        owner: Owner,
+        lease_until: datetime,
+        queued_until: datetime,
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+        lock: str | None = None,
+    ) -> tuple[int, bool]:
+        with self._write():
+            if lock is not None:
+                self._serialize(f"lock:{lock}")
+            # Any holder row, even past its lease, leaves the run queued: judging and taking
+            # over a stale holder is the caller's (``Engine._acquire``), not this shortcut's.
+            free = lock is None or self.get_lock(lock) is None
+            run_id = self._insert_run(
+                job=job,
+                scope=scope,
+                trigger=trigger,
+                status=RunStatus.QUEUED,
+                max_attempts=max_attempts,
+                now=now,
+                reason=None,
+                retry_of=retry_of,
+                scheduled_for=scheduled_for,
+                owner=owner,
+                lease_until=lease_until if free else queued_until,
+            )
+            if not free:
+                return run_id, False
+            if lock is not None:
+                self._put_lock(lock, run_id, owner, lease_until, now)
+            self._start_attempt(run_id, 1, RunStatus.QUEUED, owner, lease_until, now)
+        return run_id, True
 
     def start_attempt(
         self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
     ) -> bool:
-        at = self.at(now)
         with self._write():
             previous = self._status_of(run_id)
             if previous is None or previous.terminal:
                 return False
-            self._exec(
-                "UPDATE runs SET status = 'running', attempts = ?,"
-                " started_at = coalesce(started_at, ?), host = ?, pid = ?,"
-                f" lease_until = {self.clock} WHERE id = ?",
-                (number, at, owner.host, owner.pid, self.lease(lease_until, now), run_id),
-            )
-            self._exec(
-                "INSERT INTO attempts (run_id, number, status, started_at)"
-                " VALUES (?, ?, 'running', ?)",
-                (run_id, number, at),
-            )
-            if previous is not RunStatus.RUNNING:
-                self._transition(run_id, previous, RunStatus.RUNNING, now, f"attempt {number}")
+            self._start_attempt(run_id, number, previous, owner, lease_until, now)
         return True
 
     def finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
         with self._write():
-            self._exec(
-                "UPDATE attempts SET status = ?, finished_at = ?, error = ?, exit_code = ?"
-                " WHERE run_id = ? AND number = ?",
-                (
-                    outcome.status.value,
-                    self.at(now),
-                    outcome.error,
-                    outcome.exit_code,
-                    run_id,
-                    number,
-                ),
-            )
+            self._finish_attempt(run_id, number, outcome, now)
 
     def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
         with self._write():
@@ -161,9 +168,23 @@ class RunTables(Tables):
             self._transition(run_id, previous, status, now, reason)
         return True
 
-    def finish_run(self, run_id: int, outcome: RunOutcome, now: datetime) -> bool:
+    def finish_run(
+        self,
+        run_id: int,
+        outcome: RunOutcome,
+        now: datetime,
+        *,
+        attempt: int | None = None,
+        lock: str | None = None,
+    ) -> bool:
         with self._write():
             previous = self._status_of(run_id)
+            # The attempt's end and the lock's release hold whether or not the run was still
+            # active (cancelled from elsewhere, its attempt still ends and its lock goes).
+            if attempt is not None:
+                self._finish_attempt(run_id, attempt, outcome, now)
+            if lock is not None:
+                self._delete_lock(lock, run_id)
             if previous is None or previous.terminal:
                 return False
             self._exec(
@@ -379,7 +400,7 @@ class RunTables(Tables):
 
     def release_lock(self, key: str, run_id: int) -> None:
         with self._write():
-            self._exec("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+            self._delete_lock(key, run_id)
 
     def get_lock(self, key: str) -> LockHolder | None:
         row = self._one(f"SELECT {LOCK_COLUMNS} FROM locks WHERE key = ?", (key,))
@@ -395,6 +416,81 @@ class RunTables(Tables):
             " pid = excluded.pid, acquired_at = excluded.acquired_at,"
             " lease_until = excluded.lease_until",
             (key, run_id, owner.host, owner.pid, self.at(now), self.lease(lease_until, now)),
+        )
+
+    def _delete_lock(self, key: str, run_id: int) -> None:
+        self._exec("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+
+    # --- the writes shared by the one-transaction shortcuts (start_run, finish_run) ---------------
+    def _insert_run(
+        self,
+        *,
+        job: str,
+        scope: str | None,
+        trigger: str,
+        status: RunStatus,
+        max_attempts: int,
+        now: datetime,
+        reason: str | None,
+        retry_of: int | None,
+        scheduled_for: datetime | None,
+        owner: Owner | None,
+        lease_until: datetime | None,
+    ) -> int:
+        """Insert a run and its first transition, inside the caller's write; its id."""
+        at = self.at(now)
+        run_id = self._id(
+            "INSERT INTO runs (job, scope, status, trigger, max_attempts, created_at,"
+            " finished_at, reason, retry_of, scheduled_for, host, pid, lease_until)"
+            f" VALUES (?,?,?,?,?,?,?,?,?,?,?,?, {self.clock}) RETURNING id",
+            (
+                job,
+                scope or "",
+                status.value,
+                trigger,
+                max_attempts,
+                at,
+                at if status.terminal else None,
+                reason,
+                retry_of,
+                self.at(scheduled_for),
+                owner.host if owner else None,
+                owner.pid if owner else None,
+                self.lease(lease_until, now),
+            ),
+        )
+        self._transition(run_id, None, status, now, reason)
+        return run_id
+
+    def _start_attempt(
+        self,
+        run_id: int,
+        number: int,
+        previous: RunStatus,
+        owner: Owner,
+        lease_until: datetime,
+        now: datetime,
+    ) -> None:
+        """Start attempt ``number`` of a run found ``previous``, inside the caller's write."""
+        at = self.at(now)
+        self._exec(
+            "UPDATE runs SET status = 'running', attempts = ?,"
+            " started_at = coalesce(started_at, ?), host = ?, pid = ?,"
+            f" lease_until = {self.clock} WHERE id = ?",
+            (number, at, owner.host, owner.pid, self.lease(lease_until, now), run_id),
+        )
+        self._exec(
+            "INSERT INTO attempts (run_id, number, status, started_at) VALUES (?, ?, 'running', ?)",
+            (run_id, number, at),
+        )
+        if previous is not RunStatus.RUNNING:
+            self._transition(run_id, previous, RunStatus.RUNNING, now, f"attempt {number}")
+
+    def _finish_attempt(self, run_id: int, number: int, outcome: RunOutcome, now: datetime) -> None:
+        self._exec(
+            "UPDATE attempts SET status = ?, finished_at = ?, error = ?, exit_code = ?"
+            " WHERE run_id = ? AND number = ?",
+            (outcome.status.value, self.at(now), outcome.error, outcome.exit_code, run_id, number),
         )
 
 

@@ -94,6 +94,7 @@ class ScheduleTables(Tables):
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
         claimer: str | None = None,
+        closing: Tick | None = None,
     ) -> list[Tick]:
         """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired;
         ticks another daemon is claiming at this moment are skipped, not waited for, so two
@@ -103,8 +104,11 @@ class ScheduleTables(Tables):
         ``serial_jobs``, a tick that was already due then waits (a backlog, e.g. catch-up, runs
         one tick after the other, in order); a tick that came due later is handed out, and the
         job's concurrency policy decides (forbid skips it, replace replaces the running one).
+
+        ``closing``: a tick the claimer has fired, closed first in the same transaction (as
+        ``close_tick`` would), so a worker's end of one tick and claim of the next is one write.
         """
-        if limit <= 0:
+        if limit <= 0 and closing is None:
             return []
         # Only when some ticks may be passed over are more candidates than ``limit`` read (and
         # locked, for the few milliseconds of this transaction).
@@ -112,6 +116,8 @@ class ScheduleTables(Tables):
         taken: dict[tuple[str, str | None], datetime] = dict(busy or {})
         chosen: list[Tick] = []
         with self._write():
+            if closing is not None:
+                self._close_tick(closing.id, closing.status, closing.run_id, closing.reason)
             rows = self._all(
                 f"SELECT {TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
                 f" ORDER BY priority DESC, scheduled_for, id LIMIT ?{self.skip_locked}",
@@ -156,11 +162,16 @@ class ScheduleTables(Tables):
         self, tick_id: int, status: str, *, run_id: int | None = None, reason: str | None = None
     ) -> None:
         with self._write():
-            self._exec(
-                "UPDATE ticks SET status = ?, run_id = coalesce(?, run_id),"
-                " reason = coalesce(?, reason) WHERE id = ?",
-                (status, run_id, reason, tick_id),
-            )
+            self._close_tick(tick_id, status, run_id, reason)
+
+    def _close_tick(
+        self, tick_id: int, status: str, run_id: int | None, reason: str | None
+    ) -> None:
+        self._exec(
+            "UPDATE ticks SET status = ?, run_id = coalesce(?, run_id),"
+            " reason = coalesce(?, reason) WHERE id = ?",
+            (status, run_id, reason, tick_id),
+        )
 
     def reopen_ticks(self, job: str, since: datetime, *, latest_only: bool, limit: int) -> int:
         """Make ticks skipped while the job was paused pending again (``resume`` with catch-up)."""

@@ -124,6 +124,107 @@ def test_start_finish_and_transitions(store: Store) -> None:
     ]
 
 
+def _start(store: Store, lock: str | None, owner: Owner = ME) -> tuple[int, bool]:
+    return store.start_run(
+        job="job",
+        scope="eu",
+        trigger="schedule",
+        max_attempts=2,
+        now=T0,
+        owner=owner,
+        lease_until=T0 + timedelta(seconds=30),
+        queued_until=T0 + timedelta(hours=1),
+        scheduled_for=T0 - timedelta(seconds=1),
+        lock=lock,
+    )
+
+
+def test_start_run_records_the_run_takes_its_lock_and_starts_attempt_one(store: Store) -> None:
+    run_id, started = _start(store, "job/eu")
+    assert started
+    run = store.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.attempts, run.owner, run.scope, run.trigger) == (
+        RunStatus.RUNNING,
+        1,
+        ME,
+        "eu",
+        "schedule",
+    )
+    assert run.created_at == T0 and run.started_at == T0
+    assert run.scheduled_for == T0 - timedelta(seconds=1)
+    assert run.lease_until is not None
+    assert [(a.number, a.status, a.started_at) for a in store.attempts(run_id)] == [
+        (1, RunStatus.RUNNING, T0)
+    ]
+    assert [(t.from_status, t.to_status, t.reason, t.at) for t in store.transitions(run_id)] == [
+        (None, RunStatus.QUEUED, None, T0),
+        (RunStatus.QUEUED, RunStatus.RUNNING, "attempt 1", T0),
+    ]
+    holder = store.get_lock("job/eu")
+    assert holder is not None and (holder.run_id, holder.owner) == (run_id, ME)
+    unlocked, started = _start(store, None)  # no lock named: started beside the holder
+    assert started and store.attempts(unlocked)[0].status is RunStatus.RUNNING
+
+
+def test_start_run_leaves_the_run_queued_while_its_lock_has_a_holder(store: Store) -> None:
+    now = utcnow()
+    assert store.try_lock("job/eu", 7, OTHER, now - timedelta(seconds=1), now)[0]  # expired
+    run_id, started = _start(store, "job/eu")
+    assert not started
+    run = store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.QUEUED and run.attempts == 0
+    assert run.owner == ME
+    started_id, _ = _start(store, None)
+    beside = store.get_run(started_id)  # started: the lease of a running run
+    assert beside is not None and beside.lease_until is not None
+    assert run.lease_until is not None
+    assert run.lease_until > beside.lease_until + timedelta(minutes=30)  # the queued lease
+    assert store.attempts(run_id) == []
+    assert [(t.from_status, t.to_status) for t in store.transitions(run_id)] == [
+        (None, RunStatus.QUEUED)
+    ]
+    holder = store.get_lock("job/eu")
+    assert holder is not None and (holder.run_id, holder.owner) == (7, OTHER)
+
+
+def test_finish_run_with_its_attempt_and_lock_in_one_call(store: Store) -> None:
+    run_id, _ = _start(store, "job/eu")
+    outcome = RunOutcome(RunStatus.FAILED, error="boom", exit_code=3, items_failed=2)
+    assert store.finish_run(run_id, outcome, T0 + timedelta(seconds=2), attempt=1, lock="job/eu")
+    run = store.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.error, run.items_failed, run.lease_until) == (
+        RunStatus.FAILED,
+        "boom",
+        2,
+        None,
+    )
+    assert run.finished_at == T0 + timedelta(seconds=2)
+    assert [(a.status, a.error, a.exit_code, a.finished_at) for a in store.attempts(run_id)] == [
+        (RunStatus.FAILED, "boom", 3, T0 + timedelta(seconds=2))
+    ]
+    assert store.get_lock("job/eu") is None
+    assert store.transitions(run_id)[-1].to_status is RunStatus.FAILED
+
+
+def test_finish_run_of_an_ended_run_still_ends_its_attempt_and_releases_only_its_lock(
+    store: Store,
+) -> None:
+    run_id, _ = _start(store, "job/eu")
+    assert store.set_status(run_id, RunStatus.CANCELLED, T0, reason="cancelled")
+    other, started = _start(store, "other/eu", OTHER)
+    assert started
+    outcome = RunOutcome(RunStatus.CANCELLED, error="cancelled", cause="cancelled")
+    assert not store.finish_run(run_id, outcome, T0, attempt=1, lock="other/eu")
+    assert store.attempts(run_id)[0].status is RunStatus.CANCELLED
+    holder = store.get_lock("other/eu")  # held by another run: kept
+    assert holder is not None and holder.run_id == other
+    assert not store.finish_run(run_id, outcome, T0, lock="job/eu")
+    assert store.get_lock("job/eu") is None
+    assert len(store.transitions(run_id)) == 3  # queued, running, cancelled: none added
+
+
 def test_set_status_only_if(store: Store) -> None:
     run_id = _run(store)
     assert not store.set_status(run_id, RunStatus.ABANDONED, T0, only_if=[RunStatus.RUNNING])

@@ -88,6 +88,21 @@ def test_claim_ticks_by_priority_then_time_and_close_them(store: Store) -> None:
     }
 
 
+def test_claim_ticks_closes_the_claimers_finished_tick_in_the_same_call(store: Store) -> None:
+    first, second = _record(store, "j", 1, 2)
+    [done] = store.claim_ticks(1, _at(10), claimer="d1")
+    assert done.id == first
+    closing = done._replace(status="fired", run_id=7, reason=None)
+    [following] = store.claim_ticks(1, _at(11), claimer="d1", closing=closing)
+    assert following.id == second
+    skipped = following._replace(status="skipped", run_id=8, reason="locked out")
+    assert store.claim_ticks(1, _at(12), claimer="d1", closing=skipped) == []
+    by_id = {t.id: (t.status, t.run_id, t.reason) for t in store.ticks()}
+    assert by_id == {first: ("fired", 7, None), second: ("skipped", 8, "locked out")}
+    assert store.claim_ticks(0, _at(13), closing=skipped._replace(reason=None)) == []
+    assert store.ticks(limit=1)[0].reason == "locked out"  # a reason of None keeps it
+
+
 def test_reopen_ticks_skipped_while_paused(store: Store) -> None:
     store.record_ticks(
         "j",
