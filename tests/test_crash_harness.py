@@ -459,6 +459,10 @@ def test_submit_wait_killed_at_random_points_then_wait_recovers(
     check = w.check
     honest_done = False
     attempts = 0
+    # Kill moments are drawn within the time an uninterrupted submit takes, learnt from those
+    # that ran to their end: on a loaded machine start-up alone can take seconds, and kills drawn
+    # from a fixed span would all land before the first upload.
+    span = scaled(3.0)
     while w.scenario.kill_points < KILL_POINTS["submit"]:
         attempts += 1
         assert attempts <= 3 * KILL_POINTS["submit"], "the kills keep missing the process"
@@ -469,8 +473,11 @@ def test_submit_wait_killed_at_random_points_then_wait_recovers(
         # Slowed calls while the process under test runs, so that kills land inside them;
         # none while it recovers.
         w.emu.set_faults([*slow_posts(0.3), SLOW_DOWNLOADS])
+        started = time.monotonic()
         proc = w.spawn("submit", name, "--max-requests", "20", "--wait", "--json", log="submit")
-        killed = w.kill_after(proc, w.rng.uniform(0.0, 3.0))
+        killed = w.kill_after(proc, w.rng.uniform(0.0, span))
+        if not killed:
+            span = max(span, time.monotonic() - started)
         w.emu.clear_faults()
         listed = json.loads(w.run("status", "--json", "--no-refresh", "--limit", "1").stdout)
         run_id = listed[0]["id"] if listed and listed[0]["id"] != newest[0][0] else None
@@ -484,7 +491,9 @@ def test_submit_wait_killed_at_random_points_then_wait_recovers(
             # and submitting again is the recovery.
             files_after = len([f for f in w.emu.files.values() if f["purpose"] == "batch"])
             check.hold("nothing uploaded for an unrecorded submit", files_after == files_before)
+            started = time.monotonic()
             done = w.run("submit", name, "--max-requests", "20", "--wait", "--json")
+            span = max(span, time.monotonic() - started)
             assert done.returncode == 0, done.stderr
             run_id = json.loads(done.stdout)["id"]
         elif killed:
