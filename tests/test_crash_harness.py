@@ -751,6 +751,13 @@ def test_daemon_killed_at_random_points_then_restarted(
     # then it is stopped cleanly.
     left_active = w.ws.sql(f"SELECT id FROM runs WHERE status IN {ACTIVE}")
     daemon = w.spawn("daemon", log="daemon")
+    # Its SIGTERM handler is in place once it has registered: signalled before that (when the
+    # killed daemons left no run active, nothing below waits), it would die of the signal.
+    wait_for(
+        lambda: (daemon.pid,) in w.ws.sql("SELECT pid FROM daemons WHERE stopped_at IS NULL"),
+        "the last daemon to start",
+        timeout=20,
+    )
     wait_for(
         lambda: (
             not [
