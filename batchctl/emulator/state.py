@@ -11,7 +11,8 @@ Timeline of a batch created at ``t0`` with settings ``s`` (``n`` requests)::
     in_progress  from v = t0 + s.validation_delay; k(t) = (t - v) * s.processing_rate done
     finalizing   from v + n / s.processing_rate, for s.finalizing_delay
     completed
-    expired      at t0 + s.completion_window if not all requests were done by then
+    expired      at t0 + s.completion_window (scaled for a window other than 24h) if not all
+                 requests were done by then
     cancelling   from the cancel call, for s.cancel_delay; processing stops at the call
     cancelled
 
