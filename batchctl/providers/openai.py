@@ -32,6 +32,7 @@ import openai
 from openai import OpenAI
 
 from batchctl.config import OpenAIConfig
+from batchctl.errors import UsageError
 from batchctl.providers import check_settings
 from batchctl.providers.base import (
     TERMINAL,
@@ -79,13 +80,12 @@ class OpenAIProvider:
         cls, settings: OpenAIConfig, on_retry: RetryNotice | None = None
     ) -> OpenAIProvider:
         key, base_url = check_settings(settings)
-        client = OpenAI(
-            api_key=key,
-            base_url=base_url,  # None: the SDK's default
+        client = open_client(
+            key=key,
+            base_url=base_url,
             organization=settings.organization,
             project=settings.project,
             timeout=settings.timeout,
-            max_retries=0,  # our policy below retries, and knows which calls must not be repeated
         )
         return cls(client, max_retries=settings.max_retries, on_retry=on_retry)
 
@@ -291,6 +291,43 @@ class OpenAIProvider:
             return retrying(attempt)
         except openai.OpenAIError as exc:
             raise _as_provider_error(exc, self.name) from exc
+
+
+def open_client(
+    *,
+    key: str,
+    base_url: str | None,
+    timeout: float,
+    organization: str | None = None,
+    project: str | None = None,
+    azure_api_version: str | None = None,
+) -> OpenAI:
+    """The SDK's client. With ``azure_api_version``, Azure's (``AzureOpenAI``): the key in the
+    ``api-key`` header, ``?api-version=`` on every call, ``base_url`` the resource's endpoint
+    (``https://{resource}.openai.azure.com``), under which the SDK adds ``/openai``."""
+    if azure_api_version is not None:
+        from openai import AzureOpenAI
+
+        if base_url is None:
+            raise UsageError(
+                "no Azure endpoint: set AZURE_OPENAI_ENDPOINT (or base_url in [providers.azure])",
+                hint="the resource's endpoint, e.g. https://my-resource.openai.azure.com",
+            )
+        return AzureOpenAI(
+            azure_endpoint=base_url,
+            api_version=azure_api_version,
+            api_key=key,
+            timeout=timeout,
+            max_retries=0,
+        )
+    return OpenAI(
+        api_key=key,
+        base_url=base_url,  # None: the SDK's default
+        organization=organization,
+        project=project,
+        timeout=timeout,
+        max_retries=0,  # our policy retries, and knows which calls must not be repeated
+    )
 
 
 def _transient(error: BaseException) -> bool:
