@@ -4,6 +4,9 @@ Parasail on the wire, driven through the real SDK over HTTP."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -13,6 +16,7 @@ import pytest
 from emulator_helpers import chat_line, jsonl
 
 from batchctl.emulator import Emulator, EmulatorSettings
+from tests.waiting import scaled
 
 API_VERSION = "2024-10-21"
 DAY = 86_400
@@ -369,3 +373,23 @@ def test_the_control_api_switches_the_vendor(make_vendor: MakeVendor) -> None:
 def test_an_unknown_vendor_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown vendor 'acme'"):
         EmulatorSettings(vendor="acme")
+
+
+def test_the_emulator_process_takes_a_vendor() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchctl.emulator", "--port", "0", "--vendor", "azure"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        root = process.stdout.readline().strip().split("OPENAI_BASE_URL=")[1].removesuffix("/v1")
+        azure = openai.AzureOpenAI(azure_endpoint=root, api_version=API_VERSION, api_key="k")
+        with azure:
+            assert azure.batches.list().data == []
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=scaled(10)) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
