@@ -1,8 +1,7 @@
-"""What a provider's profile changes in a submission before anything is sent: the lines it
-accepts (``LineRules`` for ``validation.scan``) and the completion windows it offers.
-
-The profile carries plain data (``quirks``, ``windows``; ``batchctl.providers.profiles``);
-this is where the core reads it, so validation stays one scanner with small parameters.
+"""What a provider's profile changes in the lines a submission may send: ``LineRules`` for
+``validation.scan``, read from the profile's ``quirks`` (``batchctl.providers.quirks``), so
+validation stays one scanner with small parameters. (Its windows and limits are checked with
+the submit options, ``jobs/openai.py``.)
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from batchctl.batches.validation import LineRules
-from batchctl.errors import UsageError
 from batchctl.providers import quirks as q
 
 
@@ -22,15 +20,4 @@ def line_rules(quirks: Iterable[str]) -> LineRules:
         one_model=q.ONE_DEPLOYMENT in names,
         mixed_endpoints=q.MIXED_ENDPOINTS in names,
         max_custom_id=q.max_custom_id(names),
-    )
-
-
-def check_window(window: str, windows: Iterable[str], *, provider: str) -> str:
-    """``window`` if the provider offers it; a UsageError naming the ones it does otherwise."""
-    offered = tuple(windows)
-    if window in offered:
-        return window
-    raise UsageError(
-        f"--completion-window: {provider} offers {', '.join(offered)}, not {window!r}",
-        hint=f"choose one of {', '.join(offered)} (or set windows in [providers.{provider}])",
     )

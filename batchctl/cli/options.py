@@ -9,3 +9,14 @@ import typer
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout (see the README).")
 ]
+
+ProviderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--provider",
+        "-p",
+        help="The batch provider: openai (default), anthropic, azure, groq, together, doubleword,"
+        " parasail, openai-compatible, or a [providers.NAME] table.",
+        show_default=False,
+    ),
+]

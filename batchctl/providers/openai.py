@@ -31,9 +31,8 @@ from typing import Any, TypeVar
 import openai
 from openai import OpenAI
 
-from batchctl.config import OpenAIConfig
 from batchctl.errors import UsageError
-from batchctl.providers import check_settings
+from batchctl.providers import azure_api_version, check_settings
 from batchctl.providers.base import (
     TERMINAL,
     ProviderError,
@@ -42,6 +41,7 @@ from batchctl.providers.base import (
     RequestCounts,
     notify_retry,
 )
+from batchctl.providers.profiles import ProviderSettings
 
 T = TypeVar("T")
 RetryNotice = Callable[[str], None]
@@ -76,8 +76,8 @@ class OpenAIProvider:
         self.file_purpose: Any = file_purpose
 
     @classmethod
-    def from_config(
-        cls, settings: OpenAIConfig, on_retry: RetryNotice | None = None
+    def from_settings(
+        cls, settings: ProviderSettings, on_retry: RetryNotice | None = None
     ) -> OpenAIProvider:
         key, base_url = check_settings(settings)
         client = open_client(
@@ -86,8 +86,15 @@ class OpenAIProvider:
             organization=settings.organization,
             project=settings.project,
             timeout=settings.timeout,
+            azure_api_version=azure_api_version(settings),
         )
-        return cls(client, max_retries=settings.max_retries, on_retry=on_retry)
+        return cls(
+            client,
+            max_retries=settings.max_retries,
+            on_retry=on_retry,
+            name=settings.name,
+            file_purpose=settings.file_purpose,
+        )
 
     def close(self) -> None:
         self.client.close()
