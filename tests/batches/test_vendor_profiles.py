@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from batchctl.batches.validation import Plan, scan
+from batchctl.batches.vendors import line_rules
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
+from batchctl.providers.profiles import PROFILES
 from tests.batches.jsonl import read_jsonl, request, write_jsonl
 
 API_VERSION = "2024-10-21"
@@ -27,6 +30,14 @@ KEY_ENV = {
 }
 
 StartVendor = Callable[..., Emulator]
+
+# ``Batches`` must scan with the provider's line rules (``scan(..., rules=line_rules(quirks))``,
+# in batchctl/batches/submission.py, which this branch does not own: the change is in
+# submission-line-rules.patch). Until it is applied these tests fail as expected; once it is,
+# they pass and the strict marker fails them: remove it then.
+NEEDS_LINE_RULES = pytest.mark.xfail(
+    strict=True, reason="submission.py does not yet pass the provider's LineRules to scan()"
+)
 
 
 @pytest.fixture
@@ -89,6 +100,7 @@ def _results(ws: Any, cli: Any, submitted: Any) -> list[dict[str, Any]]:
 # --- Azure --------------------------------------------------------------------------------------
 
 
+@NEEDS_LINE_RULES
 def test_azure_submission_completes_through_the_azure_paths(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -103,6 +115,7 @@ def test_azure_submission_completes_through_the_azure_paths(
     assert [line["custom_id"] for line in _results(ws, cli, result)] == ["r0", "r1", "r2"]
 
 
+@NEEDS_LINE_RULES
 def test_azure_status_reads_capitalised_statuses_in_lower_case(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -118,6 +131,7 @@ def test_azure_status_reads_capitalised_statuses_in_lower_case(
     assert part["status"] == "completed"
 
 
+@NEEDS_LINE_RULES
 def test_azure_refuses_lines_naming_two_deployments_before_sending(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -132,6 +146,7 @@ def test_azure_refuses_lines_naming_two_deployments_before_sending(
     assert _posts(emu) == []
 
 
+@NEEDS_LINE_RULES
 def test_azure_refuses_a_v1_url_before_sending(vendor_api: StartVendor, ws: Any, cli: Any) -> None:
     emu = vendor_api("azure")
     write_jsonl(ws.root / "in.jsonl", [request("a")])
@@ -143,6 +158,7 @@ def test_azure_refuses_a_v1_url_before_sending(vendor_api: StartVendor, ws: Any,
     assert _posts(emu) == []
 
 
+@NEEDS_LINE_RULES
 def test_azure_lost_create_reply_adopts_the_batch_it_made(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -183,6 +199,7 @@ def test_groq_refuses_a_window_it_does_not_offer(
     assert _posts(emu) == []
 
 
+@NEEDS_LINE_RULES
 def test_groq_submits_a_file_mixing_chat_and_audio(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -228,6 +245,7 @@ def test_together_lost_upload_reply_adopts_the_file_it_made(
 # --- Doubleword ---------------------------------------------------------------------------------
 
 
+@NEEDS_LINE_RULES
 def test_doubleword_refuses_a_custom_id_over_64_characters_before_sending(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -252,6 +270,7 @@ def test_doubleword_submits_with_a_1h_window(vendor_api: StartVendor, ws: Any, c
     assert batch["completion_window"] == "1h"
 
 
+@NEEDS_LINE_RULES
 def test_doubleword_refuses_an_endpoint_it_does_not_serve_before_sending(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -296,6 +315,7 @@ def test_openai_compatible_without_a_base_url_sends_nothing(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "key")
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    ws.write_config("")
     write_jsonl(ws.root / "in.jsonl", [request("r0")])
 
     result = _submit(cli, "openai-compatible")
@@ -303,3 +323,54 @@ def test_openai_compatible_without_a_base_url_sends_nothing(
     assert result.exit_code != 0
     assert "base URL" in result.stderr or "base_url" in result.stderr
     assert ws.sql("SELECT count(*) FROM runs") == [(0,)]
+
+
+# --- the profiles' rules on lines, as validation applies them (no network) ----------------------
+
+
+def _plan(ws: Any, provider: str, rows: list[dict[str, Any]]) -> Plan:
+    path = write_jsonl(ws.root / "in.jsonl", rows)
+    return scan([path], rules=line_rules(PROFILES[provider].quirks))
+
+
+def _problems(plan: Plan) -> list[str]:
+    return [f"{p.line}: {p.message}" for p in plan.problems]
+
+
+def test_azure_profile_takes_urls_without_v1_and_one_deployment(ws: Any) -> None:
+    plan = _plan(ws, "azure", [_azure_line("a"), _azure_line("b")])
+    assert _problems(plan) == []
+    assert (plan.endpoint, plan.models) == ("/chat/completions", ["my-deployment"])
+
+
+def test_azure_profile_refuses_a_second_deployment(ws: Any) -> None:
+    plan = _plan(ws, "azure", [_azure_line("a", "dep-1"), _azure_line("b", "dep-2")])
+    assert _problems(plan) == [
+        "2: body.model: 'dep-2' differs from 'dep-1' (line 1); every line must name the same"
+        " deployment"
+    ]
+
+
+def test_groq_profile_takes_chat_and_audio_lines_in_one_file(ws: Any) -> None:
+    plan = _plan(ws, "groq", [request("chat"), _audio_line("clip")])
+    assert _problems(plan) == []
+    assert plan.requests == 2
+
+
+def test_groq_profile_refuses_embeddings(ws: Any) -> None:
+    line = request("a")
+    line["url"] = "/v1/embeddings"
+    [problem] = _problems(_plan(ws, "groq", [line]))
+    assert "'/v1/embeddings' is not a supported batch endpoint" in problem
+
+
+def test_doubleword_profile_refuses_a_65_character_custom_id(ws: Any) -> None:
+    plan = _plan(ws, "doubleword", [request("a" * 64), request("b" * 65)])
+    assert _problems(plan) == ["2: custom_id: 65 characters; the provider takes 64"]
+
+
+def test_openai_profile_keeps_openai_rules(ws: Any) -> None:
+    rows = [request("a" * 65), request("b", model="gpt-4o")]
+    plan = _plan(ws, "openai", rows)
+    assert _problems(plan) == []
+    assert plan.models == ["gpt-4o", "gpt-4o-mini"]
