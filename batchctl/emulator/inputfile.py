@@ -125,6 +125,8 @@ def validate_and_run(
     cached: array[int] = array("I")
     reasoning: array[int] = array("I")
     first_model: str | None = None
+    # The path each line runs at: the batch's, unless the vendor lets lines mix endpoints.
+    runs_at = canonical_endpoint(endpoint)
     total = 0
     work_dir.mkdir(parents=True, exist_ok=True)
     results_path = work_dir / "results.jsonl"
@@ -158,7 +160,7 @@ def validate_and_run(
                 continue  # the batch will fail: no point running the rest
             ids = digest(batch_id, custom_id, size=32)
             outcome = run_request(
-                canonical_endpoint(request["url"]),
+                canonical_endpoint(request["url"]) if vendor.mixed_lines else runs_at,
                 body,
                 custom_id,
                 created=created,
