@@ -14,6 +14,9 @@ import pytest
 from batchctl.batches.validation import Plan, scan
 from batchctl.batches.vendors import line_rules
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
+from batchctl.errors import UsageError
+from batchctl.providers import check_settings
+from batchctl.providers.openai import OpenAIProvider
 from batchctl.providers.profiles import PROFILES
 from tests.batches.jsonl import read_jsonl, request, write_jsonl
 
@@ -374,3 +377,45 @@ def test_openai_profile_keeps_openai_rules(ws: Any) -> None:
     plan = _plan(ws, "openai", rows)
     assert _problems(plan) == []
     assert plan.models == ["gpt-4o", "gpt-4o-mini"]
+
+
+# --- the provider on its own: Azure's client and spellings --------------------------------------
+
+
+def test_azure_provider_reads_capitalised_statuses_and_empty_ids(
+    vendor_api: StartVendor, ws: Any
+) -> None:
+    emu = vendor_api("azure", manual_clock=True)
+    path = write_jsonl(ws.root / "in.jsonl", [_azure_line("a")])
+    provider = OpenAIProvider.from_settings(PROFILES["azure"])
+    try:
+        uploaded = provider.upload(path, "in.jsonl")
+        created = provider.create_batch(
+            input_file_id=uploaded.id,
+            endpoint="/chat/completions",
+            completion_window="24h",
+            metadata={"batchctl_part": "x"},
+        )
+        assert emu.batches[created.id]["status"] == "validating"
+        assert (created.status, created.output_file_id, created.error_file_id) == (
+            "validating",
+            None,
+            None,
+        )
+        emu.advance(60)
+        done = provider.get_batch(created.id)
+    finally:
+        provider.close()
+    assert (done.status, done.error_file_id) == ("completed", None)
+    assert done.output_file_id is not None
+
+
+def test_azure_without_an_api_version_is_refused_before_sending(
+    vendor_api: StartVendor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = vendor_api("azure")
+    monkeypatch.delenv("OPENAI_API_VERSION")
+
+    with pytest.raises(UsageError, match="no API version for azure"):
+        check_settings(PROFILES["azure"])
+    assert emu.requests == []
