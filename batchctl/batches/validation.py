@@ -21,16 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-SUPPORTED_ENDPOINTS = (
-    "/v1/responses",
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-    "/v1/images/generations",
-    "/v1/images/edits",
-    "/v1/videos",
-)
+from batchctl.providers.quirks import OPENAI_ENDPOINTS
+
+SUPPORTED_ENDPOINTS = OPENAI_ENDPOINTS  # OpenAI's; a vendor's profile may name others
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1000 * 1000  # the API's "200 MB", counted in decimal megabytes to be safe
 PROBLEMS_SHOWN = 20
@@ -62,6 +55,20 @@ class PartSink(Protocol):
     """Receives each valid request line, already assigned to its part."""
 
     def add(self, part: int, line: bytes, custom_id: str, ordinal: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class LineRules:
+    """What a provider accepts on a line where it differs from OpenAI (its profile's quirks:
+    ``batchctl.batches.vendors.line_rules``)."""
+
+    endpoints: tuple[str, ...] = SUPPORTED_ENDPOINTS
+    one_model: bool = False  # Azure: every line names the same deployment
+    mixed_endpoints: bool = False  # Groq: a file may mix endpoints
+    max_custom_id: int | None = None  # Doubleword: 64
+
+
+OPENAI_LINES = LineRules()
 
 
 @dataclass
@@ -100,6 +107,7 @@ def scan(
     max_bytes: int = MAX_BYTES,
     sink: PartSink | None = None,
     bound_output: bool = False,
+    rules: LineRules = OPENAI_LINES,
 ) -> Plan:
     """Validate ``paths`` in one pass and plan the parts; feed valid lines to ``sink``.
 
@@ -107,7 +115,7 @@ def scan(
     returned plan has problems. ``bound_output`` adds up each part's output limits (a dry run's
     estimate), which a submission does not need.
     """
-    scanner = _Scanner(endpoint, max_requests, max_bytes, sink, bound_output)
+    scanner = _Scanner(endpoint, max_requests, max_bytes, sink, bound_output, rules)
     try:
         for path in paths:
             scanner.scan_file(path)
@@ -132,8 +140,13 @@ class _Scanner:
         max_bytes: int,
         sink: PartSink | None,
         bound_output: bool = False,
+        rules: LineRules = OPENAI_LINES,
     ) -> None:
         self.plan = Plan(endpoint=endpoint)
+        self.rules = rules
+        # Decided once, not on every line: OpenAI's own lines need no more than they had.
+        self.vendor_rules = rules.one_model or rules.max_custom_id is not None
+        self.first_model: tuple[str, Path, int] | None = None  # for rules.one_model
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         # The longest line ever held: what a part may hold, and never more than a batch file.
@@ -146,9 +159,9 @@ class _Scanner:
         self.files: list[Path] = []
         self.open_part: dict[str, PartPlan] = {}  # the part now being filled, per model
         self.digest = hashlib.sha256()
-        if endpoint is not None and endpoint not in SUPPORTED_ENDPOINTS:
+        if endpoint is not None and endpoint not in rules.endpoints:
             self.plan.endpoint = None
-            self.problem(Path("--endpoint"), None, _unsupported(endpoint))
+            self.problem(Path("--endpoint"), None, _unsupported(endpoint, rules.endpoints))
 
     def problem(self, path: Path, line: int | None, message: str) -> None:
         self.plan.problem_count += 1
@@ -255,6 +268,8 @@ class _Scanner:
                 return
         assert isinstance(request, dict)
         custom_id: str = request["custom_id"]
+        if self.vendor_rules and not self.vendor_rules_hold(path, number, custom_id, model):
+            return
         seen = self.seen
         if custom_id in seen:
             first = seen[custom_id]
@@ -273,6 +288,30 @@ class _Scanner:
             part.unbounded_requests += 1
         else:
             part.max_output_tokens += bound
+
+    def vendor_rules_hold(self, path: Path, number: int, custom_id: str, model: str) -> bool:
+        """Whether the line keeps the provider's own rules (problems recorded)."""
+        limit = self.rules.max_custom_id
+        if limit is not None and len(custom_id) > limit:
+            self.problem(
+                path, number, f"custom_id: {len(custom_id)} characters; the provider takes {limit}"
+            )
+            return False
+        if not self.rules.one_model:
+            return True
+        if self.first_model is None:
+            self.first_model = (model, path, number)
+        elif model != self.first_model[0]:
+            first, first_path, first_line = self.first_model
+            where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
+            self.problem(
+                path,
+                number,
+                f"body.model: {model!r} differs from {first!r} ({where}); every line must"
+                " name the same deployment",
+            )
+            return False
+        return True
 
     def parse(self, path: Path, number: int, line: bytes) -> object:
         """The line's JSON value, or ``_INVALID`` (problem recorded): strict UTF-8, strict JSON."""
@@ -304,11 +343,11 @@ class _Scanner:
         if request.get("method") != "POST":
             self.problem(path, number, f'method: expected "POST", got {request.get("method")!r}')
         url = request.get("url")
-        if url not in SUPPORTED_ENDPOINTS:
-            self.problem(path, number, "url: " + _unsupported(url))
+        if url not in self.rules.endpoints:
+            self.problem(path, number, "url: " + _unsupported(url, self.rules.endpoints))
         elif self.plan.endpoint is None:
             self.plan.endpoint = url
-        elif url != self.plan.endpoint:
+        elif url != self.plan.endpoint and not self.rules.mixed_endpoints:
             self.problem(
                 path,
                 number,
@@ -439,8 +478,8 @@ def _count(value: object) -> int | None:
     return value if type(value) is int and value > 0 else None
 
 
-def _unsupported(value: object) -> str:
-    return f"{value!r} is not a supported batch endpoint (one of {', '.join(SUPPORTED_ENDPOINTS)})"
+def _unsupported(value: object, endpoints: tuple[str, ...] = SUPPORTED_ENDPOINTS) -> str:
+    return f"{value!r} is not a supported batch endpoint (one of {', '.join(endpoints)})"
 
 
 class NotRegularFile(Exception):

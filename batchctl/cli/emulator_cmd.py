@@ -20,6 +20,14 @@ def emulator(
     processing_rate: Annotated[
         float, typer.Option("--rate", help="Requests each batch completes per second.")
     ] = 50.0,
+    vendor: Annotated[
+        str,
+        typer.Option(
+            "--vendor",
+            help="Behave like this vendor's Batch API: openai, azure, groq, together, "
+            "doubleword or parasail.",
+        ),
+    ] = "openai",
 ) -> None:
     """Run a LOCAL STAND-IN for the OpenAI Files + Batches API (no key, no cost).
 
@@ -27,19 +35,26 @@ def emulator(
     printed address and set OPENAI_API_KEY to anything. Ctrl-C stops it.
     """
     from batchctl.emulator import EmulatorSettings, serve
+    from batchctl.errors import UsageError
 
     def ready(emu: Emulator) -> None:
+        if vendor == "azure":
+            exports = f"AZURE_OPENAI_ENDPOINT={emu.url} AZURE_OPENAI_API_KEY=emulator"
+        else:
+            exports = f"OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator"
         render.note(
-            f"batchctl emulator (a local stand-in for the OpenAI Batch API) on {emu.base_url}\n"
-            f"  export OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator"
+            f"batchctl emulator (a local stand-in for the {vendor} Batch API) on {emu.url}\n"
+            f"  export {exports}"
         )
 
     try:
-        serve(host, port, EmulatorSettings(processing_rate=processing_rate), on_ready=ready)
+        settings = EmulatorSettings.for_vendor(vendor, processing_rate=processing_rate)
+    except ValueError as exc:
+        raise UsageError(f"--vendor: {exc}") from None
+    try:
+        serve(host, port, settings, on_ready=ready)
     except OSError as exc:  # binding: a port in use, an address not ours, a host unknown
         import errno
-
-        from batchctl.errors import UsageError
 
         busy = exc.errno == errno.EADDRINUSE
         raise UsageError(

@@ -38,6 +38,12 @@ What it does
     ``cancel_delay``, then ``cancelled`` with the results finished before the cancel call.
     Faults (``Fault``): 429 with Retry-After, 500, 503, dropped connections, slow replies,
     and ``lost_reply`` (the request takes effect but the reply is lost).
+    Vendor modes (``EmulatorSettings.for_vendor(NAME)``, ``--vendor NAME``, or the ``vendor``
+    setting): Azure (``/openai/files`` + ``?api-version=``, ``api-key``, urls without ``/v1``,
+    ``Validating``, ``""`` ids), Groq (windows 24h..7d, audio endpoints, mixed lines),
+    Together (purpose ``batch-api``, ``IN_PROGRESS``, ``progress``, ``{"job": ...}``),
+    Doubleword (``1h`` window, custom_id <= 64, chat and embeddings), Parasail (500 MB); the
+    table is ``batchctl.emulator.vendors``.
 
 Choices where the real API is undocumented
     - Cancelled batches: requests that never ran get NO line in either file (the real API
@@ -46,7 +52,9 @@ Choices where the real API is undocumented
       ("Cannot cancel a batch with status 'completed'."); cancelling a ``cancelling`` batch
       returns it unchanged.
     - Expired batches count only the requests that ran in ``request_counts`` (as observed).
-    - ``expires_at`` of a batch is always ``created_at`` + 24 h, whatever the emulated window.
+    - ``expires_at`` of a batch is ``created_at`` + the window asked for (24 h), whatever the
+      emulated window; a vendor's other windows scale the emulated one (``7d`` lasts seven
+      times ``completion_window``).
     - Requests are executed when validation ends; the batch reveals their results over time.
     - ``/v1/batches`` list order is newest first; an unknown ``after`` cursor gives an empty
       page.

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processing-rate", type=float, default=None, help="requests/second")
     parser.add_argument("--completion-window", type=float, default=None, help="seconds")
     parser.add_argument("--manual-clock", action="store_true", help="time moves only on advance")
+    parser.add_argument(
+        "--vendor", default="openai", help="behave like this vendor (openai, azure, groq, ...)"
+    )
     parser.add_argument("--state-dir", type=Path, default=None, help="where to keep files")
     args = parser.parse_args(argv)
     changes: dict[str, object] = {"manual_clock": args.manual_clock, "api_key": args.api_key}
@@ -33,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.completion_window is not None:
         changes["completion_window"] = args.completion_window
     try:
-        settings = EmulatorSettings(state_dir=args.state_dir).updated(changes)
+        settings = EmulatorSettings.for_vendor(args.vendor, state_dir=args.state_dir).updated(
+            changes
+        )
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -1,4 +1,8 @@
-"""Handlers of the emulated ``/v1`` API: authentication, Files and Batches."""
+"""Handlers of the emulated ``/v1`` API: authentication, Files and Batches.
+
+The vendor in the settings (``batchctl.emulator.vendors``) decides where the API lives, which
+header carries the key, and how batches are written; the handlers read its table.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from batchctl.emulator.multipart import (
 )
 from batchctl.emulator.params import check_expiry_seconds
 from batchctl.emulator.state import UPLOAD_PURPOSES
+from batchctl.emulator.vendors import Vendor
 
 _NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -29,20 +34,42 @@ _WRONG_KEY = (
 )
 
 
+def serves(backend: Backend, path: str) -> bool:
+    """Whether ``path`` is under the API of the vendor the emulator now shows."""
+    return backend.state.vendor.api_path(path) is not None
+
+
 def handle(backend: Backend, request: Request) -> Response:
-    """Answer one /v1 request; API errors become JSON error responses."""
+    """Answer one API request; API errors become JSON error responses."""
+    vendor = backend.state.vendor
     try:
-        authenticate(request, backend.settings.api_key)
-        return _route(backend, request)
+        where = vendor.api_path(request.path)
+        if where is None:
+            raise invalid_url(request)
+        parts, versioned = where
+        if versioned and not request.param("api-version"):
+            raise ApiError(
+                400,
+                "The api-version query parameter (?api-version=) is required for all requests.",
+                code="MissingApiVersionParameter",
+            )
+        authenticate(request, backend.settings.api_key, vendor.key_header)
+        return _route(backend, request, parts, vendor)
     except ApiError as error:
         return Response.error(error)
 
 
-def authenticate(request: Request, required_key: str | None) -> None:
-    """401 unless the request carries ``Authorization: Bearer <key>`` (the right key, if set)."""
-    header = request.headers.get("Authorization") or ""
-    scheme, _, key = header.strip().partition(" ")
-    key = key.strip()
+def authenticate(
+    request: Request, required_key: str | None, header_name: str = "Authorization"
+) -> None:
+    """401 unless the request carries its key: ``Authorization: Bearer <key>``, or the key
+    alone in ``header_name`` (Azure's ``api-key``); the right key, if one is set."""
+    header = request.headers.get(header_name) or ""
+    if header_name == "Authorization":
+        scheme, _, key = header.strip().partition(" ")
+        key = key.strip()
+    else:
+        scheme, key = "bearer", header.strip()
     if scheme.lower() != "bearer" or not key:
         raise ApiError(401, _NO_KEY)
     if required_key is not None and not hmac.compare_digest(key, required_key):
@@ -60,13 +87,12 @@ def invalid_url(request: Request) -> ApiError:
     return ApiError(404, f"Invalid URL ({request.method} {request.path})")
 
 
-def _route(backend: Backend, request: Request) -> Response:
-    parts = request.path.rstrip("/").split("/")[2:]  # drop "" and "v1"
+def _route(backend: Backend, request: Request, parts: list[str], vendor: Vendor) -> Response:
     method = request.method
     state = backend.state
     match parts, method:
         case ["files"], "POST":
-            return Response.json(200, _upload(backend, request))
+            return Response.json(200, _upload(backend, request, vendor))
         case ["files"], "GET":
             order = request.param("order") or "desc"
             if order not in ("asc", "desc"):
@@ -95,14 +121,15 @@ def _route(backend: Backend, request: Request) -> Response:
                 length=size,
             )
         case ["batches"], "POST":
-            return Response.json(200, state.create_batch(request.json()))
+            return Response.json(200, vendor.created(state.create_batch(request.json())))
         case ["batches"], "GET":
             page = state.list_batches(after=request.param("after"), limit=_limit(request, 100, 20))
+            page["data"] = [vendor.render(batch) for batch in page["data"]]
             return Response.json(200, page)
         case ["batches", batch_id], "GET":
-            return Response.json(200, state.get_batch(batch_id))
+            return Response.json(200, vendor.render(state.get_batch(batch_id)))
         case ["batches", batch_id, "cancel"], "POST":
-            return Response.json(200, state.cancel_batch(batch_id))
+            return Response.json(200, vendor.render(state.cancel_batch(batch_id)))
     raise invalid_url(request)
 
 
@@ -131,7 +158,7 @@ def _limit(request: Request, maximum: int, default: int) -> int:
     return limit
 
 
-def _upload(backend: Backend, request: Request) -> dict[str, object]:
+def _upload(backend: Backend, request: Request, vendor: Vendor) -> dict[str, object]:
     """``POST /v1/files``: stream the multipart body to disk, then check and store it."""
     settings = backend.settings
     try:
@@ -151,16 +178,19 @@ def _upload(backend: Backend, request: Request) -> dict[str, object]:
             raise missing_parameter("purpose")
         if upload is None:
             raise missing_parameter("file")
-        if purpose not in UPLOAD_PURPOSES:
-            allowed = ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
+        # A vendor names the batch purpose its own way (Together: "batch-api").
+        purposes = [vendor.batch_purpose if p == "batch" else p for p in UPLOAD_PURPOSES]
+        if purpose not in purposes:
+            allowed = ", ".join(f"'{p}'" for p in purposes)
             raise bad_request(
                 f"Invalid value: '{purpose}'. Supported values are: {allowed}.",
                 param="purpose",
                 code="invalid_value",
             )
-        if purpose == "batch" and not upload.filename.lower().endswith(".jsonl"):
+        batch_input = purpose == vendor.batch_purpose
+        if batch_input and not upload.filename.lower().endswith(".jsonl"):
             raise bad_request("Invalid file format for Batch API. Must be .jsonl", param="file")
-        limit = settings.max_batch_file_bytes if purpose == "batch" else settings.max_file_bytes
+        limit = settings.max_batch_file_bytes if batch_input else settings.max_file_bytes
         if upload.too_large or upload.size > limit:
             raise bad_request("File is too large.", param="file")
         expires_after = _expires_after(form.fields)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchctl.emulator.responses import digest, run_request, unit_fraction
+from batchctl.emulator.vendors import OPENAI, Vendor, canonical_endpoint
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def validate_and_run(
     max_errors: int,
     shuffle_seed: int,
     failure_rate: float,
+    vendor: Vendor = OPENAI,
 ) -> Validation:
     """Check every line of ``input_path`` and, if all are valid, run the requests.
 
@@ -123,6 +125,8 @@ def validate_and_run(
     cached: array[int] = array("I")
     reasoning: array[int] = array("I")
     first_model: str | None = None
+    # The path each line runs at: the batch's, unless the vendor lets lines mix endpoints.
+    runs_at = canonical_endpoint(endpoint)
     total = 0
     work_dir.mkdir(parents=True, exist_ok=True)
     results_path = work_dir / "results.jsonl"
@@ -135,7 +139,7 @@ def validate_and_run(
             if request is None:
                 report(LineError("invalid_json_line", _INVALID_JSON, lineno))
                 continue
-            problem = _check_fields(request, endpoint)
+            problem = _check_fields(request, endpoint, vendor)
             if problem is not None:
                 report(LineError(problem[0], problem[1], lineno, problem[2]))
                 continue
@@ -146,18 +150,17 @@ def validate_and_run(
                 continue
             seen.add(custom_id)
             model = body.get("model")
-            if isinstance(model, str):
-                if first_model is None:
-                    first_model = model
-                elif model != first_model:
-                    message = _MODEL_MISMATCH.format(model=model, first=first_model)
-                    report(LineError("model_mismatch", message, lineno, "body.model"))
-                    continue
+            if isinstance(model, str) and first_model is None:
+                first_model = model
+            elif isinstance(model, str) and model != first_model and not vendor.mixed_lines:
+                message = _MODEL_MISMATCH.format(model=model, first=first_model)
+                report(LineError("model_mismatch", message, lineno, "body.model"))
+                continue
             if error_count:
                 continue  # the batch will fail: no point running the rest
             ids = digest(batch_id, custom_id, size=32)
             outcome = run_request(
-                endpoint,
+                canonical_endpoint(request["url"]) if vendor.mixed_lines else runs_at,
                 body,
                 custom_id,
                 created=created,
@@ -231,7 +234,9 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _check_fields(request: dict[str, Any], endpoint: str) -> tuple[str, str, str] | None:
+def _check_fields(
+    request: dict[str, Any], endpoint: str, vendor: Vendor
+) -> tuple[str, str, str] | None:
     """(code, message, param) of the first problem with the request's fields, if any."""
     for name in ("custom_id", "method", "url", "body"):
         if name not in request or request[name] is None:
@@ -242,9 +247,19 @@ def _check_fields(request: dict[str, Any], endpoint: str) -> tuple[str, str, str
             )
     if not isinstance(request["custom_id"], str) or not request["custom_id"]:
         return ("invalid_custom_id", "custom_id must be a non-empty string.", "custom_id")
+    if vendor.max_custom_id is not None and len(request["custom_id"]) > vendor.max_custom_id:
+        return (
+            "invalid_custom_id",
+            f"custom_id must be at most {vendor.max_custom_id} characters.",
+            "custom_id",
+        )
     if request["method"] != "POST":
         return ("invalid_method", "Only the POST method is supported.", "method")
-    if request["url"] != endpoint:
+    if vendor.mixed_lines:
+        # A file may mix endpoints (Groq): each line's url only has to be one served.
+        if request["url"] not in vendor.endpoints:
+            return ("url_mismatch", _URL_MISMATCH.format(endpoint=endpoint), "url")
+    elif request["url"] != endpoint:
         return ("url_mismatch", _URL_MISMATCH.format(endpoint=endpoint), "url")
     if not isinstance(request["body"], dict):
         return ("invalid_body", "body must be a JSON object.", "body")

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from batchctl.emulator.vendors import OPENAI_ENDPOINTS
+
 # The message the real API writes for a model that does not exist (openai-python #3071).
 _MODEL_NOT_FOUND = "The model `{model}` does not exist or you do not have access to it."
 _SERVER_ERROR = (
@@ -416,6 +418,17 @@ def _video(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome
     )
 
 
+def _audio(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
+    """A transcription or translation (Groq's batches): the text of a file we never fetch."""
+    source = str(body.get("url") or "")
+    return Outcome(
+        200,
+        {"text": f"Transcript of {source[-_ECHO_CHARS:]}", "x_groq": {"id": f"req_{key}"}},
+        0,
+        0,
+    )
+
+
 _Builder = Callable[[dict[str, Any], str, int, int], Outcome]
 _BUILDERS: dict[str, _Builder] = {
     "/v1/chat/completions": _chat,
@@ -426,6 +439,8 @@ _BUILDERS: dict[str, _Builder] = {
     "/v1/images/generations": _image,
     "/v1/images/edits": _image,
     "/v1/videos": _video,
+    "/v1/audio/transcriptions": _audio,
+    "/v1/audio/translations": _audio,
 }
 _REQUIRED: dict[str, str | None] = {
     "/v1/chat/completions": "messages",
@@ -436,7 +451,9 @@ _REQUIRED: dict[str, str | None] = {
     "/v1/images/generations": "prompt",
     "/v1/images/edits": "prompt",
     "/v1/videos": "prompt",
+    "/v1/audio/transcriptions": "url",
+    "/v1/audio/translations": "url",
 }
 
 #: The batch endpoints the real API accepts (SDK ``batch_create_params``).
-SUPPORTED_ENDPOINTS: tuple[str, ...] = tuple(_BUILDERS)
+SUPPORTED_ENDPOINTS: tuple[str, ...] = OPENAI_ENDPOINTS

@@ -1,7 +1,8 @@
 """The HTTP server: HTTP/1.1 with keep-alive, one thread per connection.
 
-Routing is by path prefix: ``/v1/...`` is the emulated API (faults apply there),
-``/_emulator/...`` the control API (see ``control``). Every request is logged.
+Routing is by path prefix: the API of the vendor shown (``/v1/...``; Azure's ``/openai/...``)
+is the emulated API (faults apply there), ``/_emulator/...`` the control API (see ``control``).
+Every request is logged.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
                 error = ApiError(400, "Invalid Content-Length.")
                 self._send(Response.error(error), request, record)
                 return
-            if url.path == "/v1" or url.path.startswith("/v1/"):
+            if api.serves(backend, url.path):
                 fault = backend.faults.pick(request.method, url.path)
                 response = _fault_response(fault) if fault is not None else None
                 if fault is not None and fault.kind == "drop":

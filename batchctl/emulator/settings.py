@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchctl.emulator.vendors import vendor
+
 #: The real API's completion window, in seconds (24 h).
 DAY = 86_400.0
 
@@ -59,8 +61,18 @@ class EmulatorSettings:
     #: Where files live on disk; a fresh temporary directory (deleted on stop) if None. The
     #: emulator never reloads state from it: every start begins empty.
     state_dir: Path | None = None
+    #: Which vendor's wire differences to show (``batchctl.emulator.vendors``): paths, auth,
+    #: purposes, windows, endpoints and how batches are written. ``for_vendor`` (and changing
+    #: it through ``updated``) also takes the vendor's per-batch limits.
+    vendor: str = "openai"
+
+    @classmethod
+    def for_vendor(cls, name: str, **changes: Any) -> EmulatorSettings:
+        """Settings behaving like vendor ``name``, with its limits unless ``changes`` set them."""
+        return cls(**{**_vendor_limits(name), "vendor": name, **changes})
 
     def __post_init__(self) -> None:
+        vendor(self.vendor)  # ValueError for an unknown name
         for name in ("validation_delay", "finalizing_delay", "cancel_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -98,7 +110,14 @@ class EmulatorSettings:
                 raise ValueError(f"setting {name!r} can only be set when the emulator starts")
             current = getattr(self, name)
             clean[name] = _coerce(name, value, current)
+        if clean.get("vendor", self.vendor) != self.vendor:
+            clean = {**_vendor_limits(clean["vendor"]), **clean}
         return dataclasses.replace(self, **clean)
+
+
+def _vendor_limits(name: str) -> dict[str, int]:
+    chosen = vendor(name)
+    return {"max_requests_per_batch": chosen.max_requests, "max_batch_file_bytes": chosen.max_bytes}
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
@@ -108,6 +127,11 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
     if name == "api_key":
         if not isinstance(value, str):
             raise ValueError("api_key must be a string or null")
+        return value
+    if name == "vendor":
+        if not isinstance(value, str):
+            raise ValueError("vendor must be a string")
+        vendor(value)
         return value
     if name == "manual_clock":
         if not isinstance(value, bool):

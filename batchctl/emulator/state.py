@@ -11,7 +11,8 @@ Timeline of a batch created at ``t0`` with settings ``s`` (``n`` requests)::
     in_progress  from v = t0 + s.validation_delay; k(t) = (t - v) * s.processing_rate done
     finalizing   from v + n / s.processing_rate, for s.finalizing_delay
     completed
-    expired      at t0 + s.completion_window if not all requests were done by then
+    expired      at t0 + s.completion_window (scaled for a window other than 24h) if not all
+                 requests were done by then
     cancelling   from the cancel call, for s.cancel_delay; processing stops at the call
     cancelled
 
@@ -44,8 +45,8 @@ from batchctl.emulator.params import (
     invalid_type,
     invalid_value,
 )
-from batchctl.emulator.responses import SUPPORTED_ENDPOINTS
-from batchctl.emulator.settings import EmulatorSettings
+from batchctl.emulator.settings import DAY, EmulatorSettings
+from batchctl.emulator.vendors import Vendor, vendor
 
 #: Purposes accepted on upload (SDK ``types/file_purpose.py``).
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -101,6 +102,8 @@ class BatchRecord:
     output_ttl: int
     created: float
     timing: EmulatorSettings
+    #: The window asked for at create, in seconds of the real API (24 h for "24h").
+    window: float = DAY
     status: str = "validating"
     model: str | None = None
     errors: list[LineError] | None = None
@@ -115,6 +118,11 @@ class BatchRecord:
     final_usage: tuple[int, int, int, int] | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
+
+    def deadline(self) -> float:
+        """When the window ends, in emulated time: ``completion_window`` is the emulated length
+        of a 24 h window, and other windows are scaled from it."""
+        return self.created + self.timing.completion_window * self.window / DAY
 
     def cap(self) -> int:
         """How many requests can ever finish (fewer than all with expire_after_fraction)."""
@@ -157,6 +165,11 @@ class State:
     def _setup_dirs(self) -> None:
         for sub in ("files", "uploads", "batches"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def vendor(self) -> Vendor:
+        """Whose wire differences the API shows now."""
+        return vendor(self._settings.vendor)
 
     @property
     def upload_dir(self) -> Path:
@@ -203,7 +216,8 @@ class State:
             if expires_after is not None:
                 expires_at: int | None = now + expires_after
             else:
-                expires_at = now + _MONTH if purpose == "batch" else None
+                batch_input = purpose == self.vendor.batch_purpose
+                expires_at = now + _MONTH if batch_input else None
             record = FileRecord(file_id, seq, filename, purpose, size, now, expires_at, path)
             self._files[file_id] = record
             return record.to_json()
@@ -292,10 +306,14 @@ class State:
             if not isinstance(payload[name], str):
                 raise invalid_type(name, "a string", payload[name])
         endpoint: str = payload["endpoint"]
-        if endpoint not in SUPPORTED_ENDPOINTS:
-            raise invalid_value("endpoint", endpoint, SUPPORTED_ENDPOINTS)
-        if payload["completion_window"] != "24h":
-            raise invalid_value("completion_window", payload["completion_window"], ("24h",))
+        rules = self.vendor
+        if endpoint not in rules.endpoints:
+            raise invalid_value("endpoint", endpoint, rules.endpoints)
+        window_text: str = payload["completion_window"]
+        window = rules.window_seconds(window_text)
+        if window is None:
+            allowed = rules.windows if rules.window_span is None else ("24h", "...", "7d")
+            raise invalid_value("completion_window", window_text, allowed)
         metadata = check_metadata(payload.get("metadata"))
         output_ttl = check_expires_after(
             payload.get("output_expires_after"), "output_expires_after"
@@ -309,9 +327,9 @@ class State:
                     "does not have access to it.",
                     param="file_id",
                 )
-            if record.purpose != "batch":
+            if record.purpose != rules.batch_purpose:
                 raise bad_request(
-                    f"The input file must have purpose 'batch', but {file_id} "
+                    f"The input file must have purpose '{rules.batch_purpose}', but {file_id} "
                     f"has purpose '{record.purpose}'.",
                     param="input_file_id",
                 )
@@ -322,11 +340,12 @@ class State:
                 endpoint=endpoint,
                 input_file_id=file_id,
                 input_path=record.path,
-                completion_window="24h",
+                completion_window=window_text,
                 metadata=metadata,
                 output_ttl=_MONTH if output_ttl is None else output_ttl,
                 created=self.clock.now(),
                 timing=self._settings,
+                window=window,
             )
             self._batches[batch_id] = batch
             return self._batch_json(batch, batch.created)
@@ -398,7 +417,7 @@ class State:
                     all_done = start + plan.total / timing.processing_rate
                 else:
                     all_done = math.inf
-                deadline = batch.created + timing.completion_window
+                deadline = batch.deadline()
                 if all_done < deadline:
                     if now < all_done:
                         return
@@ -436,6 +455,7 @@ class State:
                 max_errors=batch.timing.max_reported_errors,
                 shuffle_seed=batch.timing.shuffle_seed,
                 failure_rate=batch.timing.request_failure_rate,
+                vendor=vendor(batch.timing.vendor),
             )
         except FileNotFoundError:
             result = None
@@ -560,8 +580,8 @@ class State:
             "error_file_id": batch.error_file_id,
             "created_at": int(batch.created),
             "in_progress_at": stamp("in_progress_at"),
-            # The real API always reports created_at + 24 h here, whatever the emulated window.
-            "expires_at": int(batch.created) + 86_400,
+            # The real API reports created_at + the window asked for, whatever the emulated one.
+            "expires_at": int(batch.created + batch.window),
             "finalizing_at": stamp("finalizing_at"),
             "completed_at": stamp("completed_at"),
             "failed_at": stamp("failed_at"),

@@ -65,7 +65,25 @@ def check_settings(settings: ProviderSettings) -> tuple[str, str | None]:
             hint=f"export it, or name another variable with [providers.{settings.name}]"
             " api_key_env",
         )
-    return key, _base_url(settings)
+    base_url = _base_url(settings)
+    azure_api_version(settings)  # Azure's calls all carry one: checked before anything is sent
+    return key, base_url
+
+
+def azure_api_version(settings: ProviderSettings) -> str | None:
+    """The api-version of a provider with the ``azure`` quirk (the profile's, else
+    $OPENAI_API_VERSION, as the SDK reads it); None for any other provider."""
+    from batchctl.providers.quirks import AZURE
+
+    if AZURE not in settings.quirks:
+        return None
+    version = settings.api_version or os.environ.get("OPENAI_API_VERSION")
+    if not version:
+        raise UsageError(
+            f"no API version for {settings.name}: OPENAI_API_VERSION is not set",
+            hint=f"export it, or set api_version in [providers.{settings.name}] (e.g. 2024-10-21)",
+        )
+    return version
 
 
 def _base_url(settings: ProviderSettings) -> str | None:

@@ -9,6 +9,13 @@ Creating calls (upload, create batch) are never retried blindly: the SDK sends n
 so a retry after a lost reply would create a second file or batch. Before each retry we look for
 what the lost call may have created — the file by name and size, the batch by the metadata
 batchctl put on it — and adopt it.
+
+The OpenAI-shaped vendors (Azure, Groq, Together, Doubleword, Parasail, any server at a base
+URL) go through the same class: Azure through the SDK's ``AzureOpenAI`` client (``api-key``
+header, ``?api-version=``, paths without ``/v1``), Together with its own file purpose. Their
+answers are read into one shape here (``_from_json``): statuses in lower case (Azure writes
+``Validating``, Together ``IN_PROGRESS``), ``""`` for a missing id read as none, Together's
+create reply unwrapped from its ``job``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from typing import Any, TypeVar
 import openai
 from openai import OpenAI
 
-from batchctl.providers import check_settings
+from batchctl.errors import UsageError
+from batchctl.providers import azure_api_version, check_settings
 from batchctl.providers.base import (
     TERMINAL,
     ProviderError,
@@ -55,26 +63,38 @@ class OpenAIProvider:
         max_retries: int,
         on_retry: RetryNotice | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        name: str = "openai",
+        file_purpose: str = "batch",
     ) -> None:
         self.client = client
         self.max_retries = max_retries
         self.on_retry = on_retry
         self.sleep = sleep
+        self.name = name
+        # The purpose a batch's input file is uploaded (and looked for) with: Together's is
+        # "batch-api". The SDK types it as OpenAI's values; the vendor's goes through as is.
+        self.file_purpose: Any = file_purpose
 
     @classmethod
     def from_settings(
         cls, settings: ProviderSettings, on_retry: RetryNotice | None = None
     ) -> OpenAIProvider:
         key, base_url = check_settings(settings)
-        client = OpenAI(
-            api_key=key,
-            base_url=base_url,  # None: the SDK's default
+        client = open_client(
+            key=key,
+            base_url=base_url,
             organization=settings.organization,
             project=settings.project,
             timeout=settings.timeout,
-            max_retries=0,  # our policy below retries, and knows which calls must not be repeated
+            azure_api_version=azure_api_version(settings),
         )
-        return cls(client, max_retries=settings.max_retries, on_retry=on_retry)
+        return cls(
+            client,
+            max_retries=settings.max_retries,
+            on_retry=on_retry,
+            name=settings.name,
+            file_purpose=settings.file_purpose,
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -86,7 +106,9 @@ class OpenAIProvider:
 
         def attempt() -> RemoteFile:
             with path.open("rb") as handle:
-                return _file(self.client.files.create(file=(filename, handle), purpose="batch"))
+                return _file(
+                    self.client.files.create(file=(filename, handle), purpose=self.file_purpose)
+                )
 
         def lookup() -> RemoteFile | None:
             return self.find_file(filename, size, within=time.monotonic() - started)
@@ -103,7 +125,7 @@ class OpenAIProvider:
             raw = self._call(
                 # The lambda runs before the loop moves on, so binding the loop variable is fine.
                 lambda: self.client.files.with_raw_response.list(
-                    purpose="batch",
+                    purpose=self.file_purpose,
                     order="desc",
                     limit=1000,
                     after=cursor,  # noqa: B023
@@ -275,7 +297,44 @@ class OpenAIProvider:
         try:
             return retrying(attempt)
         except openai.OpenAIError as exc:
-            raise _as_provider_error(exc) from exc
+            raise _as_provider_error(exc, self.name) from exc
+
+
+def open_client(
+    *,
+    key: str,
+    base_url: str | None,
+    timeout: float,
+    organization: str | None = None,
+    project: str | None = None,
+    azure_api_version: str | None = None,
+) -> OpenAI:
+    """The SDK's client. With ``azure_api_version``, Azure's (``AzureOpenAI``): the key in the
+    ``api-key`` header, ``?api-version=`` on every call, ``base_url`` the resource's endpoint
+    (``https://{resource}.openai.azure.com``), under which the SDK adds ``/openai``."""
+    if azure_api_version is not None:
+        from openai import AzureOpenAI
+
+        if base_url is None:
+            raise UsageError(
+                "no Azure endpoint: set AZURE_OPENAI_ENDPOINT (or base_url in [providers.azure])",
+                hint="the resource's endpoint, e.g. https://my-resource.openai.azure.com",
+            )
+        return AzureOpenAI(
+            azure_endpoint=base_url,
+            api_version=azure_api_version,
+            api_key=key,
+            timeout=timeout,
+            max_retries=0,
+        )
+    return OpenAI(
+        api_key=key,
+        base_url=base_url,  # None: the SDK's default
+        organization=organization,
+        project=project,
+        timeout=timeout,
+        max_retries=0,  # our policy retries, and knows which calls must not be repeated
+    )
 
 
 def _transient(error: BaseException) -> bool:
@@ -345,15 +404,17 @@ def _message(error: openai.APIStatusError) -> str:
     return error.message
 
 
-def _as_provider_error(error: openai.OpenAIError) -> ProviderError:
+def _as_provider_error(error: openai.OpenAIError, provider: str = "openai") -> ProviderError:
     transient = _transient(error)
     status = error.status_code if isinstance(error, openai.APIStatusError) else None
     hint = None
+    table = "[openai]" if provider == "openai" else f"[providers.{provider}]"
     if status == 401:
-        hint = "check the API key in the environment variable named by [openai] api_key_env"
+        hint = f"check the API key in the environment variable named by {table} api_key_env"
     elif transient:
         hint = "the API kept failing; batchctl will pick up where it stopped when run again"
-    prefix = "OpenAI API" if status else "OpenAI API unreachable"
+    api = "OpenAI API" if provider == "openai" else f"{provider} API"
+    prefix = api if status else f"{api} unreachable"
     return ProviderError(
         f"{prefix}: {_describe(error)}", status=status, transient=transient, hint=hint
     )
@@ -378,17 +439,19 @@ def _from_json(item: Mapping[str, Any]) -> RemoteBatch:
     """A Batch object as the API sent it, as plain values. Read from the JSON rather than the
     SDK's pydantic model: building those models costs four times what the HTTP request does
     (a refresh reads 1,000 batches a pass), and every batch call maps through here, so a
-    batch reads the same whichever call reported it."""
+    batch reads the same whichever call reported it, from whichever vendor."""
+    if "id" not in item and isinstance(item.get("job"), Mapping):
+        item = item["job"]  # Together's create reply: {"job": {...}}
     counts = item.get("request_counts") or {}
     errors = (item.get("errors") or {}).get("data") or ()
-    status = str(item["status"])
+    status = _status(item["status"])
     ended = item.get(f"{status}_at") if status in TERMINAL else None
     return RemoteBatch(
         id=str(item["id"]),
         status=status,
         endpoint=str(item.get("endpoint") or ""),
         input_file_id=str(item.get("input_file_id") or ""),
-        output_file_id=item.get("output_file_id") or None,  # "" has been seen for "none"
+        output_file_id=item.get("output_file_id") or None,  # Azure writes "" for "none"
         error_file_id=item.get("error_file_id") or None,
         created_at=int(item["created_at"]),
         expires_at=item.get("expires_at"),
@@ -402,9 +465,22 @@ def _from_json(item: Mapping[str, Any]) -> RemoteBatch:
         # The four fields of a BatchError, each present (None when the API left it out).
         errors=tuple({name: e.get(name) for name in _ERROR_FIELDS} for e in errors),
         usage=item.get("usage") or None,
-        model=item.get("model"),
+        model=item.get("model") or None,
         ended_at=int(ended) if ended is not None else None,
     )
 
 
 _ERROR_FIELDS = ("code", "line", "message", "param")
+# Spellings of OpenAI's statuses seen (or plausible) from the vendors, once lower-cased.
+_STATUS_SPELLINGS = {
+    "inprogress": "in_progress",
+    "canceled": "cancelled",
+    "canceling": "cancelling",
+}
+
+
+def _status(value: object) -> str:
+    """A vendor's status as OpenAI writes it: ``Validating`` and ``IN_PROGRESS`` are
+    ``validating`` and ``in_progress``."""
+    status = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+    return _STATUS_SPELLINGS.get(status, status)

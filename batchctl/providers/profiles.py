@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from batchctl.providers import quirks as q
+
 API_SHAPES = ("openai", "anthropic")
 DEFAULT_PROVIDER = "openai"
 
@@ -69,6 +71,7 @@ PROFILES: dict[str, ProviderSettings] = {
         max_requests=100_000,
         max_bytes=200_000_000,
         requires_base_url=True,
+        quirks=frozenset({q.AZURE, q.ONE_DEPLOYMENT}),
     ),
     "groq": _openai_shaped(
         "groq",
@@ -78,6 +81,7 @@ PROFILES: dict[str, ProviderSettings] = {
         max_requests=50_000,
         max_bytes=200_000_000,
         windows=("24h", "48h", "72h", "96h", "120h", "144h", "168h", "7d"),
+        quirks=frozenset({q.CHAT_ONLY, q.AUDIO, q.MIXED_ENDPOINTS}),
     ),
     "together": _openai_shaped(
         "together",
@@ -94,6 +98,7 @@ PROFILES: dict[str, ProviderSettings] = {
         base_url_env=None,
         api_key_env="DOUBLEWORD_API_KEY",
         windows=("24h", "1h"),
+        quirks=frozenset({q.CHAT_AND_EMBEDDINGS, q.SHORT_CUSTOM_IDS}),
     ),
     "parasail": _openai_shaped(
         "parasail",
