@@ -24,6 +24,7 @@ from batchctl.durations import parse_duration
 from batchctl.errors import ConfigError, quoted
 from batchctl.jobs import BATCH_KINDS, KIND_MODULES
 from batchctl.providers.profiles import API_SHAPES, DEFAULT_PROVIDER, PROFILES, ProviderSettings
+from batchctl.providers.quirks import QUIRKS, endpoints, unknown_quirks
 from batchctl.schedule import CATCHUP_POLICIES
 
 JOB_KINDS = tuple(KIND_MODULES)  # registered in jobs/__init__.py
@@ -303,8 +304,6 @@ def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> Jo
 def _batch_job(job: JobConfig, s: _Section, base_dir: Path) -> JobConfig:
     from dataclasses import replace
 
-    from batchctl.batches.validation import SUPPORTED_ENDPOINTS
-
     source = s.convert("input", _input_source)
     if source is None and "input" not in s.seen:
         s.problems.add(f"{s.prefix}.input", 'required: a file or glob, or { command = "..." }')
@@ -313,7 +312,7 @@ def _batch_job(job: JobConfig, s: _Section, base_dir: Path) -> JobConfig:
         input=source if isinstance(source, str) else None,
         input_command=source["command"] if isinstance(source, dict) else None,
         provider=s.convert("provider", _provider_name, DEFAULT_PROVIDER),
-        endpoint=s.choice("endpoint", SUPPORTED_ENDPOINTS),
+        endpoint=s.convert("endpoint", _string),  # checked against its provider's endpoints
         completion_window=s.convert("completion_window", _string, "24h"),
         metadata=_metadata(s),
         on_expired=s.choice("on_expired", ON_EXPIRED) or "keep",
@@ -417,6 +416,7 @@ def _parse_provider(name: str, s: _Section) -> ProviderSettings | None:
         "windows": s.convert("windows", _windows),
         "file_purpose": s.convert("file_purpose", _header_value),
         "enqueued_token_limit": s.convert("enqueued_token_limit", _bounded(1, 2**62)),
+        "quirks": s.convert("quirks", _quirks),
     }
     s.finish()
     return replace(base, **{k: v for k, v in given.items() if v is not None})
@@ -434,11 +434,18 @@ def _check_job_providers(
         if settings is None:
             known = ", ".join(sorted({*PROFILES, *providers}))
             problems.add(f"{key}.provider", f"no provider named {_toml(job.provider)} ({known})")
-        elif job.completion_window not in settings.windows:
+            continue
+        if job.completion_window not in settings.windows:
             problems.add(
                 f"{key}.completion_window",
                 f"{job.provider} accepts {', '.join(settings.windows)};"
                 f" got {_toml(job.completion_window)}",
+            )
+        accepted = endpoints(settings.quirks)
+        if job.endpoint is not None and settings.api == "openai" and job.endpoint not in accepted:
+            problems.add(
+                f"{key}.endpoint",
+                f"expected one of {', '.join(accepted)}, got {_toml(job.endpoint)}",
             )
 
 
@@ -447,6 +454,15 @@ def _provider_name(value: Any) -> str:
     if not _JOB_NAME.fullmatch(text):
         raise ValueError(f'expected a provider name such as "anthropic", got {_toml(text)}')
     return text
+
+
+def _quirks(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError('expected a list of quirk names such as ["custom-id-64"]')
+    unknown = unknown_quirks(value)
+    if unknown:
+        raise ValueError(f"unknown quirk {_toml(unknown[0])} (known: {', '.join(QUIRKS)})")
+    return frozenset(value)
 
 
 def _windows(value: Any) -> tuple[str, ...]:

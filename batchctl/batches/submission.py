@@ -36,6 +36,7 @@ from batchctl.batches.results import (
     read_results,
 )
 from batchctl.batches.validation import Plan, scan
+from batchctl.batches.vendors import line_rules
 from batchctl.config import Config
 from batchctl.errors import (
     BatchctlError,
@@ -216,6 +217,7 @@ class Batches:
             max_requests=options.max_requests,
             max_bytes=options.max_bytes,
             bound_output=True,
+            rules=line_rules(self.config.provider(options.provider).quirks),
         )
         if plan.problems:
             raise InputError(plan)
@@ -250,6 +252,7 @@ class Batches:
                 max_requests=options.max_requests,
                 max_bytes=options.max_bytes,
                 sink=writer,
+                rules=line_rules(self.config.provider(options.provider).quirks),
             )
         except BaseException:
             writer.discard()
@@ -333,7 +336,12 @@ class Batches:
         provider.download(batch.input_file_id, downloaded)
         writer = local.PartWriter(directory)
         plan = scan(
-            [downloaded], endpoint=batch.endpoint, max_requests=10**9, max_bytes=10**12, sink=writer
+            [downloaded],
+            endpoint=batch.endpoint,
+            max_requests=10**9,
+            max_bytes=10**12,
+            sink=writer,
+            rules=line_rules(self.config.provider(provider_name).quirks),
         )
         downloaded.unlink()
         if plan.problems or len(plan.parts) != 1:

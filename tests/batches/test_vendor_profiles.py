@@ -38,9 +38,6 @@ StartVendor = Callable[..., Emulator]
 # in batchctl/batches/submission.py, which this branch does not own: the change is in
 # submission-line-rules.patch). Until it is applied these tests fail as expected; once it is,
 # they pass and the strict marker fails them: remove it then.
-NEEDS_LINE_RULES = pytest.mark.xfail(
-    strict=True, reason="submission.py does not yet pass the provider's LineRules to scan()"
-)
 
 
 @pytest.fixture
@@ -103,7 +100,6 @@ def _results(ws: Any, cli: Any, submitted: Any) -> list[dict[str, Any]]:
 # --- Azure --------------------------------------------------------------------------------------
 
 
-@NEEDS_LINE_RULES
 def test_azure_submission_completes_through_the_azure_paths(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -118,7 +114,6 @@ def test_azure_submission_completes_through_the_azure_paths(
     assert [line["custom_id"] for line in _results(ws, cli, result)] == ["r0", "r1", "r2"]
 
 
-@NEEDS_LINE_RULES
 def test_azure_status_reads_capitalised_statuses_in_lower_case(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -134,7 +129,6 @@ def test_azure_status_reads_capitalised_statuses_in_lower_case(
     assert part["status"] == "completed"
 
 
-@NEEDS_LINE_RULES
 def test_azure_refuses_lines_naming_two_deployments_before_sending(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -149,7 +143,6 @@ def test_azure_refuses_lines_naming_two_deployments_before_sending(
     assert _posts(emu) == []
 
 
-@NEEDS_LINE_RULES
 def test_azure_refuses_a_v1_url_before_sending(vendor_api: StartVendor, ws: Any, cli: Any) -> None:
     emu = vendor_api("azure")
     write_jsonl(ws.root / "in.jsonl", [request("a")])
@@ -161,7 +154,6 @@ def test_azure_refuses_a_v1_url_before_sending(vendor_api: StartVendor, ws: Any,
     assert _posts(emu) == []
 
 
-@NEEDS_LINE_RULES
 def test_azure_lost_create_reply_adopts_the_batch_it_made(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -202,7 +194,6 @@ def test_groq_refuses_a_window_it_does_not_offer(
     assert _posts(emu) == []
 
 
-@NEEDS_LINE_RULES
 def test_groq_submits_a_file_mixing_chat_and_audio(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -248,7 +239,6 @@ def test_together_lost_upload_reply_adopts_the_file_it_made(
 # --- Doubleword ---------------------------------------------------------------------------------
 
 
-@NEEDS_LINE_RULES
 def test_doubleword_refuses_a_custom_id_over_64_characters_before_sending(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
@@ -273,7 +263,6 @@ def test_doubleword_submits_with_a_1h_window(vendor_api: StartVendor, ws: Any, c
     assert batch["completion_window"] == "1h"
 
 
-@NEEDS_LINE_RULES
 def test_doubleword_refuses_an_endpoint_it_does_not_serve_before_sending(
     vendor_api: StartVendor, ws: Any, cli: Any
 ) -> None:
