@@ -50,16 +50,20 @@ class ScheduleTables(Tables):
         key = scope or ""
         at = self.at(now)
         inserted: list[int] = []
+        per_statement = max(1, self.in_chunk // 5)  # rows of 5 parameters
         with self._write():
-            for moment in pending:
-                row = self._one(
+            # Many rows a statement (a catch-up may record 10,000 ticks before its first run);
+            # each row is inserted or passed over on its own, and ids rise in insertion order.
+            for first in range(0, len(pending), per_statement):
+                chunk = pending[first : first + per_statement]
+                values = ",".join(["(?,?,?, 'pending', ?, ?)"] * len(chunk))
+                rows = self._all(
                     "INSERT INTO ticks (job, scope, scheduled_for, status, priority, created_at)"
-                    " VALUES (?,?,?, 'pending', ?, ?)"
+                    f" VALUES {values}"
                     " ON CONFLICT (job, scope, scheduled_for) DO NOTHING RETURNING id",
-                    (job, key, self.at(moment), priority, at),
+                    [v for moment in chunk for v in (job, key, self.at(moment), priority, at)],
                 )
-                if row is not None:
-                    inserted.append(int(row[0]))
+                inserted.extend(sorted(int(row[0]) for row in rows))
             if closed:
                 self._many(
                     "INSERT INTO ticks (job, scope, scheduled_for, status, reason, priority,"
