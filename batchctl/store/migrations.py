@@ -1,8 +1,10 @@
 """Ordered schema migrations for the SQLite store.
 
 Each migration is applied once, inside one transaction, and recorded in ``schema_version``. Add a
-new one at the end; never edit one that has shipped. sqlite-utils is imported only here, when a
-migration actually runs, so opening an up-to-date database stays cheap.
+new one at the end; never edit one that has shipped. The tables of the first three are written
+once for both databases (``TABLES_*``, each database filling in its column types); the later
+ones go through sqlite-utils, imported only here, when a migration actually runs, so opening an
+up-to-date database stays cheap.
 """
 
 from __future__ import annotations
@@ -21,233 +23,250 @@ if TYPE_CHECKING:
 Migration = Callable[["Database"], None]
 
 
-def _m001_initial(db: Database) -> None:
-    _run_statements(
-        db,
-        """
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            job TEXT NOT NULL,
-            scope TEXT NOT NULL DEFAULT '',
-            status TEXT NOT NULL,
-            trigger TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            max_attempts INTEGER NOT NULL DEFAULT 1,
-            created_at TEXT NOT NULL,
-            started_at TEXT,
-            finished_at TEXT,
-            items_processed INTEGER NOT NULL DEFAULT 0,
-            items_failed INTEGER NOT NULL DEFAULT 0,
-            total_tokens INTEGER NOT NULL DEFAULT 0,
-            total_cost REAL NOT NULL DEFAULT 0,
-            progress_done INTEGER,
-            progress_total INTEGER,
-            error TEXT,
-            reason TEXT,
-            host TEXT,
-            pid INTEGER,
-            lease_until TEXT,
-            cancel_requested INTEGER NOT NULL DEFAULT 0,
-            retry_of INTEGER REFERENCES runs(id) ON DELETE SET NULL,
-            scheduled_for TEXT
-        );
-        CREATE INDEX runs_by_job ON runs (job, scope, id);
-        CREATE INDEX runs_by_status ON runs (status, id);
+# The column types of the tables of migrations 1 to 3, written once for both databases below:
+# ``serial`` a run's id (never reused), ``id`` another row's id, ``big`` a count, size or run id,
+# ``time`` a time, ``real`` a cost, ``json`` a JSON value, ``false`` a flag (PostgreSQL's are in
+# ``postgres_migrations``).
+SQLITE_TYPES = {
+    "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "id": "INTEGER PRIMARY KEY",
+    "big": "INTEGER",
+    "time": "TEXT",
+    "real": "REAL",
+    "json": "TEXT",
+    "false": "INTEGER NOT NULL DEFAULT 0",
+}
 
-        CREATE TABLE attempts (
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            number INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            started_at TEXT NOT NULL,
-            finished_at TEXT,
-            error TEXT,
-            exit_code INTEGER,
-            PRIMARY KEY (run_id, number)
-        );
+TABLES_001 = """
+CREATE TABLE runs (
+    id {serial},
+    job TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 1,
+    created_at {time} NOT NULL,
+    started_at {time},
+    finished_at {time},
+    items_processed {big} NOT NULL DEFAULT 0,
+    items_failed {big} NOT NULL DEFAULT 0,
+    total_tokens {big} NOT NULL DEFAULT 0,
+    total_cost {real} NOT NULL DEFAULT 0,
+    progress_done {big},
+    progress_total {big},
+    error TEXT,
+    reason TEXT,
+    host TEXT,
+    pid INTEGER,
+    lease_until {time},
+    cancel_requested {false},
+    retry_of {big} REFERENCES runs(id) ON DELETE SET NULL,
+    scheduled_for {time}
+);
+CREATE INDEX runs_by_job ON runs (job, scope, id);
+CREATE INDEX runs_by_status ON runs (status, id);
 
-        CREATE TABLE transitions (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            from_status TEXT,
-            to_status TEXT NOT NULL,
-            at TEXT NOT NULL,
-            reason TEXT
-        );
-        CREATE INDEX transitions_by_run ON transitions (run_id, id);
+CREATE TABLE attempts (
+    run_id {big} NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at {time} NOT NULL,
+    finished_at {time},
+    error TEXT,
+    exit_code INTEGER,
+    PRIMARY KEY (run_id, number)
+);
 
-        CREATE TABLE run_logs (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            attempt INTEGER NOT NULL,
-            at TEXT NOT NULL,
-            level TEXT NOT NULL,
-            stream TEXT NOT NULL,
-            message TEXT NOT NULL,
-            fields TEXT
-        );
-        CREATE INDEX run_logs_by_run ON run_logs (run_id, id);
+CREATE TABLE transitions (
+    id {id},
+    run_id {big} NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    at {time} NOT NULL,
+    reason TEXT
+);
+CREATE INDEX transitions_by_run ON transitions (run_id, id);
 
-        CREATE TABLE locks (
-            key TEXT PRIMARY KEY,
-            run_id INTEGER NOT NULL,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            acquired_at TEXT NOT NULL,
-            lease_until TEXT NOT NULL
-        );
-        """,
-    )
+CREATE TABLE run_logs (
+    id {id},
+    run_id {big} NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    at {time} NOT NULL,
+    level TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    message TEXT NOT NULL,
+    fields {json}
+);
+CREATE INDEX run_logs_by_run ON run_logs (run_id, id);
+
+CREATE TABLE locks (
+    key TEXT PRIMARY KEY,
+    run_id {big} NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    acquired_at {time} NOT NULL,
+    lease_until {time} NOT NULL
+);
+"""
+
+TABLES_002 = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE submissions (
+    run_id {big} PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    provider TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    completion_window TEXT NOT NULL,
+    metadata {json} NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    inputs {json} NOT NULL,
+    directory TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    requests {big} NOT NULL,
+    bytes {big} NOT NULL,
+    on_expired TEXT NOT NULL,
+    max_request_attempts INTEGER NOT NULL,
+    merged_at {time},
+    results_path TEXT,
+    lease_host TEXT,
+    lease_pid INTEGER,
+    lease_until {time}
+);
+CREATE INDEX submissions_by_input ON submissions (input_sha256);
+
+CREATE TABLE parts (
+    id {id},
+    run_id {big} NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    requests {big} NOT NULL,
+    bytes {big} NOT NULL,
+    path TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    status TEXT NOT NULL,
+    upload_started_at {time},
+    input_file_id TEXT,
+    create_started_at {time},
+    batch_id TEXT UNIQUE,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    request_counts {json},
+    usage {json},
+    errors {json},
+    remote_created_at {big},
+    expires_at {big},
+    refreshed_at {time},
+    downloaded_at {time},
+    UNIQUE (run_id, number)
+);
+
+CREATE TABLE requests (
+    run_id {big} NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    custom_id TEXT NOT NULL,
+    ordinal {big} NOT NULL,
+    part_id {big} NOT NULL,
+    line_offset {big} NOT NULL,
+    line_length {big} NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    outcome TEXT,
+    status_code INTEGER,
+    error_code TEXT,
+    error_message TEXT,
+    input_tokens {big} NOT NULL DEFAULT 0,
+    output_tokens {big} NOT NULL DEFAULT 0,
+    result_part_id {big},
+    result_kind TEXT,
+    result_offset {big},
+    result_length {big},
+    PRIMARY KEY (run_id, custom_id)
+);
+CREATE INDEX requests_in_order ON requests (run_id, ordinal);
+CREATE INDEX requests_by_part ON requests (part_id);
+"""
+
+TABLES_003 = """
+CREATE TABLE ticks (
+    id {id},
+    job TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '',
+    scheduled_for {time} NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    run_id {big},
+    priority INTEGER NOT NULL DEFAULT 0,
+    created_at {time} NOT NULL,
+    fired_at {time},
+    UNIQUE (job, scope, scheduled_for)
+);
+CREATE INDEX ticks_pending ON ticks (status, priority, scheduled_for);
+CREATE INDEX ticks_by_job ON ticks (job, id);
+
+CREATE TABLE schedule_cursors (
+    job TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '',
+    last_scheduled_for {time} NOT NULL,
+    PRIMARY KEY (job, scope)
+);
+
+CREATE TABLE pauses (
+    job TEXT PRIMARY KEY,
+    paused_at {time} NOT NULL,
+    reason TEXT
+);
+
+CREATE TABLE daemons (
+    instance TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    started_at {time} NOT NULL,
+    heartbeat_at {time} NOT NULL,
+    last_pass_at {time},
+    stopped_at {time}
+);
+
+CREATE TABLE daemon_lock (
+    name TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    lease_until {time} NOT NULL
+);
+"""
 
 
 def _run_statements(db: Database, script: str) -> None:
-    # Not executescript(): it COMMITs first, which would break the migration's transaction.
-    for statement in script.split(";"):
+    """Run a script of ``TABLES_*`` with SQLite's types, one statement at a time (not
+    executescript(): it COMMITs first, which would break the migration's transaction)."""
+    import textwrap
+
+    # Indented as when these scripts were written for SQLite alone, inside their functions: a
+    # table's CREATE text in sqlite_master is the same whichever batchctl created it.
+    for statement in textwrap.indent(script.format(**SQLITE_TYPES), " " * 8).split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+def _m001_initial(db: Database) -> None:
+    _run_statements(db, TABLES_001)
 
 
 def _m002_submissions(db: Database) -> None:
     import uuid
 
-    _run_statements(
-        db,
-        """
-        CREATE TABLE meta (
-            key TEXT PRIMARY KEY,
-            value TEXT NOT NULL
-        );
-
-        CREATE TABLE submissions (
-            run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
-            provider TEXT NOT NULL,
-            endpoint TEXT NOT NULL,
-            completion_window TEXT NOT NULL,
-            metadata TEXT NOT NULL,
-            input_sha256 TEXT NOT NULL,
-            inputs TEXT NOT NULL,
-            directory TEXT NOT NULL,
-            token TEXT NOT NULL UNIQUE,
-            requests INTEGER NOT NULL,
-            bytes INTEGER NOT NULL,
-            on_expired TEXT NOT NULL,
-            max_request_attempts INTEGER NOT NULL,
-            merged_at TEXT,
-            results_path TEXT,
-            lease_host TEXT,
-            lease_pid INTEGER,
-            lease_until TEXT
-        );
-        CREATE INDEX submissions_by_input ON submissions (input_sha256);
-
-        CREATE TABLE parts (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            number INTEGER NOT NULL,
-            round INTEGER NOT NULL,
-            model TEXT NOT NULL,
-            requests INTEGER NOT NULL,
-            bytes INTEGER NOT NULL,
-            path TEXT NOT NULL,
-            filename TEXT NOT NULL,
-            status TEXT NOT NULL,
-            upload_started_at TEXT,
-            input_file_id TEXT,
-            create_started_at TEXT,
-            batch_id TEXT UNIQUE,
-            output_file_id TEXT,
-            error_file_id TEXT,
-            request_counts TEXT,
-            usage TEXT,
-            errors TEXT,
-            remote_created_at INTEGER,
-            expires_at INTEGER,
-            refreshed_at TEXT,
-            downloaded_at TEXT,
-            UNIQUE (run_id, number)
-        );
-
-        CREATE TABLE requests (
-            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            custom_id TEXT NOT NULL,
-            ordinal INTEGER NOT NULL,
-            part_id INTEGER NOT NULL,
-            line_offset INTEGER NOT NULL,
-            line_length INTEGER NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 1,
-            outcome TEXT,
-            status_code INTEGER,
-            error_code TEXT,
-            error_message TEXT,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            result_part_id INTEGER,
-            result_kind TEXT,
-            result_offset INTEGER,
-            result_length INTEGER,
-            PRIMARY KEY (run_id, custom_id)
-        );
-        CREATE INDEX requests_in_order ON requests (run_id, ordinal);
-        CREATE INDEX requests_by_part ON requests (part_id);
-        """,
-    )
+    _run_statements(db, TABLES_002)
     # This database's identity, written into the metadata of every remote batch, so that two
     # databases sharing an API account never adopt each other's batches.
     db.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", [uuid.uuid4().hex])
 
 
 def _m003_schedules(db: Database) -> None:
-    _run_statements(
-        db,
-        """
-        CREATE TABLE ticks (
-            id INTEGER PRIMARY KEY,
-            job TEXT NOT NULL,
-            scope TEXT NOT NULL DEFAULT '',
-            scheduled_for TEXT NOT NULL,
-            status TEXT NOT NULL,
-            reason TEXT,
-            run_id INTEGER,
-            priority INTEGER NOT NULL DEFAULT 0,
-            created_at TEXT NOT NULL,
-            fired_at TEXT,
-            UNIQUE (job, scope, scheduled_for)
-        );
-        CREATE INDEX ticks_pending ON ticks (status, priority, scheduled_for);
-        CREATE INDEX ticks_by_job ON ticks (job, id);
-
-        CREATE TABLE schedule_cursors (
-            job TEXT NOT NULL,
-            scope TEXT NOT NULL DEFAULT '',
-            last_scheduled_for TEXT NOT NULL,
-            PRIMARY KEY (job, scope)
-        );
-
-        CREATE TABLE pauses (
-            job TEXT PRIMARY KEY,
-            paused_at TEXT NOT NULL,
-            reason TEXT
-        );
-
-        CREATE TABLE daemons (
-            instance TEXT PRIMARY KEY,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            mode TEXT NOT NULL,
-            started_at TEXT NOT NULL,
-            heartbeat_at TEXT NOT NULL,
-            last_pass_at TEXT,
-            stopped_at TEXT
-        );
-
-        CREATE TABLE daemon_lock (
-            name TEXT PRIMARY KEY,
-            instance TEXT NOT NULL,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            lease_until TEXT NOT NULL
-        );
-        """,
-    )
+    _run_statements(db, TABLES_003)
 
 
 def _m004_retry_index(db: Database) -> None:

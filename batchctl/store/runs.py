@@ -296,8 +296,6 @@ class RunTables(Tables):
         return self._runs(f"{ACTIVE} AND job = ?", (job,))
 
     def runs_past_lease(self, now: datetime) -> list[Run]:
-        """Active runs whose owner's lease has run out (on the lease clock): their process
-        died or hangs."""
         return self._runs(
             f"{ACTIVE} AND lease_until IS NOT NULL AND lease_until < {self.clock}",
             (self.lease(now, now),),
