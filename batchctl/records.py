@@ -337,7 +337,8 @@ class Part(NamedTuple):
     downloaded_at: datetime | None
     remote_ended_at: int | None  # when the batch ended, on the API's clock (Unix seconds)
     # Held back for the provider's enqueued-token limit (batches/quota.py): since its first
-    # refusal, its latest, when it is tried next, why, and how many refusals so far.
+    # refusal; from when a batch of its model that ends makes room for it (its latest refusal,
+    # or when the refused batch was sent); when it is tried next; why; how many refusals.
     held_since: datetime | None = None
     held_at: datetime | None = None
     held_until: datetime | None = None
@@ -353,12 +354,17 @@ class Part(NamedTuple):
             and self.status not in TERMINAL_PART_STATUSES
         )
 
+    @property
+    def shown_status(self) -> str:
+        """The status shown to users: the remote batch's, or ``waiting_for_quota``."""
+        return "waiting_for_quota" if self.waiting_for_quota else self.status
+
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "round": self.round,
             "batch_id": self.batch_id,
-            "status": "waiting_for_quota" if self.waiting_for_quota else self.status,
+            "status": self.shown_status,
             "waiting_for_quota": None
             if not self.waiting_for_quota
             else {

@@ -148,7 +148,10 @@ class Holds:
             "remote_ended_at": None,
             "expires_at": None,
         }
-        columns = {**forget, **self._hold_columns(part, reason)}
+        # A batch seen to end after the refused one was sent may have made room for it: seen in
+        # this same refresh (before this part was looked at) or later, it is tried again.
+        since = part.create_started_at or self.now
+        columns = {**forget, **self._hold_columns(part, reason, since)}
         changes.append((part.id, columns))
         logs.append(self._told(part, columns, f"batch {batch.id} refused: {reason}"))
         return part._replace(**columns)
@@ -165,11 +168,15 @@ class Holds:
         since = part.held_at or part.held_since or self.now
         return self.store.batch_ended_since(self.submission.provider, part.model, since)
 
-    def _hold_columns(self, part: Part, reason: str) -> dict[str, Any]:
+    def _hold_columns(
+        self, part: Part, reason: str, since: datetime | None = None
+    ) -> dict[str, Any]:
+        """The columns of a hold; ``since``: from when a batch of the model that ends frees
+        room for it (now, unless the refusal came from a batch sent earlier)."""
         tries = part.hold_tries + 1
         return {
             "held_since": part.held_since or self.now,
-            "held_at": self.now,
+            "held_at": since or self.now,
             "held_until": self.now + timedelta(seconds=pause(tries)),
             "hold_reason": reason,
             "hold_tries": tries,

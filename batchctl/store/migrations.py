@@ -296,8 +296,9 @@ def _m009_part_end(db: Database) -> None:
 
 def _m010_quota_hold(db: Database) -> None:
     # A part held back for the provider's enqueued-token limit (batches/quota.py): since its
-    # first refusal, its latest, its next try, why, and how many refusals (which also names the
-    # batch each try creates, so a lost reply finds that try's batch, not a refused one).
+    # first refusal, from when an ended batch makes room for it, its next try, why, and how many
+    # refusals (which also names the batch each try creates, so a lost reply finds that try's
+    # batch, not a refused one).
     # The index serves the sum of a model's tokens in flight, asked before each held send.
     parts = db.table("parts")
     parts.add_column("held_since", str)
