@@ -70,6 +70,10 @@ class BatchStore(Protocol):
 
     def parts_for_runs(self, run_ids: Sequence[int]) -> dict[int, list[Part]]: ...
 
+    def providers_of(self, run_ids: Sequence[int]) -> dict[int, str]:
+        """The provider of each of these submissions (by run id)."""
+        ...
+
     def runs_for_batches(self, batch_ids: Sequence[str]) -> dict[str, int]: ...
 
     def enqueued_bytes(self, provider: str, model: str, *, besides: int) -> int:

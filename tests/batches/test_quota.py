@@ -150,3 +150,19 @@ def test_kill_9_while_a_part_waits_for_quota_then_wait_completes_with_one_batch_
     assert json.loads(done.stdout)["status"] == "completed"
     assert sorted(accepted_by_part(emu).values()) == [1, 1, 1]
     assert held_parts(ws) == []
+
+
+def test_a_configured_limit_holds_parts_before_sending_them(
+    ws: Any, cli: Any, start_api: Callable[..., Emulator]
+) -> None:
+    write_requests(ws.root / "in.jsonl", 4)
+    limit = one_part_fits(ws.root / "in.jsonl")
+    emu = start_api(config=API_CONFIG + f"enqueued_token_limit = {limit}\n", processing_rate=1.0)
+
+    done = cli("submit", "in.jsonl", "--max-requests", "2", "--wait", "--json")
+
+    assert done.exit_code == 0, done.stderr
+    assert done.json()["status"] == "completed"
+    assert [b["status"] for b in emu.batches.values()] == ["completed", "completed"]
+    logged = ws.sql("SELECT message FROM run_logs WHERE message LIKE '%waiting for quota%'")
+    assert logged and "configured enqueued_token_limit" in logged[0][0]

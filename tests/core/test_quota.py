@@ -169,3 +169,19 @@ def test_a_lost_reply_to_a_second_try_finds_that_try_not_the_refused_batch(
     assert batches.wait(run_id).status is RunStatus.COMPLETED
     counts = live_batches_by_part(emulated)
     assert len(counts) == 3 and set(counts.values()) == {1}
+
+
+def test_a_configured_limit_holds_a_part_before_it_is_sent(
+    store: Store, config: Config, provider: EmulatedProvider, clock: FakeClock, requests: Path
+) -> None:
+    openai = dataclasses.replace(config.openai, enqueued_token_limit=one_part_fits(requests))
+    limited_config = dataclasses.replace(config, providers={"openai": openai})
+    batches = Batches(store, limited_config, provider=provider, clock=clock, sleep=clock.sleep)
+    run_id = batches.submit([requests], SPLIT)
+    parts = store.parts(run_id)
+    assert held(parts) == [2, 3]
+    assert [p.input_file_id is None for p in parts] == [False, True, True]  # not even uploaded
+    assert "configured enqueued_token_limit" in (parts[1].hold_reason or "")
+    assert len(provider.batches()) == 1
+    assert batches.wait(run_id).status is RunStatus.COMPLETED
+    assert [b.status for b in provider.batches()] == ["completed"] * 3  # none was refused
