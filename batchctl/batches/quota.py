@@ -49,9 +49,19 @@ def refused_batch(batch: RemoteBatch) -> str | None:
     if batch.status != "failed":
         return None
     for error in batch.errors:
-        if error.get("code") == TOKEN_LIMIT_CODE:
-            return str(error.get("message") or TOKEN_LIMIT_CODE)
+        message = str(error.get("message") or "")
+        worded = error.get("line") is None and _names_the_limit(message)  # not one request's
+        if error.get("code") == TOKEN_LIMIT_CODE or worded:
+            return message or TOKEN_LIMIT_CODE
     return None
+
+
+def _names_the_limit(message: str) -> bool:
+    """Whether an error's text names the limit (Azure's older failures say it in words)."""
+    text = message.lower()
+    return (
+        TOKEN_LIMIT_CODE in text or "enqueued token limit" in text or "token limit exceeded" in text
+    )
 
 
 def refused_create(error: BaseException) -> str | None:
@@ -60,10 +70,7 @@ def refused_create(error: BaseException) -> str | None:
 
     if not isinstance(error, ProviderError) or error.status != 400:
         return None
-    text = error.message
-    if TOKEN_LIMIT_CODE in text or "enqueued token limit" in text.lower():
-        return text
-    return None
+    return error.message if _names_the_limit(error.message) else None
 
 
 def part_key(key: str, part: Part) -> str:

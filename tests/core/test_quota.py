@@ -17,6 +17,7 @@ from batchctl.batches import quota
 from batchctl.batches.submission import INTENT_SETTLE_S, Batches, SubmitOptions
 from batchctl.config import Config
 from batchctl.emulator.settings import DAY, EmulatorSettings
+from batchctl.providers.base import RemoteBatch, RequestCounts
 from batchctl.records import Part, RunStatus
 from batchctl.store.base import Store
 from tests.conftest import write_chat_requests
@@ -185,3 +186,32 @@ def test_a_configured_limit_holds_a_part_before_it_is_sent(
     assert len(provider.batches()) == 1
     assert batches.wait(run_id).status is RunStatus.COMPLETED
     assert [b.status for b in provider.batches()] == ["completed"] * 3  # none was refused
+
+
+def test_only_a_refusal_for_the_limit_is_held() -> None:
+    def failed(*errors: dict[str, object]) -> RemoteBatch:
+        return RemoteBatch(
+            id="batch_1",
+            status="failed",
+            endpoint="/v1/chat/completions",
+            input_file_id="file-1",
+            output_file_id=None,
+            error_file_id=None,
+            created_at=0,
+            expires_at=None,
+            completed_at=None,
+            request_counts=RequestCounts(0, 0, 0),
+            metadata={},
+            errors=errors,
+            usage=None,
+            model="gpt-4o-mini",
+        )
+
+    assert quota.refused_batch(failed({"code": "token_limit_exceeded", "message": "m"})) == "m"
+    azure = {"code": "validation_error", "message": "Token limit exceeded.", "line": None}
+    assert quota.refused_batch(failed(azure)) == "Token limit exceeded."
+    one_line = {"code": "invalid_request", "message": "token limit exceeded", "line": 3}
+    assert quota.refused_batch(failed(one_line)) is None
+    assert (
+        quota.refused_batch(failed({"code": "invalid_json", "message": "bad", "line": 1})) is None
+    )
