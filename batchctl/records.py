@@ -336,13 +336,43 @@ class Part(NamedTuple):
     expires_at: int | None
     downloaded_at: datetime | None
     remote_ended_at: int | None  # when the batch ended, on the API's clock (Unix seconds)
+    # Held back for the provider's enqueued-token limit (batches/quota.py): since its first
+    # refusal; from when a batch of its model that ends makes room for it (its latest refusal,
+    # or when the refused batch was sent); when it is tried next; why; how many refusals.
+    held_since: datetime | None = None
+    held_at: datetime | None = None
+    held_until: datetime | None = None
+    hold_reason: str | None = None
+    hold_tries: int = 0
+
+    @property
+    def waiting_for_quota(self) -> bool:
+        """Held back until the model's enqueued tokens leave room for it (no batch now)."""
+        return (
+            self.held_until is not None
+            and self.batch_id is None
+            and self.status not in TERMINAL_PART_STATUSES
+        )
+
+    @property
+    def shown_status(self) -> str:
+        """The status shown to users: the remote batch's, or ``waiting_for_quota``."""
+        return "waiting_for_quota" if self.waiting_for_quota else self.status
 
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "round": self.round,
             "batch_id": self.batch_id,
-            "status": self.status,
+            "status": self.shown_status,
+            "waiting_for_quota": None
+            if not self.waiting_for_quota
+            else {
+                "since": to_iso(self.held_since),
+                "next_try": to_iso(self.held_until),
+                "reason": self.hold_reason,
+                "tries": self.hold_tries,
+            },
             "model": self.model,
             "requests": self.requests,
             "bytes": self.bytes,

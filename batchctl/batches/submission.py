@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from batchctl.batches import files as local
+from batchctl.batches import quota
 from batchctl.batches.listing import listed, to_refresh
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.polling import Backoff, parts_state
@@ -640,10 +641,14 @@ class Batches:
             part.upload_started_at if part.input_file_id is None else part.create_started_at
         ):
             return part  # a crashed process's call may still be landing: look again shortly
+        if part.create_started_at is None:  # held for the enqueued-token limit, or may go
+            held = self._holds(submission).before_send(part)
+            if held is not None:
+                return held
         provider = self.provider_for(submission.provider)
         if part.input_file_id is None:
             part = self._upload(provider, part)
-        key = f"{self.store.instance_id()}:{submission.token}:{part.number}"
+        key = quota.part_key(f"{self.store.instance_id()}:{submission.token}:{part.number}", part)
         found: RemoteBatch | None = None
         input_file_id = part.input_file_id or ""
         how = "found batch (created before a lost reply)"
@@ -652,12 +657,18 @@ class Batches:
         if found is None:
             self.store.update_part(part.id, create_started_at=self.clock())
             metadata = {PART_KEY: key, RUN_KEY: str(part.run_id), **submission.metadata}
-            found = provider.create_batch(
-                input_file_id=input_file_id,
-                endpoint=submission.endpoint,
-                completion_window=submission.completion_window,
-                metadata=metadata,
-            )
+            try:
+                found = provider.create_batch(
+                    input_file_id=input_file_id,
+                    endpoint=submission.endpoint,
+                    completion_window=submission.completion_window,
+                    metadata=metadata,
+                )
+            except BatchctlError as exc:  # Azure's "fail fast": refused at create, nothing made
+                refused = quota.refused_create(exc)
+                if refused is None:
+                    raise
+                return self._holds(submission).refused_at_create(part, refused)
             how = "created batch"
         self._created.append(found.id)
         recorded = self._record_remote(part, found)
@@ -668,6 +679,15 @@ class Batches:
             batch=found.id,
         )
         return recorded
+
+    def _holds(self, submission: Submission) -> quota.Holds:
+        """The enqueued-token holds of the submission's parts, as of now."""
+        limit = self._token_limit(submission)
+        return quota.Holds(self.store, submission, self.clock(), self._log_entry, limit)
+
+    def _token_limit(self, submission: Submission) -> int | None:
+        """The enqueued-token limit the submission's provider settings give, if any."""
+        return self.config.provider(submission.provider).enqueued_token_limit
 
     def _settling(self, intent: datetime | None) -> bool:
         """True while a call recorded at ``intent`` by another process may still take effect.
@@ -745,7 +765,11 @@ class Batches:
     ) -> Part:
         """The part as the API reports it; what to write for it added to ``changes`` (and a
         line to ``logs`` if its status moved)."""
-        fields = remote_columns(batch)
+        refused = quota.refused_batch(batch)
+        if refused is not None:  # nothing was spent: held, to be created again (quota.py)
+            submission = self._submission(part.run_id)
+            return self._holds(submission).refused_batch(part, batch, refused, changes, logs)
+        fields = {**remote_columns(batch), **quota.released(part)}
         # A poll that finds the batch as it was writes nothing: refreshing a thousand parts of
         # which a few moved costs a few writes (``refreshed_at`` is when it last changed).
         if not _records(part, fields):
@@ -759,6 +783,7 @@ class Batches:
             error_file_id=batch.error_file_id,
             request_counts=fields["request_counts"],
             errors=fields["errors"],
+            **quota.released(part),
         )
 
     def _status_entry(self, part: Part, batch: RemoteBatch) -> LogEntry:

@@ -61,5 +61,7 @@ def update_part_bars(bars: Any, tasks: dict[int, Any], run: Run, parts: list[Par
         key = -part.id
         if key not in tasks:
             label = escape(f"run {run.id} part {part.number} ({part.model})")
-            tasks[key] = bars.add_task(label, total=total, status=part.status, line=part.status)
-        bars.update(tasks[key], completed=done, total=total, status=part.status, line=part.status)
+            status = part.shown_status
+            tasks[key] = bars.add_task(label, total=total, status=status, line=status)
+        status = part.shown_status
+        bars.update(tasks[key], completed=done, total=total, status=status, line=status)

@@ -40,6 +40,7 @@ STATUS_STYLES = {
     "finalizing": "cyan",
     "queued": "blue",
     "planned": "blue",
+    "waiting_for_quota": "yellow",
 }
 STATUS_MARKS = {
     "completed": "✓",

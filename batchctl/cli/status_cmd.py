@@ -241,7 +241,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
                     providers.get(run_id, "-"),
                     p.model,
                     p.batch_id or "-",
-                    render.status_cell(p.status),
+                    render.status_cell(p.shown_status),
                     f"{done:,}/{p.requests:,}",
                     f"{int(counts.get('failed', 0)):,}",
                     age,
@@ -263,6 +263,20 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
         ],
         rows,
         title="batch parts",
+    )
+    for run_id, run_parts in parts.items():
+        for p in run_parts:
+            if p.waiting_for_quota:
+                render.out(_waiting_line(run_id, p))
+
+
+def _waiting_line(run_id: int, part: Part) -> str:
+    """Why a part is held, since when, and when it is tried next."""
+    return (
+        f"run {run_id} part {part.number}: waiting for quota since"
+        f" {render.local_time(part.held_since, short=True)}, next try"
+        f" {render.local_time(part.held_until, short=True)} or when a batch of {part.model}"
+        f" ends (refusal {part.hold_tries}): {part.hold_reason}"
     )
 
 

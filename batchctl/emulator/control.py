@@ -13,7 +13,9 @@ process. No authentication; faults never apply here.
   ``{"time"}``.
 - ``GET /_emulator/settings``: the settings.
 - ``POST /_emulator/settings``: ``{field: value, ...}`` changes some settings (not
-  ``state_dir``); batches already created keep the timing they started with.
+  ``state_dir``); batches already created keep the timing they started with. E.g.
+  ``{"enqueued_token_limit": 2000000, "token_limit_fail_fast": true}`` refuses batches over a
+  model's enqueued-token limit (see ``settings.py``).
 - ``POST /_emulator/reset``: forgets files, batches, faults and the request log.
 
 Errors are 400 with the same JSON error shape as the API.

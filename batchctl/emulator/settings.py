@@ -58,6 +58,13 @@ class EmulatorSettings:
     max_requests_per_batch: int = 50_000
     #: Most entries in a failed batch's ``errors.data``.
     max_reported_errors: int = 10
+    #: If set, the enqueued-token limit of every model: a batch whose input tokens (its file's
+    #: bytes / 4), with those of the model's batches not yet ended, would go over it fails at
+    #: the end of validation with ``token_limit_exceeded``, as OpenAI's do.
+    enqueued_token_limit: int | None = None
+    #: With ``enqueued_token_limit``: refuse such a batch at create with a 400 of that code
+    #: instead, as Azure's "fail fast" regions do.
+    token_limit_fail_fast: bool = False
     #: Where files live on disk; a fresh temporary directory (deleted on stop) if None. The
     #: emulator never reloads state from it: every start begins empty.
     state_dir: Path | None = None
@@ -89,6 +96,8 @@ class EmulatorSettings:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_reported_errors < 1:
             raise ValueError("max_reported_errors must be >= 1")
+        if self.enqueued_token_limit is not None and self.enqueued_token_limit < 1:
+            raise ValueError("enqueued_token_limit must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -122,8 +131,12 @@ def _vendor_limits(name: str) -> dict[str, int]:
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
     """Check a JSON value against the type of the current value of the setting."""
-    if name in ("expire_after_fraction", "api_key") and value is None:
+    if name in ("expire_after_fraction", "api_key", "enqueued_token_limit") and value is None:
         return None
+    if name == "enqueued_token_limit":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("enqueued_token_limit must be an integer or null")
+        return value
     if name == "api_key":
         if not isinstance(value, str):
             raise ValueError("api_key must be a string or null")
@@ -133,9 +146,9 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
             raise ValueError("vendor must be a string")
         vendor(value)
         return value
-    if name == "manual_clock":
+    if name in ("manual_clock", "token_limit_fail_fast"):
         if not isinstance(value, bool):
-            raise ValueError("manual_clock must be true or false")
+            raise ValueError(f"{name} must be true or false")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number")

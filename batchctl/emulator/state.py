@@ -118,6 +118,9 @@ class BatchRecord:
     final_usage: tuple[int, int, int, int] | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
+    # What the batch counts against its model's enqueued-token limit, known at create.
+    enqueued_model: str | None = None
+    tokens: int = 0
 
     def deadline(self) -> float:
         """When the window ends, in emulated time: ``completion_window`` is the emulated length
@@ -333,6 +336,14 @@ class State:
                     f"has purpose '{record.purpose}'.",
                     param="input_file_id",
                 )
+            model = _first_model(record.path)
+            tokens = record.size // 4  # about four bytes of JSON a token, as batchctl estimates
+            limit = self._settings.enqueued_token_limit
+            if limit is not None and self._settings.token_limit_fail_fast:
+                seq = self._next_seq + 1  # the one this batch would be issued
+                refusal = self._over_limit(model, tokens, seq, self.clock.now(), limit)
+                if refusal is not None:
+                    raise bad_request(refusal.message, code=refusal.code)
             batch_id, seq = self._issue("batch_")
             batch = BatchRecord(
                 id=batch_id,
@@ -346,6 +357,8 @@ class State:
                 created=self.clock.now(),
                 timing=self._settings,
                 window=window,
+                enqueued_model=model,
+                tokens=tokens,
             )
             self._batches[batch_id] = batch
             return self._batch_json(batch, batch.created)
@@ -468,16 +481,44 @@ class State:
             batch.times["failed_at"] = at
             batch.errors = [LineError("file_not_found", "The input file could not be read.")]
             return
-        if result.plan is None:
+        refusal, limit = None, batch.timing.enqueued_token_limit
+        if result.plan is not None and limit is not None:
+            refusal = self._over_limit(batch.enqueued_model, batch.tokens, batch.seq, at, limit)
+        if result.plan is None or refusal is not None:
             batch.status = "failed"
             batch.times["failed_at"] = at
-            batch.errors = result.errors
+            batch.errors = result.errors if refusal is None else [refusal]
             shutil.rmtree(work_dir, ignore_errors=True)
             return
         batch.plan = result.plan
         batch.model = result.plan.model
         batch.status = "in_progress"
         batch.times["in_progress_at"] = at
+
+    def _over_limit(
+        self, model: str | None, tokens: int, seq: int, at: float, limit: int
+    ) -> LineError | None:
+        """The refusal of a batch of ``tokens`` (the ``seq``-th issued) at time ``at`` when the
+        model's batches issued before it and not ended by then hold more than ``limit`` with
+        it; else None."""
+        if model is None:
+            return None
+        enqueued = 0
+        for other in list(self._batches.values()):
+            if other.seq >= seq or other.enqueued_model != model:
+                continue
+            self._refresh(other, at)  # only moves forward: one seen later stays as it is
+            ended = other.times.get(f"{other.status}_at") if other.status in TERMINAL else None
+            if ended is None or ended > at:
+                enqueued += other.tokens
+        if enqueued + tokens <= limit:
+            return None
+        return LineError(
+            "token_limit_exceeded",
+            f"Enqueued token limit reached for {model} in organization org-emulator. Limit:"
+            f" {limit:,} enqueued tokens. Please try again once some in_progress batches have"
+            " been completed.",
+        )
 
     def _finish(self, batch: BatchRecord, status: str, at: float, done: int) -> None:
         """Enter a final status with results: write the output and error files."""
@@ -642,6 +683,17 @@ class State:
         with self._lock:
             if self._own_root:
                 shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _first_model(path: Path) -> str | None:
+    """The model of a batch input's first request, if it can be read."""
+    try:
+        with open(path, "rb") as handle:
+            request = json.loads(handle.readline())
+        model = request["body"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return model if isinstance(model, str) else None
 
 
 def _expired_line(result_line: bytes) -> bytes:

@@ -81,6 +81,12 @@ class BatchStore(Protocol):
     def runs_for_batches(self, batch_ids: Sequence[str]) -> dict[str, int]:
         """The run tracking each of these remote batch ids, for those that are tracked."""
 
+    def enqueued_bytes(self, provider: str, model: str, *, besides: int) -> int:
+        """The input bytes of ``model``'s parts that may be enqueued at ``provider``."""
+        ...
+
+    def batch_ended_since(self, provider: str, model: str, since: datetime) -> bool: ...
+
     def update_part(self, part_id: int, **columns: Any) -> None: ...
 
     def update_parts(

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from batchctl.records import (
+    TERMINAL_PART_STATUSES,
     LogEntry,
     ModelTokens,
     Owner,
@@ -42,6 +43,8 @@ from batchctl.store.rows import (
 )
 from batchctl.store.runs import insert_logs
 
+# The part statuses of an ended batch as an SQL list, from their one definition in records.py.
+_ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_PART_STATUSES)) + ")"
 RESULTS_CHUNK = 5000  # rows of one executemany: bounded memory, few round trips
 
 
@@ -173,6 +176,29 @@ class BatchTables(Tables):
                 part = part_from_row(row, self.when)
                 found.setdefault(part.run_id, []).append(part)
         return found
+
+    def enqueued_bytes(self, provider: str, model: str, *, besides: int) -> int:
+        """The input bytes of the parts of ``model`` at ``provider`` that may hold enqueued
+        tokens there (a batch not ended, or a create under way), part ``besides`` left out."""
+        row = self._one(
+            "SELECT CAST(coalesce(sum(p.bytes), 0) AS BIGINT) FROM parts p"
+            " JOIN submissions s ON s.run_id = p.run_id"
+            f" WHERE p.model = ? AND p.status NOT IN {_ENDED} AND p.id <> ?"
+            " AND (p.batch_id IS NOT NULL OR p.create_started_at IS NOT NULL)"
+            " AND s.provider = ?",
+            (model, besides, provider),
+        )
+        return int(row[0]) if row else 0
+
+    def batch_ended_since(self, provider: str, model: str, since: datetime) -> bool:
+        """Whether a batch of ``model`` at ``provider`` was seen to end at or after ``since``."""
+        row = self._one(
+            "SELECT 1 FROM parts p JOIN submissions s ON s.run_id = p.run_id"
+            f" WHERE p.model = ? AND p.status IN {_ENDED} AND p.batch_id IS NOT NULL"
+            " AND p.refreshed_at >= ? AND s.provider = ? LIMIT 1",
+            (model, self.at(since), provider),
+        )
+        return row is not None
 
     def providers_of(self, run_ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}

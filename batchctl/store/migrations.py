@@ -313,6 +313,21 @@ def _m009_part_end(db: Database) -> None:
     db.table("parts").add_column("remote_ended_at", int)
 
 
+def _m010_quota_hold(db: Database) -> None:
+    # A part held back for the provider's enqueued-token limit (batches/quota.py): since its
+    # first refusal, from when an ended batch makes room for it, its next try, why, and how many
+    # refusals (which also names the batch each try creates, so a lost reply finds that try's
+    # batch, not a refused one).
+    # The index serves the sum of a model's tokens in flight, asked before each held send.
+    parts = db.table("parts")
+    parts.add_column("held_since", str)
+    parts.add_column("held_at", str)
+    parts.add_column("held_until", str)
+    parts.add_column("hold_reason", str)
+    parts.add_column("hold_tries", int, not_null_default=0)
+    parts.create_index(["model", "status"], index_name="parts_by_model")
+
+
 MIGRATIONS: list[Migration] = [
     _m001_initial,
     _m002_submissions,
@@ -323,6 +338,7 @@ MIGRATIONS: list[Migration] = [
     _m007_attempt_process,
     _m008_token_details,
     _m009_part_end,
+    _m010_quota_hold,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -74,6 +74,17 @@ ALTER TABLE parts ADD COLUMN remote_ended_at BIGINT
 """
 
 
+# A part held back for the enqueued-token limit (see the SQLite migration 10).
+_M010 = """
+ALTER TABLE parts ADD COLUMN held_since TIMESTAMPTZ;
+ALTER TABLE parts ADD COLUMN held_at TIMESTAMPTZ;
+ALTER TABLE parts ADD COLUMN held_until TIMESTAMPTZ;
+ALTER TABLE parts ADD COLUMN hold_reason TEXT;
+ALTER TABLE parts ADD COLUMN hold_tries INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX parts_by_model ON parts (model, status)
+"""
+
+
 def _m002_instance(conn: psycopg.Connection[Any]) -> None:
     # This database's identity, written into the metadata of every remote batch.
     conn.execute("INSERT INTO meta (key, value) VALUES ('instance', %s)", (uuid.uuid4().hex,))
@@ -91,6 +102,7 @@ MIGRATIONS: list[tuple[str, Step | None]] = [
     (_M007, None),
     (_M008, None),
     (_M009, None),
+    (_M010, None),
 ]
 assert len(MIGRATIONS) == LATEST_VERSION, "keep the PostgreSQL migrations in step with SQLite's"
 

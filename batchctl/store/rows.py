@@ -44,7 +44,7 @@ PART_COLUMNS = (
     "id, run_id, number, round, model, requests, bytes, path, filename, status, "
     "upload_started_at, input_file_id, create_started_at, batch_id, output_file_id, "
     "error_file_id, request_counts, usage, errors, remote_created_at, expires_at, downloaded_at, "
-    "remote_ended_at"
+    "remote_ended_at, held_since, held_at, held_until, hold_reason, hold_tries"
 )
 UPDATABLE_PART_COLUMNS = frozenset(
     {
@@ -63,6 +63,11 @@ UPDATABLE_PART_COLUMNS = frozenset(
         "expires_at",
         "refreshed_at",
         "downloaded_at",
+        "held_since",
+        "held_at",
+        "held_until",
+        "hold_reason",
+        "hold_tries",
     }
 )
 JSON_PART_COLUMNS = frozenset({"request_counts", "usage", "errors"})
@@ -152,6 +157,11 @@ def part_from_row(row: Sequence[Any], when: TimeReader) -> Part:
         expires_at=row[20],
         downloaded_at=when(row[21]),
         remote_ended_at=row[22],
+        held_since=when(row[23]),
+        held_at=when(row[24]),
+        held_until=when(row[25]),
+        hold_reason=row[26],
+        hold_tries=row[27] or 0,
     )
 
 

@@ -141,6 +141,51 @@ def test_update_part_and_runs_for_batches(store: Store) -> None:
         store.update_part(part.id, model="other")
 
 
+def test_a_hold_is_recorded_and_read_back(store: Store) -> None:
+    run_id = _submit(store)
+    part = store.parts(run_id)[0]
+    store.update_part(
+        part.id,
+        held_since=T0,
+        held_at=T0 + timedelta(seconds=5),
+        held_until=T0 + timedelta(seconds=65),
+        hold_reason="Enqueued token limit reached",
+        hold_tries=2,
+    )
+    held = store.parts(run_id)[0]
+    assert (held.held_since, held.held_at) == (T0, T0 + timedelta(seconds=5))
+    assert held.held_until == T0 + timedelta(seconds=65)
+    assert (held.hold_reason, held.hold_tries) == ("Enqueued token limit reached", 2)
+    assert held.waiting_for_quota
+    assert store.parts(run_id)[1].hold_tries == 0 and not store.parts(run_id)[1].waiting_for_quota
+
+
+def test_enqueued_bytes_count_the_parts_of_a_model_in_flight(store: Store) -> None:
+    first = store.parts(_submit(store))[0]
+    second = store.parts(_submit(store, "tok2", "sha-2"))[0]
+    assert first.model == second.model == "gpt-4o-mini"
+    assert store.enqueued_bytes("openai", "gpt-4o-mini", besides=second.id) == 0  # not sent
+    store.update_part(first.id, status="in_progress", batch_id="b1")
+    store.update_part(second.id, create_started_at=T0)  # a create under way counts too
+    assert store.enqueued_bytes("openai", "gpt-4o-mini", besides=0) == 1000
+    assert store.enqueued_bytes("openai", "gpt-4o-mini", besides=second.id) == 500
+    assert store.enqueued_bytes("azure", "gpt-4o-mini", besides=0) == 0
+    assert store.enqueued_bytes("openai", "gpt-4o", besides=0) == 0
+    store.update_part(first.id, status="completed", refreshed_at=T0 + timedelta(seconds=10))
+    assert store.enqueued_bytes("openai", "gpt-4o-mini", besides=second.id) == 0
+
+
+def test_batch_ended_since_looks_at_when_an_end_was_seen(store: Store) -> None:
+    part = store.parts(_submit(store))[0]
+    store.update_part(part.id, status="in_progress", batch_id="b1", refreshed_at=T0)
+    assert not store.batch_ended_since("openai", "gpt-4o-mini", T0 - timedelta(seconds=1))
+    store.update_part(part.id, status="completed", refreshed_at=T0 + timedelta(seconds=10))
+    assert store.batch_ended_since("openai", "gpt-4o-mini", T0 + timedelta(seconds=10))
+    assert not store.batch_ended_since("openai", "gpt-4o-mini", T0 + timedelta(seconds=11))
+    assert not store.batch_ended_since("openai", "gpt-4o", T0)
+    assert not store.batch_ended_since("groq", "gpt-4o-mini", T0)
+
+
 def test_update_parts_writes_parts_and_log_lines_together(store: Store) -> None:
     run_id = _submit(store)
     first, second = store.parts(run_id)
