@@ -217,6 +217,7 @@ class Batches:
             max_requests=options.max_requests,
             max_bytes=options.max_bytes,
             bound_output=True,
+            api=self.config.provider(options.provider).api,
         )
         if plan.problems:
             raise InputError(plan)
@@ -251,6 +252,7 @@ class Batches:
                 max_requests=options.max_requests,
                 max_bytes=options.max_bytes,
                 sink=writer,
+                api=self.config.provider(options.provider).api,
             )
         except BaseException:
             writer.discard()

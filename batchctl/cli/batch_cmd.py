@@ -347,7 +347,7 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
 def _print_plan(
     plan: Plan, config: Config, json_output: bool, history: dict[str, tuple[int, int]]
 ) -> None:
-    from batchctl.batches.pricing import cost_of, estimate_output
+    from batchctl.batches.pricing import cost_of, estimate_output, published_provider
     from batchctl.records import ModelTokens
 
     outputs = [estimate_output(p, history) for p in plan.parts]
@@ -358,6 +358,7 @@ def _print_plan(
         ],
         config.prices,
         config.batches.batch_discount,
+        provider_id=published_provider(plan.endpoint or ""),
     )
     tokens = sum(p.estimated_input_tokens for p in plan.parts)
     uncounted = sum(o.uncounted for o in outputs)
