@@ -467,8 +467,10 @@ def print_summary(summary: ResultSummary, json_output: bool) -> None:
     parts = ", ".join(f"{n:,} {render.styled_status(k)}" for k, n in sorted(counts.items()))
     run = summary.run
     render.out(f"run {run.id} {render.styled_status(run.status.value)}: {parts}")
+    written = summary.cache_write_tokens
     render.out(
-        f"tokens: {summary.input_tokens:,} in ({summary.cached_tokens:,} cached), "
+        f"tokens: {summary.input_tokens:,} in ({summary.cached_tokens:,} cached"
+        f"{f', {written:,} written to the cache' if written else ''}), "
         f"{summary.output_tokens:,} out ({summary.reasoning_tokens:,} reasoning)"
     )
     unpriced = summary.unpriced_models

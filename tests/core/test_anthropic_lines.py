@@ -93,6 +93,10 @@ def test_any_non_empty_custom_id_is_accepted(tmp_path: Path) -> None:
         (line("b", messages="hi"), "params.messages: expected a list, got str"),
         (line("b", stream=True), "params.stream: streaming is not allowed"),
         ({**line("b"), "extra": 1}, "unexpected key(s) 'extra'"),
+        (
+            '{"custom_id": "b", "params": {"model": "m", "max_tokens": 1, "messages": ["\\ud800"]}}',
+            "params: holds a lone surrogate \\ud800",
+        ),
     ],
 )
 def test_a_bad_line_is_named_with_its_file_and_line(tmp_path: Path, row: Any, message: str) -> None:
