@@ -301,9 +301,11 @@ def test_a_request_that_never_ran_is_cancelled_or_expired(
 # --- the merge ----------------------------------------------------------------------------------
 
 
-def settled(store: Store, tmp_path: Path, ids: list[str]) -> tuple[int, Path]:
+def settled(
+    store: Store, tmp_path: Path, ids: list[str], *, id_last: bool = False
+) -> tuple[int, Path]:
     """A submission of ``ids`` (one part) whose results came back shuffled and were recorded:
-    its run id and its results file."""
+    its run id and its results file. ``id_last``: each line names its id after its result."""
     plan, writer = written_parts(tmp_path, [line(i) for i in ids])
     directory = writer.directory
     submission = Submission(
@@ -325,6 +327,8 @@ def settled(store: Store, tmp_path: Path, ids: list[str]) -> tuple[int, Path]:
     lines[1] = errored(derived_id(marker, 1))
     lines[2] = unrun(derived_id(marker, 2), "expired")
     random.Random(7).shuffle(lines)
+    if id_last:
+        lines = [{"result": row["result"], "custom_id": row["custom_id"]} for row in lines]
     results = write(tmp_path / "results.jsonl", lines)
     (recorded,) = store.parts(run_id)
     store.record_results(recorded.id, read_results(results, "output"), utcnow())
@@ -351,6 +355,25 @@ def test_merged_lines_show_the_users_ids_in_input_order_with_the_apis_results(
     assert lines[1]["result"]["type"] == "errored"
     assert lines[1]["error"]["type"] == "invalid_request_error"
     assert (lines[2]["result"], lines[2]["error"]["code"]) == ({"type": "expired"}, "expired")
+
+
+def test_a_succeeded_line_is_merged_as_the_api_wrote_it_but_for_its_id(
+    store: Store, tmp_path: Path
+) -> None:
+    run_id, results = settled(store, tmp_path, IDS)
+    first = merged(store, run_id, results, "jsonl").splitlines()[0]
+    assert first == json.dumps(
+        {"custom_id": IDS[0], "result": succeeded("x", "answer 0")["result"]}
+    )
+
+
+def test_a_line_that_names_its_id_after_its_result_is_merged_under_the_users_id(
+    store: Store, tmp_path: Path
+) -> None:
+    run_id, results = settled(store, tmp_path, IDS, id_last=True)
+    lines = [json.loads(text) for text in merged(store, run_id, results, "jsonl").splitlines()]
+    assert [m["custom_id"] for m in lines] == IDS
+    assert lines[0]["result"] == succeeded("x", "answer 0")["result"]
 
 
 def test_csv_content_is_the_answers_text_blocks_joined(store: Store, tmp_path: Path) -> None:
