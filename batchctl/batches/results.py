@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
+from batchctl.batches.failures import resendable
 from batchctl.batches.files import LineReader, recorded_checksum
 from batchctl.records import REQUEST_OUTCOMES, RequestResult, RequestState, Submission
 
@@ -167,6 +168,7 @@ class MergedWriter:
         "input_tokens",
         "output_tokens",
         "content",
+        "retryable",  # for a request that did not succeed: whether a retry sends it by default
     )
 
     def __init__(
@@ -271,11 +273,16 @@ class MergedWriter:
                 request.input_tokens,
                 request.output_tokens,
                 content_of(response.get("body")),
+                _flag(error.get("retryable")),
             ]
         )
 
 
 _BLOCK = 1 << 20  # bytes of lines gathered before they are written
+
+
+def _flag(value: Any) -> str:
+    return "" if value is None else str(bool(value)).lower()
 
 
 def _binary(handle: IO[str]) -> IO[bytes] | None:
@@ -292,7 +299,8 @@ def _binary(handle: IO[str]) -> IO[bytes] | None:
 def merged_record(request: RequestState, line: dict[str, Any] | None) -> dict[str, Any]:
     """The merged result of one request: the API's ``response`` as it was, and for anything
     but success an ``error`` whose ``code`` is the outcome (failed, expired, cancelled,
-    missing)."""
+    missing) and ``retryable``: whether ``retry`` sends it again without ``--include-invalid``
+    (``failures.resendable``)."""
     record: dict[str, Any] = {"custom_id": request.custom_id}
     if line is not None and line.get("response"):
         record["response"] = line["response"]
@@ -302,6 +310,7 @@ def merged_record(request: RequestState, line: dict[str, Any] | None) -> dict[st
         if request.error_code:
             error["type"] = request.error_code
         error["message"] = request.error_message or _DEFAULT_MESSAGES.get(outcome, outcome)
+        error["retryable"] = resendable(outcome, request.error_code, request.status_code)
         record["error"] = error
     return record
 

@@ -436,6 +436,7 @@ class State:
                 max_errors=batch.timing.max_reported_errors,
                 shuffle_seed=batch.timing.shuffle_seed,
                 failure_rate=batch.timing.request_failure_rate,
+                failure_status=batch.timing.request_failure_status,
             )
         except FileNotFoundError:
             result = None
