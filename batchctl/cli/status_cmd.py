@@ -8,7 +8,7 @@ import typer
 
 from batchctl.cli import render, session
 from batchctl.cli.complete import run_ids
-from batchctl.cli.options import JsonOption
+from batchctl.cli.options import JsonOption, ProviderOption
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,6 +58,7 @@ def status(
     remote: Annotated[
         bool, typer.Option("--remote", help="List the account's batches as the API has them.")
     ] = False,
+    provider: ProviderOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """List runs, newest first; with RUN_ID, one run's attempts, errors and transitions.
@@ -68,7 +69,7 @@ def status(
     if remote:
         from batchctl.cli.remote_cmd import list_remote
 
-        list_remote(limit or (None if json_output else TABLE_LIMIT), json_output)
+        list_remote(limit or (None if json_output else TABLE_LIMIT), json_output, provider)
         return
     store = session.current.store()
     query = _filter(job, statuses, failed, since, limit, json_output)
@@ -90,7 +91,7 @@ def status(
 
         if backoff is None:
             config = session.current.config(required=False, check_processors=False)
-            backoff = Backoff(config.openai.poll_interval)
+            backoff = Backoff(config.openai.poll_interval)  # the default provider's
         watched = store.parts_for_runs(still)
         time.sleep(backoff.pause(parts_state(p for i in still for p in watched.get(i, []))))
         if render.colour():
@@ -118,8 +119,7 @@ def _shown_in_flight(query: RunFilter | None, run_id: int | None) -> list[int]:
 
 def _refresh(run_ids: list[int]) -> None:
     from batchctl.batches.refresh import refresh
-    from batchctl.errors import BatchctlError
-    from batchctl.providers import open_provider
+    from batchctl.providers import Providers
 
     config = session.current.config(required=False, check_processors=False)
     store = session.current.store()
@@ -127,16 +127,24 @@ def _refresh(run_ids: list[int]) -> None:
     def warn(run_id: int, exc: BaseException) -> None:
         render.note(f"warning: could not refresh run {run_id}: {exc}")
 
-    try:
-        provider = open_provider(config.openai)
-    except BatchctlError as exc:
-        render.note(f"warning: not refreshing submissions: {exc.message}")
-        return
+    def unreachable(name: str, exc: BaseException) -> None:
+        message = getattr(exc, "message", str(exc))
+        render.note(f"warning: not refreshing the {name} submissions: {message}")
+
+    providers = Providers(config.provider)
     try:
         # Looking never spends: only parts that already have a batch are refreshed.
-        refresh(store.location, config, run_ids, provider=provider, send=False, on_error=warn)
+        refresh(
+            store.location,
+            config,
+            run_ids,
+            providers=providers.get,
+            send=False,
+            on_error=warn,
+            on_provider_error=unreachable,
+        )
     finally:
-        provider.close()
+        providers.close()
 
 
 def _show_one(run_id: int, json_output: bool) -> None:
@@ -146,13 +154,14 @@ def _show_one(run_id: int, json_output: bool) -> None:
     store = session.current.store()
     detail = load_detail(store, run_id)
     parts = store.parts(run_id)
+    submission = store.get_submission(run_id)
     batch = None  # a submission's request counts and its failures split
-    if store.get_submission(run_id) is not None:
+    if submission is not None:
         batch = store.request_summary(run_id), split(store.failure_codes([run_id])[run_id])
     if json_output:
         data = detail.to_json()
-        if batch is not None:
-            data.update(_batch_fields(parts, *batch))
+        if submission is not None and batch is not None:
+            data.update(_batch_fields(submission.provider, parts, *batch))
         render.print_json(data)
         return
     _print_detail(detail, None if batch is None else render.request_counts(*batch))
@@ -198,19 +207,24 @@ def _listed(query: RunFilter) -> Iterator[dict[str, Any]]:
         parts = store.parts_for_runs([r.id for r in chunk])
         summaries = store.request_summaries(list(parts))
         failures = store.failure_codes(list(parts))
+        providers = store.providers_of(list(parts))
         for run in chunk:
             data = run.to_json()
             if run.id in parts:
+                split_failures = split(failures[run.id])
                 data.update(
-                    _batch_fields(parts[run.id], summaries[run.id], split(failures[run.id]))
+                    _batch_fields(
+                        providers[run.id], parts[run.id], summaries[run.id], split_failures
+                    )
                 )
             yield data
 
 
 def _batch_fields(
-    parts: list[Part], summary: dict[str, int], failures: FailureSplit
+    provider: str, parts: list[Part], summary: dict[str, int], failures: FailureSplit
 ) -> dict[str, Any]:
     return {
+        "provider": provider,
         "parts": [p.to_json() for p in parts],
         "requests": {k: v for k, v in summary.items() if not k.endswith("_tokens")},
         "failures": failures.to_json(),
@@ -225,6 +239,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
     from batchctl.records import TERMINAL_PART_STATUSES
 
     now = time.time()
+    providers = session.current.store().providers_of(list(parts))
     rows: list[list[Cell]] = []
     for run_id, run_parts in parts.items():
         for p in run_parts:
@@ -238,6 +253,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
                 [
                     str(run_id),
                     str(p.number),
+                    providers.get(run_id, "-"),
                     p.model,
                     p.batch_id or "-",
                     render.status_cell(p.status),
@@ -251,6 +267,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
         [
             Column("RUN", right=True),
             Column("PART", right=True),
+            Column("PROVIDER"),
             Column("MODEL"),
             Column("BATCH"),
             Column("STATUS"),
