@@ -60,7 +60,9 @@ def test_a_submit_without_an_api_key_records_and_writes_nothing(
     done = cli("submit", "in.jsonl")
 
     assert done.exit_code == 2
-    assert done.stderr.startswith("error: no API key: the environment variable OPENAI_API_KEY")
+    assert done.stderr.startswith(
+        "error: no API key for openai: the environment variable OPENAI_API_KEY"
+    )
     assert runs(ws) == []
     assert not files_root(ws).exists()
     assert api.requests == []
