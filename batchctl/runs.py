@@ -197,11 +197,14 @@ class Runs:
             )
         return self.kind_of(run).cancel(self, run)
 
-    def retry(self, run_id: int, outcomes: Sequence[str] = ()) -> Retried:
+    def retry(
+        self, run_id: int, outcomes: Sequence[str] = (), *, include_invalid: bool = False
+    ) -> Retried:
         """Run an ended run again: a new run linked to it, or (a submission) the requests with
-        these outcomes sent again in the same run."""
+        these outcomes sent again in the same run (the invalid failures only with
+        ``include_invalid``)."""
         run = self.get(run_id)
-        return self.kind_of(run).retry(self, run, outcomes)
+        return self.kind_of(run).retry(self, run, outcomes, include_invalid=include_invalid)
 
     # --- recovery -------------------------------------------------------------------------------
     def abandon_lost(self, me: Owner, now: datetime) -> list[Abandoned]:

@@ -623,7 +623,7 @@ def test_retry_wait_killed_at_random_points_then_wait_recovers(
         # Preparation (not under test, in-process): a submission with failed requests.
         name = f"retry-{attempts}.jsonl"
         ids = write_requests(w.ws.root / name, 30, salt=f"retry {attempts}")
-        w.emu.update_settings(request_failure_rate=0.3)
+        w.emu.update_settings(request_failure_rate=0.3, request_failure_status=500)
         prepared = cli("submit", name, "--max-requests", "10", "--wait", "--json")
         assert prepared.exit_code == 3, prepared.stderr
         run_id = prepared.json()["id"]
@@ -835,7 +835,9 @@ main()
 def test_retry_killed_between_reopening_and_recording_its_parts_is_recovered(
     ws: Workspace, batchctl_exe: str, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Emulator(EmulatorSettings(request_failure_rate=0.3)) as emu:
+    # Failures with a 500: a retry sends every one of them again.
+    failing = EmulatorSettings(request_failure_rate=0.3, request_failure_status=500)
+    with Emulator(failing) as emu:
         monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
         ws.write_config(CONFIG)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from batchctl.batches.derived_ids import parse_derived
+from batchctl.batches.failures import resendable
 from batchctl.batches.files import LineReader, recorded_checksum
 from batchctl.records import REQUEST_OUTCOMES, RequestResult, RequestState, Submission
 
@@ -259,6 +260,7 @@ class MergedWriter:
         "input_tokens",
         "output_tokens",
         "content",
+        "retryable",  # for a request that did not succeed: whether a retry sends it by default
     )
 
     def __init__(
@@ -371,6 +373,7 @@ class MergedWriter:
                 message_text(result.get("message"))
                 if isinstance(result, dict)
                 else content_of(response.get("body")),
+                _flag(error.get("retryable")),
             ]
         )
 
@@ -389,6 +392,10 @@ def _under_user_id(line: bytes, custom_id: str) -> bytes | None:
     return b'{"custom_id": ' + json.dumps(custom_id).encode() + line[found.end() :]
 
 
+def _flag(value: Any) -> str:
+    return "" if value is None else str(bool(value)).lower()
+
+
 def _binary(handle: IO[str]) -> IO[bytes] | None:
     """The byte stream under a UTF-8 text handle that writes "\n" as it is (flushed first, so
     that bytes written to it follow the text already written), else None."""
@@ -403,7 +410,8 @@ def _binary(handle: IO[str]) -> IO[bytes] | None:
 def merged_record(request: RequestState, line: dict[str, Any] | None) -> dict[str, Any]:
     """The merged result of one request: the API's ``response`` (or Message Batches' ``result``)
     as it was, and for anything but success an ``error`` whose ``code`` is the outcome (failed,
-    expired, cancelled, missing)."""
+    expired, cancelled, missing) and ``retryable``: whether ``retry`` sends it again without
+    ``--include-invalid`` (``failures.resendable``)."""
     record: dict[str, Any] = {"custom_id": request.custom_id}
     if line is not None:
         if line.get("response"):
@@ -416,6 +424,7 @@ def merged_record(request: RequestState, line: dict[str, Any] | None) -> dict[st
         if request.error_code:
             error["type"] = request.error_code
         error["message"] = request.error_message or _DEFAULT_MESSAGES.get(outcome, outcome)
+        error["retryable"] = resendable(outcome, request.error_code, request.status_code)
         record["error"] = error
     return record
 

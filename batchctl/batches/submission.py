@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from batchctl.batches import files as local
 from batchctl.batches import quota
 from batchctl.batches.anthropic_input import is_message_batches
+from batchctl.batches.failures import FailureSplit, resendable, split
 from batchctl.batches.listing import listed, to_refresh
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.polling import Backoff, parts_state
@@ -128,6 +129,7 @@ class ResultSummary(NamedTuple):
     cached_tokens: int = 0  # of input_tokens
     reasoning_tokens: int = 0  # of output_tokens
     cache_write_tokens: int = 0  # of input_tokens
+    failures: FailureSplit = FailureSplit()  # the failed requests, retryable or invalid
 
     @property
     def exit_code(self) -> ExitCode:
@@ -143,6 +145,7 @@ class ResultSummary(NamedTuple):
             "output": str(self.path),
             "errors_output": None if self.errors_path is None else str(self.errors_path),
             "requests": {k: v for k, v in self.counts.items() if not k.endswith("_tokens")},
+            "failures": self.failures.to_json(),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
@@ -987,15 +990,17 @@ class Batches:
                 self._record_remote(part, provider.cancel_batch(part.batch_id))
         return self.store.parts(run_id)
 
-    def retry(self, run_id: int, outcomes: Sequence[str]) -> int:
-        """Send the requests with these outcomes again, in new parts of the same submission.
+    def retry(self, run_id: int, outcomes: Sequence[str], *, include_invalid: bool = False) -> int:
+        """Send the requests with these outcomes again, in new parts of the same submission:
+        those that can succeed on a second try (``failures.resendable``), and with
+        ``include_invalid`` the failures that cannot as well.
 
         Concurrent retries of one submission are serialized by its lease: the next one sees
         the parts the first recorded still in flight, and is refused.
         """
         self._submission(run_id)
         with self._holding(run_id):  # and sent under it: no other retry slips in between
-            count = self._record_retry(run_id, outcomes)
+            count = self._record_retry(run_id, outcomes, include_invalid)
             self._drive(run_id, refresh=True, send=True, fail_unsent=False)
         return count
 
@@ -1022,7 +1027,7 @@ class Batches:
         finally:
             driving.release()
 
-    def _record_retry(self, run_id: int, outcomes: Sequence[str]) -> int:
+    def _record_retry(self, run_id: int, outcomes: Sequence[str], include_invalid: bool) -> int:
         submission = self._submission(run_id)
         parts = self.store.parts(run_id)
         self._refuse_if_never_sent(run_id, parts)
@@ -1031,7 +1036,15 @@ class Batches:
                 f"run {run_id} still has batches in flight",
                 hint=f"wait for them: batchctl wait {run_id}",
             )
-        waiting = self.store.requests_to_resend(run_id, outcomes, submission.max_request_attempts)
+        left = self.store.requests_to_resend(run_id, outcomes, submission.max_request_attempts)
+        waiting = _worth_resending(left, include_invalid)
+        if not waiting and left:
+            raise UsageError(
+                f"run {run_id}: nothing to re-send: its {len(left):,} failed request(s) left are"
+                " invalid and would fail again unchanged; re-send them anyway with"
+                " --include-invalid",
+                hint=f"see their errors: batchctl results {run_id} --errors errors.jsonl",
+            )
         if not waiting:
             raise UsageError(
                 f"run {run_id} has no {'/'.join(outcomes)} requests left to retry",
@@ -1041,12 +1054,15 @@ class Batches:
         # Reopen first: a crash after it leaves a submission that the next advance settles
         # again; recording the new parts first would leave them unsent behind a merged one.
         self.store.reopen_submission(run_id, self.clock(), f"retrying {len(waiting)} request(s)")
-        return self._resend(submission, outcomes)
+        return self._resend(submission, outcomes, include_invalid)
 
-    def _resend(self, submission: Submission, outcomes: Sequence[str]) -> int:
-        requests = self.store.requests_to_resend(
+    def _resend(
+        self, submission: Submission, outcomes: Sequence[str], include_invalid: bool = False
+    ) -> int:
+        left = self.store.requests_to_resend(
             submission.run_id, outcomes, submission.max_request_attempts
         )
+        requests = _worth_resending(left, include_invalid)
         if not requests:
             return 0
         parts = {p.id: p for p in self.store.parts(submission.run_id)}
@@ -1069,10 +1085,12 @@ class Batches:
             for handle in handles.values():
                 handle.close()
         first = max(p.number for p in parts.values()) + 1
+        invalid = len(left) - len(requests)
         self._log(
             submission.run_id,
             f"re-sending {len(requests):,} {'/'.join(outcomes)} request(s) as part(s)"
-            f" {first}..{number} (round {next_round})",
+            f" {first}..{number} (round {next_round})"
+            + (f"; {invalid:,} invalid failure(s) left alone" if invalid else ""),
             LogLevel.WARNING,
         )
         return len(requests)
@@ -1202,7 +1220,12 @@ class Batches:
             cached_tokens=sum(t.cached_tokens for t in tokens),
             reasoning_tokens=sum(t.reasoning_tokens for t in tokens),
             cache_write_tokens=sum(t.cache_write_tokens for t in tokens),
+            failures=self.failures(run_id),
         )
+
+    def failures(self, run_id: int) -> FailureSplit:
+        """The submission's failed requests, counted by whether a retry sends them again."""
+        return split(self.store.failure_codes([run_id])[run_id])
 
     def _cost(self, run_id: int, tokens: list[ModelTokens] | None = None) -> Cost:
         """The cost of the submission's tokens (``tokens``, when the caller has read them).
@@ -1382,6 +1405,15 @@ def _like(error: BaseException, message: str, hint: str) -> BatchctlError:
 def _create_attempted(part: Part) -> bool:
     """Whether a batch may exist for the part: it has one, or a create was about to be sent."""
     return part.batch_id is not None or part.create_started_at is not None
+
+
+def _worth_resending(requests: list[RequestState], include_invalid: bool) -> list[RequestState]:
+    """Those of ``requests`` that a retry sends: every one with ``include_invalid``, else those
+    that can succeed on a second try (``failures.resendable``: never ran, or failed for a
+    reason other than the request itself)."""
+    if include_invalid:
+        return requests
+    return [r for r in requests if resendable(r.outcome, r.error_code, r.status_code)]
 
 
 def _chunks(items: list[RequestState], size: int) -> list[list[RequestState]]:

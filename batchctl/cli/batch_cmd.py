@@ -317,6 +317,7 @@ def run_json(batches: Batches, run_id: int) -> dict[str, Any]:
         data["provider"] = submission.provider
     data["parts"] = [p.to_json() for p in batches.store.parts(run_id)]
     data["requests"] = _request_counts(batches.store.request_summary(run_id))
+    data["failures"] = batches.failures(run_id).to_json()
     return data
 
 
@@ -463,8 +464,7 @@ def print_summary(summary: ResultSummary, json_output: bool) -> None:
     if json_output:
         render.print_json(summary.to_json())
         return
-    counts = _request_counts(summary.counts)
-    parts = ", ".join(f"{n:,} {render.styled_status(k)}" for k, n in sorted(counts.items()))
+    parts = render.request_counts(summary.counts, summary.failures)
     run = summary.run
     render.out(f"run {run.id} {render.styled_status(run.status.value)}: {parts}")
     written = summary.cache_write_tokens

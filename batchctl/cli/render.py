@@ -20,6 +20,7 @@ __all__ = ["Cell", "Column", "Styled", "paint"]
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from batchctl.batches.failures import FailureSplit
     from batchctl.records import Run
 
 STATUS_STYLES = {
@@ -212,6 +213,17 @@ RUN_COLUMNS = (
     Column("TOKENS", right=True),
     Column("COST", right=True),
 )
+
+
+def request_counts(counts: dict[str, int], failures: FailureSplit) -> str:
+    """A submission's requests by outcome, its failures split: ``3 failed (2 retryable, 1
+    invalid), 7 succeeded`` (token totals in ``counts`` are left out)."""
+    return ", ".join(
+        f"{count:,} {styled_status(outcome)}"
+        + (f" ({failures.describe()})" if outcome == "failed" else "")
+        for outcome, count in sorted(counts.items())
+        if not outcome.endswith("_tokens")
+    )
 
 
 def print_runs(runs: Iterable[Run]) -> None:

@@ -85,6 +85,13 @@ def retry(
     missing: Annotated[
         bool, typer.Option("--missing", help="Batches: re-send requests without a result.")
     ] = False,
+    include_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--include-invalid",
+            help="Batches: re-send invalid failures too (bad request, auth, billing, not found).",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Batches: wait for the results.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -92,16 +99,23 @@ def retry(
 
     For a batch submission, re-send the requests that did not succeed (all of them, or only
     --failed/--expired/--missing) as new parts of the same submission, so that ``results``
-    gives one line per original request. A local run is run again whole, in the foreground
-    (--failed, --expired and --missing are refused for it).
+    gives one line per original request. Failures that would fail again unchanged (an invalid
+    request, auth, permission, billing, not found) are left alone unless --include-invalid;
+    with nothing else to re-send, retry exits 2. A local run is run again whole, in the
+    foreground (--failed, --expired, --missing and --include-invalid are refused for it).
     """
     store = session.current.store()
     if store.get_submission(run_id) is not None:
-        _retry_batch(run_id, failed, expired, missing, wait, json_output)
+        _retry_batch(run_id, failed, expired, missing, include_invalid, wait, json_output)
         return
     chosen = [
         flag
-        for flag, on in (("--failed", failed), ("--expired", expired), ("--missing", missing))
+        for flag, on in (
+            ("--failed", failed),
+            ("--expired", expired),
+            ("--missing", missing),
+            ("--include-invalid", include_invalid),
+        )
         if on
     ]
     if chosen and store.get_run(run_id) is not None:
@@ -117,14 +131,29 @@ def retry(
 
 
 def _retry_batch(
-    run_id: int, failed: bool, expired: bool, missing: bool, wait: bool, json_output: bool
+    run_id: int,
+    failed: bool,
+    expired: bool,
+    missing: bool,
+    include_invalid: bool,
+    wait: bool,
+    json_output: bool,
 ) -> None:
     from batchctl.cli import batch_cmd
 
     flags = (("failed", failed), ("expired", expired), ("missing", missing))
     chosen = [name for name, on in flags if on]
     batches = batch_cmd.open_batches()
-    count = _batch_runs(batches).retry(run_id, chosen).resent
+    runs = _batch_runs(batches)
+    count = runs.retry(run_id, chosen, include_invalid=include_invalid).resent
+    # The failed requests still failed after the retry: those it left alone.
+    chose_failed = not chosen or "failed" in chosen
+    left = batches.failures(run_id).invalid if chose_failed and not include_invalid else 0
+    if left and not json_output:
+        render.note(
+            f"run {run_id}: {left:,} invalid failure(s) left alone"
+            " (--include-invalid re-sends them too)"
+        )
     if wait:
         batch_cmd.finish(batches, run_id, json_output=json_output)
         return

@@ -13,6 +13,7 @@ from batchctl.cli.options import JsonOption, ProviderOption
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from batchctl.batches.failures import FailureSplit
     from batchctl.history import RunDetail
     from batchctl.records import Part, RunFilter
 
@@ -147,20 +148,23 @@ def _refresh(run_ids: list[int]) -> None:
 
 
 def _show_one(run_id: int, json_output: bool) -> None:
+    from batchctl.batches.failures import split
     from batchctl.history import load_detail
 
     store = session.current.store()
     detail = load_detail(store, run_id)
     parts = store.parts(run_id)
+    submission = store.get_submission(run_id)
+    batch = None  # a submission's request counts and its failures split
+    if submission is not None:
+        batch = store.request_summary(run_id), split(store.failure_codes([run_id])[run_id])
     if json_output:
         data = detail.to_json()
-        submission = store.get_submission(run_id)
-        if submission is not None:
-            summary = store.request_summary(run_id)
-            data.update(_batch_fields(submission.provider, parts, summary))
+        if submission is not None and batch is not None:
+            data.update(_batch_fields(submission.provider, parts, *batch))
         render.print_json(data)
         return
-    _print_detail(detail)
+    _print_detail(detail, None if batch is None else render.request_counts(*batch))
     if parts:
         render.out()
         _print_parts({run_id: parts})
@@ -195,24 +199,35 @@ def _listed(query: RunFilter) -> Iterator[dict[str, Any]]:
     chunk's parts and request counts in two queries, not two per run."""
     from itertools import islice
 
+    from batchctl.batches.failures import split
+
     store = session.current.store()
     runs = store.iter_runs(query)
     while chunk := list(islice(runs, CHUNK)):
         parts = store.parts_for_runs([r.id for r in chunk])
         summaries = store.request_summaries(list(parts))
+        failures = store.failure_codes(list(parts))
         providers = store.providers_of(list(parts))
         for run in chunk:
             data = run.to_json()
             if run.id in parts:
-                data.update(_batch_fields(providers[run.id], parts[run.id], summaries[run.id]))
+                split_failures = split(failures[run.id])
+                data.update(
+                    _batch_fields(
+                        providers[run.id], parts[run.id], summaries[run.id], split_failures
+                    )
+                )
             yield data
 
 
-def _batch_fields(provider: str, parts: list[Part], summary: dict[str, int]) -> dict[str, object]:
+def _batch_fields(
+    provider: str, parts: list[Part], summary: dict[str, int], failures: FailureSplit
+) -> dict[str, Any]:
     return {
         "provider": provider,
         "parts": [p.to_json() for p in parts],
         "requests": {k: v for k, v in summary.items() if not k.endswith("_tokens")},
+        "failures": failures.to_json(),
     }
 
 
@@ -316,7 +331,7 @@ def _filter(
     return RunFilter(job=job, status=tuple(wanted), since=since_at, limit=limit)
 
 
-def _print_detail(detail: RunDetail) -> None:
+def _print_detail(detail: RunDetail, requests: str | None = None) -> None:
     from batchctl.cli.table import Column
     from batchctl.durations import format_duration
 
@@ -335,6 +350,7 @@ def _print_detail(detail: RunDetail) -> None:
         ("finished", render.local_time(run.finished_at)),
         ("duration", format_duration(run.duration)),
         ("items", f"{run.items_processed} ok, {run.items_failed} failed"),
+        *([("requests", requests)] if requests is not None else []),
         ("tokens", f"{run.total_tokens:,}"),
         ("cost", render.cost(run.total_cost, run.unpriced_models)),
     ]

@@ -30,7 +30,8 @@ What it does
     Valid batches go ``in_progress`` -> ``finalizing`` -> ``completed`` over emulated time,
     with growing ``request_counts`` and ``usage``; outputs are shuffled (deterministically by
     ``shuffle_seed``); failed requests (model names starting with ``nonexistent`` give 404
-    ``model_not_found``; ``request_failure_rate`` gives 400/500) go to the error file; an
+    ``model_not_found``; ``request_failure_rate`` gives 400/500, or the one status of
+    ``request_failure_status``: 400, 429, 500 or 503) go to the error file; an
     output or error file that would be empty is not created (its id is null). Batches not
     done within ``completion_window`` turn ``expired``: finished results are kept and each
     request that never ran gets a ``batch_expired`` error line (``expire_after_fraction``

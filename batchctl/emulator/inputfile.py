@@ -102,6 +102,7 @@ def validate_and_run(
     shuffle_seed: int,
     failure_rate: float,
     vendor: Vendor = OPENAI,
+    failure_status: int | None = None,
 ) -> Validation:
     """Check every line of ``input_path`` and, if all are valid, run the requests.
 
@@ -165,6 +166,7 @@ def validate_and_run(
                 custom_id,
                 created=created,
                 failure_rate=failure_rate,
+                failure_status=failure_status,
                 seed=shuffle_seed,
                 key=ids[32:],
                 body_chars=_body_chars(raw, custom_id, endpoint),

@@ -118,6 +118,29 @@ def http_error(
     )
 
 
+def _failure(status: int) -> Outcome:
+    """What a request failed by ``request_failure_rate`` returns: the real API's error body
+    for this status."""
+    if status == 400:
+        return http_error(
+            400,
+            "Invalid request: the emulator's request_failure_rate rejected this request.",
+            type="invalid_request_error",
+            code="invalid_request",
+        )
+    if status == 429:
+        return http_error(
+            429,
+            "Rate limit reached for requests. Please try again later.",
+            type="requests",
+            code="rate_limit_exceeded",
+        )
+    if status == 503:
+        message = "The engine is currently overloaded, please try again later."
+        return http_error(503, message, type="server_error", code=None)
+    return http_error(500, _SERVER_ERROR, type="server_error", code=None)
+
+
 def run_request(
     endpoint: str,
     body: dict[str, Any],
@@ -125,6 +148,7 @@ def run_request(
     *,
     created: int,
     failure_rate: float = 0.0,
+    failure_status: int | None = None,
     seed: int = 0,
     key: str | None = None,
     body_chars: int | None = None,
@@ -143,14 +167,9 @@ def run_request(
             code="model_not_found",
         )
     if failure_rate > 0 and unit_fraction(str(seed), "fail", custom_id) < failure_rate:
-        if unit_fraction(str(seed), "kind", custom_id) < 0.5:
-            return http_error(500, _SERVER_ERROR, type="server_error", code=None)
-        return http_error(
-            400,
-            "Invalid request: the emulator's request_failure_rate rejected this request.",
-            type="invalid_request_error",
-            code="invalid_request",
-        )
+        if failure_status is None:
+            failure_status = 500 if unit_fraction(str(seed), "kind", custom_id) < 0.5 else 400
+        return _failure(failure_status)
     if body.get("stream") is True:
         return http_error(
             400,

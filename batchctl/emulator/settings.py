@@ -12,6 +12,10 @@ from batchctl.emulator.vendors import vendor
 #: The real API's completion window, in seconds (24 h).
 DAY = 86_400.0
 
+# The statuses ``request_failure_status`` may choose: an invalid request, a rate limit, a
+# server error and an overloaded server.
+REQUEST_FAILURE_STATUSES = (400, 429, 500, 503)
+
 # Fields that only make sense when the emulator starts; the control API refuses to change them.
 _START_ONLY = frozenset({"state_dir", "clock_offset"})
 
@@ -39,6 +43,9 @@ class EmulatorSettings:
     expire_after_fraction: float | None = None
     #: Fraction of requests (chosen by a hash of custom_id) that fail with a 400 or 500 line.
     request_failure_rate: float = 0.0
+    #: The HTTP status of every request ``request_failure_rate`` fails (one of
+    #: ``REQUEST_FAILURE_STATUSES``, with the real API's error body); None: half 400, half 500.
+    request_failure_status: int | None = None
     #: Seed of the output shuffle and of the per-request failure choice.
     shuffle_seed: int = 0
     #: Seed of the fault injector's random draws.
@@ -91,6 +98,10 @@ class EmulatorSettings:
             raise ValueError("expire_after_fraction must be between 0 and 1")
         if not 0 <= self.request_failure_rate <= 1:
             raise ValueError("request_failure_rate must be between 0 and 1")
+        if self.request_failure_status not in (None, *REQUEST_FAILURE_STATUSES):
+            raise ValueError(
+                f"request_failure_status must be null or one of {REQUEST_FAILURE_STATUSES}"
+            )
         for name in ("max_batch_file_bytes", "max_file_bytes", "max_requests_per_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -129,13 +140,22 @@ def _vendor_limits(name: str) -> dict[str, int]:
     return {"max_requests_per_batch": chosen.max_requests, "max_batch_file_bytes": chosen.max_bytes}
 
 
+_NULLABLE = ("expire_after_fraction", "api_key", "enqueued_token_limit", "request_failure_status")
+
+
 def _coerce(name: str, value: Any, current: Any) -> Any:
     """Check a JSON value against the type of the current value of the setting."""
-    if name in ("expire_after_fraction", "api_key", "enqueued_token_limit") and value is None:
+    nullable = (
+        "expire_after_fraction",
+        "api_key",
+        "enqueued_token_limit",
+        "request_failure_status",
+    )
+    if name in nullable and value is None:
         return None
-    if name == "enqueued_token_limit":
+    if name in ("enqueued_token_limit", "request_failure_status"):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("enqueued_token_limit must be an integer or null")
+            raise ValueError(f"{name} must be an integer or null")
         return value
     if name == "api_key":
         if not isinstance(value, str):

@@ -469,6 +469,7 @@ class State:
                 shuffle_seed=batch.timing.shuffle_seed,
                 failure_rate=batch.timing.request_failure_rate,
                 vendor=vendor(batch.timing.vendor),
+                failure_status=batch.timing.request_failure_status,
             )
         except FileNotFoundError:
             result = None

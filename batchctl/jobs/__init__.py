@@ -65,8 +65,11 @@ class JobKind(Protocol):
         """Ask an active run to stop; return it as it stands."""
         ...
 
-    def retry(self, runs: Runs, run: Run, outcomes: Sequence[str]) -> Retried:
-        """Run an ended run again; ``outcomes`` narrows what a remote kind sends again."""
+    def retry(
+        self, runs: Runs, run: Run, outcomes: Sequence[str], *, include_invalid: bool = False
+    ) -> Retried:
+        """Run an ended run again; ``outcomes`` narrows what a remote kind sends again, and
+        ``include_invalid`` has it send failures that cannot succeed unchanged as well."""
         ...
 
 
@@ -107,7 +110,9 @@ class LocalKind:
     def cancel(self, runs: Runs, run: Run) -> Run:
         return runs.engine.cancel(run.id)
 
-    def retry(self, runs: Runs, run: Run, outcomes: Sequence[str]) -> Retried:
+    def retry(
+        self, runs: Runs, run: Run, outcomes: Sequence[str], *, include_invalid: bool = False
+    ) -> Retried:
         if not run.status.terminal:
             raise UsageError(f"run {run.id} is still {run.status.value}; nothing to retry yet")
         if run.status is RunStatus.COMPLETED:

@@ -42,11 +42,14 @@ class BatchKind:
         runs.batches().cancel(run.id)
         return runs.get(run.id)
 
-    def retry(self, runs: Runs, run: Run, outcomes: Sequence[str]) -> Retried:
+    def retry(
+        self, runs: Runs, run: Run, outcomes: Sequence[str], *, include_invalid: bool = False
+    ) -> Retried:
         """Send again the requests with these outcomes (all that did not succeed, by default)
-        as new parts of the same submission."""
+        as new parts of the same submission: those that can succeed on a second try, and with
+        ``include_invalid`` the invalid failures too."""
         chosen = outcomes or [o for o in REQUEST_OUTCOMES if o != RequestOutcome.SUCCEEDED]
-        count = runs.batches().retry(run.id, chosen)
+        count = runs.batches().retry(run.id, chosen, include_invalid=include_invalid)
         return Retried(runs.get(run.id), count)
 
 

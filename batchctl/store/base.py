@@ -118,6 +118,13 @@ class BatchStore(Protocol):
     def request_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """``request_summary`` of each of these runs (those without requests: empty counts)."""
 
+    def failure_codes(
+        self, run_ids: Sequence[int]
+    ) -> dict[int, list[tuple[str | None, int | None, int]]]:
+        """Each run's failed requests counted by ``(error_code, status_code)``: what
+        ``batches.failures`` tells retryable from invalid failures by."""
+        ...
+
     def tokens_by_model(self, run_id: int) -> list[ModelTokens]: ...
 
     def output_history(self, job: str) -> dict[str, tuple[int, int]]:

@@ -327,6 +327,20 @@ class BatchTables(Tables):
             )
         return request_summaries(run_ids, found)
 
+    def failure_codes(
+        self, run_ids: Sequence[int]
+    ) -> dict[int, list[tuple[str | None, int | None, int]]]:
+        found: dict[int, list[tuple[str | None, int | None, int]]] = {r: [] for r in run_ids}
+        for chunk in self._chunks(run_ids):
+            condition, params = self.any_of("run_id", chunk)
+            for run_id, code, status, count in self._all(
+                "SELECT run_id, error_code, status_code, count(*) FROM requests"
+                f" WHERE {condition} AND outcome = 'failed' GROUP BY 1, 2, 3",
+                params,
+            ):
+                found[run_id].append((code, status, int(count)))
+        return found
+
     def tokens_by_model(self, run_id: int) -> list[ModelTokens]:
         rows = self._all(
             "SELECT p.model, sum(r.input_tokens), sum(r.output_tokens),"

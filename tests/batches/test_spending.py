@@ -325,7 +325,7 @@ def busy_waiting(pid: int) -> bool:
 def test_concurrent_retries_of_one_submission_send_once_and_count_exactly(
     ws: Any, cli: Any, monkeypatch: pytest.MonkeyPatch, batchctl_exe: str
 ) -> None:
-    with Emulator(EmulatorSettings(request_failure_rate=0.5)) as emu:
+    with Emulator(EmulatorSettings(request_failure_rate=0.5, request_failure_status=500)) as emu:
         monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
         ws.write_config(CONFIG)

@@ -199,7 +199,7 @@ def failing_submission(ws: Any, cli: Any, count: int) -> tuple[int, list[str], d
 def test_retry_resends_what_did_not_succeed_as_new_parts_of_the_same_run(
     ws: Any, cli: Any, start_api: Callable[..., Emulator]
 ) -> None:
-    emu = start_api(request_failure_rate=0.3)
+    emu = start_api(request_failure_rate=0.3, request_failure_status=500)
     run_id, ids, first = failing_submission(ws, cli, 10)
     failed = [i for i in ids if first[i] == "failed"]
     emu.update_settings(request_failure_rate=0.0)
@@ -223,7 +223,7 @@ def test_retry_resends_what_did_not_succeed_as_new_parts_of_the_same_run(
 def test_retry_failed_resends_only_the_failed_requests(
     ws: Any, cli: Any, start_api: Callable[..., Emulator]
 ) -> None:
-    emu = start_api(request_failure_rate=0.3, **EXPIRING)
+    emu = start_api(request_failure_rate=0.3, request_failure_status=500, **EXPIRING)
     ids = write_requests(ws.root / "in.jsonl", 12)
     done = cli("submit", "in.jsonl", "--wait", "--json")
     assert done.exit_code == 3, done.stderr
@@ -247,7 +247,8 @@ def test_retry_stops_at_the_per_request_attempt_limit(
     ws: Any, cli: Any, start_api: Callable[..., Emulator]
 ) -> None:
     config = CONFIG + "\n[batches]\nmax_request_attempts = 2\n"
-    emu = start_api(config=config, request_failure_rate=0.3)  # the same requests fail each time
+    # The same requests fail each time, with a 500: worth retrying until the attempts run out.
+    emu = start_api(config=config, request_failure_rate=0.3, request_failure_status=500)
     run_id, _, first = failing_submission(ws, cli, 10)
 
     again = cli("retry", str(run_id), "--wait", "--json")

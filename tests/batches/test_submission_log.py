@@ -95,7 +95,7 @@ def test_a_retried_api_call_is_logged_as_a_warning(api: Emulator, ws: Any, cli: 
 
 
 def test_a_retry_of_failed_requests_is_in_the_log(api: Emulator, ws: Any, cli: Any) -> None:
-    api.update_settings(request_failure_rate=0.5)
+    api.update_settings(request_failure_rate=0.5, request_failure_status=500)
     write_chat_requests(ws.root / "in.jsonl", 8)
     run_id = cli("submit", "in.jsonl", "--wait", "--json").json()["id"]
     api.update_settings(request_failure_rate=0.0)

@@ -259,6 +259,24 @@ def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
     assert all(type(n) is int for row in store.tokens_by_model(run_id) for n in row[1:])
 
 
+def test_failure_codes_count_failed_requests_by_code_and_status(store: Store) -> None:
+    run_id = _submit(store)
+    p1, p2 = store.parts(run_id)
+    server = RequestResult("r0", "failed", 500, None, "boom", 0, 0, "error", 0, 50)
+    invalid = RequestResult("r1", "failed", 400, "invalid_request", "bad", 0, 0, "error", 50, 50)
+    store.record_results(p1.id, [server, invalid], T0)
+    store.record_results(p2.id, [_result("r2", "succeeded", "output", 0)], T0)
+    store.settle_pending(p2.id, "failed", "batch_failed", "the batch failed")
+
+    found = store.failure_codes([run_id, run_id + 99])
+
+    assert sorted(found[run_id], key=str) == sorted(
+        [(None, 500, 1), ("invalid_request", 400, 1), ("batch_failed", None, 1)], key=str
+    )
+    assert found[run_id + 99] == []
+    assert all(type(row[2]) is int for row in found[run_id])
+
+
 def test_output_history_counts_the_succeeded_requests_of_a_job_by_model(store: Store) -> None:
     run_id = _submit(store)
     p1, p2 = store.parts(run_id)
