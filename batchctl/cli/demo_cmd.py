@@ -32,6 +32,9 @@ def demo() -> None:
     with Emulator(EmulatorSettings(processing_rate=40.0, validation_delay=0.5)) as emulator:
         os.environ["OPENAI_BASE_URL"] = emulator.base_url
         os.environ["OPENAI_API_KEY"] = "emulator"
+        # The same emulator serves Anthropic's Message Batches (the SDK adds /v1 itself).
+        os.environ["ANTHROPIC_BASE_URL"] = emulator.url
+        os.environ["ANTHROPIC_API_KEY"] = "emulator"
         render.out(
             f"the OpenAI Batch API emulator (a local stand-in) listens on {emulator.base_url}"
         )

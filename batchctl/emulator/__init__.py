@@ -1,4 +1,4 @@
-"""A local emulator of the OpenAI Files + Batches HTTP API.
+"""A local emulator of the OpenAI Files + Batches HTTP API, and of Anthropic's Message Batches.
 
 It is a stand-in for the real API, for trying batchctl and for testing batch pipelines in
 CI without an API key and without spending money: the real ``openai`` SDK talks to it over
@@ -38,6 +38,15 @@ What it does
     ``cancel_delay``, then ``cancelled`` with the results finished before the cancel call.
     Faults (``Fault``): 429 with Retry-After, 500, 503, dropped connections, slow replies,
     and ``lost_reply`` (the request takes effect but the reply is lost).
+
+Anthropic's Message Batches (``/v1/messages/batches``, see ``batchctl.emulator.anthropic``)
+    The ``anthropic`` SDK uses the root URL: ``Anthropic(base_url=emu.url, api_key=...)``.
+    Create (requests inline; envelope errors and 413 at once), retrieve, list, cancel,
+    delete, results (shuffled JSONL at an absolute ``results_url``). Batches follow the same
+    timeline and settings as OpenAI's (``progress``), showing it as ``in_progress`` ->
+    ``ended`` (or ``canceling`` -> ``ended``) with every request counted as ``processing``
+    until the end; per-request outcomes, error markers and cache tokens are described in
+    ``batchctl.emulator.messages``. ``emu.message_batches`` is a snapshot of them.
 
 Choices where the real API is undocumented
     - Cancelled batches: requests that never ran get NO line in either file (the real API
