@@ -70,7 +70,10 @@ What it does not emulate
     limits and enqueued-token limits (``token_limit_exceeded``) other than injected faults,
     the 2,000 batches/hour creation limit, the 50,000-embedding-inputs limit, webhooks,
     ``output_expires_after`` beyond the output files' ``expires_at``, billing, and streaming
-    or ``stream=true`` bodies (those requests fail with a 400 line).
+    or ``stream=true`` bodies (those requests fail with a 400 line). On the Anthropic side:
+    the synchronous Messages API, workspaces (``anthropic-workspace-id`` is ignored), beta
+    features, replies other than one text block (tools, thinking), the queued-request rate
+    limits other than injected faults, and the spend limit.
 """
 
 from batchctl.emulator.emulator import Emulator, serve
