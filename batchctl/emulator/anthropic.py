@@ -55,16 +55,22 @@ def handle(backend: Backend, request: Request) -> Response:
     """Answer one ``/v1/messages`` request; errors become the API's error responses."""
     try:
         _authenticate(request, backend.settings.api_key)
-        return _route(backend, request)
+        response = _route(backend, request)
     except ApiError as exc:
         return error_response(exc.status, exc.type, exc.message, exc.headers)
+    response.headers["request-id"] = _request_id()
+    return response
+
+
+def _request_id() -> str:
+    return f"req_{secrets.token_hex(12)}"
 
 
 def error_response(
     status: int, error_type: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     """A response in the API's error envelope, with its ``request-id`` header."""
-    request_id = f"req_{secrets.token_hex(12)}"
+    request_id = _request_id()
     body = {
         "type": "error",
         "error": {"type": error_type, "message": message},

@@ -33,6 +33,7 @@ def test_create_returns_an_in_progress_batch_with_every_request_processing(
     assert batch.ended_at is None and batch.results_url is None
     assert batch.cancel_initiated_at is None and batch.archived_at is None
     assert "metadata" not in batch.to_dict()
+    assert batch._request_id is not None and batch._request_id.startswith("req_")
 
 
 def test_retrieve_returns_the_created_batch(anthropic_client: anthropic.Anthropic) -> None:
