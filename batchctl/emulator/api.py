@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 from typing import Literal
 
+from batchctl.emulator import anthropic
 from batchctl.emulator.backend import Backend
 from batchctl.emulator.errors import ApiError, bad_request, missing_parameter
 from batchctl.emulator.httpio import Request, Response
@@ -35,12 +36,14 @@ _WRONG_KEY = (
 
 
 def serves(backend: Backend, path: str) -> bool:
-    """Whether ``path`` is under the API of the vendor the emulator now shows."""
-    return backend.state.vendor.api_path(path) is not None
+    """Whether ``path`` is under Anthropic's API or that of the vendor the emulator now shows."""
+    return anthropic.serves(path) or backend.state.vendor.api_path(path) is not None
 
 
 def handle(backend: Backend, request: Request) -> Response:
     """Answer one API request; API errors become JSON error responses."""
+    if anthropic.serves(request.path):
+        return anthropic.handle(backend, request)
     vendor = backend.state.vendor
     try:
         where = vendor.api_path(request.path)

@@ -4,7 +4,7 @@ process. No authentication; faults never apply here.
 - ``GET /_emulator/requests``: the request log, ``{"object": "list", "data": [record, ...]}``
   (fields of RequestRecord); optional ``?method=POST&path=/v1/files`` filters.
 - ``GET /_emulator/state``: ``{"time", "files": {"total", "by_purpose"},
-  "batches": {"total", "by_status"}}``.
+  "batches": {"total", "by_status"}, "message_batches": {"total", "by_status"}}``.
 - ``GET /_emulator/faults``: the fault rules, each with the hits it has left.
 - ``POST /_emulator/faults``: ``{"faults": [{"kind", "method", "path", "count", "rate",
   "retry_after", "delay"}, ...], "seed": int (optional)}`` replaces the rules;
@@ -16,7 +16,7 @@ process. No authentication; faults never apply here.
   ``state_dir``); batches already created keep the timing they started with. E.g.
   ``{"enqueued_token_limit": 2000000, "token_limit_fail_fast": true}`` refuses batches over a
   model's enqueued-token limit (see ``settings.py``).
-- ``POST /_emulator/reset``: forgets files, batches, faults and the request log.
+- ``POST /_emulator/reset``: forgets files, batches (both APIs'), faults and the request log.
 
 Errors are 400 with the same JSON error shape as the API.
 """
@@ -52,7 +52,7 @@ def _route(backend: Backend, request: Request) -> Response:
             ]
             return Response.json(200, {"object": "list", "data": records})
         case "state", "GET":
-            return Response.json(200, backend.state.summary())
+            return Response.json(200, backend.summary())
         case "faults", "GET":
             return Response.json(200, {"faults": backend.faults.active()})
         case "faults", "POST":

@@ -72,6 +72,10 @@ class EmulatorSettings:
     #: With ``enqueued_token_limit``: refuse such a batch at create with a 400 of that code
     #: instead, as Azure's "fail fast" regions do.
     token_limit_fail_fast: bool = False
+    #: Most requests in one Anthropic Message Batch (the real limit is 100,000).
+    max_message_batch_requests: int = 100_000
+    #: Largest Message Batch create body (the real limit is 256 MB; over it: 413).
+    max_message_batch_bytes: int = 256 * 1024 * 1024
     #: Where files live on disk; a fresh temporary directory (deleted on stop) if None. The
     #: emulator never reloads state from it: every start begins empty.
     state_dir: Path | None = None
@@ -102,7 +106,13 @@ class EmulatorSettings:
             raise ValueError(
                 f"request_failure_status must be null or one of {REQUEST_FAILURE_STATUSES}"
             )
-        for name in ("max_batch_file_bytes", "max_file_bytes", "max_requests_per_batch"):
+        for name in (
+            "max_batch_file_bytes",
+            "max_file_bytes",
+            "max_requests_per_batch",
+            "max_message_batch_requests",
+            "max_message_batch_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_reported_errors < 1:
