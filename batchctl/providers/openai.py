@@ -47,6 +47,7 @@ DOWNLOAD_CHUNK = 1 << 20
 
 class OpenAIProvider:
     name = "openai"
+    uploads = True
 
     def __init__(
         self,
