@@ -185,7 +185,7 @@ class InlineSender:
     # --- create ---------------------------------------------------------------------------------
     def _create(self, submission: Submission, part: Part) -> RemoteBatch:
         marker = part_marker(submission.token, part.number)
-        body = inline_requests(Path(part.path), marker)  # read before any intent is recorded
+        body = list(inline_requests(Path(part.path), marker))  # read before the intent
         record = Record(anchor=self.provider.server_time())
         write_record(part, record)
         self.store.update_part(part.id, create_started_at=self.clock())

@@ -28,7 +28,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -91,7 +91,7 @@ class AnthropicProvider:
         self.client.close()
 
     # --- create ---------------------------------------------------------------------------------
-    def create_inline(self, requests: Sequence[Mapping[str, Any]]) -> RemoteBatch:
+    def create_inline(self, requests: Iterable[Mapping[str, Any]]) -> RemoteBatch:
         body = list(requests)
 
         def attempt() -> RemoteBatch:

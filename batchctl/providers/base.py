@@ -16,7 +16,7 @@ Everything here is plain data. Each provider maps its statuses onto ``TERMINAL``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -186,7 +186,7 @@ class InlineProvider(Provider, Protocol):
     input file, no metadata on a batch. ``upload``, ``find_file`` and ``find_batch`` are never
     called on it."""
 
-    def create_inline(self, requests: Sequence[Mapping[str, Any]]) -> RemoteBatch:
+    def create_inline(self, requests: Iterable[Mapping[str, Any]]) -> RemoteBatch:
         """Create a batch of these requests. Retried only when the API refused it before doing
         anything (a connection never made, 429, 529); ``CreateUnanswered`` when a batch may have
         been made without the reply reaching us."""
