@@ -394,6 +394,11 @@ class RequestResult(NamedTuple):
     length: int
     cached_tokens: int = 0  # of input_tokens, read from the prompt cache
     reasoning_tokens: int = 0  # of output_tokens, spent reasoning
+    cache_write_tokens: int = 0  # of input_tokens, written to the prompt cache
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens, kept for an hour (priced higher)
+    # The request's ordinal when the line names it by a derived id (``derived_ids``) rather
+    # than by the user's custom_id: the request is then found by its place in the input.
+    ordinal: int | None = None
 
 
 class ModelTokens(NamedTuple):
@@ -404,6 +409,8 @@ class ModelTokens(NamedTuple):
     output_tokens: int
     cached_tokens: int = 0  # of input_tokens
     reasoning_tokens: int = 0  # of output_tokens
+    cache_write_tokens: int = 0  # of input_tokens
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens
 
 
 class RequestState(NamedTuple):

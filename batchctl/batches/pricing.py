@@ -7,12 +7,15 @@ A model's price comes from the first of these that has it:
    configured prefix winning, so "gpt-4o-mini" also prices "gpt-4o-mini-2024-07-18"; a batch
    costs ``batch_discount`` of that (0.5 by default);
 2. the published prices of pydantic's genai-prices package (an offline snapshot that ships with
-   it) for OpenAI's models: the synchronous price, and the Batch API's own price where the data
-   has one — else ``batch_discount`` of the synchronous price, OpenAI's documented 50%;
+   it) for the models of the submission's provider (OpenAI's, or Anthropic's for Message
+   Batches): the synchronous price, and the batch price where the data has one — else
+   ``batch_discount`` of the synchronous price, the documented 50% of both;
 3. none: the model is *unpriced*, and a cost that includes it is never shown as a number.
 
 Cached input tokens are priced at the cached-input rate and reasoning tokens (a part of the
-output tokens) as output, as OpenAI bills them.
+output tokens) as output, as OpenAI bills them. Cache writes (a part of the input tokens) are
+priced at the published cache-write rates, five-minute and one-hour, as Anthropic bills them;
+a ``[prices]`` table has no such rate and prices them as input.
 """
 
 from __future__ import annotations
@@ -61,7 +64,11 @@ class Cost(NamedTuple):
 
 
 def cost_basis(
-    usage: Iterable[ModelTokens], prices: Mapping[str, Price], batch_discount: float
+    usage: Iterable[ModelTokens],
+    prices: Mapping[str, Price],
+    batch_discount: float,
+    *,
+    provider_id: str = "openai",
 ) -> dict[str, Any]:
     """What a cost is computed from, as JSON: the same basis gives the same cost (for tokens
     spent at the same time, with the same published data), so a cost kept with its basis can
@@ -70,7 +77,15 @@ def cost_basis(
         "tokens": [list(row) for row in sorted(usage)],
         "prices": {name: list(prices[name]) for name in sorted(prices)},
         "batch_discount": batch_discount,
+        "provider_id": provider_id,
     }
+
+
+def published_provider(endpoint: str) -> str:
+    """Whose published prices apply to a submission sent to ``endpoint`` (genai-prices' id)."""
+    from batchctl.batches.anthropic_input import is_message_batches
+
+    return "anthropic" if is_message_batches(endpoint) else "openai"
 
 
 def price_for(model: str, prices: Mapping[str, Price]) -> Price | None:
@@ -86,9 +101,11 @@ def cost_of(
     batch_discount: float,
     *,
     at: datetime | None = None,
+    provider_id: str = "openai",
 ) -> Cost:
     """The cost of the tokens of each model; ``at`` is when they were spent (default: now),
-    for prices that changed over time."""
+    for prices that changed over time; ``provider_id`` whose published prices apply
+    (genai-prices' name: "openai", "anthropic")."""
     synchronous = batch = 0.0
     unpriced: set[str] = set()
     for row in usage:
@@ -98,7 +115,7 @@ def cost_of(
         both = (
             _configured(row, price, batch_discount)
             if price is not None
-            else _published(row, batch_discount, at)
+            else _published(row, batch_discount, at, provider_id)
         )
         if both is None:
             unpriced.add(row.model)
@@ -120,26 +137,31 @@ def _configured(row: ModelTokens, price: Price, discount: float) -> tuple[float,
 
 
 def _published(
-    row: ModelTokens, discount: float, at: datetime | None
+    row: ModelTokens, discount: float, at: datetime | None, provider_id: str
 ) -> tuple[float, float] | None:
     """(synchronous, batch) cost from genai-prices' data, or None when it has no price."""
     # Imported here, only when a model is not in [prices]: it costs ~0.5 s (pydantic).
     import genai_prices
 
+    # genai-prices counts cache reads and writes as parts of the input tokens, as batchctl does.
+    cache_read = min(row.cached_tokens, row.input_tokens)
+    cache_write = min(row.cache_write_tokens, row.input_tokens - cache_read)
     usage = genai_prices.Usage(
         input_tokens=row.input_tokens,
-        cache_read_tokens=min(row.cached_tokens, row.input_tokens),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(row.cache_write_1h_tokens, cache_write),
         output_tokens=row.output_tokens,
         output_reasoning_tokens=min(row.reasoning_tokens, row.output_tokens),
     )
     try:
         standard = genai_prices.calc_price(
-            usage, row.model, provider_id="openai", genai_request_timestamp=at
+            usage, row.model, provider_id=provider_id, genai_request_timestamp=at
         )
         batch = genai_prices.calc_price(
             usage,
             row.model,
-            provider_id="openai",
+            provider_id=provider_id,
             genai_request_timestamp=at,
             price_context={"processing": "batch"},
         )

@@ -3,6 +3,11 @@
 Outcomes are recorded per request with the place of its line in the downloaded file, so merging
 in input order is a walk over the requests table that reads each line by offset: nothing is held
 in memory but one line at a time.
+
+Two shapes of line are read: the OpenAI Batch API's (``{custom_id, response, error}``) and
+Anthropic's Message Batches results (``{custom_id, result}``, the result ``succeeded``,
+``errored``, ``canceled`` or ``expired``), which name their request by the id batchctl sent
+(``derived_ids``); a merged line shows the user's custom_id whatever was sent.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
+from batchctl.batches.derived_ids import parse_derived
 from batchctl.batches.files import LineReader, recorded_checksum
 from batchctl.records import REQUEST_OUTCOMES, RequestResult, RequestState, Submission
 
@@ -35,7 +41,12 @@ def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
         for raw in handle:
             length = len(raw)
             if not raw.isspace():
-                yield _result(loads(raw), kind, offset, length)
+                line = loads(raw)
+                result = line.get("result")
+                if type(result) is dict:
+                    yield _anthropic_result(line, result, kind, offset, length)
+                else:
+                    yield _result(line, kind, offset, length)
             offset += length
 
 
@@ -82,6 +93,84 @@ def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> Reques
         cached,
         reasoning,
     )
+
+
+# Anthropic's result types of requests that never ran, as batchctl's outcomes and the codes the
+# OpenAI shape gives them (so that both read alike).
+_ANTHROPIC_UNRUN = {
+    "canceled": ("cancelled", "batch_cancelled"),
+    "expired": ("expired", "batch_expired"),
+}
+
+
+def _anthropic_result(
+    line: dict[str, Any], result: dict[str, Any], kind: str, offset: int, length: int
+) -> RequestResult:
+    """A Message Batches result line as an outcome: ``succeeded`` with its usage; ``errored``
+    failed with its error's type (``invalid_request_error``, ``overloaded_error``, ...) as its
+    code; ``canceled`` and ``expired`` as batchctl's cancelled and expired."""
+    sent = str(line.get("custom_id"))
+    derived = parse_derived(sent)
+    ordinal = None if derived is None else derived[1]
+    shown = result.get("type")
+    if shown == "succeeded":
+        message = result.get("message")
+        tokens_in, tokens_out, cache_read, cache_write, cache_1h = anthropic_usage(
+            message.get("usage") if isinstance(message, dict) else None
+        )
+        return RequestResult(
+            sent,
+            "succeeded",
+            None,
+            None,
+            None,
+            tokens_in,
+            tokens_out,
+            kind,
+            offset,
+            length,
+            cache_read,
+            0,
+            cache_write,
+            cache_1h,
+            ordinal,
+        )
+    if shown == "errored":
+        outcome = "failed"
+        code, text = _anthropic_error(result.get("error"))
+    elif shown in _ANTHROPIC_UNRUN:
+        (outcome, code), text = _ANTHROPIC_UNRUN[shown], None
+    else:
+        outcome, code, text = "failed", "unknown", f"unknown result type {shown!r}"
+    return RequestResult(
+        sent, outcome, None, code, text, 0, 0, kind, offset, length, ordinal=ordinal
+    )
+
+
+def _anthropic_error(error: Any) -> tuple[str, str | None]:
+    """The type and message of an errored result's ``{"type": "error", "error": {type,
+    message}}``."""
+    inner = error.get("error") if isinstance(error, dict) else None
+    if not isinstance(inner, dict):
+        return "unknown", None
+    return _text(inner.get("type")) or "unknown", _text(inner.get("message"))
+
+
+def anthropic_usage(usage: Any) -> tuple[int, int, int, int, int]:
+    """Input, output, cache-read, cache-write and one-hour cache-write tokens of a Messages
+    ``usage``. Anthropic's ``input_tokens`` leaves out the cached ones; batchctl's input tokens
+    are all of them (as OpenAI counts, and as prices are computed), cache reads and writes
+    being parts of it."""
+    if not isinstance(usage, dict):
+        return 0, 0, 0, 0, 0
+    written = _count(usage.get("cache_creation_input_tokens"))
+    read = _count(usage.get("cache_read_input_tokens"))
+    detail = usage.get("cache_creation")
+    hour = _count(detail.get("ephemeral_1h_input_tokens")) if isinstance(detail, dict) else 0
+    if not written and isinstance(detail, dict):
+        written = hour + _count(detail.get("ephemeral_5m_input_tokens"))
+    tokens_in = _count(usage.get("input_tokens")) + written + read
+    return tokens_in, _count(usage.get("output_tokens")), read, written, min(hour, written)
 
 
 def usage_of(body: Any) -> tuple[int, int, int, int]:
@@ -155,7 +244,9 @@ class MergedWriter:
     A succeeded request's JSONL line is the API's own line, copied as it is: it holds custom_id
     and the response exactly as the API sent it, and copying it costs a fraction of re-encoding
     it. Lines are gathered into blocks of about a megabyte and written in bytes; ``digest``,
-    when given, is fed every byte written to ``handle``.
+    when given, is fed every byte written to ``handle``. With ``derived_ids`` (Message Batches:
+    the API's lines name the ids batchctl sent) every line is written again, its ``result`` as
+    the API sent it under the user's custom_id.
     """
 
     CSV_COLUMNS = (
@@ -176,11 +267,13 @@ class MergedWriter:
         errors: IO[str] | None = None,
         *,
         digest: hashlib._Hash | None = None,
+        derived_ids: bool = False,
     ) -> None:
         self.handle = handle
         self.fmt = fmt
         self.errors = errors
         self.digest = digest
+        self.derived_ids = derived_ids
         self.csv = csv.writer(handle) if fmt == "csv" else None
         if self.csv is not None:
             self.csv.writerow(self.CSV_COLUMNS)
@@ -204,7 +297,7 @@ class MergedWriter:
         lines: LineReader,
     ) -> None:
         # The loop of every merge: one slice and one append for a succeeded request's line.
-        copy = self.csv is None
+        copy = self.csv is None and not self.derived_ids
         files: dict[tuple[int, str], mmap.mmap | bytes] = {}
         block: list[bytes] = []
         size = 0
@@ -261,6 +354,7 @@ class MergedWriter:
             return
         response = record.get("response") or {}
         error = record.get("error") or {}
+        result = record.get("result")
         self.csv.writerow(
             [
                 request.custom_id,
@@ -270,7 +364,9 @@ class MergedWriter:
                 error.get("message"),
                 request.input_tokens,
                 request.output_tokens,
-                content_of(response.get("body")),
+                message_text(result.get("message"))
+                if isinstance(result, dict)
+                else content_of(response.get("body")),
             ]
         )
 
@@ -290,12 +386,15 @@ def _binary(handle: IO[str]) -> IO[bytes] | None:
 
 
 def merged_record(request: RequestState, line: dict[str, Any] | None) -> dict[str, Any]:
-    """The merged result of one request: the API's ``response`` as it was, and for anything
-    but success an ``error`` whose ``code`` is the outcome (failed, expired, cancelled,
-    missing)."""
+    """The merged result of one request: the API's ``response`` (or Message Batches' ``result``)
+    as it was, and for anything but success an ``error`` whose ``code`` is the outcome (failed,
+    expired, cancelled, missing)."""
     record: dict[str, Any] = {"custom_id": request.custom_id}
-    if line is not None and line.get("response"):
-        record["response"] = line["response"]
+    if line is not None:
+        if line.get("response"):
+            record["response"] = line["response"]
+        elif line.get("result"):
+            record["result"] = line["result"]
     outcome = request.outcome or "missing"
     if outcome != "succeeded":
         error: dict[str, Any] = {"code": outcome}
@@ -338,6 +437,18 @@ def content_of(body: Any) -> str:
         ]
         return "".join(str(t) for t in texts)
     return ""
+
+
+def message_text(message: Any) -> str:
+    """The text of a Messages API answer, for the CSV format: its text blocks, joined."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        str(block.get("text") or "")
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    )
 
 
 def merged_copy_source(

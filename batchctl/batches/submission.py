@@ -24,10 +24,11 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from batchctl.batches import files as local
 from batchctl.batches import inline
+from batchctl.batches.anthropic_input import is_message_batches
 from batchctl.batches.listing import listed, to_refresh
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.polling import Backoff, parts_state
-from batchctl.batches.pricing import Cost, cost_basis, cost_of
+from batchctl.batches.pricing import Cost, cost_basis, cost_of, published_provider
 from batchctl.batches.results import (
     RESENDABLE,
     MergedChanged,
@@ -1170,7 +1171,13 @@ class Batches:
             errors_out = (
                 None if errors_path is None else outputs.enter_context(open_output(errors_path))
             )
-            writer = MergedWriter(out, fmt, errors_out, digest=digest)
+            writer = MergedWriter(
+                out,
+                fmt,
+                errors_out,
+                digest=digest,
+                derived_ids=is_message_batches(submission.endpoint),
+            )
             writer.write_all(
                 self.store.requests_in_order(submission.run_id, order=order),
                 lambda part_id, kind: local.download_path(directory, parts[part_id].number, kind),
@@ -1224,13 +1231,15 @@ class Batches:
         if tokens is None:
             tokens = self.store.tokens_by_model(run_id)
         discount = self.config.batches.batch_discount
-        basis = cost_basis(tokens, self.config.prices, discount)
-        directory = Path(self._submission(run_id).directory)
+        submission = self._submission(run_id)
+        source = published_provider(submission.endpoint)
+        basis = cost_basis(tokens, self.config.prices, discount, provider_id=source)
+        directory = Path(submission.directory)
         kept = local.read_kept_cost(directory)
         if kept is not None and kept.get("basis") == basis:
             with suppress(KeyError, TypeError, ValueError):
                 return Cost.from_json(kept["cost"])
-        cost = cost_of(tokens, self.config.prices, discount, at=self.clock())
+        cost = cost_of(tokens, self.config.prices, discount, at=self.clock(), provider_id=source)
         local.keep_cost(directory, {"basis": basis, "cost": cost.to_json()})
         return cost
 

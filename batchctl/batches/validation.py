@@ -100,14 +100,23 @@ def scan(
     max_bytes: int = MAX_BYTES,
     sink: PartSink | None = None,
     bound_output: bool = False,
+    api: str = "openai",
 ) -> Plan:
     """Validate ``paths`` in one pass and plan the parts; feed valid lines to ``sink``.
 
     Lines go to the sink as they are read, so the caller must discard what it received when the
     returned plan has problems. ``bound_output`` adds up each part's output limits (a dry run's
-    estimate), which a submission does not need.
+    estimate), which a submission does not need. ``api`` is the shape of the lines: "openai"
+    (the Batch API's ``{custom_id, method, url, body}``) or "anthropic" (Message Batches'
+    ``{custom_id, params}``, see ``anthropic_input``).
     """
-    scanner = _Scanner(endpoint, max_requests, max_bytes, sink, bound_output)
+    scanner: _Scanner
+    if api == "anthropic":
+        from batchctl.batches.anthropic_input import AnthropicScanner
+
+        scanner = AnthropicScanner(endpoint, max_requests, max_bytes, sink, bound_output)
+    else:
+        scanner = _Scanner(endpoint, max_requests, max_bytes, sink, bound_output)
     try:
         for path in paths:
             scanner.scan_file(path)
@@ -125,6 +134,8 @@ class _SinkFailed(Exception):
 
 
 class _Scanner:
+    BATCH_BYTES = MAX_BYTES  # the most one batch may hold: no longer line is ever held
+
     def __init__(
         self,
         endpoint: str | None,
@@ -137,7 +148,7 @@ class _Scanner:
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         # The longest line ever held: what a part may hold, and never more than a batch file.
-        self.limit = min(max_bytes, MAX_BYTES)
+        self.limit = min(max_bytes, self.BATCH_BYTES)
         self.sink = sink
         self.bound_output = bound_output
         # custom_id -> where it was first seen, packed as (file index << 32 | line) so that the
@@ -166,7 +177,7 @@ class _Scanner:
         try:
             # Standard input may never end (``< /dev/zero``): a line is followed no further than
             # a batch file may be long. A regular file ends, so its lines are followed to the end.
-            self.read_lines(shown, handle, follow=MAX_BYTES + 1 if path == STDIN else None)
+            self.read_lines(shown, handle, follow=self.BATCH_BYTES + 1 if path == STDIN else None)
         finally:
             if path != STDIN:
                 handle.close()
@@ -226,7 +237,7 @@ class _Scanner:
         self.problem(
             path,
             number,
-            f"line with no end in its first {MAX_BYTES:,} bytes exceeds the batch limit of"
+            f"line with no end in its first {self.BATCH_BYTES:,} bytes exceeds the batch limit of"
             f" {limit:,}; the rest of the input was not read",
         )
 
@@ -257,10 +268,7 @@ class _Scanner:
         custom_id: str = request["custom_id"]
         seen = self.seen
         if custom_id in seen:
-            first = seen[custom_id]
-            first_path, first_line = self.files[first >> 32], first & 0xFFFFFFFF
-            where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
-            self.problem(path, number, f"duplicate custom_id {custom_id!r} (first at {where})")
+            self.duplicate(path, number, custom_id)
             return
         seen[custom_id] = (len(self.files) - 1) << 32 | number
         # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
@@ -273,6 +281,13 @@ class _Scanner:
             part.unbounded_requests += 1
         else:
             part.max_output_tokens += bound
+
+    def duplicate(self, path: Path, number: int, custom_id: str) -> None:
+        """Records that ``custom_id``, seen before, is given again at ``path:number``."""
+        first = self.seen[custom_id]
+        first_path, first_line = self.files[first >> 32], first & 0xFFFFFFFF
+        where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
+        self.problem(path, number, f"duplicate custom_id {custom_id!r} (first at {where})")
 
     def parse(self, path: Path, number: int, line: bytes) -> object:
         """The line's JSON value, or ``_INVALID`` (problem recorded): strict UTF-8, strict JSON."""
@@ -337,8 +352,11 @@ class _Scanner:
         elif stream is not False and stream is not None:  # null is the API's default: false
             self.problem(path, number, f"body.stream: expected false or absent, got {stream!r}")
 
-    def assign(self, line: bytes, model: str, custom_id: str) -> PartPlan:
-        size = len(line)
+    def assign(self, line: bytes, model: str, custom_id: str, size: int | None = None) -> PartPlan:
+        """Put ``line`` in the open part of ``model`` (a new one when it would not fit there);
+        ``size`` is what it takes of a batch's bytes when that is not its length."""
+        if size is None:
+            size = len(line)
         plan = self.plan
         part = self.open_part.get(model)
         if part is None or part.requests >= self.max_requests or part.bytes + size > self.max_bytes:

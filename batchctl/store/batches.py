@@ -304,7 +304,8 @@ class BatchTables(Tables):
     def tokens_by_model(self, run_id: int) -> list[ModelTokens]:
         rows = self._all(
             "SELECT p.model, sum(r.input_tokens), sum(r.output_tokens),"
-            " sum(r.cached_tokens), sum(r.reasoning_tokens) FROM requests r"
+            " sum(r.cached_tokens), sum(r.reasoning_tokens), sum(r.cache_write_tokens),"
+            " sum(r.cache_write_1h_tokens) FROM requests r"
             " JOIN parts p ON p.id = r.part_id WHERE r.run_id = ? GROUP BY p.model",
             (run_id,),
         )

@@ -294,6 +294,15 @@ def _m009_part_end(db: Database) -> None:
     db.table("parts").add_column("remote_ended_at", int)
 
 
+def _m011_cache_writes(db: Database) -> None:
+    # The part of a request's input written to the prompt cache, and of that the part kept for
+    # an hour: Anthropic bills cache writes above the input price (1.25x, and 2x for an hour).
+    # Number 11: migration 10 is the token hold's (issue #12), merged before this one.
+    requests = db.table("requests")
+    requests.add_column("cache_write_tokens", int, not_null_default=0)
+    requests.add_column("cache_write_1h_tokens", int, not_null_default=0)
+
+
 MIGRATIONS: list[Migration] = [
     _m001_initial,
     _m002_submissions,
@@ -304,6 +313,7 @@ MIGRATIONS: list[Migration] = [
     _m007_attempt_process,
     _m008_token_details,
     _m009_part_end,
+    _m011_cache_writes,
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -264,6 +264,13 @@ ALTER TABLE parts ADD COLUMN remote_ended_at BIGINT
 """
 
 
+# Cache-write tokens per request (see the SQLite migration 11).
+_M011 = """
+ALTER TABLE requests ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE requests ADD COLUMN cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0
+"""
+
+
 def _m002_instance(conn: psycopg.Connection[Any]) -> None:
     # This database's identity, written into the metadata of every remote batch.
     conn.execute("INSERT INTO meta (key, value) VALUES ('instance', %s)", (uuid.uuid4().hex,))
@@ -281,6 +288,7 @@ MIGRATIONS: list[tuple[str, Step | None]] = [
     (_M007, None),
     (_M008, None),
     (_M009, None),
+    (_M011, None),
 ]
 assert len(MIGRATIONS) == LATEST_VERSION, "keep the PostgreSQL migrations in step with SQLite's"
 

@@ -276,10 +276,11 @@ def log_pages(
 
 _SET_RESULT = (
     "input_tokens = {m}, output_tokens = {m}, cached_tokens = {m}, reasoning_tokens = {m},"
+    " cache_write_tokens = {m}, cache_write_1h_tokens = {m},"
     " result_part_id = {m}, result_kind = {m}, result_offset = {m}, result_length = {m}"
-    " WHERE run_id = {m} AND part_id = {m} AND custom_id = {m}"
+    " WHERE run_id = {m} AND part_id = {m} AND {key} = {m}"
 )
-# A succeeded request (nearly every one) binds only what varies: 12 values rather than 15.
+# A succeeded request (nearly every one) binds only what varies: 14 values rather than 17.
 _SUCCEEDED = (
     "UPDATE requests SET outcome = 'succeeded', status_code = {m}, error_code = NULL,"
     " error_message = NULL, " + _SET_RESULT
@@ -296,16 +297,21 @@ def results_by_kind(
     """The UPDATEs that record ``results`` of a part, as ``(sql, rows)`` for ``executemany``
     with ``mark`` as the parameter marker: up to ``chunk`` rows each, in the order read (so a
     custom_id read twice keeps its last outcome), succeeded requests apart from the others."""
-    succeeded, other = _SUCCEEDED.format(m=mark), _OTHER.format(m=mark)
+    succeeded, other = (
+        _SUCCEEDED.format(m=mark, key="custom_id"),
+        _OTHER.format(m=mark, key="custom_id"),
+    )
+    # A line that names its request by a derived id finds it by its ordinal (``derived_ids``).
+    by_ordinal = _SUCCEEDED.format(m=mark, key="ordinal"), _OTHER.format(m=mark, key="ordinal")
     sql = succeeded
     rows: list[tuple[Any, ...]] = []
     for r in results:
         if r.outcome == "succeeded" and r.error_code is None and r.error_message is None:
             row: tuple[Any, ...] = (r.status_code,)
-            kind = succeeded
+            kind = succeeded if r.ordinal is None else by_ordinal[0]
         else:
             row = (r.outcome, r.status_code, r.error_code, r.error_message)
-            kind = other
+            kind = other if r.ordinal is None else by_ordinal[1]
         if kind is not sql or len(rows) >= chunk:
             if rows:
                 yield sql, rows
@@ -317,13 +323,15 @@ def results_by_kind(
                 r.output_tokens,
                 r.cached_tokens,
                 r.reasoning_tokens,
+                r.cache_write_tokens,
+                r.cache_write_1h_tokens,
                 part_id,
                 r.kind,
                 r.offset,
                 r.length,
                 run_id,
                 part_id,
-                r.custom_id,
+                r.custom_id if r.ordinal is None else r.ordinal,
             )
         )
     if rows:
