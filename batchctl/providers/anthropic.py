@@ -325,7 +325,7 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, anthropic.APITimeoutError):
         return "the request timed out"
     if isinstance(error, anthropic.APIConnectionError):
-        return f"cannot connect: {error.__cause__ or error}"
+        return f"connection failed: {error.__cause__ or error}"
     return str(error)
 
 
