@@ -22,7 +22,8 @@ from batchctl.batches.metadata import metadata_problems
 from batchctl.batches.pricing import Price
 from batchctl.durations import parse_duration
 from batchctl.errors import ConfigError, quoted
-from batchctl.jobs import KIND_MODULES
+from batchctl.jobs import BATCH_KINDS, KIND_MODULES
+from batchctl.providers.profiles import API_SHAPES, DEFAULT_PROVIDER, PROFILES, ProviderSettings
 from batchctl.schedule import CATCHUP_POLICIES
 
 JOB_KINDS = tuple(KIND_MODULES)  # registered in jobs/__init__.py
@@ -37,10 +38,10 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quotes (fu
 MAX_ATTEMPTS = 1000  # retries.max_attempts, [batches] max_request_attempts
 MAX_PRIORITY = 1_000_000  # priority is from -MAX_PRIORITY to MAX_PRIORITY
 MAX_CATCHUP = 10_000  # max_catchup (the scheduler considers at most this many ticks)
-MAX_HTTP_RETRIES = 100  # [openai] max_retries
+MAX_HTTP_RETRIES = 100  # [providers.NAME] max_retries
 MAX_WORKERS = 1000  # [daemon] max_workers
-API_MAX_REQUESTS = 50_000  # the Batch API's limits per batch
-API_MAX_BYTES = 200_000_000
+MAX_BATCH_REQUESTS = 10_000_000  # no provider takes more per batch; each provider's own limit
+MAX_BATCH_BYTES = 10**12  # applies at submit (ProviderSettings.max_requests / max_bytes)
 # Durations in the config: beyond any sensible wait, and with their sums (timeout + grace + lease)
 # far below what datetime arithmetic and threading waits (about 292 years) overflow at.
 MAX_DURATION_S = 3650 * 86400.0
@@ -85,7 +86,8 @@ class JobConfig:
     command: str | tuple[str, ...] | None = None
     processor: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
-    # kind = "openai"
+    # kind = "batch" (or its old name "openai")
+    provider: str = DEFAULT_PROVIDER  # a built-in provider or a [providers.NAME] table
     input: str | None = None  # a file or a glob, relative to the config file's directory
     input_command: str | None = None  # or a command whose stdout is the JSONL
     endpoint: str | None = None
@@ -109,26 +111,23 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
-class OpenAIConfig:
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    organization: str | None = None
-    project: str | None = None
-    timeout: float = 600.0
-    max_retries: int = 5
-    poll_interval: float = 30.0
-
-
-@dataclass(frozen=True)
 class BatchSettings:
-    """Defaults for OpenAI batch submissions (``[batches]``)."""
+    """Defaults for batch submissions (``[batches]``). ``max_requests``/``max_bytes`` None: the
+    provider's own limits per batch; a value above them is lowered to them."""
 
-    max_requests: int = 50_000
-    max_bytes: int = 200_000_000
+    max_requests: int | None = None
+    max_bytes: int | None = None
     max_request_attempts: int = 3
     completion_window: str = "24h"
     on_expired: str = "keep"
     batch_discount: float = 0.5
+
+    def limits(self, provider: ProviderSettings) -> tuple[int, int]:
+        """Requests and bytes per batch for ``provider``: ours, never above its own."""
+        return (
+            min(self.max_requests or provider.max_requests, provider.max_requests),
+            min(self.max_bytes or provider.max_bytes, provider.max_bytes),
+        )
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ class DaemonSettings:
     max_workers: int = 4
     lease: float = 30.0
     grace: float = 30.0
-    poll_interval: float | None = None  # default: [openai] poll_interval
+    poll_interval: float | None = None  # default: the default provider's poll_interval
     http: str | None = None
     metrics_textfile: Path | None = None
 
@@ -147,7 +146,8 @@ class DaemonSettings:
 class Config:
     path: Path | None
     jobs: Mapping[str, JobConfig] = field(default_factory=dict)
-    openai: OpenAIConfig = OpenAIConfig()
+    # The [providers.NAME] tables (and [openai]), each merged over its built-in profile.
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     batches: BatchSettings = BatchSettings()
     prices: Mapping[str, Price] = field(default_factory=dict)
     daemon: DaemonSettings = DaemonSettings()
@@ -155,6 +155,29 @@ class Config:
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def openai(self) -> ProviderSettings:
+        """The default provider's settings (``openai``): what runs without ``--provider``."""
+        return self.provider(DEFAULT_PROVIDER)
+
+    def key_variables(self) -> tuple[str, ...]:
+        """The environment variables that hold a provider's key (masked in what jobs print)."""
+        names = {p.api_key_env for p in (*PROFILES.values(), *self.providers.values())}
+        return tuple(sorted(names))
+
+    def provider(self, name: str) -> ProviderSettings:
+        """A provider's settings: its table, else its built-in profile."""
+        from batchctl.errors import UsageError
+
+        found = self.providers.get(name) or PROFILES.get(name)
+        if found is None:
+            known = ", ".join(sorted({*PROFILES, *self.providers}))
+            raise UsageError(
+                f"no provider named {name!r}",
+                hint=f"use one of {known}, or add a [providers.{name}] table with api = ...",
+            )
+        return found
 
     def job(self, name: str) -> JobConfig:
         from batchctl.errors import NotFoundError
@@ -208,17 +231,23 @@ def parse_config(
         job = _parse_job(name, value, section.problems, base_dir)
         if job is not None:
             jobs[name] = job
-    openai = _parse_openai(_Section(section.table("openai"), "openai", section.problems))
+    providers = _parse_providers(section)
     batches = _parse_batches(_Section(section.table("batches"), "batches", section.problems))
     prices = _parse_prices(section.table("prices"), section.problems)
     daemon = _parse_daemon(_Section(section.table("daemon"), "daemon", section.problems), base_dir)
     _check_chains(jobs, section.problems)
+    _check_job_providers(jobs, providers, section.problems)
     section.finish()
     if check_processors:
         _check_processors(jobs, base_dir, section.problems)
     section.problems.raise_if_any()
     return Config(
-        path=path, jobs=jobs, openai=openai, batches=batches, prices=prices, daemon=daemon
+        path=path,
+        jobs=jobs,
+        providers=providers,
+        batches=batches,
+        prices=prices,
+        daemon=daemon,
     )
 
 
@@ -265,13 +294,13 @@ def _parse_job(name: str, value: Any, problems: _Problems, base_dir: Path) -> Jo
         problems.add(f"{key}.command", "required for a job of kind 'command'")
     if kind == "python" and job.processor is None and "processor" not in s.seen:
         problems.add(f"{key}.processor", "required for a job of kind 'python' (\"module:attr\")")
-    if kind == "openai":
-        job = _openai_job(job, s, base_dir)
+    if kind in BATCH_KINDS:
+        job = _batch_job(job, s, base_dir)
     s.finish()
     return job
 
 
-def _openai_job(job: JobConfig, s: _Section, base_dir: Path) -> JobConfig:
+def _batch_job(job: JobConfig, s: _Section, base_dir: Path) -> JobConfig:
     from dataclasses import replace
 
     from batchctl.batches.validation import SUPPORTED_ENDPOINTS
@@ -283,8 +312,9 @@ def _openai_job(job: JobConfig, s: _Section, base_dir: Path) -> JobConfig:
         job,
         input=source if isinstance(source, str) else None,
         input_command=source["command"] if isinstance(source, dict) else None,
+        provider=s.convert("provider", _provider_name, DEFAULT_PROVIDER),
         endpoint=s.choice("endpoint", SUPPORTED_ENDPOINTS),
-        completion_window=s.choice("completion_window", ("24h",)) or "24h",
+        completion_window=s.convert("completion_window", _string, "24h"),
         metadata=_metadata(s),
         on_expired=s.choice("on_expired", ON_EXPIRED) or "keep",
         on_complete=s.get("on_complete", str, None),
@@ -333,19 +363,109 @@ def _parse_retries(s: _Section | None) -> RetryPolicy:
     return policy
 
 
-def _parse_openai(s: _Section) -> OpenAIConfig:
-    default = OpenAIConfig()
-    config = OpenAIConfig(
-        base_url=s.convert("base_url", _base_url),
-        api_key_env=s.convert("api_key_env", _variable_name, default.api_key_env),
-        organization=s.convert("organization", _header_value),
-        project=s.convert("project", _header_value),
-        timeout=s.convert("timeout", _positive_duration, default.timeout),
-        max_retries=s.integer("max_retries", default.max_retries, 0, MAX_HTTP_RETRIES),
-        poll_interval=s.convert("poll_interval", _positive_duration, default.poll_interval),
-    )
+def _parse_providers(root: _Section) -> dict[str, ProviderSettings]:
+    """``[providers.NAME]`` tables over the built-in profiles, and ``[openai]`` (the table of
+    ``openai`` before there were others; naming both is refused)."""
+    problems = root.problems
+    tables = root.table("providers")
+    providers: dict[str, ProviderSettings] = {}
+    if "openai" in root.raw:
+        if "openai" in tables:
+            problems.add("openai", "also given as [providers.openai]; keep one of them")
+        else:
+            tables = {"openai": root.raw["openai"], **tables}
+            root.seen.add("openai")
+    for name, value in tables.items():
+        key = "openai" if value is root.raw.get("openai") else _dotted("providers", name)
+        if not _JOB_NAME.fullmatch(name):
+            problems.add(key, "provider names may hold only letters, digits, '.', '_' and '-'")
+            continue
+        if not isinstance(value, dict):
+            problems.add(key, f"expected a table ([{key}]), got {_type_name(value)}")
+            continue
+        settings = _parse_provider(name, _Section(value, key, problems))
+        if settings is not None:
+            providers[name] = settings
+    return providers
+
+
+def _parse_provider(name: str, s: _Section) -> ProviderSettings | None:
+    from dataclasses import replace
+
+    base = PROFILES.get(name)
+    api = s.choice("api", API_SHAPES, required=base is None)
+    if base is None:
+        if api is None:
+            s.finish()
+            return None
+        # A provider of the user's own: the shape's defaults, and a base URL it must give.
+        base = replace(PROFILES[api], name=name, base_url=None, requires_base_url=True)
+    elif api is not None and api != base.api:
+        s.problems.add(f"{s.prefix}.api", f"{name} speaks {base.api!r}; it cannot be changed")
+    given: dict[str, Any] = {
+        "base_url": s.convert("base_url", _base_url),
+        "base_url_env": s.convert("base_url_env", _variable_name),
+        "api_key_env": s.convert("api_key_env", _variable_name),
+        "api_version": s.convert("api_version", _header_value),
+        "organization": s.convert("organization", _header_value),
+        "project": s.convert("project", _header_value),
+        "timeout": s.convert("timeout", _positive_duration),
+        "max_retries": s.convert("max_retries", _bounded(0, MAX_HTTP_RETRIES)),
+        "poll_interval": s.convert("poll_interval", _positive_duration),
+        "max_requests": s.convert("max_requests", _bounded(1, MAX_BATCH_REQUESTS)),
+        "max_bytes": s.convert("max_bytes", _bounded(1, MAX_BATCH_BYTES)),
+        "windows": s.convert("windows", _windows),
+        "file_purpose": s.convert("file_purpose", _header_value),
+        "enqueued_token_limit": s.convert("enqueued_token_limit", _bounded(1, 2**62)),
+    }
     s.finish()
-    return config
+    return replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+def _check_job_providers(
+    jobs: Mapping[str, JobConfig], providers: Mapping[str, ProviderSettings], problems: _Problems
+) -> None:
+    """Each batch job names a provider that exists and a window that provider accepts."""
+    for job in jobs.values():
+        if job.kind not in BATCH_KINDS:
+            continue
+        key = _dotted("jobs", job.name)
+        settings = providers.get(job.provider) or PROFILES.get(job.provider)
+        if settings is None:
+            known = ", ".join(sorted({*PROFILES, *providers}))
+            problems.add(f"{key}.provider", f"no provider named {_toml(job.provider)} ({known})")
+        elif job.completion_window not in settings.windows:
+            problems.add(
+                f"{key}.completion_window",
+                f"{job.provider} accepts {', '.join(settings.windows)};"
+                f" got {_toml(job.completion_window)}",
+            )
+
+
+def _provider_name(value: Any) -> str:
+    text = _string(value)
+    if not _JOB_NAME.fullmatch(text):
+        raise ValueError(f'expected a provider name such as "anthropic", got {_toml(text)}')
+    return text
+
+
+def _windows(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError('expected a list of windows such as ["24h"]')
+    for window in value:
+        _positive_duration(window)
+    return tuple(value)
+
+
+def _bounded(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:,} to {high:,}, got {value:,}")
+        return value
+
+    return check
 
 
 def _url(value: Any) -> str:
@@ -422,12 +542,12 @@ def _check_chains(jobs: Mapping[str, JobConfig], problems: _Problems) -> None:
 def _parse_batches(s: _Section) -> BatchSettings:
     default = BatchSettings()
     settings = BatchSettings(
-        max_requests=s.integer("max_requests", default.max_requests, 1, API_MAX_REQUESTS),
-        max_bytes=s.integer("max_bytes", default.max_bytes, 1, API_MAX_BYTES),
+        max_requests=s.convert("max_requests", _bounded(1, MAX_BATCH_REQUESTS)),
+        max_bytes=s.convert("max_bytes", _bounded(1, MAX_BATCH_BYTES)),
         max_request_attempts=s.integer(
             "max_request_attempts", default.max_request_attempts, 1, MAX_ATTEMPTS
         ),
-        completion_window=s.choice("completion_window", ("24h",)) or "24h",
+        completion_window=s.convert("completion_window", _string, "24h"),
         on_expired=s.choice("on_expired", ON_EXPIRED) or default.on_expired,
         # the batch price as a fraction of the synchronous one: 1 is no discount
         batch_discount=s.number("batch_discount", default.batch_discount, 0.0, 1.0),

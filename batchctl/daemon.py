@@ -34,12 +34,12 @@ from batchctl.engine import EngineSettings
 from batchctl.errors import BatchctlError, ConfigError, ExitCode
 from batchctl.locations import create_private_file
 from batchctl.owners import is_dead, this_process
+from batchctl.providers import Providers
 from batchctl.records import Owner, Run, RunStatus, Tick, TickStatus, utcnow
 from batchctl.runs import Runs
 from batchctl.schedule import Schedule, plan_ticks
 
 if TYPE_CHECKING:
-    from batchctl.providers.base import Provider
     from batchctl.store.base import Store
 
 log = logging.getLogger("batchctl.daemon")
@@ -93,7 +93,8 @@ class Daemon:
         self.lock_file: IO[str] | None = None
         self.config_mtime = self._config_mtime()
         self.next_refresh = 0.0
-        self.provider: Provider | None = None
+        # Opened on first use, by name, with the config of the moment (it may be reloaded).
+        self.providers = Providers(lambda name: self.config.provider(name))
         self.api_down_since: float | None = None
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -191,8 +192,7 @@ class Daemon:
         self.store.daemon_stopped(self.instance, now)
         if not self.once and not self.store.shared:
             self.store.release_daemon_lock(self.instance)
-        if self.provider is not None:
-            self.provider.close()
+        self.providers.close()
         if self.lock_file is not None:
             self.lock_file.close()
         log.info("stopped")
@@ -411,17 +411,10 @@ class Daemon:
             clock=self.clock,
             cancel=cancel,
             settings=EngineSettings(lease=self.config.daemon.lease),
-            provider_factory=self._provider,
+            provider_factory=self.providers.get,
         )
 
     # --- batches in flight ----------------------------------------------------------------------
-    def _provider(self) -> Provider:
-        if self.provider is None:
-            from batchctl.providers import open_provider
-
-            self.provider = open_provider(self.config.openai)
-        return self.provider
-
     def _refresh_batches(self) -> None:
         if time.monotonic() < self.next_refresh:
             return
@@ -433,18 +426,19 @@ class Daemon:
         from batchctl.batches.refresh import refresh
 
         errors: list[str] = []
-        try:
-            provider = self._provider()
-        except BatchctlError as exc:
-            log.error("cannot refresh %d submission(s): %s", len(in_flight), exc.message)
-            return
+
+        def unreachable(name: str, exc: BaseException) -> None:
+            message = exc.message if isinstance(exc, BatchctlError) else str(exc)
+            log.error("cannot refresh the %s submissions: %s", name, message)
+
         refresh(
             self.location,
             self.config,
             in_flight,
-            provider=provider,
+            providers=self.providers.get,
             send=True,  # the daemon drives submissions: a killed submit's parts are sent here
             on_error=lambda run_id, exc: errors.append(f"run {run_id}: {exc}"),
+            on_provider_error=unreachable,
         )
         self._report_api(errors, len(in_flight), interval)
 

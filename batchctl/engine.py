@@ -369,7 +369,7 @@ class _Attempt:
         # in everything recorded from it; the job still gets them.
         self.masker = Masker.for_environment(
             {**os.environ, **job.env},
-            named=(engine.config.openai.api_key_env,),
+            named=engine.config.key_variables(),
             urls=(engine.store.location,),
         )
         self.ctx = AttemptContext(

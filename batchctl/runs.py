@@ -24,7 +24,7 @@ from batchctl import jobs, process_groups
 from batchctl.config import Config, JobConfig
 from batchctl.engine import Engine, EngineSettings, RunObserver
 from batchctl.errors import UsageError
-from batchctl.jobs import JobKind, Retried, StartRequest
+from batchctl.jobs import BATCH_KINDS, JobKind, Retried, StartRequest
 from batchctl.owners import is_dead
 from batchctl.records import ACTIVE_RUN_STATUSES, Owner, Run, RunStatus, utcnow
 from batchctl.store.base import Store
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 # The kind of a run recorded with a batch submission, whichever job it was recorded under
 # (``submit`` without ``--job`` records its runs under the job "submit", which no config names).
-SUBMISSION_KIND = "openai"
+SUBMISSION_KIND = "batch"
 
 
 class Abandoned(NamedTuple):
@@ -50,7 +50,7 @@ class Abandoned(NamedTuple):
 def job_for_submission(config: Config, name: str) -> JobConfig:
     """The job a ``submit --job`` records its run under: one whose runs are batch submissions."""
     job = config.job(name)
-    if job.kind != SUBMISSION_KIND:
+    if job.kind not in BATCH_KINDS:
         raise UsageError(f"job {name!r} is of kind {job.kind!r}, not {SUBMISSION_KIND!r}")
     return job
 
@@ -68,7 +68,7 @@ class Runs:
         cancel: threading.Event | None = None,
         settings: EngineSettings = EngineSettings(),
         batches: Callable[[], Batches] | None = None,
-        provider_factory: Callable[[], Provider] | None = None,
+        provider_factory: Callable[[str], Provider] | None = None,
     ) -> None:
         self.store = store
         self.config = config

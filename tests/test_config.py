@@ -37,9 +37,12 @@ def test_config_check_json_lists_the_jobs(ws: Workspace, cli) -> None:
         ),
         (
             '[jobs.a]\nkind = "shell"\ncommand = "x"\n',
-            'jobs.a.kind: expected one of command, python, openai, got "shell"',
+            'jobs.a.kind: expected one of command, python, batch, openai, got "shell"',
         ),
-        ('[jobs.a]\ncommand = "x"\n', "jobs.a.kind: required (one of command, python, openai)"),
+        (
+            '[jobs.a]\ncommand = "x"\n',
+            "jobs.a.kind: required (one of command, python, batch, openai)",
+        ),
         ('[jobs.a]\nkind = "command"\n', "jobs.a.command: required for a job of kind 'command'"),
         (
             '[jobs.a]\nkind = "command"\ncommand = "x"\nenabled = "yes"\n',
@@ -295,14 +298,14 @@ def check_fails_with(ws: Workspace, cli, body: str, message: str) -> None:
             id="max_catchup",
         ),
         pytest.param(
-            "[batches]\nmax_requests = 50001\n",
-            "batches.max_requests: must be from 1 to 50,000, got 50001",
-            id="max_requests-above-the-api",
+            "[batches]\nmax_requests = 10000001\n",
+            "batches.max_requests: must be from 1 to 10,000,000, got 10,000,001",
+            id="max_requests-above-any-provider",
         ),
         pytest.param(
-            "[batches]\nmax_bytes = 200000001\n",
-            "batches.max_bytes: must be from 1 to 200,000,000, got 200000001",
-            id="max_bytes-above-the-api",
+            "[providers.openai]\nmax_bytes = 0\n",
+            "providers.openai.max_bytes: must be from 1 to 1,000,000,000,000, got 0",
+            id="provider-max_bytes-zero",
         ),
         pytest.param(
             "[batches]\nmax_request_attempts = 0\n",

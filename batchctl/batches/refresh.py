@@ -26,10 +26,11 @@ def refresh(
     config: Config,
     run_ids: Sequence[int],
     *,
-    provider: Provider,
+    providers: Callable[[str], Provider],
     send: bool,
     max_workers: int = MAX_WORKERS,
     on_error: Callable[[int, BaseException], None] | None = None,
+    on_provider_error: Callable[[str, BaseException], None] | None = None,
 ) -> int:
     """Advance each submission (refresh, download, settle); how many are now settled. With
     ``send`` (the daemon) unsent parts are uploaded and created too; without (``status``) they
@@ -41,7 +42,8 @@ def refresh(
     said, a part they did not show fetched on its own. Each worker thread opens one store
     connection for the whole call (SQLite connections are not shared across threads); the
     provider's HTTP client is shared. An error refreshing one submission is reported to
-    ``on_error`` and does not stop the others.
+    ``on_error`` and does not stop the others; a provider that cannot be opened (no key) is
+    reported to ``on_provider_error`` and its submissions are left alone.
     """
     from batchctl.store import open_store
 
@@ -50,17 +52,33 @@ def refresh(
     reader = open_store(location)
     try:
         parts = reader.parts_for_runs(run_ids)
+        by_provider: dict[str, list[int]] = {}
+        for run_id, name in reader.providers_of(run_ids).items():
+            by_provider.setdefault(name, []).append(run_id)
     except BaseException:
         reader.close()
         raise
-    known = listed(provider, [p for run_parts in parts.values() for p in run_parts])
-    busy = [r for r in run_ids if not _idle(parts.get(r, []), known)]
+    busy: list[tuple[Provider, int]] = []
+    known: dict[str, RemoteBatch] = {}
+    for name, ids in by_provider.items():
+        try:
+            provider = providers(name)
+            found = listed(provider, [p for r in ids for p in parts.get(r, [])])
+        except BatchctlError as exc:
+            if on_provider_error is None:
+                reader.close()
+                raise
+            on_provider_error(name, exc)
+            continue
+        known.update(found)  # batch ids are the providers' own: none is shared by two
+        busy.extend((provider, r) for r in sorted(ids) if not _idle(parts.get(r, []), found))
 
     local = threading.local()
     local.store = reader  # the calling thread's connection serves as one worker's
     opened: list[Store] = [reader]
 
-    def advance(run_id: int) -> bool:
+    def advance(job: tuple[Provider, int]) -> bool:
+        provider, run_id = job
         store: Store | None = getattr(local, "store", None)
         if store is None:
             store = local.store = open_store(location)

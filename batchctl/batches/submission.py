@@ -49,7 +49,9 @@ from batchctl.errors import (
 from batchctl.locations import make_private_dirs
 from batchctl.outputs import open_output, written_whole
 from batchctl.owners import is_dead, this_process
+from batchctl.providers import Providers
 from batchctl.providers.base import retry_notices
+from batchctl.providers.profiles import DEFAULT_PROVIDER
 from batchctl.records import (
     TERMINAL_PART_STATUSES,
     LogEntry,
@@ -107,6 +109,7 @@ class SubmitOptions:
     metadata: dict[str, str] | None = None
     max_requests: int = 50_000
     max_bytes: int = 200_000_000
+    provider: str = DEFAULT_PROVIDER
     on_expired: str = "keep"
     force: bool = False
 
@@ -158,7 +161,9 @@ ProgressCallback = Callable[[Run, list[Part]], None]
 
 
 class Batches:
-    """Submissions of one store, driven against one provider (opened on first network use)."""
+    """Submissions of one store, each driven against its own provider (``Submission.provider``,
+    opened on first network use). ``provider`` (tests) serves every submission;
+    ``provider_factory`` opens one by name (the daemon's, shared by its workers)."""
 
     def __init__(
         self,
@@ -166,13 +171,14 @@ class Batches:
         config: Config,
         *,
         provider: Provider | None = None,
-        provider_factory: Callable[[], Provider] | None = None,
+        provider_factory: Callable[[str], Provider] | None = None,
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.config = config
         self._provider = provider
+        self._providers = Providers(config.provider) if provider_factory is None else None
         self._provider_factory = provider_factory
         self.clock = clock
         self.sleep = sleep
@@ -182,27 +188,26 @@ class Batches:
         # the merge right after a download need not read it all again to check it.
         self._checked: dict[Path, tuple[int, int, int, int] | None] = {}
 
-    @property
-    def provider(self) -> Provider:
-        if self._provider is None:
-            if self._provider_factory is not None:
-                self._provider = self._provider_factory()
-            else:
-                from batchctl.providers import open_provider
-
-                self._provider = open_provider(self.config.openai)
-        return self._provider
+    def provider_for(self, name: str) -> Provider:
+        """The provider named ``name`` (a submission's), opened on first use."""
+        if self._provider is not None:
+            return self._provider
+        if self._provider_factory is not None:
+            return self._provider_factory(name)
+        assert self._providers is not None
+        return self._providers.get(name)
 
     def close(self) -> None:
-        if self._provider is not None:
-            self._provider.close()
+        if self._providers is not None:
+            self._providers.close()
 
-    def _preflight(self) -> None:
+    def _preflight(self, name: str) -> None:
         """Check what can be checked before anything is recorded (the key, the URL)."""
+        settings = self.config.provider(name)  # an unknown name is refused here
         if self._provider is None and self._provider_factory is None:
             from batchctl.providers import check_settings
 
-            check_settings(self.config.openai)
+            check_settings(settings)
 
     # --- submit ---------------------------------------------------------------------------------
     def plan(self, paths: Sequence[Path], options: SubmitOptions) -> Plan:
@@ -213,6 +218,7 @@ class Batches:
             max_requests=options.max_requests,
             max_bytes=options.max_bytes,
             bound_output=True,
+            api=self.config.provider(options.provider).api,
         )
         if plan.problems:
             raise InputError(plan)
@@ -236,7 +242,7 @@ class Batches:
         (``wait``, the daemon). An error that stops it before any batch was created records the
         run ``failed``: nothing was spent, and the same input may be submitted again.
         """
-        self._preflight()
+        self._preflight(options.provider)
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
         writer = local.PartWriter(directory)
@@ -247,6 +253,7 @@ class Batches:
                 max_requests=options.max_requests,
                 max_bytes=options.max_bytes,
                 sink=writer,
+                api=self.config.provider(options.provider).api,
             )
         except BaseException:
             writer.discard()
@@ -262,7 +269,7 @@ class Batches:
         assert plan.endpoint is not None
         submission = Submission(
             run_id=0,
-            provider="openai",
+            provider=options.provider,
             endpoint=plan.endpoint,
             completion_window=options.completion_window,
             metadata=dict(options.metadata or {}),
@@ -313,14 +320,15 @@ class Batches:
         self.advance(run_id, fail_unsent=True)
         return run_id
 
-    def adopt(self, batch_id: str) -> int:
+    def adopt(self, batch_id: str, provider_name: str = DEFAULT_PROVIDER) -> int:
         """Track a batch that batchctl did not create, as a new submission. Returns its run id.
 
         Its input file is downloaded to learn its requests, so results merge in input order.
         """
-        if not self.provider.uploads:
+        provider = self.provider_for(provider_name)
+        if not provider.uploads:
             raise UsageError(
-                f"cannot adopt {batch_id}: {self.provider.name}'s batches keep no input file,"
+                f"cannot adopt {batch_id}: {provider_name}'s batches keep no input file,"
                 " so batchctl cannot learn their requests to merge results in input order",
                 hint="read its results with the provider's own tools; batchctl adopts only"
                 " batches made from an uploaded file",
@@ -328,12 +336,12 @@ class Batches:
         tracked = self.store.runs_for_batches([batch_id])
         if batch_id in tracked:
             raise UsageError(f"batch {batch_id} is already tracked as run {tracked[batch_id]}")
-        batch = self._remote_batch(batch_id)
+        batch = self._remote_batch(provider, batch_id)
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
         make_private_dirs(directory)
         downloaded = directory / "input.jsonl"
-        self.provider.download(batch.input_file_id, downloaded)
+        provider.download(batch.input_file_id, downloaded)
         writer = local.PartWriter(directory)
         plan = scan(
             [downloaded], endpoint=batch.endpoint, max_requests=10**9, max_bytes=10**12, sink=writer
@@ -348,7 +356,7 @@ class Batches:
         part = plan.parts[0]
         submission = Submission(
             run_id=0,
-            provider="openai",
+            provider=provider_name,
             endpoint=batch.endpoint,
             completion_window="24h",
             metadata=dict(batch.metadata),
@@ -511,7 +519,7 @@ class Batches:
             retry_notices(lambda text: self._log(run_id, text, LogLevel.WARNING)),
         ):
             if refresh:
-                parts = self._refresh(run_id, parts, known)
+                parts = self._refresh(submission, parts, known)
             for part in parts:
                 with self._logging_errors(run_id, f"part {part.number}: "):
                     self._advance_part(submission, part, send=send)
@@ -631,24 +639,25 @@ class Batches:
             self._download(submission, part)
 
     def _send(self, submission: Submission, part: Part) -> Part:
-        if not self.provider.uploads:
+        if not self.provider_for(submission.provider).uploads:
             return self._send_inline(submission, part)
         if self._settling(
             part.upload_started_at if part.input_file_id is None else part.create_started_at
         ):
             return part  # a crashed process's call may still be landing: look again shortly
+        provider = self.provider_for(submission.provider)
         if part.input_file_id is None:
-            part = self._upload(part)
+            part = self._upload(provider, part)
         key = f"{self.store.instance_id()}:{submission.token}:{part.number}"
         found: RemoteBatch | None = None
         input_file_id = part.input_file_id or ""
         how = "found batch (created before a lost reply)"
         if part.create_started_at is not None:  # a create may have happened: never repeat it
-            found = self.provider.find_batch(PART_KEY, key, input_file_id=input_file_id)
+            found = provider.find_batch(PART_KEY, key, input_file_id=input_file_id)
         if found is None:
             self.store.update_part(part.id, create_started_at=self.clock())
             metadata = {PART_KEY: key, RUN_KEY: str(part.run_id), **submission.metadata}
-            found = self.provider.create_batch(
+            found = provider.create_batch(
                 input_file_id=input_file_id,
                 endpoint=submission.endpoint,
                 completion_window=submission.completion_window,
@@ -671,7 +680,7 @@ class Batches:
         from batchctl.providers.base import CreateUnanswered
 
         try:
-            sent = self._inline().send(submission, part)
+            sent = self._inline(self.provider_for(submission.provider)).send(submission, part)
         except CreateUnanswered as exc:
             self._log(
                 part.run_id,
@@ -693,13 +702,13 @@ class Batches:
         )
         return recorded
 
-    def _inline(self) -> inline.InlineSender:
+    def _inline(self, provider: Provider) -> inline.InlineSender:
         def log(part: Part, message: str, level: LogLevel) -> None:
             self._log(part.run_id, message, level, part=part.number)
 
         return inline.InlineSender(
             self.store,
-            self.provider,  # type: ignore[arg-type]  # uploads is False: an InlineProvider
+            provider,  # type: ignore[arg-type]  # uploads is False: an InlineProvider
             clock=self.clock,
             log=log,
             settle_s=INTENT_SETTLE_S,
@@ -715,18 +724,18 @@ class Batches:
             return False
         return (self.clock() - intent).total_seconds() < INTENT_SETTLE_S
 
-    def _upload(self, part: Part) -> Part:
+    def _upload(self, provider: Provider, part: Part) -> Part:
         path = Path(part.path)
         found = None
         if part.upload_started_at is not None:  # an upload may have happened: adopt it
             elapsed = (self.clock() - part.upload_started_at).total_seconds()
-            found = self.provider.find_file(
+            found = provider.find_file(
                 part.filename, path.stat().st_size, within=max(0.0, elapsed) + FIND_SLACK_S
             )
         how = "found (uploaded before a lost reply)"
         if found is None:
             self.store.update_part(part.id, upload_started_at=self.clock())
-            found = self.provider.upload(path, part.filename)
+            found = provider.upload(path, part.filename)
             how = "uploaded"
         self.store.update_part(part.id, input_file_id=found.id, status="uploaded")
         self._log(
@@ -739,15 +748,17 @@ class Batches:
         return part._replace(input_file_id=found.id, status="uploaded")
 
     def _refresh(
-        self, run_id: int, parts: list[Part], known: Mapping[str, RemoteBatch] | None
+        self, submission: Submission, parts: list[Part], known: Mapping[str, RemoteBatch] | None
     ) -> list[Part]:
         """Ask the API about every part in flight — from ``known`` or the list pages, else one
         GET each — and record what changed, all of it in one transaction (nothing when nothing
         changed). What was learnt before a GET that fails is still recorded."""
         if not to_refresh(parts):
             return parts
+        run_id = submission.run_id
+        provider = self.provider_for(submission.provider)
         if known is None:
-            known = listed(self.provider, parts)
+            known = listed(provider, parts)
         changes: list[tuple[int, dict[str, Any]]] = []
         logs: list[LogEntry] = []
         refreshed: list[Part] = []
@@ -757,7 +768,7 @@ class Batches:
                     refreshed.append(part)
                     continue
                 with self._logging_errors(run_id, f"part {part.number}: "):
-                    batch = known.get(part.batch_id) or self.provider.get_batch(part.batch_id)
+                    batch = known.get(part.batch_id) or provider.get_batch(part.batch_id)
                 refreshed.append(self._compare_remote(part, batch, changes, logs))
         finally:
             self.store.update_parts(changes, logs)
@@ -812,12 +823,12 @@ class Batches:
         return self._log_entry(part.run_id, text, level, part=part.number, batch=batch.id)
 
     def _download(self, submission: Submission, part: Part) -> None:
-        directory = Path(submission.directory)
+        provider = self.provider_for(submission.provider)
         for kind, file_id in (("output", part.output_file_id), ("error", part.error_file_id)):
             if file_id is None:
                 continue
-            destination = self._fetch(directory, part.number, kind, file_id)
-            if not self.provider.uploads and not self._inline().proved(
+            destination = self._fetch(submission, part.number, kind, file_id)
+            if not provider.uploads and not self._inline(provider).proved(
                 submission, part, destination
             ):
                 self._checked.pop(destination, None)
@@ -846,27 +857,26 @@ class Batches:
                 part=part.number,
             )
 
-    def _fetch(self, directory: Path, number: int, kind: str, file_id: str) -> Path:
+    def _fetch(self, submission: Submission, number: int, kind: str, file_id: str) -> Path:
         """The downloaded file, fetched once: whole (renamed into place) and checksummed."""
-        destination = local.download_path(directory, number, kind)
+        destination = local.download_path(Path(submission.directory), number, kind)
         stamp = self._checked.get(destination)
         if stamp is not None and stamp == local.file_stamp(destination):
             return destination  # checked (or fetched) by this process, and not written since
         if not local.checksum_ok(destination):
-            self.provider.download(file_id, destination)
+            self.provider_for(submission.provider).download(file_id, destination)
             local.write_checksum(destination)
         self._checked[destination] = local.file_stamp(destination)
         return destination
 
     def _verify_downloads(self, submission: Submission, parts: dict[int, Part]) -> None:
         """Fetch again any download whose content no longer matches its checksum."""
-        directory = Path(submission.directory)
         for part in parts.values():
             if part.downloaded_at is None:
                 continue
             for kind, file_id in (("output", part.output_file_id), ("error", part.error_file_id)):
                 if file_id is not None:
-                    self._fetch(directory, part.number, kind, file_id)
+                    self._fetch(submission, part.number, kind, file_id)
 
     def _resubmit_expired(self, submission: Submission) -> None:
         if submission.on_expired != "resubmit":
@@ -960,7 +970,8 @@ class Batches:
         often again whenever a part's status changes (``polling.Backoff``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = Backoff(self.config.openai.poll_interval)
+        provider_name = self._submission(run_id).provider
+        backoff = Backoff(self.config.provider(provider_name).poll_interval)
         while True:
             if stop is not None and stop.is_set():
                 raise WaitInterrupted(run_id)
@@ -983,7 +994,7 @@ class Batches:
 
     def cancel(self, run_id: int) -> list[Part]:
         """Cancel every part that has not ended; parts never sent end at once."""
-        self._submission(run_id)
+        submission = self._submission(run_id)
         self.store.request_cancel(run_id)
         self._log(run_id, "cancel requested", LogLevel.WARNING)
         for part in self.store.parts(run_id):
@@ -993,7 +1004,8 @@ class Batches:
                 self.store.update_part(part.id, status="cancelled")
                 self._log(run_id, f"part {part.number}: cancelled before it was sent")
             elif part.status != "cancelling":
-                if not self.provider.uploads and inline.unconfirmed(part):
+                provider = self.provider_for(submission.provider)
+                if not provider.uploads and inline.unconfirmed(part):
                     self._log(
                         run_id,
                         f"part {part.number}: batch {part.batch_id} is not cancelled: it was"
@@ -1002,7 +1014,7 @@ class Batches:
                         LogLevel.WARNING,
                     )
                     continue
-                self._record_remote(part, self.provider.cancel_batch(part.batch_id))
+                self._record_remote(part, provider.cancel_batch(part.batch_id))
         return self.store.parts(run_id)
 
     def retry(self, run_id: int, outcomes: Sequence[str]) -> int:
@@ -1074,10 +1086,11 @@ class Batches:
         for request in requests:
             by_model.setdefault(parts[request.part_id].model, []).append(request)
         directory = Path(submission.directory)
+        limit, _ = self.config.batches.limits(self.config.provider(submission.provider))
         handles: dict[str, IO[bytes]] = {}
         try:
             for model, group in by_model.items():
-                for chunk in _chunks(group, self.config.batches.max_requests):
+                for chunk in _chunks(group, limit):
                     number += 1
                     self._write_resend_part(
                         submission, directory, number, next_round, model, chunk, parts, handles
@@ -1244,11 +1257,11 @@ class Batches:
         return cost
 
     # --- lookups --------------------------------------------------------------------------------
-    def _remote_batch(self, batch_id: str) -> RemoteBatch:
+    def _remote_batch(self, provider: Provider, batch_id: str) -> RemoteBatch:
         from batchctl.providers.base import ProviderError
 
         try:
-            return self.provider.get_batch(batch_id)
+            return provider.get_batch(batch_id)
         except ProviderError as exc:
             if exc.status != 404:
                 raise

@@ -1,4 +1,4 @@
-"""``batchctl submit``, ``wait``, ``results`` and ``adopt``: OpenAI Batch API submissions."""
+"""``batchctl submit``, ``wait`` and ``results``: batch submissions, to any provider."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from batchctl.cli import render, session
 from batchctl.cli.complete import run_ids
-from batchctl.cli.options import JsonOption
+from batchctl.cli.options import JsonOption, ProviderOption
 
 if TYPE_CHECKING:
     import threading
@@ -36,8 +36,9 @@ def submit(
         ),
     ] = None,
     job: Annotated[
-        str | None, typer.Option("--job", help="Record it as a run of this openai job.")
+        str | None, typer.Option("--job", help="Record it as a run of this batch job.")
     ] = None,
+    provider: ProviderOption = None,
     metadata: Annotated[
         list[str] | None,
         typer.Option(
@@ -45,8 +46,13 @@ def submit(
         ),
     ] = None,
     completion_window: Annotated[
-        str, typer.Option("--completion-window", help="Only 24h is offered by the API.")
-    ] = "24h",
+        str | None,
+        typer.Option(
+            "--completion-window",
+            help="How long the provider may take (default 24h; which it offers: README).",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the results, then merge them.")
     ] = False,
@@ -56,12 +62,18 @@ def submit(
     max_requests: Annotated[
         int | None,
         typer.Option(
-            "--max-requests", help="Requests per part (default 50,000).", show_default=False
+            "--max-requests",
+            help="Requests per part (default: the provider's limit).",
+            show_default=False,
         ),
     ] = None,
     max_bytes: Annotated[
         int | None,
-        typer.Option("--max-bytes", help="Bytes per part (default 200 MB).", show_default=False),
+        typer.Option(
+            "--max-bytes",
+            help="Bytes per part (default: the provider's limit).",
+            show_default=False,
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Submit even if this input was submitted before.")
@@ -90,7 +102,8 @@ def submit(
     job_config = job_for_submission(config, job) if job else None
     options = submit_options(
         job_config,
-        config.batches,
+        config,
+        provider=provider,
         endpoint=endpoint,
         completion_window=completion_window,
         metadata=_metadata(metadata),
@@ -299,6 +312,9 @@ def run_json(batches: Batches, run_id: int) -> dict[str, Any]:
     run = batches.store.get_run(run_id)
     assert run is not None
     data = run.to_json()
+    submission = batches.store.get_submission(run_id)
+    if submission is not None:
+        data["provider"] = submission.provider
     data["parts"] = [p.to_json() for p in batches.store.parts(run_id)]
     data["requests"] = _request_counts(batches.store.request_summary(run_id))
     return data

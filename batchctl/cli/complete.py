@@ -1,4 +1,4 @@
-"""Shell completion of job names and run ids (used by the scripts in ``completions/``).
+"""Shell completion of job names, provider names and run ids (for ``completions/``).
 
 Completion must never fail or print an error, so anything that goes wrong yields no candidates.
 """
@@ -28,3 +28,13 @@ def run_ids(incomplete: str) -> list[tuple[str, str]]:
         for run in runs
         if str(run.id).startswith(incomplete)
     ]
+
+
+def provider_names(incomplete: str) -> list[str]:
+    from batchctl.providers.profiles import PROFILES
+
+    try:
+        configured = list(session.current.config(required=False, check_processors=False).providers)
+    except Exception:
+        configured = []
+    return sorted(n for n in {*PROFILES, *configured} if n.startswith(incomplete))

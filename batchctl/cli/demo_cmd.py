@@ -18,6 +18,7 @@ def demo() -> None:
     """
     from batchctl.cli import batch_cmd, run_cmd
     from batchctl.emulator import Emulator, EmulatorSettings
+    from batchctl.providers.profiles import DEFAULT_PROVIDER
 
     if session.current.db is None:
         session.current.db = str(Path(tempfile.mkdtemp(prefix="batchctl-demo-")) / "demo.db")
@@ -25,13 +26,24 @@ def demo() -> None:
 
     config = session.current.config()
     # Poll the emulator often: its batches finish in seconds, not hours.
-    config = replace(config, openai=replace(config.openai, poll_interval=0.5))
     targets = [
         (job, scope) for job in config.jobs.values() if job.enabled for scope in job.run_scopes()
     ]
     with Emulator(EmulatorSettings(processing_rate=40.0, validation_delay=0.5)) as emulator:
-        os.environ["OPENAI_BASE_URL"] = emulator.base_url
-        os.environ["OPENAI_API_KEY"] = "emulator"
+        os.environ["BATCHCTL_DEMO_KEY"] = "emulator"
+        # Every provider the jobs use goes to the emulator, polled often: its batches finish
+        # in seconds, not hours.
+        emulated = {
+            name: replace(
+                config.provider(name),
+                base_url=emulator.base_url,
+                api_key_env="BATCHCTL_DEMO_KEY",
+                poll_interval=0.5,
+            )
+            for name in {DEFAULT_PROVIDER, *(job.provider for job in config.jobs.values())}
+        }
+        config = replace(config, providers={**config.providers, **emulated})
+        session.current.use_config(config)
         render.out(
             f"the OpenAI Batch API emulator (a local stand-in) listens on {emulator.base_url}"
         )

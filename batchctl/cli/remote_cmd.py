@@ -8,19 +8,21 @@ from typing import Annotated
 import typer
 
 from batchctl.cli import render, session
-from batchctl.cli.options import JsonOption
+from batchctl.cli.options import JsonOption, ProviderOption
 
 
-def list_remote(limit: int | None, json_output: bool) -> None:
-    """The account's batches, newest first, with the run that tracks each (if any)."""
+def list_remote(limit: int | None, json_output: bool, provider_name: str | None = None) -> None:
+    """The account's batches at a provider (the default one: openai), newest first, with the
+    run that tracks each (if any)."""
     from datetime import UTC, datetime
 
     from batchctl.cli.table import Column
     from batchctl.providers import open_provider
+    from batchctl.providers.profiles import DEFAULT_PROVIDER
 
     config = session.current.config(required=False, check_processors=False)
     store = session.current.store()
-    provider = open_provider(config.openai)
+    provider = open_provider(config.provider(provider_name or DEFAULT_PROVIDER))
     try:
         batches = list(islice(provider.list_batches(), limit))
     finally:
@@ -71,6 +73,7 @@ def adopt(
     batch_ids: Annotated[
         list[str], typer.Argument(help="Batch ids (batch_...) to track.", show_default=False)
     ],
+    provider: ProviderOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Track batches that batchctl did not create, so wait, results, retry and the daemon work
@@ -78,7 +81,8 @@ def adopt(
     from batchctl.cli.batch_cmd import open_batches, run_json
 
     batches = open_batches()
-    run_ids = [batches.adopt(batch_id) for batch_id in batch_ids]
+    name = provider or "openai"
+    run_ids = [batches.adopt(batch_id, name) for batch_id in batch_ids]
     if json_output:
         render.print_json([run_json(batches, run_id) for run_id in run_ids])
         return

@@ -48,6 +48,10 @@ class Session:
         self._config = load_config(Path(path), check_processors=check_processors)
         return self._config
 
+    def use_config(self, config: Config) -> None:
+        """Serve ``config`` from now on (the demo points its providers at the emulator)."""
+        self._config = config
+
     def store(self) -> Store:
         if self._store is None:
             from batchctl.locations import resolve_db

@@ -8,7 +8,7 @@ import typer
 
 from batchctl.cli import render, session
 from batchctl.cli.complete import run_ids
-from batchctl.cli.options import JsonOption
+from batchctl.cli.options import JsonOption, ProviderOption
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -57,6 +57,7 @@ def status(
     remote: Annotated[
         bool, typer.Option("--remote", help="List the account's batches as the API has them.")
     ] = False,
+    provider: ProviderOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """List runs, newest first; with RUN_ID, one run's attempts, errors and transitions.
@@ -67,7 +68,7 @@ def status(
     if remote:
         from batchctl.cli.remote_cmd import list_remote
 
-        list_remote(limit or (None if json_output else TABLE_LIMIT), json_output)
+        list_remote(limit or (None if json_output else TABLE_LIMIT), json_output, provider)
         return
     store = session.current.store()
     query = _filter(job, statuses, failed, since, limit, json_output)
@@ -89,7 +90,7 @@ def status(
 
         if backoff is None:
             config = session.current.config(required=False, check_processors=False)
-            backoff = Backoff(config.openai.poll_interval)
+            backoff = Backoff(config.openai.poll_interval)  # the default provider's
         watched = store.parts_for_runs(still)
         time.sleep(backoff.pause(parts_state(p for i in still for p in watched.get(i, []))))
         if render.colour():
@@ -117,8 +118,7 @@ def _shown_in_flight(query: RunFilter | None, run_id: int | None) -> list[int]:
 
 def _refresh(run_ids: list[int]) -> None:
     from batchctl.batches.refresh import refresh
-    from batchctl.errors import BatchctlError
-    from batchctl.providers import open_provider
+    from batchctl.providers import Providers
 
     config = session.current.config(required=False, check_processors=False)
     store = session.current.store()
@@ -126,16 +126,24 @@ def _refresh(run_ids: list[int]) -> None:
     def warn(run_id: int, exc: BaseException) -> None:
         render.note(f"warning: could not refresh run {run_id}: {exc}")
 
-    try:
-        provider = open_provider(config.openai)
-    except BatchctlError as exc:
-        render.note(f"warning: not refreshing submissions: {exc.message}")
-        return
+    def unreachable(name: str, exc: BaseException) -> None:
+        message = getattr(exc, "message", str(exc))
+        render.note(f"warning: not refreshing the {name} submissions: {message}")
+
+    providers = Providers(config.provider)
     try:
         # Looking never spends: only parts that already have a batch are refreshed.
-        refresh(store.location, config, run_ids, provider=provider, send=False, on_error=warn)
+        refresh(
+            store.location,
+            config,
+            run_ids,
+            providers=providers.get,
+            send=False,
+            on_error=warn,
+            on_provider_error=unreachable,
+        )
     finally:
-        provider.close()
+        providers.close()
 
 
 def _show_one(run_id: int, json_output: bool) -> None:
@@ -146,8 +154,10 @@ def _show_one(run_id: int, json_output: bool) -> None:
     parts = store.parts(run_id)
     if json_output:
         data = detail.to_json()
-        if store.get_submission(run_id) is not None:
-            data.update(_batch_fields(parts, store.request_summary(run_id)))
+        submission = store.get_submission(run_id)
+        if submission is not None:
+            summary = store.request_summary(run_id)
+            data.update(_batch_fields(submission.provider, parts, summary))
         render.print_json(data)
         return
     _print_detail(detail)
@@ -190,15 +200,17 @@ def _listed(query: RunFilter) -> Iterator[dict[str, Any]]:
     while chunk := list(islice(runs, CHUNK)):
         parts = store.parts_for_runs([r.id for r in chunk])
         summaries = store.request_summaries(list(parts))
+        providers = store.providers_of(list(parts))
         for run in chunk:
             data = run.to_json()
             if run.id in parts:
-                data.update(_batch_fields(parts[run.id], summaries[run.id]))
+                data.update(_batch_fields(providers[run.id], parts[run.id], summaries[run.id]))
             yield data
 
 
-def _batch_fields(parts: list[Part], summary: dict[str, int]) -> dict[str, object]:
+def _batch_fields(provider: str, parts: list[Part], summary: dict[str, int]) -> dict[str, object]:
     return {
+        "provider": provider,
         "parts": [p.to_json() for p in parts],
         "requests": {k: v for k, v in summary.items() if not k.endswith("_tokens")},
     }
@@ -212,6 +224,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
     from batchctl.records import TERMINAL_PART_STATUSES
 
     now = time.time()
+    providers = session.current.store().providers_of(list(parts))
     rows: list[list[Cell]] = []
     for run_id, run_parts in parts.items():
         for p in run_parts:
@@ -225,6 +238,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
                 [
                     str(run_id),
                     str(p.number),
+                    providers.get(run_id, "-"),
                     p.model,
                     p.batch_id or "-",
                     render.status_cell(p.status),
@@ -238,6 +252,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
         [
             Column("RUN", right=True),
             Column("PART", right=True),
+            Column("PROVIDER"),
             Column("MODEL"),
             Column("BATCH"),
             Column("STATUS"),

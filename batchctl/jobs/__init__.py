@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 KIND_MODULES = {
     "command": "batchctl.jobs.command",
     "python": "batchctl.jobs.python",
-    "openai": "batchctl.jobs.openai",
+    "batch": "batchctl.jobs.openai",
+    "openai": "batchctl.jobs.openai",  # the old name of "batch", kept as an alias
 }
+# The kinds whose runs are batch submissions (a job's ``provider`` says where they go).
+BATCH_KINDS = ("batch", "openai")
 
 
 class StartRequest(NamedTuple):
@@ -129,6 +132,7 @@ def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> Execution:
 
 
 __all__ = [
+    "BATCH_KINDS",
     "KIND_MODULES",
     "Execution",
     "JobKind",

@@ -1,4 +1,4 @@
-"""Jobs of kind ``openai``: a configured batch submission.
+"""Jobs of kind ``batch`` (``openai`` is its old name): a configured batch submission.
 
 ``input`` is a file or glob (relative to the config file's directory; ``{scope}`` is replaced by
 the run's scope) or ``{ command = "..." }`` whose stdout is the JSONL. A run submits it like
@@ -16,9 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchctl.config import ON_EXPIRED, BatchSettings, JobConfig
+from batchctl.config import ON_EXPIRED, Config, JobConfig
 from batchctl.errors import UsageError
 from batchctl.jobs import Retried, StartRequest
+from batchctl.providers.profiles import DEFAULT_PROVIDER, ProviderSettings
 from batchctl.records import REQUEST_OUTCOMES, RequestOutcome, Run, RunStatus, utcnow
 
 if TYPE_CHECKING:
@@ -54,8 +55,9 @@ KIND = BatchKind()
 
 def submit_options(
     job: JobConfig | None,
-    settings: BatchSettings,
+    config: Config,
     *,
+    provider: str | None = None,
     endpoint: str | None = None,
     completion_window: str | None = None,
     metadata: Mapping[str, str] | None = None,
@@ -64,26 +66,33 @@ def submit_options(
     on_expired: str | None = None,
     force: bool = False,
 ) -> SubmitOptions:
-    """A submission's options: each one given, else the job's, else ``[batches]``'s. Given
-    metadata is added to the job's (a key given twice takes the given value)."""
+    """A submission's options: each one given, else the job's, else ``[batches]``'s (and the
+    provider's limits). Given metadata is added to the job's (a key given twice takes the given
+    value)."""
     from batchctl.batches.submission import SubmitOptions
 
+    settings = config.batches
+    name = provider or (job.provider if job else DEFAULT_PROVIDER)
+    profile = config.provider(name)
+    most_requests, most_bytes = settings.limits(profile)
     options = SubmitOptions(
         endpoint=endpoint or (job.endpoint if job else None),
-        completion_window=completion_window or (job.completion_window if job else "24h"),
+        completion_window=completion_window
+        or (job.completion_window if job else settings.completion_window),
         metadata={**(dict(job.metadata) if job else {}), **(metadata or {})},
-        max_requests=max_requests or settings.max_requests,
-        max_bytes=max_bytes or settings.max_bytes,
+        max_requests=max_requests or most_requests,
+        max_bytes=max_bytes or most_bytes,
         on_expired=on_expired or (job.on_expired if job else settings.on_expired),
         force=force,
+        provider=name,
     )
-    _check(options)
+    _check(options, profile)
     return options
 
 
-def _check(options: SubmitOptions) -> None:
-    """The API's limits and batchctl's reserved keys, named as ``submit``'s options (a job's
-    own values were checked with the config, by the same rules)."""
+def _check(options: SubmitOptions, provider: ProviderSettings) -> None:
+    """The provider's limits and batchctl's reserved keys, named as ``submit``'s options (a
+    job's own values were checked with the config, by the same rules)."""
     from batchctl.batches.metadata import metadata_problems
 
     problems = metadata_problems(options.metadata or {})
@@ -91,10 +100,22 @@ def _check(options: SubmitOptions) -> None:
         raise UsageError(f"--metadata: {problems[0]}")
     if options.on_expired not in ON_EXPIRED:
         raise UsageError(f"--on-expired: expected keep or resubmit, got {options.on_expired!r}")
-    if options.completion_window != "24h":
-        raise UsageError("--completion-window: the API offers only 24h")
+    if options.completion_window not in provider.windows:
+        raise UsageError(
+            f"--completion-window: {provider.name} offers {', '.join(provider.windows)},"
+            f" not {options.completion_window!r}"
+        )
     if options.max_requests < 1 or options.max_bytes < 1:
         raise UsageError("--max-requests and --max-bytes must be 1 or more")
+    if options.max_requests > provider.max_requests:
+        raise UsageError(
+            f"--max-requests: {provider.name} takes at most {provider.max_requests:,} requests"
+            " per batch"
+        )
+    if options.max_bytes > provider.max_bytes:
+        raise UsageError(
+            f"--max-bytes: {provider.name} takes at most {provider.max_bytes:,} bytes per batch"
+        )
 
 
 def submit_job(
@@ -110,7 +131,7 @@ def submit_job(
     from batchctl.batches.submission import DuplicateInput
 
     config = batches.config
-    options = submit_options(job, config.batches)
+    options = submit_options(job, config)
     staging = local.files_root(batches.store.location) / "inputs"
     paths = _inputs(job, scope, config.base_dir, staging)
     try:

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import openai
 from openai import OpenAI
 
-from batchctl.config import OpenAIConfig
 from batchctl.providers import check_settings
 from batchctl.providers.base import (
     TERMINAL,
@@ -34,6 +33,7 @@ from batchctl.providers.base import (
     RequestCounts,
     notify_retry,
 )
+from batchctl.providers.profiles import ProviderSettings
 
 T = TypeVar("T")
 RetryNotice = Callable[[str], None]
@@ -63,8 +63,8 @@ class OpenAIProvider:
         self.sleep = sleep
 
     @classmethod
-    def from_config(
-        cls, settings: OpenAIConfig, on_retry: RetryNotice | None = None
+    def from_settings(
+        cls, settings: ProviderSettings, on_retry: RetryNotice | None = None
     ) -> OpenAIProvider:
         key, base_url = check_settings(settings)
         client = OpenAI(

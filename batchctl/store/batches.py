@@ -175,6 +175,14 @@ class BatchTables(Tables):
                 found.setdefault(part.run_id, []).append(part)
         return found
 
+    def providers_of(self, run_ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for chunk in self._chunks(run_ids):
+            condition, params = self.any_of("run_id", chunk)
+            rows = self._all(f"SELECT run_id, provider FROM submissions WHERE {condition}", params)
+            found.update({int(row[0]): str(row[1]) for row in rows})
+        return found
+
     def runs_for_batches(self, batch_ids: Sequence[str]) -> dict[str, int]:
         """The run tracking each of these remote batch ids, for those that are tracked."""
         found: dict[str, int] = {}

@@ -13,7 +13,8 @@ import pytest
 
 from batchctl.batches.pricing import Price
 from batchctl.batches.submission import Batches
-from batchctl.config import BatchSettings, Config, OpenAIConfig
+from batchctl.config import BatchSettings, Config
+from batchctl.providers.profiles import ProviderSettings
 from batchctl.store import open_store
 from batchctl.store.base import Store
 from tests.core.emulated import EmulatedProvider, FakeClock
@@ -43,7 +44,7 @@ def config(tmp_path: Path) -> Config:
     """Parts of at most 2 requests (so that 5 requests make 3 parts), gpt-4o-mini priced."""
     return Config(
         path=tmp_path / "batchctl.toml",
-        openai=OpenAIConfig(poll_interval=5.0),
+        providers={"openai": ProviderSettings(poll_interval=5.0)},
         batches=BatchSettings(max_requests=2),
         prices={"gpt-4o-mini": Price(0.15, 0.60)},
     )
