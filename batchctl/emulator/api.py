@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Literal
 
+from batchctl.emulator import anthropic
 from batchctl.emulator.backend import Backend
 from batchctl.emulator.errors import ApiError, bad_request, missing_parameter
 from batchctl.emulator.httpio import Request, Response
@@ -31,6 +32,8 @@ _WRONG_KEY = (
 
 def handle(backend: Backend, request: Request) -> Response:
     """Answer one /v1 request; API errors become JSON error responses."""
+    if anthropic.serves(request.path):
+        return anthropic.handle(backend, request)
     try:
         authenticate(request, backend.settings.api_key)
         return _route(backend, request)

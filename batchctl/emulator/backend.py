@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from batchctl.emulator.clock import Clock
 from batchctl.emulator.faults import Fault, FaultInjector
+from batchctl.emulator.message_batches import MessageBatches
 from batchctl.emulator.requestlog import RequestLog
 from batchctl.emulator.settings import EmulatorSettings
 from batchctl.emulator.state import State
 
 
 class Backend:
-    """Settings, clock, files and batches, faults and the request log."""
+    """Settings, clock, files and batches (OpenAI's and Anthropic's), faults and the log."""
 
     def __init__(self, settings: EmulatorSettings, faults: list[Fault] | None = None) -> None:
         self._lock = threading.Lock()
         self.clock = Clock(manual=settings.manual_clock, offset=settings.clock_offset)
         self.state = State(settings, self.clock)
+        self.message_batches = MessageBatches(self.state.root / "message_batches", self.clock)
         self.faults = FaultInjector(faults, seed=settings.fault_seed)
         self.log = RequestLog()
 
@@ -52,8 +55,15 @@ class Backend:
         """Forget files, batches, faults and the request log (settings and clock stay)."""
         with self._lock:
             self.state.reset()
+            self.message_batches.reset()
             self.faults.set([], seed=self.state.settings.fault_seed)
             self.log.clear()
+
+    def summary(self) -> dict[str, Any]:
+        """Counts of files by purpose, batches by status and Message Batches by status."""
+        summary = self.state.summary()
+        summary["message_batches"] = self.message_batches.summary()
+        return summary
 
     def close(self) -> None:
         """Release the state directory, if the emulator created it."""

@@ -4,7 +4,7 @@ process. No authentication; faults never apply here.
 - ``GET /_emulator/requests``: the request log, ``{"object": "list", "data": [record, ...]}``
   (fields of RequestRecord); optional ``?method=POST&path=/v1/files`` filters.
 - ``GET /_emulator/state``: ``{"time", "files": {"total", "by_purpose"},
-  "batches": {"total", "by_status"}}``.
+  "batches": {"total", "by_status"}, "message_batches": {"total", "by_status"}}``.
 - ``GET /_emulator/faults``: the fault rules, each with the hits it has left.
 - ``POST /_emulator/faults``: ``{"faults": [{"kind", "method", "path", "count", "rate",
   "retry_after", "delay"}, ...], "seed": int (optional)}`` replaces the rules;
@@ -14,7 +14,7 @@ process. No authentication; faults never apply here.
 - ``GET /_emulator/settings``: the settings.
 - ``POST /_emulator/settings``: ``{field: value, ...}`` changes some settings (not
   ``state_dir``); batches already created keep the timing they started with.
-- ``POST /_emulator/reset``: forgets files, batches, faults and the request log.
+- ``POST /_emulator/reset``: forgets files, batches (both APIs'), faults and the request log.
 
 Errors are 400 with the same JSON error shape as the API.
 """
@@ -50,7 +50,7 @@ def _route(backend: Backend, request: Request) -> Response:
             ]
             return Response.json(200, {"object": "list", "data": records})
         case "state", "GET":
-            return Response.json(200, backend.state.summary())
+            return Response.json(200, backend.summary())
         case "faults", "GET":
             return Response.json(200, {"faults": backend.faults.active()})
         case "faults", "POST":

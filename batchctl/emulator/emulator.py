@@ -59,7 +59,8 @@ class Emulator:
 
     @property
     def url(self) -> str:
-        """The root URL, e.g. ``http://127.0.0.1:41234``."""
+        """The root URL, e.g. ``http://127.0.0.1:41234``: the Anthropic SDK's base URL (what
+        ``ANTHROPIC_BASE_URL`` should be)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
@@ -85,6 +86,11 @@ class Emulator:
         """A snapshot of every batch's Batch object as of now, by id."""
         return self._backend.state.batches_view()
 
+    @property
+    def message_batches(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of every Anthropic Message Batch as of now, by id."""
+        return self._backend.message_batches.view(self.url)
+
     def file_content(self, file_id: str) -> bytes:
         """The bytes of a stored file (KeyError if there is no such file)."""
         try:
@@ -97,7 +103,7 @@ class Emulator:
 
     def summary(self) -> dict[str, Any]:
         """Counts of files by purpose and batches by status (as ``GET /_emulator/state``)."""
-        return self._backend.state.summary()
+        return self._backend.summary()
 
     @property
     def now(self) -> float:

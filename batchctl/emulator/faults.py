@@ -3,8 +3,12 @@
 Kinds:
 
 - ``429``: a rate-limit error with a ``Retry-After`` header (``retry_after`` seconds) and
-  error code ``rate_limit_exceeded``.
+  error code ``rate_limit_exceeded`` (``rate_limit_error`` on Anthropic's paths).
+
+Error replies take the shape of the API whose path was called (``anthropic.fault_response``
+for ``/v1/messages``).
 - ``500`` / ``503``: server errors.
+- ``529``: Anthropic's ``overloaded_error`` (on OpenAI's paths, a 529 with the 503's body).
 - ``drop``: close the connection without reading further or replying; nothing is done.
 - ``slow``: wait ``delay`` seconds, then handle the request normally.
 - ``lost_reply``: handle the request (a file or batch IS created) and then close the
@@ -25,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-FaultKind = Literal["429", "500", "503", "drop", "slow", "lost_reply"]
+FaultKind = Literal["429", "500", "503", "529", "drop", "slow", "lost_reply"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 

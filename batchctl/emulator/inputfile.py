@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchctl.emulator.responses import digest, run_request, unit_fraction
+from batchctl.emulator.responses import Outcome, digest, run_request, unit_fraction
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,66 @@ class Plan:
             self.cum_reasoning[done],
         )
 
+    def lines_in_order(self) -> Iterator[bytes]:
+        """The result lines (each ending in a newline), in execution order."""
+        with open(self.results_path, "rb") as results:
+            for position in range(self.total):
+                results.seek(self.offsets[self.order[position]])
+                yield results.readline()
+
+
+class PlanBuilder:
+    """Writes the result line of each request, in input order, and makes the Plan.
+
+    The execution order is a shuffle that depends only on ``shuffle_seed`` and the custom_ids:
+    requests are sorted by a hash of their custom_id.
+    """
+
+    def __init__(self, results_path: Path, shuffle_seed: int) -> None:
+        self.results_path = results_path
+        self._seed = str(shuffle_seed)
+        self._out = open(results_path, "wb")  # noqa: SIM115  # closed by finish() or discard()
+        self._keys: array[int] = array("Q")
+        self._offsets: array[int] = array("Q")
+        self._failed = bytearray()
+        self._tokens = [array("I") for _ in range(4)]  # input, output, cached, reasoning
+
+    def add(self, custom_id: str, line: dict[str, Any], outcome: Outcome) -> None:
+        """Record one request's result line; a failed outcome counts no tokens."""
+        self._offsets.append(self._out.tell())
+        self._out.write(_encode(line).encode())
+        self._out.write(b"\n")
+        self._keys.append(int(unit_fraction(self._seed, "order", custom_id) * 2**63))
+        self._failed.append(0 if outcome.ok else 1)
+        counted = (
+            outcome.input_tokens,
+            outcome.output_tokens,
+            outcome.cached_tokens,
+            outcome.reasoning_tokens,
+        )
+        for tokens, value in zip(self._tokens, counted, strict=True):
+            tokens.append(value if outcome.ok else 0)
+
+    def discard(self) -> None:
+        """Give up: close and delete the results file."""
+        self._out.close()
+        os.unlink(self.results_path)
+
+    def finish(self, model: str | None) -> Plan:
+        """The Plan of the requests added so far."""
+        self._out.close()
+        total = len(self._offsets)
+        plan = Plan(self.results_path, total, model, offsets=self._offsets)
+        order = sorted(range(total), key=self._keys.__getitem__)
+        plan.order = array("I", order)
+        sums = (plan.cum_input, plan.cum_output, plan.cum_cached, plan.cum_reasoning)
+        for index in order:
+            plan.failed.append(self._failed[index])
+            plan.cum_failed.append(plan.cum_failed[-1] + self._failed[index])
+            for cum, tokens in zip(sums, self._tokens, strict=True):
+                cum.append(cum[-1] + tokens[index])
+        return plan
+
 
 @dataclass
 class Validation:
@@ -115,76 +176,65 @@ def validate_and_run(
             errors.append(error)
 
     seen: set[str] = set()
-    keys: array[int] = array("Q")
-    offsets: array[int] = array("Q")
-    failed_by_line = bytearray()
-    input_tokens: array[int] = array("I")
-    output_tokens: array[int] = array("I")
-    cached: array[int] = array("I")
-    reasoning: array[int] = array("I")
     first_model: str | None = None
     total = 0
     work_dir.mkdir(parents=True, exist_ok=True)
-    results_path = work_dir / "results.jsonl"
-    with open(input_path, "rb") as src, open(results_path, "wb") as out:
-        for lineno, raw in enumerate(src, 1):
-            total += 1
-            if total > max_requests:
-                continue  # only counted, for too_many_tasks
-            request = _parse_line(raw)
-            if request is None:
-                report(LineError("invalid_json_line", _INVALID_JSON, lineno))
-                continue
-            problem = _check_fields(request, endpoint)
-            if problem is not None:
-                report(LineError(problem[0], problem[1], lineno, problem[2]))
-                continue
-            custom_id: str = request["custom_id"]
-            body: dict[str, Any] = request["body"]
-            if custom_id in seen:
-                report(LineError("duplicate_custom_id", _DUPLICATE, lineno, "custom_id"))
-                continue
-            seen.add(custom_id)
-            model = body.get("model")
-            if isinstance(model, str):
-                if first_model is None:
-                    first_model = model
-                elif model != first_model:
-                    message = _MODEL_MISMATCH.format(model=model, first=first_model)
-                    report(LineError("model_mismatch", message, lineno, "body.model"))
+    builder = PlanBuilder(work_dir / "results.jsonl", shuffle_seed)
+    try:
+        with open(input_path, "rb") as src:
+            for lineno, raw in enumerate(src, 1):
+                total += 1
+                if total > max_requests:
+                    continue  # only counted, for too_many_tasks
+                request = _parse_line(raw)
+                if request is None:
+                    report(LineError("invalid_json_line", _INVALID_JSON, lineno))
                     continue
-            if error_count:
-                continue  # the batch will fail: no point running the rest
-            ids = digest(batch_id, custom_id, size=32)
-            outcome = run_request(
-                endpoint,
-                body,
-                custom_id,
-                created=created,
-                failure_rate=failure_rate,
-                seed=shuffle_seed,
-                key=ids[32:],
-                body_chars=_body_chars(raw, custom_id, endpoint),
-            )
-            line = {
-                "id": f"batch_req_{ids[:32]}",
-                "custom_id": custom_id,
-                "response": {
-                    "status_code": outcome.status_code,
-                    "request_id": f"req_{ids[32:]}",
-                    "body": outcome.body,
-                },
-                "error": None,
-            }
-            offsets.append(out.tell())
-            out.write(_encode(line).encode())
-            out.write(b"\n")
-            keys.append(int(unit_fraction(str(shuffle_seed), "order", custom_id) * 2**63))
-            failed_by_line.append(0 if outcome.ok else 1)
-            input_tokens.append(outcome.input_tokens if outcome.ok else 0)
-            output_tokens.append(outcome.output_tokens if outcome.ok else 0)
-            cached.append(outcome.cached_tokens if outcome.ok else 0)
-            reasoning.append(outcome.reasoning_tokens if outcome.ok else 0)
+                problem = _check_fields(request, endpoint)
+                if problem is not None:
+                    report(LineError(problem[0], problem[1], lineno, problem[2]))
+                    continue
+                custom_id: str = request["custom_id"]
+                body: dict[str, Any] = request["body"]
+                if custom_id in seen:
+                    report(LineError("duplicate_custom_id", _DUPLICATE, lineno, "custom_id"))
+                    continue
+                seen.add(custom_id)
+                model = body.get("model")
+                if isinstance(model, str):
+                    if first_model is None:
+                        first_model = model
+                    elif model != first_model:
+                        message = _MODEL_MISMATCH.format(model=model, first=first_model)
+                        report(LineError("model_mismatch", message, lineno, "body.model"))
+                        continue
+                if error_count:
+                    continue  # the batch will fail: no point running the rest
+                ids = digest(batch_id, custom_id, size=32)
+                outcome = run_request(
+                    endpoint,
+                    body,
+                    custom_id,
+                    created=created,
+                    failure_rate=failure_rate,
+                    seed=shuffle_seed,
+                    key=ids[32:],
+                    body_chars=_body_chars(raw, custom_id, endpoint),
+                )
+                line = {
+                    "id": f"batch_req_{ids[:32]}",
+                    "custom_id": custom_id,
+                    "response": {
+                        "status_code": outcome.status_code,
+                        "request_id": f"req_{ids[32:]}",
+                        "body": outcome.body,
+                    },
+                    "error": None,
+                }
+                builder.add(custom_id, line, outcome)
+    except BaseException:
+        builder.discard()
+        raise
     if total == 0:
         report(LineError("empty_file", "The batch input file is empty."))
     if total > max_requests:
@@ -196,21 +246,9 @@ def validate_and_run(
             )
         )
     if error_count:
-        os.unlink(results_path)
+        builder.discard()
         return Validation(None, errors)
-    plan = Plan(results_path=results_path, total=total, model=first_model, offsets=offsets)
-    # Sorting by a hash of custom_id is a shuffle that only depends on the seed.
-    order = sorted(range(total), key=keys.__getitem__)
-    plan.order = array("I", order)
-    cum_failed, cum_in, cum_out = plan.cum_failed, plan.cum_input, plan.cum_output
-    for index in order:
-        plan.failed.append(failed_by_line[index])
-        cum_failed.append(cum_failed[-1] + failed_by_line[index])
-        cum_in.append(cum_in[-1] + input_tokens[index])
-        cum_out.append(cum_out[-1] + output_tokens[index])
-        plan.cum_cached.append(plan.cum_cached[-1] + cached[index])
-        plan.cum_reasoning.append(plan.cum_reasoning[-1] + reasoning[index])
-    return Validation(plan, [])
+    return Validation(builder.finish(first_model), [])
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode

@@ -207,12 +207,14 @@ def _text_of(value: Any) -> str:
     return ""
 
 
-def _echo(text: str) -> str:
+def echo(text: str) -> str:
+    """The synthetic answer to a prompt: its first words, echoed."""
     snippet = " ".join(text.split())[:_ECHO_CHARS]
     return f"Echo: {snippet}" if snippet else "Echo."
 
 
-def _last_user_text(messages: Any) -> str:
+def last_user_text(messages: Any) -> str:
+    """The text of the last user message (of chat or Messages API ``messages``)."""
     if not isinstance(messages, list):
         return ""
     for message in reversed(messages):
@@ -222,7 +224,7 @@ def _last_user_text(messages: Any) -> str:
 
 
 def _chat(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
-    content = _echo(_last_user_text(body.get("messages")))
+    content = echo(last_user_text(body.get("messages")))
     reasoning = reasoning_tokens(body)
     completion = estimate_tokens(content) + reasoning
     return Outcome(
@@ -266,7 +268,7 @@ def _chat(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
 
 
 def _completion(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
-    text = _echo(_text_of(body.get("prompt")))
+    text = echo(_text_of(body.get("prompt")))
     completion = estimate_tokens(text)
     return Outcome(
         200,
@@ -322,7 +324,7 @@ def _embedding(body: dict[str, Any], key: str, created: int, prompt: int) -> Out
 
 
 def _response(body: dict[str, Any], key: str, created: int, prompt: int) -> Outcome:
-    text = _echo(_text_of(body.get("input")))
+    text = echo(_text_of(body.get("input")))
     reasoning = reasoning_tokens(body)
     completion = estimate_tokens(text) + reasoning
     return Outcome(

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-from batchctl.emulator import api, control
+from batchctl.emulator import anthropic, api, control
 from batchctl.emulator.backend import Backend
 from batchctl.emulator.errors import ApiError
 from batchctl.emulator.faults import Fault
@@ -149,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if url.path == "/v1" or url.path.startswith("/v1/"):
                 fault = backend.faults.pick(request.method, url.path)
-                response = _fault_response(fault) if fault is not None else None
+                response = _fault_response(fault, url.path) if fault is not None else None
                 if fault is not None and fault.kind == "drop":
                     self._drop(request, record)
                     return
@@ -220,8 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
             response.close()
 
 
-def _fault_response(fault: Fault) -> Response | None:
-    """The error reply of a 429/500/503 fault; None for the other kinds."""
+def _fault_response(fault: Fault, path: str) -> Response | None:
+    """The error reply of a 429/500/503/529 fault, in the shape of the API at ``path``; None
+    for the other kinds."""
+    if anthropic.serves(path):
+        return anthropic.fault_response(fault)
     if fault.kind == "429":
         retry_after = fault.retry_after
         text = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
@@ -242,10 +245,10 @@ def _fault_response(fault: Fault) -> Response | None:
                 type="server_error",
             )
         )
-    if fault.kind == "503":
+    if fault.kind in ("503", "529"):
         return Response.error(
             ApiError(
-                503,
+                int(fault.kind),
                 "The engine is currently overloaded, please try again later.",
                 type="server_error",
             )

@@ -56,6 +56,10 @@ class EmulatorSettings:
     max_requests_per_batch: int = 50_000
     #: Most entries in a failed batch's ``errors.data``.
     max_reported_errors: int = 10
+    #: Most requests in one Anthropic Message Batch (the real limit is 100,000).
+    max_message_batch_requests: int = 100_000
+    #: Largest Message Batch create body (the real limit is 256 MB; over it: 413).
+    max_message_batch_bytes: int = 256 * 1024 * 1024
     #: Where files live on disk; a fresh temporary directory (deleted on stop) if None. The
     #: emulator never reloads state from it: every start begins empty.
     state_dir: Path | None = None
@@ -72,7 +76,13 @@ class EmulatorSettings:
             raise ValueError("expire_after_fraction must be between 0 and 1")
         if not 0 <= self.request_failure_rate <= 1:
             raise ValueError("request_failure_rate must be between 0 and 1")
-        for name in ("max_batch_file_bytes", "max_file_bytes", "max_requests_per_batch"):
+        for name in (
+            "max_batch_file_bytes",
+            "max_file_bytes",
+            "max_requests_per_batch",
+            "max_message_batch_requests",
+            "max_message_batch_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_reported_errors < 1:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import secrets
 import shutil
@@ -44,6 +43,7 @@ from batchctl.emulator.params import (
     invalid_type,
     invalid_value,
 )
+from batchctl.emulator.progress import Progress
 from batchctl.emulator.responses import SUPPORTED_ENDPOINTS
 from batchctl.emulator.settings import EmulatorSettings
 
@@ -116,24 +116,17 @@ class BatchRecord:
     output_file_id: str | None = None
     error_file_id: str | None = None
 
-    def cap(self) -> int:
-        """How many requests can ever finish (fewer than all with expire_after_fraction)."""
-        assert self.plan is not None
-        fraction = self.timing.expire_after_fraction
-        if fraction is None:
-            return self.plan.total
-        return math.floor(fraction * self.plan.total)
+    def progress(self) -> Progress | None:
+        """The timeline of its requests, once it is in progress."""
+        start = self.times.get("in_progress_at")
+        if self.plan is None or start is None:
+            return None
+        return Progress(self.timing, self.created, start, self.plan.total)
 
     def done_at(self, t: float) -> int:
         """Requests finished by emulated time ``t`` while in progress."""
-        start = self.times.get("in_progress_at")
-        if self.plan is None or start is None:
-            return 0
-        if self.stop_at is not None:
-            t = min(t, self.stop_at)
-        # The epsilon absorbs float error at Unix-time magnitudes (9.8 * 5 = 48.99999...).
-        done = math.floor(max(0.0, t - start) * self.timing.processing_rate + 1e-6)
-        return min(done, self.cap(), self.plan.total)
+        progress = self.progress()
+        return 0 if progress is None else progress.done_at(t, self.stop_at)
 
 
 class State:
@@ -391,23 +384,15 @@ class State:
                     return
                 self._validate(batch, at)
             elif status == "in_progress":
-                plan = batch.plan
-                assert plan is not None
-                start = batch.times["in_progress_at"]
-                if batch.cap() >= plan.total:
-                    all_done = start + plan.total / timing.processing_rate
-                else:
-                    all_done = math.inf
-                deadline = batch.created + timing.completion_window
-                if all_done < deadline:
-                    if now < all_done:
-                        return
+                progress = batch.progress()
+                assert progress is not None
+                all_done, at = progress.end()
+                if now < at:
+                    return
+                if all_done:
                     batch.status = "finalizing"
-                    batch.times["finalizing_at"] = all_done
+                    batch.times["finalizing_at"] = at
                 else:
-                    at = max(deadline, start)
-                    if now < at:
-                        return
                     self._finish(batch, "expired", at, batch.done_at(at))
             elif status == "finalizing":
                 at = batch.times["finalizing_at"] + timing.finalizing_delay
@@ -477,14 +462,8 @@ class State:
         work_dir = self.root / "batches" / batch.id
         out_path, err_path = work_dir / "output.jsonl", work_dir / "error.jsonl"
         out_lines = err_lines = 0
-        with (
-            open(plan.results_path, "rb") as results,
-            open(out_path, "wb") as out,
-            open(err_path, "wb") as err,
-        ):
-            for position in range(plan.total):
-                results.seek(plan.offsets[plan.order[position]])
-                line = results.readline()
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            for position, line in enumerate(plan.lines_in_order()):
                 if position < done:
                     if plan.failed[position]:
                         err.write(line)

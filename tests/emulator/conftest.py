@@ -1,10 +1,12 @@
-"""Fixtures: a started emulator on a manual clock, and an SDK client pointed at it."""
+"""Fixtures: a started emulator on a manual clock, and SDK clients (openai, anthropic) pointed
+at it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -37,4 +39,11 @@ def emulator(make_emulator: Callable[..., Emulator]) -> Emulator:
 def client(emulator: Emulator) -> Iterator[openai.OpenAI]:
     """The real SDK, talking to ``emulator`` over HTTP."""
     with openai.OpenAI(base_url=emulator.base_url, api_key="test-key") as sdk:
+        yield sdk
+
+
+@pytest.fixture
+def anthropic_client(emulator: Emulator) -> Iterator[anthropic.Anthropic]:
+    """The real Anthropic SDK, talking to ``emulator`` over HTTP (its root URL is the base)."""
+    with anthropic.Anthropic(base_url=emulator.url, api_key="test-key") as sdk:
         yield sdk
