@@ -364,7 +364,7 @@ class World:
         an ended batch's results never change)."""
         if batch_id not in self._markers:
             url = f"{self.emu.url}{MESSAGE_BATCHES}/{batch_id}/results"
-            headers = {"x-api-key": "test-key", "authorization": "Bearer test-key"}
+            headers = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
             request = urllib.request.Request(url, headers=headers)
             with urllib.request.urlopen(request, timeout=scaled(10)) as response:
                 lines = [json.loads(x) for x in response.read().splitlines() if x.strip()]

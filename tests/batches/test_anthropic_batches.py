@@ -70,7 +70,8 @@ def effective_creates(emu: Emulator) -> list[Any]:
 def markers(emu: Emulator, batch_id: str) -> set[str | None]:
     """The part markers that a batch's results carry (read from the emulator over HTTP)."""
     url = f"{emu.url}/v1/messages/batches/{batch_id}/results"
-    request = urllib.request.Request(url, headers={"x-api-key": "test-key"})
+    headers = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+    request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=scaled(10)) as response:
         lines = [json.loads(line) for line in response.read().splitlines() if line.strip()]
     found: set[str | None] = set()
