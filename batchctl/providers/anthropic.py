@@ -98,7 +98,7 @@ class AnthropicProvider:
             raw = self.client.messages.batches.with_raw_response.create(
                 requests=body,  # type: ignore[arg-type]
             )
-            return _from_json(json.loads(raw.read()))
+            return message_batch(json.loads(raw.read()))
 
         return self._retrying(attempt, _refused_before_work, unanswered=True)
 
@@ -109,7 +109,7 @@ class AnthropicProvider:
     # --- batches --------------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> RemoteBatch:
         raw = self._call(lambda: self.client.messages.batches.with_raw_response.retrieve(batch_id))
-        return _from_json(json.loads(raw.read()))
+        return message_batch(json.loads(raw.read()))
 
     def list_batches(self) -> Iterator[RemoteBatch]:
         for page in self.batch_pages():
@@ -127,7 +127,7 @@ class AnthropicProvider:
                 )
             )
             page = json.loads(raw.read())
-            batches = [_from_json(item) for item in page.get("data") or ()]
+            batches = [message_batch(item) for item in page.get("data") or ()]
             yield batches
             if not batches or not page.get("has_more"):
                 return
@@ -137,7 +137,7 @@ class AnthropicProvider:
 
     def cancel_batch(self, batch_id: str) -> RemoteBatch:
         raw = self._call(lambda: self.client.messages.batches.with_raw_response.cancel(batch_id))
-        return _from_json(json.loads(raw.read()))
+        return message_batch(json.loads(raw.read()))
 
     def download(self, file_id: str, destination: Path) -> int:
         """Stream the results of batch ``file_id`` (``GET …/{id}/results``) to ``destination``,
@@ -351,9 +351,10 @@ def _as_provider_error(error: anthropic.AnthropicError) -> ProviderError:
     )
 
 
-def _from_json(item: Mapping[str, Any]) -> RemoteBatch:
-    """A Message Batch object as the API sent it, as plain values (see the module's mapping).
-    Read from the JSON rather than the SDK's pydantic model, as ``providers.openai`` does."""
+def message_batch(item: Mapping[str, Any]) -> RemoteBatch:
+    """A Message Batch object as the API sent it, as plain values (see the module's mapping):
+    the one place it is mapped (the fast tests' in-process stand-in maps through it too). Read
+    from the JSON rather than the SDK's pydantic model, as ``providers.openai`` does."""
     counts = item.get("request_counts") or {}
     succeeded = int(counts.get("succeeded") or 0)
     errored = int(counts.get("errored") or 0)
