@@ -67,7 +67,10 @@ ACTIVE = ("queued", "running", "retrying")
 # idle 2-core one.
 TIMEOUT_S = scaled(420)
 # Kill points per scenario: each scenario asserts it reached its own count.
-KILL_POINTS = {"submit": 18, "results": 12, "retry": 12, "daemon": 12, "anthropic": 12}
+KILL_POINTS = {"submit": 18, "results": 12, "retry": 12, "daemon": 12, "anthropic": 8}
+# Importing the anthropic SDK costs about 5 s of CPU (2.5x openai's): each Anthropic command
+# that talks to the API pays it once, so that scenario gets fewer kill points and more time.
+ANTHROPIC_TIMEOUT_S = scaled(600)
 assert sum(KILL_POINTS.values()) >= 50  # the issue asks for at least 50 across the phases
 
 CONFIG = """\
@@ -549,7 +552,7 @@ def test_submit_wait_killed_at_random_points_then_wait_recovers(
     kill_submits(w, capsys, write_requests, [*slow_posts(0.3), SLOW_DOWNLOADS], [])
 
 
-@pytest.mark.timeout(TIMEOUT_S)
+@pytest.mark.timeout(ANTHROPIC_TIMEOUT_S)
 def test_anthropic_submit_wait_killed_at_random_points_then_wait_recovers(
     world: Callable[..., World], capsys: pytest.CaptureFixture[str]
 ) -> None:
