@@ -174,3 +174,20 @@ def test_a_refused_create_made_nothing_and_the_run_is_recorded_failed(
     assert run is not None and run.status is RunStatus.FAILED
     assert anthropic.batches() == []
     assert all(p.create_started_at is None for p in driver.store.parts(1))
+
+
+def test_retry_sends_failed_requests_again_in_new_parts_under_their_own_markers(
+    driver: Batches, anthropic: EmulatedMessageBatches, requests: Path
+) -> None:
+    anthropic.settings = EmulatorSettings(manual_clock=True, request_failure_rate=0.5)
+    run_id = driver.submit([requests], SPLIT)
+    assert driver.wait(run_id).status is not RunStatus.COMPLETED  # some requests errored
+
+    resent = driver.retry(run_id, ("failed",))
+    driver.wait(run_id)
+
+    parts = driver.store.parts(run_id)
+    assert resent > 0 and len(parts) > 3 and {p.round for p in parts} == {1, 2}
+    assert anthropic.count("create_inline") == len(parts)
+    assert_each_part_has_its_own_batch(driver, anthropic, run_id)
+    assert merged_ids(driver, run_id) == USER_IDS
