@@ -22,8 +22,8 @@ Families (all prefixed ``batchctl_``):
   and cost, all runs (a run with an unpriced model adds only its priced part);
   ``unpriced_runs_total{batchctl_job}`` counter: the runs whose cost leaves out a model
   without a price.
-- ``submissions_in_flight`` gauge; ``batch_parts{status}`` gauge: the parts of those
-  submissions by remote status.
+- ``submissions_in_flight{provider}`` gauge; ``batch_parts{provider,status}`` gauge: the parts
+  of those submissions by remote status.
 - ``ticks_pending{batchctl_job}`` gauge; ``ticks_total{batchctl_job,status}`` counter for
   ``missed`` and ``skipped`` ticks.
 - ``daemon_up`` gauge (1 when a scheduler is alive, as ``health`` judges),
@@ -40,11 +40,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchctl.jobs import BATCH_KINDS
+from batchctl.providers.profiles import DEFAULT_PROVIDER
 from batchctl.records import ACTIVE_RUN_STATUSES
 
 if TYPE_CHECKING:
@@ -146,16 +149,26 @@ def collect(store: Store, config: Config, now: datetime) -> list[Metric]:
         last_success.add_metric([job], moment.timestamp())
 
     submissions = gauge(
-        "submissions_in_flight", "OpenAI batch submissions not yet finished and merged."
+        "submissions_in_flight",
+        "Batch submissions not yet finished and merged, by provider.",
+        "provider",
     )
-    submissions.add_metric([], len(store.submissions_in_flight()))
+    in_flight = Counter(store.providers_of(store.submissions_in_flight()).values())
+    # The providers the config's jobs use read 0 rather than vanish when nothing is in flight.
+    providers_used = {
+        DEFAULT_PROVIDER,
+        *(j.provider for j in config.jobs.values() if j.kind in BATCH_KINDS),
+    }
+    for provider in sorted(providers_used | set(in_flight)):
+        submissions.add_metric([provider], in_flight.get(provider, 0))
     parts = gauge(
         "batch_parts",
-        "Parts (remote batches) of in-flight submissions, by remote status.",
+        "Parts (remote batches) of in-flight submissions, by provider and remote status.",
+        "provider",
         "status",
     )
-    for status, count in sorted(store.part_stats().items()):
-        parts.add_metric([status], count)
+    for (provider, status), count in sorted(store.part_stats().items()):
+        parts.add_metric([provider, status], count)
 
     ticks = store.tick_stats(("pending", "missed", "skipped"))
     pending = gauge("ticks_pending", "Scheduled ticks waiting to fire, by job.", JOB)

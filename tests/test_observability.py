@@ -147,7 +147,7 @@ def test_metrics_are_valid_exposition_with_the_runs_counted(ws: Workspace, cli: 
     assert value(samples, "batchctl_ticks_total", batchctl_job="py", status="skipped") == 1
     assert value(samples, "batchctl_job_paused", batchctl_job="bad") == 1
     assert value(samples, "batchctl_job_paused", batchctl_job="ok") == 0
-    assert value(samples, "batchctl_submissions_in_flight") == 0
+    assert value(samples, "batchctl_submissions_in_flight", provider="openai") == 0
     assert value(samples, "batchctl_daemon_up") == 0
     assert value(samples, "batchctl_healthy") == 1  # no scheduled job: no daemon needed
     assert "# TYPE batchctl_runs_total counter" in result.stdout
@@ -195,7 +195,7 @@ def test_metrics_never_use_the_labels_prometheus_sets(ws: Workspace, cli: Any) -
         store.close()
     samples = parse_metrics(cli("metrics").stdout)
     labels = {name for (_, pairs) in samples for name, _ in pairs}
-    assert labels == {"batchctl_job", "status"}
+    assert labels == {"batchctl_job", "status", "provider"}
     as_json = cli("metrics", "--json").json()
     assert {name for sample in as_json for name in sample["labels"]} == labels
 

@@ -68,15 +68,16 @@ class MaintenanceTables(Tables):
         )
         return {(row[0], row[1]): int(row[2]) for row in rows}
 
-    def part_stats(self) -> dict[str, int]:
-        """Parts of the submissions still in flight (not merged, run active), by remote status."""
+    def part_stats(self) -> dict[tuple[str, str], int]:
+        """Parts of the submissions still in flight (not merged, run active), by provider and
+        remote status."""
         rows = self._all(
-            "SELECT p.status, count(*) FROM parts p"
+            "SELECT s.provider, p.status, count(*) FROM parts p"
             " JOIN submissions s ON s.run_id = p.run_id JOIN runs r ON r.id = p.run_id"
             f" WHERE s.merged_at IS NULL AND r.status IN {ACTIVE_RUNS}"
-            " GROUP BY p.status"
+            " GROUP BY s.provider, p.status"
         )
-        return {row[0]: int(row[1]) for row in rows}
+        return {(row[0], row[1]): int(row[2]) for row in rows}
 
     # --- health -----------------------------------------------------------------------------------
     def schedule_positions(self) -> dict[tuple[str, str | None], SchedulePosition]:

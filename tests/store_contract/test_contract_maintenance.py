@@ -96,7 +96,7 @@ def test_tick_part_and_schedule_aggregates(store: Store) -> None:
     run_id = _submission(store, "t1")
     part = store.parts(run_id)[0]
     store.update_part(part.id, status="in_progress")
-    assert store.part_stats() == {"in_progress": 1}
+    assert store.part_stats() == {("openai", "in_progress"): 1}
     store.mark_merged(run_id, "/tmp/out", T0)
     assert store.part_stats() == {}
 
