@@ -36,7 +36,10 @@ def demo() -> None:
         emulated = {
             name: replace(
                 config.provider(name),
-                base_url=emulator.base_url,
+                # The anthropic SDK adds /v1 itself: its base is the emulator's root.
+                base_url=emulator.url
+                if config.provider(name).api == "anthropic"
+                else emulator.base_url,
                 api_key_env="BATCHCTL_DEMO_KEY",
                 poll_interval=0.5,
             )

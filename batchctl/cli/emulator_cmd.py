@@ -1,4 +1,5 @@
-"""``batchctl emulator``: run the local OpenAI Batch API emulator in the foreground."""
+"""``batchctl emulator``: run the local Batch API emulator (OpenAI's and Anthropic's) in the
+foreground."""
 
 from __future__ import annotations
 
@@ -21,17 +22,20 @@ def emulator(
         float, typer.Option("--rate", help="Requests each batch completes per second.")
     ] = 50.0,
 ) -> None:
-    """Run a LOCAL STAND-IN for the OpenAI Files + Batches API (no key, no cost).
+    """Run a LOCAL STAND-IN for the OpenAI Files + Batches API and Anthropic's Message Batches
+    API (no key, no cost).
 
-    For trying batchctl and for testing batch pipelines in CI: point OPENAI_BASE_URL at the
-    printed address and set OPENAI_API_KEY to anything. Ctrl-C stops it.
+    For trying batchctl and for testing batch pipelines in CI: point OPENAI_BASE_URL (or
+    ANTHROPIC_BASE_URL) at the printed address and set the API key to anything. Ctrl-C stops it.
     """
     from batchctl.emulator import EmulatorSettings, serve
 
     def ready(emu: Emulator) -> None:
         render.note(
-            f"batchctl emulator (a local stand-in for the OpenAI Batch API) on {emu.base_url}\n"
-            f"  export OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator"
+            f"batchctl emulator (a local stand-in for the OpenAI and Anthropic batch APIs) on "
+            f"{emu.base_url}\n"
+            f"  export OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator\n"
+            f"  export ANTHROPIC_BASE_URL={emu.url} ANTHROPIC_API_KEY=emulator"
         )
 
     try:

@@ -1,4 +1,4 @@
-"""A local emulator of the OpenAI Files + Batches HTTP API.
+"""A local emulator of the OpenAI Files + Batches HTTP API, and of Anthropic's Message Batches.
 
 It is a stand-in for the real API, for trying batchctl and for testing batch pipelines in
 CI without an API key and without spending money: the real ``openai`` SDK talks to it over
@@ -39,6 +39,15 @@ What it does
     Faults (``Fault``): 429 with Retry-After, 500, 503, dropped connections, slow replies,
     and ``lost_reply`` (the request takes effect but the reply is lost).
 
+Anthropic's Message Batches (``/v1/messages/batches``, see ``batchctl.emulator.anthropic``)
+    The ``anthropic`` SDK uses the root URL: ``Anthropic(base_url=emu.url, api_key=...)``.
+    Create (requests inline; envelope errors and 413 at once), retrieve, list, cancel,
+    delete, results (shuffled JSONL at an absolute ``results_url``). Batches follow the same
+    timeline and settings as OpenAI's (``progress``), showing it as ``in_progress`` ->
+    ``ended`` (or ``canceling`` -> ``ended``) with every request counted as ``processing``
+    until the end; per-request outcomes, error markers and cache tokens are described in
+    ``batchctl.emulator.messages``. ``emu.message_batches`` is a snapshot of them.
+
 Choices where the real API is undocumented
     - Cancelled batches: requests that never ran get NO line in either file (the real API
       does not document them; some compatible servers write ``batch_cancelled`` lines).
@@ -61,7 +70,10 @@ What it does not emulate
     limits and enqueued-token limits (``token_limit_exceeded``) other than injected faults,
     the 2,000 batches/hour creation limit, the 50,000-embedding-inputs limit, webhooks,
     ``output_expires_after`` beyond the output files' ``expires_at``, billing, and streaming
-    or ``stream=true`` bodies (those requests fail with a 400 line).
+    or ``stream=true`` bodies (those requests fail with a 400 line). On the Anthropic side:
+    the synchronous Messages API, workspaces (``anthropic-workspace-id`` is ignored), beta
+    features, replies other than one text block (tools, thinking), the queued-request rate
+    limits other than injected faults, and the spend limit.
 """
 
 from batchctl.emulator.emulator import Emulator, serve

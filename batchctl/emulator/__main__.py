@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m batchctl.emulator",
-        description="A local emulator of the OpenAI Files + Batches API.",
+        description="A local emulator of the OpenAI Files + Batches and Anthropic Message "
+        "Batches APIs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=8089, help="port (0 picks a free one)")
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def ready(emu: Emulator) -> None:
         print(f"Emulator listening; OPENAI_BASE_URL={emu.base_url}", flush=True)
+        print(f"Emulator listening; ANTHROPIC_BASE_URL={emu.url}", flush=True)
 
     serve(args.host, args.port, settings, on_ready=ready)
     return 0

@@ -54,10 +54,12 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def api(emulator: Emulator, ws: Any, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    """The emulator, with batchctl pointed at it ($OPENAI_BASE_URL, $OPENAI_API_KEY) and a config
-    that polls every 50 ms and prices gpt-4o-mini."""
+    """The emulator, with batchctl pointed at it ($OPENAI_BASE_URL, $OPENAI_API_KEY, and the
+    ANTHROPIC_ pair) and a config that polls every 50 ms and prices gpt-4o-mini."""
     monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator.url)  # the same emulator, both APIs
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     ws.write_config(CONFIG)
     return emulator
 
@@ -73,6 +75,8 @@ def start_api(ws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[...
         started.append(emu)
         monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", emu.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
         ws.write_config(config)
         return emu
 
