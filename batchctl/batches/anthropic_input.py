@@ -99,10 +99,12 @@ class AnthropicScanner(_Scanner):
             return
         size = len(encoded) + _REQUEST_OVERHEAD
         if size > self.max_bytes:
+            limit = self.max_bytes + _ENVELOPE
             self.problem(
                 path,
                 number,
-                f"request of {size:,} bytes as sent exceeds the batch limit of {self.max_bytes:,}",
+                f"request of {size:,} bytes as sent (with its id) does not fit the batch limit"
+                f" of {limit:,} bytes",
             )
             return
         self.seen[custom_id] = (len(self.files) - 1) << 32 | number

@@ -18,6 +18,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -245,8 +246,8 @@ class MergedWriter:
     and the response exactly as the API sent it, and copying it costs a fraction of re-encoding
     it. Lines are gathered into blocks of about a megabyte and written in bytes; ``digest``,
     when given, is fed every byte written to ``handle``. With ``derived_ids`` (Message Batches:
-    the API's lines name the ids batchctl sent) every line is written again, its ``result`` as
-    the API sent it under the user's custom_id.
+    the API's lines name the ids batchctl sent) a succeeded line is copied but for its id, the
+    user's in place of the one sent; the ``result`` stays as the API sent it.
     """
 
     CSV_COLUMNS = (
@@ -297,7 +298,8 @@ class MergedWriter:
         lines: LineReader,
     ) -> None:
         # The loop of every merge: one slice and one append for a succeeded request's line.
-        copy = self.csv is None and not self.derived_ids
+        copy = self.csv is None
+        renamed = self.derived_ids
         files: dict[tuple[int, str], mmap.mmap | bytes] = {}
         block: list[bytes] = []
         size = 0
@@ -314,12 +316,14 @@ class MergedWriter:
                 mapped = files[key] = lines.mapped(download(*key))
             line = mapped[offset : offset + (request.result_length or 0)]
             if copy and request.outcome == "succeeded":
-                block.append(line)
-                size += len(line)
-                if size >= _BLOCK:
-                    self._write_block(block)
-                    block, size = [], 0
-                continue
+                copied = _under_user_id(line, request.custom_id) if renamed else line
+                if copied is not None:
+                    block.append(copied)
+                    size += len(copied)
+                    if size >= _BLOCK:
+                        self._write_block(block)
+                        block, size = [], 0
+                    continue
             self._write_block(block)
             block, size = [], 0
             self._record(request, line)
@@ -372,6 +376,17 @@ class MergedWriter:
 
 
 _BLOCK = 1 << 20  # bytes of lines gathered before they are written
+# The sent id a Message Batches result line opens with (as the API and the SDK write it).
+_LEADING_SENT_ID = re.compile(rb'\{\s*"custom_id"\s*:\s*"[A-Za-z0-9_-]*"')
+
+
+def _under_user_id(line: bytes, custom_id: str) -> bytes | None:
+    """A result line that opens with the id batchctl sent, as it is but for that id: the
+    user's; None when it opens otherwise (then it is written again whole, under that id)."""
+    found = _LEADING_SENT_ID.match(line)
+    if found is None:
+        return None
+    return b'{"custom_id": ' + json.dumps(custom_id).encode() + line[found.end() :]
 
 
 def _binary(handle: IO[str]) -> IO[bytes] | None:

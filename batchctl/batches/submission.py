@@ -126,6 +126,7 @@ class ResultSummary(NamedTuple):
     unpriced_models: tuple[str, ...]
     cached_tokens: int = 0  # of input_tokens
     reasoning_tokens: int = 0  # of output_tokens
+    cache_write_tokens: int = 0  # of input_tokens
 
     @property
     def exit_code(self) -> ExitCode:
@@ -145,6 +146,7 @@ class ResultSummary(NamedTuple):
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
             "cost": self._money(self.cost_batch),
             "synchronous_cost": self._money(self.cost_synchronous),
             "saving": self._money(self.cost_synchronous - self.cost_batch),
@@ -1231,6 +1233,7 @@ class Batches:
             unpriced_models=cost.unpriced_models,
             cached_tokens=sum(t.cached_tokens for t in tokens),
             reasoning_tokens=sum(t.reasoning_tokens for t in tokens),
+            cache_write_tokens=sum(t.cache_write_tokens for t in tokens),
         )
 
     def _cost(self, run_id: int, tokens: list[ModelTokens] | None = None) -> Cost:

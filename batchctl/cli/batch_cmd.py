@@ -347,7 +347,7 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
 def _print_plan(
     plan: Plan, config: Config, json_output: bool, history: dict[str, tuple[int, int]]
 ) -> None:
-    from batchctl.batches.pricing import cost_of, estimate_output
+    from batchctl.batches.pricing import cost_of, estimate_output, published_provider
     from batchctl.records import ModelTokens
 
     outputs = [estimate_output(p, history) for p in plan.parts]
@@ -358,6 +358,7 @@ def _print_plan(
         ],
         config.prices,
         config.batches.batch_discount,
+        provider_id=published_provider(plan.endpoint or ""),
     )
     tokens = sum(p.estimated_input_tokens for p in plan.parts)
     uncounted = sum(o.uncounted for o in outputs)
@@ -466,8 +467,10 @@ def print_summary(summary: ResultSummary, json_output: bool) -> None:
     parts = ", ".join(f"{n:,} {render.styled_status(k)}" for k, n in sorted(counts.items()))
     run = summary.run
     render.out(f"run {run.id} {render.styled_status(run.status.value)}: {parts}")
+    written = summary.cache_write_tokens
     render.out(
-        f"tokens: {summary.input_tokens:,} in ({summary.cached_tokens:,} cached), "
+        f"tokens: {summary.input_tokens:,} in ({summary.cached_tokens:,} cached"
+        f"{f', {written:,} written to the cache' if written else ''}), "
         f"{summary.output_tokens:,} out ({summary.reasoning_tokens:,} reasoning)"
     )
     unpriced = summary.unpriced_models

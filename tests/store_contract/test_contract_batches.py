@@ -413,3 +413,62 @@ def test_a_submission_run_ends_when_its_work_ended_not_when_it_was_recorded(stor
     (stats,) = [s for s in store.run_stats() if s.job == "batch"]
     assert stats.duration_count == 1
     assert stats.duration_sum == pytest.approx(21.0, abs=0.01)
+
+
+def test_results_named_by_ordinal_are_recorded_against_that_request_of_the_part(
+    store: Store,
+) -> None:
+    # Message Batches results name their request by the derived id sent for it: its ordinal.
+    run_id = _submit(store)
+    _, p2 = store.parts(run_id)
+    store.record_results(
+        p2.id,
+        [
+            RequestResult(
+                "sent-3",
+                "succeeded",
+                None,
+                None,
+                None,
+                30,
+                4,
+                "output",
+                0,
+                50,
+                cached_tokens=5,
+                cache_write_tokens=6,
+                cache_write_1h_tokens=2,
+                ordinal=3,
+            ),
+            RequestResult(
+                "sent-2",
+                "failed",
+                None,
+                "overloaded_error",
+                "busy",
+                0,
+                0,
+                "output",
+                50,
+                40,
+                ordinal=2,
+            ),
+            RequestResult(
+                "sent-1", "succeeded", None, None, None, 9, 9, "output", 90, 50, ordinal=1
+            ),  # request 1 is p1's: not recorded against p2
+        ],
+        T0,
+    )
+    outcomes = [(r.custom_id, r.outcome, r.error_code) for r in store.requests_in_order(run_id)]
+    assert outcomes == [
+        ("r0", None, None),
+        ("r1", None, None),
+        ("r2", "failed", "overloaded_error"),
+        ("r3", "succeeded", None),
+    ]
+    assert sorted(store.tokens_by_model(run_id)) == [
+        ModelTokens(
+            "gpt-4o", 30, 4, cached_tokens=5, cache_write_tokens=6, cache_write_1h_tokens=2
+        ),
+        ModelTokens("gpt-4o-mini", 0, 0),
+    ]
