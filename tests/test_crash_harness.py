@@ -236,6 +236,20 @@ class World:
         self.scenario.kill_points += 1
         return True
 
+    def kill_after_first_create(
+        self, proc: subprocess.Popen[bytes], after: int | None, delay: float
+    ) -> bool:
+        """SIGKILL ``proc`` ``delay`` seconds after a run newer than ``after`` recorded its first
+        create intent: past start-up and the SDK's import (seconds for anthropic's), so that the
+        kill lands among the creates, the polls and the downloads. False if it ended first."""
+        deadline = time.monotonic() + scaled(120)
+        query = "SELECT 1 FROM parts WHERE run_id > ? AND create_started_at IS NOT NULL LIMIT 1"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if self.ws.has_tables() and self.ws.sql(query, after or 0):
+                break
+            time.sleep(0.02)
+        return self.kill_after(proc, delay)
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -559,9 +573,9 @@ def test_anthropic_submit_wait_killed_at_random_points_then_wait_recovers(
     # Six parts of 20 requests each: every part has the same request count, so a lost create is
     # told from its siblings' batches only by what the store records and the ids in results.
     w = world("anthropic", EmulatorSettings(fault_seed=SEED), api="anthropic")
-    kill_submits(
-        w, capsys, write_anthropic_requests, SLOW_MESSAGE_BATCHES, ["--provider", "anthropic"]
-    )
+    # Most kills wait for the first create: start-up with the SDK's import is most of a run.
+    options = ["--provider", "anthropic"]
+    kill_submits(w, capsys, write_anthropic_requests, SLOW_MESSAGE_BATCHES, options, late=0.75)
 
 
 def kill_submits(
@@ -570,9 +584,13 @@ def kill_submits(
     write: Callable[[Path, int, str], list[str]],
     faults: list[Fault],
     options: list[str],
+    *,
+    late: float = 0.0,
 ) -> None:
     """Kill ``submit --wait`` at random moments until the scenario has its kill points; after
-    each, recover as a user would and check every invariant."""
+    each, recover as a user would and check every invariant. A fraction ``late`` of the kills
+    come after the first create intent (``World.kill_after_first_create``) rather than at a
+    moment of the whole run."""
     check = w.check
     name_ = w.scenario.name
     honest_done = False
@@ -594,7 +612,10 @@ def kill_submits(
         started = time.monotonic()
         submit = ["submit", name, *options, "--max-requests", "20", "--wait", "--json"]
         proc = w.spawn(*submit, log="submit")
-        killed = w.kill_after(proc, w.rng.uniform(0.0, span))
+        if late and w.rng.random() < late:  # no draw otherwise: the OpenAI seed replays
+            killed = w.kill_after_first_create(proc, newest[0][0], w.rng.uniform(0.0, scaled(3)))
+        else:
+            killed = w.kill_after(proc, w.rng.uniform(0.0, span))
         if not killed:
             span = max(span, time.monotonic() - started)
         w.emu.clear_faults()
