@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from batchctl.batches import files as local
-from batchctl.batches import quota
+from batchctl.batches import inline, quota
 from batchctl.batches.anthropic_input import is_message_batches
 from batchctl.batches.failures import FailureSplit, resendable, split
 from batchctl.batches.listing import listed, to_refresh
@@ -333,10 +333,17 @@ class Batches:
 
         Its input file is downloaded to learn its requests, so results merge in input order.
         """
+        provider = self.provider_for(provider_name)
+        if not provider.uploads:
+            raise UsageError(
+                f"cannot adopt {batch_id}: {provider_name}'s batches keep no input file,"
+                " so batchctl cannot learn their requests to merge results in input order",
+                hint="read its results with the provider's own tools; batchctl adopts only"
+                " batches made from an uploaded file",
+            )
         tracked = self.store.runs_for_batches([batch_id])
         if batch_id in tracked:
             raise UsageError(f"batch {batch_id} is already tracked as run {tracked[batch_id]}")
-        provider = self.provider_for(provider_name)
         batch = self._remote_batch(provider, batch_id)
         token = local.new_token()
         directory = local.files_root(self.store.location) / token
@@ -645,6 +652,8 @@ class Batches:
             self._download(submission, part)
 
     def _send(self, submission: Submission, part: Part) -> Part:
+        if not self.provider_for(submission.provider).uploads:
+            return self._send_inline(submission, part)
         if self._settling(
             part.upload_started_at if part.input_file_id is None else part.create_started_at
         ):
@@ -696,6 +705,46 @@ class Batches:
     def _token_limit(self, submission: Submission) -> int | None:
         """The enqueued-token limit the submission's provider settings give, if any."""
         return self.config.provider(submission.provider).enqueued_token_limit
+
+    def _send_inline(self, submission: Submission, part: Part) -> Part:
+        """Send a part whose requests go inline in the create call (no upload); a create whose
+        reply was lost is found, never repeated (``batches.inline``)."""
+        from batchctl.providers.base import CreateUnanswered
+
+        try:
+            sent = self._inline(self.provider_for(submission.provider)).send(submission, part)
+        except CreateUnanswered as exc:
+            self._log(
+                part.run_id,
+                f"part {part.number}: {exc.message}; looking for it in {INTENT_SETTLE_S:.0f}s",
+                LogLevel.WARNING,
+                part=part.number,
+            )
+            return part
+        if sent is None:
+            return part  # a lost create settling, or its candidates not yet told apart
+        batch, how = sent
+        self._created.append(batch.id)
+        recorded = self._record_remote(part, batch)
+        self._log(
+            part.run_id,
+            f"part {part.number}: {how} {batch.id} ({batch.status})",
+            part=part.number,
+            batch=batch.id,
+        )
+        return recorded
+
+    def _inline(self, provider: Provider) -> inline.InlineSender:
+        def log(part: Part, message: str, level: LogLevel) -> None:
+            self._log(part.run_id, message, level, part=part.number)
+
+        return inline.InlineSender(
+            self.store,
+            provider,  # type: ignore[arg-type]  # uploads is False: an InlineProvider
+            clock=self.clock,
+            log=log,
+            settle_s=INTENT_SETTLE_S,
+        )
 
     def _settling(self, intent: datetime | None) -> bool:
         """True while a call recorded at ``intent`` by another process may still take effect.
@@ -811,10 +860,16 @@ class Batches:
         return self._log_entry(part.run_id, text, level, part=part.number, batch=batch.id)
 
     def _download(self, submission: Submission, part: Part) -> None:
+        provider = self.provider_for(submission.provider)
         for kind, file_id in (("output", part.output_file_id), ("error", part.error_file_id)):
             if file_id is None:
                 continue
             destination = self._fetch(submission, part.number, kind, file_id)
+            if not provider.uploads and not self._inline(provider).proved(
+                submission, part, destination
+            ):
+                self._checked.pop(destination, None)
+                return  # adopted after a lost reply, and someone else's: the part is sent again
             results = _Counted(read_results(destination, kind))
             self.store.record_results(part.id, results, self.clock())
             self._log(
@@ -987,6 +1042,15 @@ class Batches:
                 self._log(run_id, f"part {part.number}: cancelled before it was sent")
             elif part.status != "cancelling":
                 provider = self.provider_for(submission.provider)
+                if not provider.uploads and inline.unconfirmed(part):
+                    self._log(
+                        run_id,
+                        f"part {part.number}: batch {part.batch_id} is not cancelled: it was"
+                        " found after a lost create reply and its results have not yet proved"
+                        " it this part's",
+                        LogLevel.WARNING,
+                    )
+                    continue
                 self._record_remote(part, provider.cancel_batch(part.batch_id))
         return self.store.parts(run_id)
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 def open_provider(settings: ProviderSettings) -> Provider:
     """The client of the provider ``settings`` describe (its SDK imported now)."""
+    if settings.api == "anthropic":
+        from batchctl.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider.from_settings(settings)
     from batchctl.providers.openai import OpenAIProvider
 
     return OpenAIProvider.from_settings(settings)

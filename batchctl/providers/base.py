@@ -1,12 +1,22 @@
 """The provider interface: what the core needs from a Batch API, whoever offers it.
 
-Everything here is plain data. A second provider (say, Anthropic's Message Batches) implements
-``Provider`` and maps its statuses onto ``TERMINAL``/``ACTIVE`` below; the engine never changes.
+Everything here is plain data. Each provider maps its statuses onto ``TERMINAL``/``ACTIVE`` below
+(OpenAI's names); the engine never changes. Two shapes of API are served:
+
+- ``uploads = True`` (OpenAI's Files + Batches and the vendors that copy it): a part's file is
+  uploaded, the batch is made from it and carries batchctl's metadata, so a batch whose create
+  reply was lost is found by that metadata (``find_batch``).
+- ``uploads = False`` (Anthropic's Message Batches, ``InlineProvider``): the requests go inline
+  in the create call. There is no input file and no metadata on a batch, so a lost create is
+  found by time and request count and proved by the ids its results carry
+  (``batchctl.batches.inline``). Such a provider's ``RemoteBatch`` has ``input_file_id`` ``""``,
+  ``metadata`` ``{}``, ``error_file_id`` None, and ``output_file_id`` the batch's own id once
+  its results can be read (what ``download`` takes: every result line, failures too, is in it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -62,6 +72,20 @@ def notify_retry(message: str) -> None:
         listener(message)
 
 
+class CreateUnanswered(ProviderError):
+    """A create was sent and no answer came (the connection dropped, the reply timed out, or a
+    server error that may have come after the batch was made): a batch may exist. Never
+    retried; the caller finds it later (``batchctl.batches.inline``)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(
+            message,
+            status=status,
+            transient=True,
+            hint="batchctl looks for the batch this create may have made before it sends again",
+        )
+
+
 class RequestCounts(NamedTuple):
     total: int = 0
     completed: int = 0
@@ -109,6 +133,7 @@ class RemoteBatch(NamedTuple):
 
 class Provider(Protocol):
     name: str
+    uploads: bool  # True: Files + Batches (upload, then create); False: an ``InlineProvider``
 
     def upload(self, path: Path, filename: str) -> RemoteFile:
         """Upload a JSONL file for batch use. Never retried blindly: see ``find_file``."""
@@ -154,3 +179,20 @@ class Provider(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class InlineProvider(Provider, Protocol):
+    """A provider whose create call carries the requests (``uploads`` False): no upload, no
+    input file, no metadata on a batch. ``upload``, ``find_file`` and ``find_batch`` are never
+    called on it."""
+
+    def create_inline(self, requests: Iterable[Mapping[str, Any]]) -> RemoteBatch:
+        """Create a batch of these requests. Retried only when the API refused it before doing
+        anything (a connection never made, 429, 529); ``CreateUnanswered`` when a batch may have
+        been made without the reply reaching us."""
+        ...
+
+    def server_time(self) -> float | None:
+        """The API's own time now (Unix seconds, from the ``Date`` header of a cheap call);
+        None when it sends none. Recorded before a create, it bounds the search for it."""
+        ...

@@ -55,6 +55,7 @@ DOWNLOAD_CHUNK = 1 << 20
 
 class OpenAIProvider:
     name = "openai"
+    uploads = True
 
     def __init__(
         self,

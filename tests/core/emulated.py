@@ -47,6 +47,7 @@ class EmulatedProvider:
     process killed (or a connection dropped) after the request left would see it."""
 
     name = "openai"
+    uploads = True
 
     def __init__(self, clock: FakeClock, settings: EmulatorSettings | None = None) -> None:
         self.clock = clock
