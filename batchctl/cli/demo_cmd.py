@@ -10,9 +10,9 @@ from batchctl.cli import render, session
 
 
 def demo() -> None:
-    """Run every enabled job of the config — local jobs with progress bars, openai jobs as real
-    batches through a LOCAL EMULATOR of the OpenAI Batch API (no key, no cost) — then print each
-    batch's results and cost, and the history.
+    """Run every enabled job of the config — local jobs with progress bars, batch jobs as real
+    batches through a LOCAL EMULATOR of their provider's batch API (no key, no cost) — then print
+    each batch's results and cost, and the history.
 
     Without --db, the history goes to a new temporary database, so the demo can be run again.
     """
@@ -25,7 +25,6 @@ def demo() -> None:
     from dataclasses import replace
 
     config = session.current.config()
-    # Poll the emulator often: its batches finish in seconds, not hours.
     targets = [
         (job, scope) for job in config.jobs.values() if job.enabled for scope in job.run_scopes()
     ]
@@ -48,7 +47,8 @@ def demo() -> None:
         config = replace(config, providers={**config.providers, **emulated})
         session.current.use_config(config)
         render.out(
-            f"the OpenAI Batch API emulator (a local stand-in) listens on {emulator.base_url}"
+            "the batch API emulator (a local stand-in for OpenAI's and Anthropic's batch APIs)"
+            f" listens on {emulator.url}"
         )
         render.out(f"history goes to {session.current.db}\n")
         runs = run_cmd.run_targets(config, targets, wait=True, json_output=False)

@@ -50,18 +50,20 @@ def run(
 def run_targets(
     config: Config, targets: list[tuple[JobConfig, str | None]], *, wait: bool, json_output: bool
 ) -> list[Run]:
-    """Run (or submit) each (job, scope) with progress; print the summary; return the runs."""
-    return _execute(
-        config,
-        json_output,
-        lambda runs, display: [_run_one(runs, display, j, s, wait) for j, s in targets],
-    )
+    """Run (or submit) each (job, scope) with progress; print the summary; return the runs.
+    Every run is started before any is waited for, so the batch submissions of several jobs
+    (to one provider or several) go on side by side."""
+
+    def run_all(runs: Runs, display: RunDisplay) -> list[Run]:
+        started = [runs.start(job, scope) for job, scope in targets]
+        return [_finish(runs, display, run, wait) for run in started]
+
+    return _execute(config, json_output, run_all)
 
 
-def _run_one(runs: Runs, display: RunDisplay, job: JobConfig, scope: str | None, wait: bool) -> Run:
-    """Start the run; one still in flight at a provider when started (a batch submission) is,
-    with --wait, waited for with a progress bar per part."""
-    run = runs.start(job, scope)
+def _finish(runs: Runs, display: RunDisplay, run: Run, wait: bool) -> Run:
+    """A run just started; one still in flight at a provider (a batch submission) is, with
+    --wait, waited for with a progress bar per part."""
     if run.status.terminal:
         return run
     if wait:
