@@ -194,6 +194,7 @@ class World:
     scenario: Scenario
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api: str = "openai"  # or "anthropic": Message Batches (no uploads, no metadata)
+    first_create_seen: float = 0.0  # time.monotonic() when a killed submit's first create was seen
     _markers: dict[str, set[str | None]] = field(default_factory=dict)
 
     @property
@@ -248,6 +249,7 @@ class World:
             if self.ws.has_tables() and self.ws.sql(query, after or 0):
                 break
             time.sleep(0.02)
+        self.first_create_seen = time.monotonic()
         return self.kill_after(proc, delay)
 
     def close(self) -> None:
@@ -599,6 +601,9 @@ def kill_submits(
     # that ran to their end: on a loaded machine start-up alone can take seconds, and kills drawn
     # from a fixed span would all land before the first upload.
     span = scaled(3.0)
+    # Likewise the kills after the first create intent: drawn within the time a run went on
+    # after it, learnt from those that ended first (a few seconds, or under one when quiet).
+    late_span = scaled(3.0)
     while w.scenario.kill_points < KILL_POINTS[name_]:
         attempts += 1
         assert attempts <= 3 * KILL_POINTS[name_], "the kills keep missing the process"
@@ -613,7 +618,10 @@ def kill_submits(
         submit = ["submit", name, *options, "--max-requests", "20", "--wait", "--json"]
         proc = w.spawn(*submit, log="submit")
         if late and w.rng.random() < late:  # no draw otherwise: the OpenAI seed replays
-            killed = w.kill_after_first_create(proc, newest[0][0], w.rng.uniform(0.0, scaled(3)))
+            delay = w.rng.uniform(0.0, late_span)
+            killed = w.kill_after_first_create(proc, newest[0][0], delay)
+            if not killed:
+                late_span = max(0.1, min(late_span, time.monotonic() - w.first_create_seen))
         else:
             killed = w.kill_after(proc, w.rng.uniform(0.0, span))
         if not killed:

@@ -179,11 +179,13 @@ def test_a_refused_create_made_nothing_and_the_run_is_recorded_failed(
 def test_retry_sends_failed_requests_again_in_new_parts_under_their_own_markers(
     driver: Batches, anthropic: EmulatedMessageBatches, requests: Path
 ) -> None:
-    anthropic.settings = EmulatorSettings(manual_clock=True, request_failure_rate=0.5)
+    # Every request errors (api_error or invalid_request_error, by a hash of its random sent
+    # id): the retry sends all of them again, whichever class each failure is.
+    anthropic.settings = EmulatorSettings(manual_clock=True, request_failure_rate=1.0)
     run_id = driver.submit([requests], SPLIT)
-    assert driver.wait(run_id).status is not RunStatus.COMPLETED  # some requests errored
+    assert driver.wait(run_id).status is RunStatus.FAILED
 
-    resent = driver.retry(run_id, ("failed",))
+    resent = driver.retry(run_id, ("failed",), include_invalid=True)
     driver.wait(run_id)
 
     parts = driver.store.parts(run_id)
