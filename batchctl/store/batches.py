@@ -49,8 +49,6 @@ RESULTS_CHUNK = 5000  # rows of one executemany: bounded memory, few round trips
 
 
 class BatchTables(Tables):
-    """The tables of batch submissions: submissions, parts, requests."""
-
     def instance_id(self) -> str:
         row = self._one("SELECT value FROM meta WHERE key = 'instance'")
         assert row is not None, "the meta table has no instance id"

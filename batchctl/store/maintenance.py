@@ -29,8 +29,6 @@ _PRUNABLE = (
 
 
 class MaintenanceTables(Tables):
-    """Aggregates for metrics and health, and the deletes of ``prune``."""
-
     # --- metrics ----------------------------------------------------------------------------------
     def run_stats(self) -> list[RunStats]:
         """Per (job, status): run count, tokens, cost, duration sum and count, last finish."""

@@ -45,9 +45,6 @@ ACTIVE = f"status IN {ACTIVE_RUNS}"
 
 
 class RunTables(Tables):
-    """Runs, their attempts, transitions and log lines; the (job, scope) locks that keep a
-    job's runs from overlapping."""
-
     # --- runs -------------------------------------------------------------------------------------
     def create_run(
         self,

@@ -20,9 +20,6 @@ from batchctl.store.rows import DAEMON_COLUMNS, TICK_COLUMNS, daemon_from_row, t
 
 
 class ScheduleTables(Tables):
-    """Ticks, cursors and pauses: when each job fires; the daemon lease (one daemon per SQLite
-    file) and the daemons' records."""
-
     # --- cursors and ticks ------------------------------------------------------------------------
     def cursor(self, job: str, scope: str | None) -> datetime | None:
         row = self._one(
