@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchctl.errors import NotFoundError
 from batchctl.records import Attempt, LogLevel, Run, Transition, to_iso
-from batchctl.store.base import RunStore
+
+if TYPE_CHECKING:
+    from batchctl.store.runs import RunTables
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class RunDetail:
         return data
 
 
-def load_detail(store: RunStore, run_id: int) -> RunDetail:
+def load_detail(store: RunTables, run_id: int) -> RunDetail:
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError(f"no run with id {run_id}", hint="list runs with: batchctl status")

@@ -26,7 +26,7 @@ from batchctl.owners import hostname, is_zombie
 from batchctl.records import LogEntry, LogLevel
 
 if TYPE_CHECKING:
-    from batchctl.store.base import RunStore
+    from batchctl.store.runs import RunTables
 
 PROC = Path("/proc")
 GRACE_S = 5.0  # how long a leftover group has to exit after SIGTERM before SIGKILL
@@ -110,7 +110,7 @@ def _alive(pgid: int) -> bool:
     return any(not is_zombie(pid) for pid in _members(pgid))
 
 
-def stop_leftovers(store: RunStore, run_id: int, host: str, now: datetime) -> str | None:
+def stop_leftovers(store: RunTables, run_id: int, host: str, now: datetime) -> str | None:
     """Stop what the run's unfinished attempt left running on ``host`` (when that is this host)
     once the run has been recorded abandoned, or cancelled with its runner gone; note it in the
     run's log. What was done, or None."""

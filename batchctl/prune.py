@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 from batchctl.records import to_iso
 
 if TYPE_CHECKING:
-    from batchctl.store.base import BatchStore, Store
+    from batchctl.store.base import Store
+    from batchctl.store.batches import BatchTables
 
 CHUNK = 500
 DEAD_DAEMON_AFTER = timedelta(days=1)  # a daemon record never stopped, silent this long, died
@@ -141,7 +142,7 @@ def prune(
 
 
 def _remove_orphans(
-    store: BatchStore, root: Path, before: datetime, report: PruneReport, *, dry_run: bool
+    store: BatchTables, root: Path, before: datetime, report: PruneReport, *, dry_run: bool
 ) -> None:
     """Remove the submission directories no run refers to (a submit killed, or whose database
     write failed, before its run was recorded), untouched since ``before``."""

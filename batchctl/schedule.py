@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     from batchctl.config import JobConfig
-    from batchctl.store.base import ScheduleStore
+    from batchctl.store.schedule import ScheduleTables
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -415,7 +415,7 @@ class Resumed(NamedTuple):
     ticks_to_fire: int
 
 
-def resume(store: ScheduleStore, job: JobConfig) -> Resumed:
+def resume(store: ScheduleTables, job: JobConfig) -> Resumed:
     """Lift a job's pause. The ticks it skipped fire as its ``catchup`` says, as after a
     downtime: none of them, the newest once (latest), or each, the newest ``max_catchup``
     (all)."""

@@ -32,7 +32,7 @@ from batchctl.records import LogEntry, LogLevel, Part, Submission
 
 if TYPE_CHECKING:
     from batchctl.providers.base import RemoteBatch
-    from batchctl.store.base import BatchStore
+    from batchctl.store.batches import BatchTables
 
 #: The error code of a batch refused for the enqueued-token limit.
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
@@ -100,7 +100,7 @@ class Holds:
 
     def __init__(
         self,
-        store: BatchStore,
+        store: BatchTables,
         submission: Submission,
         now: datetime,
         entry: EntryMaker,

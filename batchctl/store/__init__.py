@@ -1,12 +1,12 @@
 """The store: the only code that speaks SQL.
 
-``Store`` (in ``base``) is the interface the core uses, the union of narrow protocols (runs,
-locks, batches, schedule, daemons, maintenance) that each part of the core may ask for instead.
-The queries are written once (``runs``, ``batches``, ``schedule``, ``maintenance``) against the
-verbs of ``dialect``; ``SQLiteStore`` is the embedded default, ``PostgresStore`` (``postgresql://``
-or ``postgres://`` URLs, psycopg 3 from the ``postgres`` extra) serves a database shared by
-several hosts. ``open_store`` chooses one from the location's form. The protocol is imported for
-type checking only, to keep start-up lean.
+``Store`` (in ``base``) is what the core uses, the base class of every back end. The queries are
+written once, in mixins that a part of the core may ask for instead (``runs.RunTables``: runs,
+attempts, logs and locks; ``batches.BatchTables``; ``schedule.ScheduleTables``: ticks, pauses and
+daemons; ``maintenance.MaintenanceTables``), against the verbs of ``dialect``; ``SQLiteStore`` is
+the embedded default, ``PostgresStore`` (``postgresql://`` or ``postgres://`` URLs, psycopg 3 from
+the ``postgres`` extra) serves a database shared by several hosts. ``open_store`` chooses one from
+the location's form. ``Store`` is imported for type checking only, to keep start-up lean.
 """
 
 from __future__ import annotations

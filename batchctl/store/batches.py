@@ -78,6 +78,7 @@ class BatchTables(Tables):
         requests: Iterable[RequestRow],
         scheduled_for: datetime | None = None,
     ) -> int:
+        """Record the run, its submission, parts and every request, in one transaction."""
         at = self.at(now)
         with self._write():
             run_id = self._id(
@@ -201,6 +202,7 @@ class BatchTables(Tables):
         return row is not None
 
     def providers_of(self, run_ids: Sequence[int]) -> dict[int, str]:
+        """The provider of each of these submissions (by run id)."""
         found: dict[int, str] = {}
         for chunk in self._chunks(run_ids):
             condition, params = self.any_of("run_id", chunk)
@@ -209,6 +211,7 @@ class BatchTables(Tables):
         return found
 
     def runs_for_batches(self, batch_ids: Sequence[str]) -> dict[str, int]:
+        """The run tracking each of these remote batch ids, for those that are tracked."""
         found: dict[str, int] = {}
         for chunk in self._chunks(batch_ids):
             condition, params = self.any_of("batch_id", chunk)
@@ -217,6 +220,7 @@ class BatchTables(Tables):
         return found
 
     def known_tokens(self, tokens: Sequence[str]) -> set[str]:
+        """Those of these file-directory tokens that a recorded submission has."""
         found: set[str] = set()
         for chunk in self._chunks(tokens):
             condition, params = self.any_of("token", chunk)
@@ -233,6 +237,8 @@ class BatchTables(Tables):
     def update_parts(
         self, changes: Sequence[tuple[int, Mapping[str, Any]]], logs: Sequence[LogEntry] = ()
     ) -> None:
+        """Update several parts (``(part id, columns)`` each) and append ``logs``, in one
+        transaction: a refresh records all it learnt of a submission at once."""
         if not changes and not logs:
             return
         with self._write():
@@ -257,6 +263,7 @@ class BatchTables(Tables):
         return f"UPDATE parts SET {assignments} WHERE id = ?", (*values, part_id)
 
     def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> None:
+        """Record the outcomes read from a part's files, and mark the part downloaded."""
         with self._write():
             found = self._one("SELECT run_id FROM parts WHERE id = ?", (part_id,))
             assert found is not None, f"no part {part_id}"
@@ -264,6 +271,7 @@ class BatchTables(Tables):
                 self._many(sql, rows)
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
+        """Give every request of the part that has no outcome yet this one; how many."""
         with self._write():
             return self._exec(
                 "UPDATE requests SET outcome = ?, error_code = ?, error_message = ?"
@@ -297,6 +305,7 @@ class BatchTables(Tables):
     def record_resend_part(
         self, run_id: int, part: PartPlanRow, moved: Sequence[tuple[str, int, int]]
     ) -> int:
+        """Add a part that re-sends requests: (custom_id, line_offset, line_length) in its file."""
         with self._write():
             part_id = self._insert_part(run_id, part)
             self._many(
@@ -313,9 +322,11 @@ class BatchTables(Tables):
         return part_id
 
     def request_summary(self, run_id: int) -> dict[str, int]:
+        """Counts by outcome ("pending" for none yet) and the token totals."""
         return self.request_summaries([run_id])[run_id]
 
     def request_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        """``request_summary`` of each of these runs (those without requests: empty counts)."""
         found: list[Any] = []
         for chunk in self._chunks(run_ids):
             condition, params = self.any_of("run_id", chunk)
@@ -330,6 +341,8 @@ class BatchTables(Tables):
     def failure_codes(
         self, run_ids: Sequence[int]
     ) -> dict[int, list[tuple[str | None, int | None, int]]]:
+        """Each run's failed requests counted by ``(error_code, status_code)``: what
+        ``batches.failures`` tells retryable from invalid failures by."""
         found: dict[int, list[tuple[str | None, int | None, int]]] = {r: [] for r in run_ids}
         for chunk in self._chunks(run_ids):
             condition, params = self.any_of("run_id", chunk)
@@ -352,6 +365,8 @@ class BatchTables(Tables):
         return [ModelTokens(row[0], *(int(n or 0) for n in row[1:])) for row in rows]
 
     def output_history(self, job: str) -> dict[str, tuple[int, int]]:
+        """Per model, the requests of the job's submissions that succeeded and their output
+        tokens: what a dry run's output estimate learns from."""
         rows = self._all(
             "SELECT p.model, count(*), sum(r.output_tokens) FROM runs u"
             " JOIN requests r ON r.run_id = u.id JOIN parts p ON p.id = r.part_id"
@@ -368,6 +383,7 @@ class BatchTables(Tables):
             )
 
     def reopen_submission(self, run_id: int, now: datetime, reason: str) -> None:
+        """Put a settled submission back in flight (its run back to running) for a retry."""
         with self._write():
             previous = self._status_of(run_id)
             self._exec("UPDATE submissions SET merged_at = NULL WHERE run_id = ?", (run_id,))
@@ -382,6 +398,7 @@ class BatchTables(Tables):
     def take_submission_lease(
         self, run_id: int, owner: Owner, until: datetime, now: datetime
     ) -> Owner | None:
+        """Become the one process driving this submission; else return who is."""
         with self._write():
             row = self._one(
                 "SELECT lease_host, lease_pid,"
@@ -423,6 +440,8 @@ class BatchTables(Tables):
         now: datetime,
         finished_at: datetime | None = None,
     ) -> bool:
+        """End the run (unless it already ended): ``finished_at`` is when its work ended (the
+        API's end of its last batch; default ``now``), ``now`` when batchctl recorded it."""
         with self._write():
             previous = self._status_of(run_id)
             if previous is None or previous.terminal:
@@ -449,6 +468,9 @@ class BatchTables(Tables):
     def fail_unsent_submission(
         self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.FAILED
     ) -> bool:
+        """Record a submission that no batch was created for as ended (``failed``, or
+        ``cancelled`` when interrupted), its parts ``not_sent``; False (and nothing changed) if
+        a create was attempted or the run has ended."""
         with self._write():
             previous = self._status_of(run_id)
             if previous is None or previous.terminal:

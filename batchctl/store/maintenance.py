@@ -31,6 +31,7 @@ _PRUNABLE = (
 class MaintenanceTables(Tables):
     # --- metrics ----------------------------------------------------------------------------------
     def run_stats(self) -> list[RunStats]:
+        """Per (job, status): run count, tokens, cost, duration sum and count, last finish."""
         rows = self._all(
             "SELECT job, status, count(*), coalesce(sum(total_tokens), 0),"
             " coalesce(sum(total_cost), 0.0),"
@@ -57,6 +58,7 @@ class MaintenanceTables(Tables):
         ]
 
     def tick_stats(self, statuses: Sequence[str]) -> dict[tuple[str, str], int]:
+        """Tick counts per (job, status) for the given statuses (through the status index)."""
         if not statuses:
             return {}
         condition, params = self.any_of("status", statuses)
@@ -67,6 +69,8 @@ class MaintenanceTables(Tables):
         return {(row[0], row[1]): int(row[2]) for row in rows}
 
     def part_stats(self) -> dict[tuple[str, str], int]:
+        """Parts of the submissions still in flight (not merged, run active), by provider and
+        remote status."""
         rows = self._all(
             "SELECT s.provider, p.status, count(*) FROM parts p"
             " JOIN submissions s ON s.run_id = p.run_id JOIN runs r ON r.id = p.run_id"
@@ -77,6 +81,7 @@ class MaintenanceTables(Tables):
 
     # --- health -----------------------------------------------------------------------------------
     def schedule_positions(self) -> dict[tuple[str, str | None], SchedulePosition]:
+        """Per (job, scope) with a cursor: the cursor and the newest tick's scheduled time."""
         rows = self._all(
             "SELECT c.job, c.scope, c.last_scheduled_for,"
             " (SELECT max(t.scheduled_for) FROM ticks t WHERE t.job = c.job AND t.scope = c.scope)"
@@ -93,6 +98,7 @@ class MaintenanceTables(Tables):
     def prunable_runs(
         self, before: datetime, *, after_id: int = 0, limit: int = 500
     ) -> list[PrunableRun]:
+        """Runs that ended before ``before`` and may be deleted, by id, ``limit`` at a time."""
         rows = self._all(
             "SELECT r.id, (SELECT count(*) FROM run_logs l WHERE l.run_id = r.id),"
             " (SELECT s.directory FROM submissions s WHERE s.run_id = r.id)"
@@ -102,6 +108,7 @@ class MaintenanceTables(Tables):
         return [PrunableRun(int(row[0]), int(row[1]), row[2]) for row in rows]
 
     def unmerged_finished_count(self, before: datetime) -> int:
+        """Ended runs older than ``before`` kept because their submission is not merged."""
         return self._count(
             "SELECT count(*) FROM runs r JOIN submissions s ON s.run_id = r.id"
             f" WHERE s.merged_at IS NULL AND r.status NOT IN {ACTIVE_RUNS}"
@@ -110,6 +117,8 @@ class MaintenanceTables(Tables):
         )
 
     def delete_runs(self, run_ids: Sequence[int], before: datetime) -> list[int]:
+        """Delete these runs (their attempts, transitions, logs, submission, parts and requests
+        go with them by ``ON DELETE CASCADE``) if they are still prunable; the ids deleted."""
         if not run_ids:
             return []
         condition, params = self.any_of("r.id", run_ids)
@@ -124,6 +133,9 @@ class MaintenanceTables(Tables):
     def prune_ticks(
         self, before: datetime, firing_since: datetime, *, dry_run: bool = False
     ) -> int:
+        """Delete ticks scheduled before ``before``; never pending ones, nor one fired since
+        ``firing_since`` whose run is not recorded yet, nor one whose run is still active.
+        The cursors stay, so no deleted tick fires again."""
         where = (
             " WHERE t.scheduled_for < ? AND t.status != 'pending'"
             " AND NOT (t.status = 'fired' AND t.run_id IS NULL"
@@ -143,6 +155,9 @@ class MaintenanceTables(Tables):
     def prune_daemons(
         self, before: datetime, dead_before: datetime, *, dry_run: bool = False
     ) -> int:
+        """Delete daemon records that stopped before ``before``, and those never marked
+        stopped whose last heartbeat is older than both ``before`` and ``dead_before`` (their
+        process died); never the holder of the daemon lock."""
         where = (
             " WHERE ((stopped_at IS NOT NULL AND stopped_at < ?)"
             " OR (stopped_at IS NULL AND heartbeat_at < ? AND heartbeat_at < ?))"

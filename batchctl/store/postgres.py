@@ -47,12 +47,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from batchctl.errors import StoreError, StoreWriteError
 from batchctl.records import utcnow
 from batchctl.store import migrations, postgres_migrations
-from batchctl.store.batches import BatchTables
+from batchctl.store.base import Store
 from batchctl.store.dialect import Row
-from batchctl.store.maintenance import MaintenanceTables
 from batchctl.store.rows import as_stored
-from batchctl.store.runs import RunTables
-from batchctl.store.schedule import ScheduleTables
 
 CONNECT_TIMEOUT_S = 10
 INSTALL_HINT = "pip install 'batchctl[postgres]'"
@@ -80,7 +77,7 @@ def _import_psycopg() -> Any:
     return psycopg
 
 
-class PostgresStore(RunTables, BatchTables, ScheduleTables, MaintenanceTables):
+class PostgresStore(Store):
     """A batchctl database in PostgreSQL, shared by every host that points ``--db`` at it."""
 
     # Several daemons (on several hosts) may work on this database at once: no single-daemon

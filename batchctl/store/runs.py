@@ -61,6 +61,8 @@ class RunTables(Tables):
         owner: Owner | None = None,
         lease_until: datetime | None = None,
     ) -> int:
+        """Record a new run. A ``queued`` run may name its ``owner`` and a lease: should that
+        process die before the first attempt, the run is found past its lease and abandoned."""
         with self._write():
             return self._insert_run(
                 job=job,
@@ -91,6 +93,12 @@ class RunTables(Tables):
         scheduled_for: datetime | None = None,
         lock: str | None = None,
     ) -> tuple[int, bool]:
+        """Record a new run and, in the same transaction, start its first attempt (lease
+        ``lease_until``), taking the lock ``lock`` first when one is named. Returns (run id,
+        started). When ``lock`` has any holder row, even one past its lease, nothing is started:
+        the run is left ``queued`` (lease ``queued_until``), as ``create_run`` leaves it, for
+        the caller to take the lock its own way. The transitions are those of ``create_run``
+        then ``start_attempt``."""
         with self._write():
             if lock is not None:
                 self._serialize(f"lock:{lock}")
@@ -120,6 +128,8 @@ class RunTables(Tables):
     def start_attempt(
         self, run_id: int, number: int, owner: Owner, lease_until: datetime, now: datetime
     ) -> bool:
+        """Mark the run running under ``owner`` and open attempt ``number``; False if the run
+        is no longer active (cancelled meanwhile)."""
         with self._write():
             previous = self._status_of(run_id)
             if previous is None or previous.terminal:
@@ -132,6 +142,8 @@ class RunTables(Tables):
             self._finish_attempt(run_id, number, outcome, now)
 
     def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
+        """Note the process group attempt ``number`` runs in, and when its leader started (to
+        stop the group if the run is abandoned: see ``batchctl.process_groups``)."""
         with self._write():
             self._exec(
                 "UPDATE attempts SET pgid = ?, pgid_started = ? WHERE run_id = ? AND number = ?",
@@ -139,6 +151,8 @@ class RunTables(Tables):
             )
 
     def attempt_process(self, run_id: int) -> tuple[int, int, str] | None:
+        """(attempt number, process group, leader start time) of the run's newest unfinished
+        attempt that recorded one."""
         row = self._one(
             "SELECT number, pgid, pgid_started FROM attempts"
             " WHERE run_id = ? AND finished_at IS NULL AND pgid IS NOT NULL"
@@ -156,6 +170,8 @@ class RunTables(Tables):
         reason: str | None = None,
         only_if: Sequence[RunStatus] = (),
     ) -> bool:
+        """Move the run to ``status`` and record the transition; with ``only_if``, only from one
+        of those statuses (returns False when the run was elsewhere)."""
         with self._write():
             previous = self._status_of(run_id)
             if previous is None or (only_if and previous not in only_if):
@@ -177,6 +193,10 @@ class RunTables(Tables):
         attempt: int | None = None,
         lock: str | None = None,
     ) -> bool:
+        """Record the run's final status and figures, if it is still active; False if it was
+        not. In the same transaction, whether or not the run was still active: with
+        ``attempt``, that attempt's end (as ``finish_attempt``); with ``lock``, the release of
+        the run's hold on that lock (as ``release_lock``)."""
         with self._write():
             previous = self._status_of(run_id)
             # The attempt's end and the lock's release hold whether or not the run was still
@@ -213,6 +233,7 @@ class RunTables(Tables):
             )
 
     def renew_run(self, run_id: int, owner: Owner, lease_until: datetime) -> Run | None:
+        """Extend the run's lease and return it (to see ``cancel_requested``); None if gone."""
         with self._write():
             self._exec(
                 f"UPDATE runs SET lease_until = {self.clock} WHERE id = ? AND host = ? AND pid = ?",
@@ -237,6 +258,8 @@ class RunTables(Tables):
         return [run_from_row(row, self.when) for row in self._all(sql, params)]
 
     def iter_runs(self, query: RunFilter, *, chunk: int = CHUNK) -> Iterator[Run]:
+        """The runs of ``list_runs``, newest first, fetched ``chunk`` at a time: memory stays
+        bounded however many match, and no query stays open between chunks."""
         # One short query per chunk (below the last id seen), not one cursor held open: no read
         # transaction lasts while the output is written (a pager may hold it for hours), and
         # PostgreSQL's client-side cursor would load the whole result. ``runs_newest_first``
@@ -296,6 +319,8 @@ class RunTables(Tables):
         return self._runs(f"{ACTIVE} AND job = ?", (job,))
 
     def runs_past_lease(self, now: datetime) -> list[Run]:
+        """Active runs whose owner's lease has run out (on the lease clock): their process
+        died or hangs."""
         return self._runs(
             f"{ACTIVE} AND lease_until IS NOT NULL AND lease_until < {self.clock}",
             (self.lease(now, now),),
@@ -346,6 +371,8 @@ class RunTables(Tables):
         min_level: LogLevel | None = None,
         chunk: int = CHUNK,
     ) -> Iterator[LogEntry]:
+        """The lines of ``logs``, oldest first, fetched ``chunk`` at a time."""
+
         def page(run: int, after: int, level: LogLevel | None, limit: int) -> list[LogEntry]:
             return self.logs(run, after_id=after, min_level=level, limit=limit)
 
@@ -355,6 +382,8 @@ class RunTables(Tables):
     def try_lock(
         self, key: str, run_id: int, owner: Owner, lease_until: datetime, now: datetime
     ) -> tuple[bool, LockHolder | None]:
+        """Take the lock if it is free or its lease has expired: (True, the expired holder it
+        replaced, if any). Else (False, the holder)."""
         with self._write():
             self._serialize(f"lock:{key}")
             row = self._one(
@@ -368,6 +397,7 @@ class RunTables(Tables):
         return True, holder
 
     def run_signal(self, run_id: int) -> tuple[RunStatus, bool] | None:
+        """The run's status and whether a cancel was requested (cheap: polled often)."""
         row = self._one("SELECT status, cancel_requested FROM runs WHERE id = ?", (run_id,))
         return None if row is None else (RunStatus(row[0]), bool(row[1]))
 
@@ -380,6 +410,7 @@ class RunTables(Tables):
         lease_until: datetime,
         now: datetime,
     ) -> bool:
+        """Take the lock from ``holder`` (judged dead by the caller) if it still holds it."""
         with self._write():
             self._serialize(f"lock:{key}")
             current = self.get_lock(key)

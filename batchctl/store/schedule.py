@@ -29,6 +29,7 @@ class ScheduleTables(Tables):
         return None if row is None else self.when(row[0])
 
     def set_cursor(self, job: str, scope: str | None, moment: datetime) -> None:
+        """Start a job's cursor (only if it has none): its first tick comes after ``moment``."""
         with self._write():
             self._exec(
                 "INSERT INTO schedule_cursors (job, scope, last_scheduled_for) VALUES (?,?,?)"
@@ -47,6 +48,12 @@ class ScheduleTables(Tables):
         priority: int,
         now: datetime,
     ) -> list[int]:
+        """Insert ticks (if absent) and move the cursor forward, in one transaction.
+
+        ``pending`` ticks are to fire; ``closed`` ones are (time, status, reason) — missed or
+        skipped. Returns the ids of the pending ticks this call inserted (none if another
+        process got there first).
+        """
         key = scope or ""
         at = self.at(now)
         inserted: list[int] = []
@@ -93,6 +100,18 @@ class ScheduleTables(Tables):
         claimer: str | None = None,
         closing: Tick | None = None,
     ) -> list[Tick]:
+        """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired;
+        ticks another daemon is claiming at this moment are skipped, not waited for, so two
+        daemons never get the same tick.
+
+        ``busy`` maps a running (job, scope) to when its run was handed out. For a job in
+        ``serial_jobs``, a tick that was already due then waits (a backlog, e.g. catch-up, runs
+        one tick after the other, in order); a tick that came due later is handed out, and the
+        job's concurrency policy decides (forbid skips it, replace replaces the running one).
+
+        ``closing``: a tick the claimer has fired, closed first in the same transaction (as
+        ``close_tick`` would), so a worker's end of one tick and claim of the next is one write.
+        """
         if limit <= 0 and closing is None:
             return []
         # Only when some ticks may be passed over are more candidates than ``limit`` read (and
@@ -126,6 +145,8 @@ class ScheduleTables(Tables):
         return [tick._replace(status="fired") for tick in chosen]
 
     def refire_orphaned_ticks(self, stale_before: datetime, dead: Collection[str] = ()) -> int:
+        """Put back to pending the fired ticks without a run whose daemon is gone: its heartbeat
+        older than ``stale_before``, stopped, or one of the ``dead`` instances."""
         condition, params = self.any_of("instance", list(dead))
         with self._write():
             return self._exec(
@@ -158,6 +179,7 @@ class ScheduleTables(Tables):
         )
 
     def reopen_ticks(self, job: str, since: datetime, *, latest_only: bool, limit: int) -> int:
+        """Make ticks skipped while the job was paused pending again (``resume`` with catch-up)."""
         with self._write():
             return self._exec(
                 "UPDATE ticks SET status = 'pending', reason = 'fired at resume' WHERE id IN ("
@@ -203,6 +225,7 @@ class ScheduleTables(Tables):
             )
 
     def resume(self, job: str) -> datetime | None:
+        """Lift a pause; when it began, or None if the job was not paused."""
         with self._write():
             row = self._one("DELETE FROM pauses WHERE job = ? RETURNING paused_at", (job,))
         return None if row is None else self.when(row[0])
@@ -215,6 +238,8 @@ class ScheduleTables(Tables):
     def take_daemon_lock(
         self, instance: str, owner: Owner, lease_until: datetime, now: datetime
     ) -> tuple[str, Owner] | None:
+        """Take the daemon lease (on the lease clock); else return (instance, owner) of the live
+        holder."""
         with self._write():
             self._serialize("daemon_lock")
             row = self._one(
@@ -287,12 +312,16 @@ class ScheduleTables(Tables):
         return self._daemons(" ORDER BY heartbeat_at DESC LIMIT ?", (limit,))
 
     def latest_daemon(self, mode: str) -> DaemonInfo | None:
+        """The daemon record of ``mode`` ("daemon" or "once") not marked stopped, newest
+        heartbeat first; None if there is none."""
         found = self._daemons(
             " WHERE mode = ? AND stopped_at IS NULL ORDER BY heartbeat_at DESC LIMIT 1", (mode,)
         )
         return found[0] if found else None
 
     def daemons_since(self, since: datetime, limit: int = 50) -> list[DaemonInfo]:
+        """Daemon records that beat at or after ``since``, or are not marked stopped; newest
+        heartbeat first."""
         return self._daemons(
             " WHERE heartbeat_at >= ? OR stopped_at IS NULL ORDER BY heartbeat_at DESC LIMIT ?",
             (self.at(since), limit),

@@ -23,16 +23,13 @@ from batchctl.errors import StoreError, StoreWriteError
 from batchctl.locations import create_private_file, make_private_dirs
 from batchctl.records import from_iso, to_iso
 from batchctl.store import migrations
-from batchctl.store.batches import BatchTables
+from batchctl.store.base import Store
 from batchctl.store.dialect import Row
-from batchctl.store.maintenance import MaintenanceTables
-from batchctl.store.runs import RunTables
-from batchctl.store.schedule import ScheduleTables
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's; $BATCHCTL_BUSY_TIMEOUT
 
 
-class SQLiteStore(RunTables, BatchTables, ScheduleTables, MaintenanceTables):
+class SQLiteStore(Store):
     """A batchctl database in one SQLite file, readable with the sqlite-utils CLI or Datasette."""
 
     shared = False  # one daemon per file: an flock beside it, plus the daemon_lock lease
