@@ -8,6 +8,7 @@ batchctl talks to the project's emulator through the real ``anthropic`` SDK over
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from batchctl.batches.derived_ids import parse_derived
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
-from tests.batches.jsonl import read_jsonl
+from tests.batches.jsonl import read_jsonl, request, write_jsonl
 from tests.waiting import scaled, timeout_arg, wait_for
 
 MODEL = "claude-haiku-4-5"
@@ -195,3 +196,47 @@ def test_adopt_refuses_an_anthropic_batch_and_says_why(
 
     assert refused.exit_code == 2, refused.stderr
     assert "keep no input file" in refused.stderr
+
+
+def test_the_daemon_drives_anthropic_and_openai_submissions_side_by_side(
+    ws: Any,
+    cli: Any,
+    anthropic_api: Callable[..., Emulator],
+    batchctl_exe: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emu = anthropic_api()  # one emulator serves both APIs
+    monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    ws.write_config(CONFIG + "[daemon]\npoll_interval = 0.05\n")
+    anthropic_ids = write_requests(ws.root / "claude.jsonl", 4)
+    openai_ids = [f"gpt-{i}" for i in range(4)]
+    write_jsonl(ws.root / "gpt.jsonl", [request(i) for i in openai_ids])
+    sent = [
+        cli("submit", "claude.jsonl", "--provider", "anthropic", "--json"),
+        cli("submit", "gpt.jsonl", "--json"),
+    ]
+    assert all(s.exit_code == 0 for s in sent), [s.stderr for s in sent]
+    run_ids = [s.json()["id"] for s in sent]
+
+    def settled() -> bool:
+        passed = subprocess.run(
+            [batchctl_exe, "daemon", "--once"],
+            env=ws.env(),
+            capture_output=True,
+            text=True,
+            timeout=scaled(60),
+        )
+        assert passed.returncode == 0, passed.stderr
+        shown = [cli("status", str(r), "--json", "--no-refresh").json() for r in run_ids]
+        return all(s["status"] == "completed" for s in shown)
+
+    wait_for(settled, "the daemon to settle both submissions", timeout=120)
+    for run_id, ids, provider in zip(
+        run_ids, [anthropic_ids, openai_ids], ["anthropic", "openai"], strict=True
+    ):
+        shown = cli("status", str(run_id), "--json", "--no-refresh").json()
+        assert shown["provider"] == provider
+        written = ws.root / f"out-{run_id}.jsonl"
+        assert cli("results", str(run_id), "-o", str(written)).exit_code == 0
+        assert [line["custom_id"] for line in read_jsonl(written)] == ids
