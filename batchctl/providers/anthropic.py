@@ -42,7 +42,10 @@ from batchctl.providers.base import (
     RemoteBatch,
     RemoteFile,
     RequestCounts,
+    error_field,
     notify_retry,
+    retry_after,
+    server_time,
 )
 
 if TYPE_CHECKING:
@@ -104,7 +107,7 @@ class AnthropicProvider:
 
     def server_time(self) -> float | None:
         raw = self._call(lambda: self.client.messages.batches.with_raw_response.list(limit=1))
-        return _server_time(raw.headers.get("date"))
+        return server_time(raw.headers.get("date"))
 
     # --- batches --------------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> RemoteBatch:
@@ -283,40 +286,11 @@ def _never_connected(error: BaseException) -> bool:
 def _retry_after(error: BaseException | None) -> float | None:
     if not isinstance(error, anthropic.APIStatusError):
         return None
-    headers = error.response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            from email.utils import parsedate_to_datetime
-
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def _server_time(date: str | None) -> float | None:
-    """The Unix time of an HTTP ``Date`` header; None if there is none or it is malformed."""
-    from email.utils import parsedate_to_datetime
-
-    if not date:
-        return None
-    try:
-        return parsedate_to_datetime(date).timestamp()
-    except (TypeError, ValueError):
-        return None
+    return retry_after(error.response.headers)
 
 
 def _error_type(error: anthropic.APIStatusError) -> str | None:
-    body = error.body if isinstance(error.body, dict) else {}
-    inner = body.get("error", body) if isinstance(body, dict) else {}
-    kind = inner.get("type") if isinstance(inner, dict) else None
-    return str(kind) if kind else None
+    return error_field(error.body, "type")
 
 
 def _describe(error: BaseException | None) -> str:
@@ -330,11 +304,7 @@ def _describe(error: BaseException | None) -> str:
 
 
 def _message(error: anthropic.APIStatusError) -> str:
-    body = error.body if isinstance(error.body, dict) else None
-    inner = body.get("error", body) if body else None
-    if isinstance(inner, dict) and inner.get("message"):
-        return str(inner["message"])
-    return error.message
+    return error_field(error.body, "message") or error.message
 
 
 def _as_provider_error(error: anthropic.AnthropicError) -> ProviderError:

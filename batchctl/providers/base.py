@@ -16,6 +16,7 @@ Everything here is plain data. Each provider maps its statuses onto ``TERMINAL``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -196,3 +197,38 @@ class InlineProvider(Provider, Protocol):
         """The API's own time now (Unix seconds, from the ``Date`` header of a cheap call);
         None when it sends none. Recorded before a create, it bounds the search for it."""
         ...
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The wait an HTTP reply asks for (``retry-after-ms``, else ``retry-after`` in seconds or
+    as an HTTP date), in seconds; None when it asks for none or says it unreadably."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            moment = server_time(value)
+            return None if moment is None else max(0.0, moment - time.time())
+    return None
+
+
+def server_time(date: str | None) -> float | None:
+    """The Unix time of an HTTP date (a ``Date`` header); None if absent or malformed."""
+    from email.utils import parsedate_to_datetime
+
+    if not date:
+        return None
+    try:
+        return parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def error_field(body: object, name: str) -> str | None:
+    """``name`` (``code``, ``type``, ``message``) of an API error body, ``{"error": {...}}`` or
+    the inner object itself, as both vendors' SDKs give it."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    value = inner.get(name) if isinstance(inner, dict) else None
+    return str(value) if value else None

@@ -39,7 +39,10 @@ from batchctl.providers.base import (
     RemoteBatch,
     RemoteFile,
     RequestCounts,
+    error_field,
     notify_retry,
+    retry_after,
+    server_time,
 )
 from batchctl.providers.profiles import ProviderSettings
 
@@ -133,7 +136,7 @@ class OpenAIProvider:
                 )
             )
             if floor is None:
-                floor = _server_time(raw.headers.get("date"))
+                floor = server_time(raw.headers.get("date"))
                 if floor is not None:
                     floor -= within + SERVER_SKEW_S
             page = raw.parse()
@@ -351,40 +354,11 @@ def _transient(error: BaseException) -> bool:
 def _retry_after(error: BaseException | None) -> float | None:
     if not isinstance(error, openai.APIStatusError):
         return None
-    headers = error.response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            from email.utils import parsedate_to_datetime
-
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def _server_time(date: str | None) -> float | None:
-    """The Unix time of an HTTP ``Date`` header; None if there is none or it is malformed."""
-    from email.utils import parsedate_to_datetime
-
-    if not date:
-        return None
-    try:
-        return parsedate_to_datetime(date).timestamp()
-    except (TypeError, ValueError):
-        return None
+    return retry_after(error.response.headers)
 
 
 def _error_code(error: openai.APIStatusError) -> str | None:
-    body = error.body if isinstance(error.body, dict) else {}
-    inner = body.get("error", body) if isinstance(body, dict) else {}
-    code = inner.get("code") if isinstance(inner, dict) else None
-    return str(code) if code else None
+    return error_field(error.body, "code")
 
 
 def _describe(error: BaseException | None) -> str:
@@ -398,11 +372,7 @@ def _describe(error: BaseException | None) -> str:
 
 
 def _message(error: openai.APIStatusError) -> str:
-    body = error.body if isinstance(error.body, dict) else None
-    inner = body.get("error", body) if body else None
-    if isinstance(inner, dict) and inner.get("message"):
-        return str(inner["message"])
-    return error.message
+    return error_field(error.body, "message") or error.message
 
 
 def _as_provider_error(error: openai.OpenAIError, provider: str = "openai") -> ProviderError:
