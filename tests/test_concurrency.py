@@ -374,7 +374,7 @@ def test_the_daemons_refresh_never_drives_a_submission_its_worker_is_sending(
             line = {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions"}
             out.write(json.dumps({**line, "body": body}) + "\n")
     # One tick, after the daemon has first seen the job however slowly it starts.
-    due = datetime.now(UTC) + timedelta(seconds=waiting.scaled(3))
+    due = datetime.now(UTC) + timedelta(seconds=waiting.scaled(8))
     ws.write_config(
         "[openai]\npoll_interval = 0.2\n\n[batches]\nmax_requests = 4\n\n"
         '[daemon]\npoll_interval = "0.2s"\n\n'
@@ -390,7 +390,7 @@ def test_the_daemons_refresh_never_drives_a_submission_its_worker_is_sending(
         wait_for(
             lambda: ws.sql("SELECT merged_at FROM submissions WHERE merged_at IS NOT NULL"),
             "the daemon to submit and merge the job's batch",
-            timeout=40,
+            timeout=60,
         )
     finally:
         daemon.send_signal(signal.SIGTERM)

@@ -119,13 +119,20 @@ def test_120000_requests_are_split_into_three_parts_of_one_run(
     env = ws.env()
 
     submitted = run_exe(
-        batchctl_exe, "submit", "big.jsonl", "--max-requests", "40000", "--json", env=env
+        batchctl_exe,
+        "submit",
+        "big.jsonl",
+        "--max-requests",
+        "40000",
+        "--json",
+        env=env,
+        timeout=180,  # only bounds a hang: 84 MB on a loaded machine
     )
 
     assert submitted.returncode == 0, submitted.stderr
     run_id = json.loads(submitted.stdout)["id"]
     assert ws.sql("SELECT count(*) FROM runs") == [(1,)]
-    shown = run_exe(batchctl_exe, "status", str(run_id), "--json", env=env)
+    shown = run_exe(batchctl_exe, "status", str(run_id), "--json", env=env, timeout=180)
     assert shown.returncode == 0, shown.stderr
     parts = json.loads(shown.stdout)["parts"]
     assert [p["requests"] for p in parts] == [40_000, 40_000, 40_000]
@@ -135,10 +142,10 @@ def test_120000_requests_are_split_into_three_parts_of_one_run(
     assert set(batch_ids) == set(api.batches)
     assert all(api.batches[b]["metadata"]["batchctl_run"] == str(run_id) for b in batch_ids)
 
-    waited = run_exe(batchctl_exe, "wait", str(run_id), env=env, timeout=120)
+    waited = run_exe(batchctl_exe, "wait", str(run_id), env=env, timeout=300)
     assert waited.returncode == 0, waited.stderr
     out = ws.root / "out.jsonl"
-    merged = run_exe(batchctl_exe, "results", str(run_id), "-o", str(out), env=env)
+    merged = run_exe(batchctl_exe, "results", str(run_id), "-o", str(out), env=env, timeout=180)
     assert merged.returncode == 0, merged.stderr
     with out.open() as handle:
         ids = [json.loads(line)["custom_id"] for line in handle]

@@ -200,7 +200,7 @@ def test_a_killed_daemons_run_is_abandoned_after_its_lease_and_retried_by_anothe
         'echo $$ > "pid-$BATCHCTL_RUN_ID"; '
         "if [ -e started ]; then sleep 2; else touch started; sleep 30; fi"
     )
-    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=scaled(4))
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=scaled(8))
     ws.write_config(
         daemon_section() + "[jobs.long]\n"
         'kind = "command"\n'
