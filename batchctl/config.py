@@ -398,7 +398,9 @@ def _parse_provider(name: str, s: _Section) -> ProviderSettings | None:
             s.finish()
             return None
         # A provider of the user's own: the shape's defaults, and a base URL it must give.
-        base = replace(PROFILES[api], name=name, base_url=None, requires_base_url=True)
+        base = replace(
+            PROFILES[api], name=name, base_url=None, requires_base_url=True, published_prices=None
+        )
     elif api is not None and api != base.api:
         s.problems.add(f"{s.prefix}.api", f"{name} speaks {base.api!r}; it cannot be changed")
     given: dict[str, Any] = {

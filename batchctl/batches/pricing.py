@@ -68,7 +68,7 @@ def cost_basis(
     prices: Mapping[str, Price],
     batch_discount: float,
     *,
-    provider_id: str = "openai",
+    provider_id: str | None = "openai",
 ) -> dict[str, Any]:
     """What a cost is computed from, as JSON: the same basis gives the same cost (for tokens
     spent at the same time, with the same published data), so a cost kept with its basis can
@@ -79,13 +79,6 @@ def cost_basis(
         "batch_discount": batch_discount,
         "provider_id": provider_id,
     }
-
-
-def published_provider(endpoint: str) -> str:
-    """Whose published prices apply to a submission sent to ``endpoint`` (genai-prices' id)."""
-    from batchctl.batches.anthropic_input import is_message_batches
-
-    return "anthropic" if is_message_batches(endpoint) else "openai"
 
 
 def price_for(model: str, prices: Mapping[str, Price]) -> Price | None:
@@ -101,11 +94,12 @@ def cost_of(
     batch_discount: float,
     *,
     at: datetime | None = None,
-    provider_id: str = "openai",
+    provider_id: str | None = "openai",
 ) -> Cost:
     """The cost of the tokens of each model; ``at`` is when they were spent (default: now),
     for prices that changed over time; ``provider_id`` whose published prices apply
-    (genai-prices' name: "openai", "anthropic")."""
+    (genai-prices' name: "openai", "anthropic", ...; the provider's ``published_prices``), None
+    when none do: then only ``prices`` prices a model."""
     synchronous = batch = 0.0
     unpriced: set[str] = set()
     for row in usage:
@@ -137,9 +131,11 @@ def _configured(row: ModelTokens, price: Price, discount: float) -> tuple[float,
 
 
 def _published(
-    row: ModelTokens, discount: float, at: datetime | None, provider_id: str
+    row: ModelTokens, discount: float, at: datetime | None, provider_id: str | None
 ) -> tuple[float, float] | None:
     """(synchronous, batch) cost from genai-prices' data, or None when it has no price."""
+    if provider_id is None:
+        return None
     # Imported here, only when a model is not in [prices]: it costs ~0.5 s (pydantic).
     import genai_prices
 

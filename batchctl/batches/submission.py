@@ -29,7 +29,7 @@ from batchctl.batches.failures import FailureSplit, resendable, split
 from batchctl.batches.listing import listed, to_refresh
 from batchctl.batches.metadata import PART_KEY, RUN_KEY
 from batchctl.batches.polling import Backoff, parts_state
-from batchctl.batches.pricing import Cost, cost_basis, cost_of, published_provider
+from batchctl.batches.pricing import Cost, cost_basis, cost_of
 from batchctl.batches.results import (
     RESENDABLE,
     MergedChanged,
@@ -1303,7 +1303,7 @@ class Batches:
             tokens = self.store.tokens_by_model(run_id)
         discount = self.config.batches.batch_discount
         submission = self._submission(run_id)
-        source = published_provider(submission.endpoint)
+        source = self.config.provider(submission.provider).published_prices
         basis = cost_basis(tokens, self.config.prices, discount, provider_id=source)
         directory = Path(submission.directory)
         kept = local.read_kept_cost(directory)

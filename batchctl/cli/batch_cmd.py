@@ -16,7 +16,7 @@ from batchctl.cli.options import JsonOption, ProviderOption
 if TYPE_CHECKING:
     import threading
 
-    from batchctl.batches.submission import Batches, ResultSummary
+    from batchctl.batches.submission import Batches, ResultSummary, SubmitOptions
     from batchctl.batches.validation import Plan
     from batchctl.config import Config, JobConfig
 
@@ -115,7 +115,7 @@ def submit(
     batches = open_batches()
     if dry_run:
         history = batches.store.output_history(job) if job else {}
-        _print_plan(batches.plan(files, options), config, json_output, history)
+        _print_plan(batches.plan(files, options), options, config, json_output, history)
         return
     if job_config is not None:
         _refuse_overlap(batches, job_config, json_output)
@@ -346,9 +346,13 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _print_plan(
-    plan: Plan, config: Config, json_output: bool, history: dict[str, tuple[int, int]]
+    plan: Plan,
+    options: SubmitOptions,
+    config: Config,
+    json_output: bool,
+    history: dict[str, tuple[int, int]],
 ) -> None:
-    from batchctl.batches.pricing import cost_of, estimate_output, published_provider
+    from batchctl.batches.pricing import cost_of, estimate_output
     from batchctl.records import ModelTokens
 
     outputs = [estimate_output(p, history) for p in plan.parts]
@@ -359,7 +363,7 @@ def _print_plan(
         ],
         config.prices,
         config.batches.batch_discount,
-        provider_id=published_provider(plan.endpoint or ""),
+        provider_id=config.provider(options.provider).published_prices,
     )
     tokens = sum(p.estimated_input_tokens for p in plan.parts)
     uncounted = sum(o.uncounted for o in outputs)

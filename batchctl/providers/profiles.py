@@ -47,6 +47,11 @@ class ProviderSettings:
     # provider's refusal is what tells). Parts beyond it are held back before sending.
     enqueued_token_limit: int | None = None
     requires_base_url: bool = False  # no public default (openai-compatible, azure)
+    # Whose published prices (genai-prices' provider id) price its models when [prices] does
+    # not: the vendor's own. None for a server whose prices nobody publishes (a provider of the
+    # user's own, openai-compatible, parasail): its models are "unpriced" unless [prices] names
+    # them, never priced at another vendor's rates.
+    published_prices: str | None = "openai"
 
 
 def _openai_shaped(name: str, **overrides: object) -> ProviderSettings:
@@ -63,6 +68,7 @@ PROFILES: dict[str, ProviderSettings] = {
         max_requests=100_000,
         max_bytes=256_000_000,
         file_purpose="",
+        published_prices="anthropic",
     ),
     "azure": _openai_shaped(
         "azure",
@@ -72,6 +78,7 @@ PROFILES: dict[str, ProviderSettings] = {
         max_bytes=200_000_000,
         requires_base_url=True,
         quirks=frozenset({q.AZURE, q.ONE_DEPLOYMENT}),
+        published_prices="azure",  # priced when the deployment is named as the model
     ),
     "groq": _openai_shaped(
         "groq",
@@ -82,6 +89,7 @@ PROFILES: dict[str, ProviderSettings] = {
         max_bytes=200_000_000,
         windows=("24h", "48h", "72h", "96h", "120h", "144h", "168h", "7d"),
         quirks=frozenset({q.CHAT_ONLY, q.AUDIO, q.MIXED_ENDPOINTS}),
+        published_prices="groq",
     ),
     "together": _openai_shaped(
         "together",
@@ -91,6 +99,7 @@ PROFILES: dict[str, ProviderSettings] = {
         max_requests=50_000,
         max_bytes=100_000_000,
         file_purpose="batch-api",
+        published_prices="together",
     ),
     "doubleword": _openai_shaped(
         "doubleword",
@@ -99,6 +108,7 @@ PROFILES: dict[str, ProviderSettings] = {
         api_key_env="DOUBLEWORD_API_KEY",
         windows=("24h", "1h"),
         quirks=frozenset({q.CHAT_AND_EMBEDDINGS, q.SHORT_CUSTOM_IDS}),
+        published_prices="doubleword",
     ),
     "parasail": _openai_shaped(
         "parasail",
@@ -107,11 +117,13 @@ PROFILES: dict[str, ProviderSettings] = {
         api_key_env="PARASAIL_API_KEY",
         max_requests=50_000,
         max_bytes=500_000_000,
+        published_prices=None,  # not in genai-prices
     ),
     "openai-compatible": _openai_shaped(
         "openai-compatible",
         base_url_env=None,
         api_key_env="OPENAI_API_KEY",
         requires_base_url=True,
+        published_prices=None,
     ),
 }

@@ -257,6 +257,38 @@ def test_dry_run_with_an_unpriced_model_gives_no_number(api: Emulator, ws: Any, 
     assert "estimated cost (an estimate, not a quote): unpriced" in shown
 
 
+def test_dry_run_prices_a_vendors_model_at_that_vendors_published_price(
+    api: Emulator, ws: Any, cli: Any
+):
+    import genai_prices
+
+    ws.write_config(NO_PRICES)
+    model = "llama-3.1-8b-instant"
+    write_jsonl(ws.root / "in.jsonl", [request("r0", model=model, max_tokens=100)])
+
+    plan = cli("submit", "in.jsonl", "--provider", "groq", "--dry-run", "--json").json()
+
+    usage = genai_prices.Usage(input_tokens=plan["estimated_input_tokens"], output_tokens=100)
+    groq = genai_prices.calc_price(usage, model, provider_id="groq")
+    assert plan["unpriced_models"] == []
+    assert plan["estimated_cost"]["synchronous"] == pytest.approx(float(groq.total_price))
+
+
+def test_a_server_of_ones_own_is_never_priced_at_another_vendors_rates(
+    api: Emulator, ws: Any, cli: Any
+):
+    # gpt-4o-mini has a published OpenAI price; a model of that name on one's own server does not.
+    ws.write_config(
+        NO_PRICES + '\n[providers.mine]\napi = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    write_jsonl(ws.root / "in.jsonl", [request("r0", max_tokens=5)])
+
+    plan = cli("submit", "in.jsonl", "--provider", "mine", "--dry-run", "--json").json()
+
+    assert plan["estimated_cost"] == {"batch": None, "synchronous": None}
+    assert plan["unpriced_models"] == ["gpt-4o-mini"]
+
+
 # --- start-up ------------------------------------------------------------------------------------
 
 
