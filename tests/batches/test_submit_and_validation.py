@@ -112,6 +112,7 @@ def _many_requests(path: Path, count: int) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(scaled(600))  # four commands over 84 MB: a bound for a hang only
 def test_120000_requests_are_split_into_three_parts_of_one_run(
     api: Emulator, ws: Any, batchctl_exe: str
 ):
