@@ -16,6 +16,7 @@ from batchctl.cli.options import JsonOption, ProviderOption
 if TYPE_CHECKING:
     import threading
 
+    from batchctl.batches.pricing import OutputEstimate
     from batchctl.batches.submission import Batches, ResultSummary, SubmitOptions
     from batchctl.batches.validation import Plan
     from batchctl.config import Config, JobConfig
@@ -345,6 +346,17 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
     return found
 
 
+def _output_cell(requests: int, output: OutputEstimate) -> str:
+    """A part's estimated output tokens as the plan's table shows them: requests that set no
+    output limit are said to have none, never counted as "≤ 0"."""
+    if output.basis == "history":
+        return f"~{output.tokens:,}"
+    if output.uncounted == requests:
+        return "no limit"
+    bounded = f"≤ {output.tokens:,}"
+    return f"{bounded} + no limit" if output.uncounted else bounded
+
+
 def _print_plan(
     plan: Plan,
     options: SubmitOptions,
@@ -421,7 +433,7 @@ def _print_plan(
                 f"{p.requests:,}",
                 f"{p.bytes:,}",
                 f"{p.estimated_input_tokens:,}",
-                ("~" if o.basis == "history" else "≤ ") + f"{o.tokens:,}",
+                _output_cell(p.requests, o),
             ]
             for p, o in zip(plan.parts, outputs, strict=True)
         ],

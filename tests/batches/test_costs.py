@@ -223,6 +223,25 @@ def test_dry_run_names_the_requests_whose_output_it_cannot_bound(api: Emulator, 
     assert (plan["estimated_output_tokens"], plan["uncounted_output_requests"]) == (10, 2)
 
 
+def test_dry_run_shows_a_part_whose_requests_set_no_output_limit_as_unbounded(
+    api: Emulator, ws: Any, cli: Any
+):
+    ws.write_config(NO_PRICES + "[batches]\nmax_requests = 2\n")
+    rows = [
+        request("open-0"),
+        request("open-1"),
+        request("capped", max_tokens=7),
+        request("open-2"),
+    ]
+    write_jsonl(ws.root / "in.jsonl", rows)
+
+    shown = cli("submit", "in.jsonl", "--dry-run").stdout
+
+    [first, second] = [line for line in shown.splitlines() if "gpt-4o-mini" in line]
+    assert first.endswith("no limit") and "≤" not in first
+    assert second.endswith("≤ 7 + no limit")
+
+
 def test_dry_run_of_a_job_estimates_output_from_its_earlier_runs(api: Emulator, ws: Any, cli: Any):
     ws.write_config(NO_PRICES + '\n[jobs.nightly]\nkind = "openai"\ninput = "in.jsonl"\n')
     first = submit_and_wait_job(cli, ws, [request(f"r{i}") for i in range(6)])
