@@ -136,3 +136,21 @@ def test_submit_to_an_unknown_provider_exits_2_naming_it(
 def test_unused_config_error_type_is_config_error() -> None:
     with pytest.raises(ConfigError):
         parse_config({"providers": {"x": "not a table"}}, None)
+
+
+def test_submit_with_an_empty_provider_name_exits_2_naming_the_known_ones(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # an upload would exit 1
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    ws.write_config(GOOD)
+    requests = tmp_path / "in.jsonl"
+    requests.write_text(
+        '{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
+        '"body":{"model":"gpt-4o-mini","messages":[]}}\n'
+    )
+    result = cli("submit", str(requests), "--provider", "")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("error: --provider: no provider name given\n")
+    assert "openai, openai-compatible, parasail, together" in result.stderr
+    assert "Traceback" not in result.stderr
