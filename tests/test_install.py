@@ -354,6 +354,19 @@ def test_a_missing_crontab_command_is_a_usage_error(
     assert "--systemd --user" in result.stderr
 
 
+def test_a_dry_run_without_the_crontab_command_still_prints_the_block(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BATCHCTL_CRONTAB")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = cli("schedule", "install", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == begin(ws.db)
+    assert "daemon --once" in result.stdout
+    assert "the crontab command was not found" in result.stderr
+    assert "--systemd --user" in result.stderr
+
+
 def test_a_failing_crontab_is_reported(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

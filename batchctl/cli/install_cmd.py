@@ -11,6 +11,7 @@ from batchctl.cli import render, session
 from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
+    from batchctl.errors import UsageError
     from batchctl.install import CrontabChange, Paths, SystemdChange
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
@@ -74,9 +75,8 @@ def install(
         raise UsageError("no config file found")
     paths = core.make_paths(config.path, resolve_db(session.current.db))
     if not use_systemd:
-        _report_crontab_install(
-            paths, core.install_crontab(paths, dry_run=dry_run), dry_run, json_output
-        )
+        planned, no_cron = _install_crontab(paths, dry_run)
+        _report_crontab_install(paths, planned, dry_run, json_output, no_cron)
         return
     change = core.install_systemd(
         paths, user=user, timer=timer, run_as=core.run_as_user(), dry_run=dry_run
@@ -151,11 +151,33 @@ def _payload(mode: str, dry_run: bool, changed: bool, **fields: Any) -> dict[str
 # -- crontab -----------------------------------------------------------------------------------
 
 
+def _install_crontab(paths: Paths, dry_run: bool) -> tuple[CrontabChange, UsageError | None]:
+    """Install (or with ``dry_run`` plan) the crontab block. A dry run where there is no
+    crontab command still shows the block, against an empty crontab, with why it would fail."""
+    from batchctl import install as core
+    from batchctl.errors import UsageError
+
+    if dry_run:
+        try:
+            core.crontab_program()
+        except UsageError as exc:
+            block = core.crontab_block(paths)
+            return core.CrontabChange("", core.merge_crontab("", block, paths.db), block), exc
+    return core.install_crontab(paths, dry_run=dry_run), None
+
+
 def _report_crontab_install(
-    paths: Paths, change: CrontabChange, dry_run: bool, json_output: bool
+    paths: Paths,
+    change: CrontabChange,
+    dry_run: bool,
+    json_output: bool,
+    no_cron: UsageError | None = None,
 ) -> None:
     block = change.block or ""
-    hints = [f"cron output (stdout and stderr) is appended to {paths.log}"]
+    notes = []  # what stands in the way of the entry working, shown by a dry run too
+    if no_cron is not None:
+        notes.append(f"{no_cron.message}, so installing would fail: {no_cron.hint}")
+    hints = [*notes, f"cron output (stdout and stderr) is appended to {paths.log}"]
     if json_output:
         render.print_json(
             _payload(
@@ -174,6 +196,8 @@ def _report_crontab_install(
     if dry_run:
         render.note("dry run: nothing was changed; the crontab would get this block:")
         render.out(block.rstrip("\n"))
+        for note in notes:
+            render.note(f"hint: {note}")
         return
     verb = "is up to date" if not change.changed else "updated" if change.replaced else "added"
     render.out(f"crontab: batchctl's entry {verb}; it runs `batchctl daemon --once` every minute")
