@@ -167,6 +167,15 @@ class Config:
         names = {p.api_key_env for p in (*PROFILES.values(), *self.providers.values())}
         return tuple(sorted(names))
 
+    def keys_needed(self) -> dict[str, list[JobConfig]]:
+        """The environment variables holding the API keys the batch jobs need, each with the
+        jobs that need it (what a crontab or unit that runs the daemon has to provide)."""
+        needed: dict[str, list[JobConfig]] = {}
+        for job in self.jobs.values():
+            if job.kind in BATCH_KINDS:
+                needed.setdefault(self.provider(job.provider).api_key_env, []).append(job)
+        return needed
+
     def provider(self, name: str) -> ProviderSettings:
         """A provider's settings: its table, else its built-in profile."""
         from batchctl.errors import UsageError
