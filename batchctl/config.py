@@ -423,7 +423,7 @@ def _parse_provider(name: str, s: _Section) -> ProviderSettings | None:
         "max_requests": s.convert("max_requests", _bounded(1, MAX_BATCH_REQUESTS)),
         "max_bytes": s.convert("max_bytes", _bounded(1, MAX_BATCH_BYTES)),
         "windows": s.convert("windows", _windows),
-        "file_purpose": s.convert("file_purpose", _header_value),
+        "file_purpose": s.convert("file_purpose", _file_purpose),
         "enqueued_token_limit": s.convert("enqueued_token_limit", _bounded(1, 2**62)),
         "quirks": s.convert("quirks", _quirks),
     }
@@ -510,6 +510,14 @@ def _header_value(value: Any) -> str:
     text = _string(value)
     if not text.isprintable():
         raise ValueError(f"must hold only printable characters, got {_toml(text)}")
+    return text
+
+
+def _file_purpose(value: Any) -> str:
+    """The ``purpose`` form field of an upload: a blank one is refused by every provider."""
+    text = _header_value(value)
+    if not text.strip():
+        raise ValueError('must not be blank (the purpose uploads are sent with, e.g. "batch")')
     return text
 
 
