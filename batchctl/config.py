@@ -27,6 +27,8 @@ from batchctl.providers.profiles import API_SHAPES, DEFAULT_PROVIDER, PROFILES, 
 from batchctl.providers.quirks import QUIRKS, endpoints, unknown_quirks
 from batchctl.schedule import CATCHUP_POLICIES
 
+ANTHROPIC_ENDPOINTS = ("/v1/messages",)  # Message Batches (batches/anthropic_input.py)
+
 JOB_KINDS = tuple(KIND_MODULES)  # registered in jobs/__init__.py
 ON_EXPIRED = ("keep", "resubmit")
 CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
@@ -450,12 +452,17 @@ def _check_job_providers(
                 f"{job.provider} accepts {', '.join(settings.windows)};"
                 f" got {_toml(job.completion_window)}",
             )
-        accepted = endpoints(settings.quirks)
-        if job.endpoint is not None and settings.api == "openai" and job.endpoint not in accepted:
+        accepted = accepted_endpoints(settings)
+        if job.endpoint is not None and job.endpoint not in accepted:
             problems.add(
                 f"{key}.endpoint",
                 f"expected one of {', '.join(accepted)}, got {_toml(job.endpoint)}",
             )
+
+
+def accepted_endpoints(settings: ProviderSettings) -> tuple[str, ...]:
+    """The batch endpoints a provider takes, as request lines write them."""
+    return ANTHROPIC_ENDPOINTS if settings.api == "anthropic" else endpoints(settings.quirks)
 
 
 def _provider_name(value: Any) -> str:

@@ -154,3 +154,45 @@ def test_submit_with_an_empty_provider_name_exits_2_naming_the_known_ones(
     assert result.stderr.startswith("error: --provider: no provider name given\n")
     assert "openai, openai-compatible, parasail, together" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _one_request(tmp_path: Path) -> Path:
+    requests = tmp_path / "in.jsonl"
+    requests.write_text(
+        '{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
+        '"body":{"model":"gpt-4o-mini","messages":[]}}\n'
+    )
+    return requests
+
+
+@pytest.mark.parametrize(
+    ("provider", "allowed"),
+    [
+        ("openai", "/v1/responses, /v1/chat/completions, /v1/embeddings"),
+        ("groq", "/v1/chat/completions, /v1/audio/transcriptions"),
+        ("anthropic", "/v1/messages;"),
+    ],
+)
+def test_submit_to_an_endpoint_the_provider_lacks_is_one_error_line_listing_its_endpoints(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider, allowed
+) -> None:
+    for variable in ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(variable, "test")
+    ws.write_config(GOOD)
+    requests = _one_request(tmp_path)
+    result = cli("submit", str(requests), "-p", provider, "--endpoint", "nosuch", "--dry-run")
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: --endpoint: {provider} accepts {allowed}")
+    assert line.endswith('; got "nosuch"')
+
+
+def test_a_job_naming_an_endpoint_its_anthropic_provider_lacks_is_refused(
+    ws: Workspace, cli
+) -> None:
+    check_fails_with(
+        ws,
+        cli,
+        BATCH_JOB + 'provider = "anthropic"\nendpoint = "/v1/chat/completions"\n',
+        'jobs.b.endpoint: expected one of /v1/messages, got "/v1/chat/completions"',
+    )

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from batchctl.batches.submission import Batches, ResultSummary
     from batchctl.batches.validation import Plan
     from batchctl.config import Config, JobConfig
+    from batchctl.providers.profiles import ProviderSettings
 
 
 def submit(
@@ -112,6 +113,8 @@ def submit(
         on_expired=on_expired,
         force=force,
     )
+    if endpoint is not None:
+        _check_endpoint(endpoint, config.provider(options.provider))
     batches = open_batches()
     if dry_run:
         history = batches.store.output_history(job) if job else {}
@@ -331,6 +334,18 @@ def open_batches() -> Batches:
 
     config = session.current.config(required=False, check_processors=False)
     return Batches(session.current.store(), config)
+
+
+def _check_endpoint(endpoint: str, provider: ProviderSettings) -> None:
+    """--endpoint is one the provider takes: one error line before any input is read."""
+    from batchctl.config import accepted_endpoints
+    from batchctl.errors import UsageError, quoted
+
+    accepted = accepted_endpoints(provider)
+    if endpoint not in accepted:
+        raise UsageError(
+            f"--endpoint: {provider.name} accepts {', '.join(accepted)}; got {quoted(endpoint)}"
+        )
 
 
 def _metadata(pairs: list[str] | None) -> dict[str, str]:
