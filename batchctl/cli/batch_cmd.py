@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from batchctl.cli import render, session
-from batchctl.cli.complete import run_ids
+from batchctl.cli.complete import choices, job_names, on_expired_choices, run_ids
 from batchctl.cli.options import JsonOption, ProviderOption
 
 if TYPE_CHECKING:
@@ -37,7 +37,10 @@ def submit(
         ),
     ] = None,
     job: Annotated[
-        str | None, typer.Option("--job", help="Record it as a run of this batch job.")
+        str | None,
+        typer.Option(
+            "--job", autocompletion=job_names, help="Record it as a run of this batch job."
+        ),
     ] = None,
     provider: ProviderOption = None,
     metadata: Annotated[
@@ -83,6 +86,7 @@ def submit(
         str | None,
         typer.Option(
             "--on-expired",
+            autocompletion=on_expired_choices,
             help="keep (default) or resubmit what an expired batch left undone.",
             show_default=False,
         ),
@@ -212,11 +216,17 @@ def results(
         str | None,
         typer.Option(
             "--format",
+            autocompletion=choices(lambda: _FORMATS),
             help="jsonl or csv (default: from the -o file's extension, else jsonl).",
             show_default=False,
         ),
     ] = None,
-    order: Annotated[str, typer.Option("--order", help="input or completion.")] = "input",
+    order: Annotated[
+        str,
+        typer.Option(
+            "--order", autocompletion=choices(lambda: _ORDERS), help="input or completion."
+        ),
+    ] = "input",
     json_output: JsonOption = False,
 ) -> None:
     """Merge a finished submission's results: one line per request, in input order.
@@ -226,7 +236,7 @@ def results(
     from batchctl.errors import UsageError
 
     fmt = _output_format(output, errors, fmt)
-    if order not in ("input", "completion"):
+    if order not in _ORDERS:
         raise UsageError(f"--order: expected input or completion, got {order!r}")
     batches = open_batches()
     if not batches.advance(run_id, send=False):  # reading results never spends
@@ -252,6 +262,7 @@ def results(
 
 
 _FORMATS = ("jsonl", "csv")
+_ORDERS = ("input", "completion")
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 

@@ -9,12 +9,12 @@ import typer
 from batchctl.cli.complete import provider_names
 
 
-def _provider_named(value: str | None) -> str | None:
+def _provider_named(ctx: typer.Context, value: str | None) -> str | None:
     """Refuse ``--provider ''`` (a blank name would otherwise mean the default, silently)."""
     if value is not None and not value.strip():
         from batchctl.errors import UsageError
 
-        known = ", ".join(provider_names(""))
+        known = ", ".join(provider_names(ctx, ""))
         raise UsageError("--provider: no provider name given", hint=f"use one of {known}")
     return value
 
