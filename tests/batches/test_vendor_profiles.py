@@ -34,10 +34,9 @@ KEY_ENV = {
 
 StartVendor = Callable[..., Emulator]
 
-# ``Batches`` must scan with the provider's line rules (``scan(..., rules=line_rules(quirks))``,
-# in batchctl/batches/submission.py, which this branch does not own: the change is in
-# submission-line-rules.patch). Until it is applied these tests fail as expected; once it is,
-# they pass and the strict marker fails them: remove it then.
+# ``Batches`` scans with the provider's line rules (``scan(..., rules=line_rules(quirks))`` in
+# batchctl/batches/submission.py), so a line a vendor would refuse is refused before anything
+# is sent: the "before sending" tests below check that against each vendor's emulator.
 
 
 @pytest.fixture
