@@ -196,3 +196,18 @@ def test_a_job_naming_an_endpoint_its_anthropic_provider_lacks_is_refused(
         BATCH_JOB + 'provider = "anthropic"\nendpoint = "/v1/chat/completions"\n',
         'jobs.b.endpoint: expected one of /v1/messages, got "/v1/chat/completions"',
     )
+
+
+def test_openai_compatible_without_a_base_url_hints_at_the_table_and_the_variable(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    ws.write_config(GOOD)
+    result = cli("submit", str(_one_request(tmp_path)), "-p", "openai-compatible")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: no base URL for openai-compatible",
+        'hint: set base_url = "http://host:port/v1" in [providers.openai-compatible],'
+        ' or base_url_env = "OPENAI_BASE_URL" there to read it from $OPENAI_BASE_URL',
+    ]
