@@ -27,6 +27,8 @@ from batchctl.providers.profiles import API_SHAPES, DEFAULT_PROVIDER, PROFILES, 
 from batchctl.providers.quirks import QUIRKS, endpoints, unknown_quirks
 from batchctl.schedule import CATCHUP_POLICIES
 
+ANTHROPIC_ENDPOINTS = ("/v1/messages",)  # Message Batches (batches/anthropic_input.py)
+
 JOB_KINDS = tuple(KIND_MODULES)  # registered in jobs/__init__.py
 ON_EXPIRED = ("keep", "resubmit")
 CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
@@ -166,6 +168,15 @@ class Config:
         """The environment variables that hold a provider's key (masked in what jobs print)."""
         names = {p.api_key_env for p in (*PROFILES.values(), *self.providers.values())}
         return tuple(sorted(names))
+
+    def keys_needed(self) -> dict[str, list[JobConfig]]:
+        """The environment variables holding the API keys the batch jobs need, each with the
+        jobs that need it (what a crontab or unit that runs the daemon has to provide)."""
+        needed: dict[str, list[JobConfig]] = {}
+        for job in self.jobs.values():
+            if job.kind in BATCH_KINDS:
+                needed.setdefault(self.provider(job.provider).api_key_env, []).append(job)
+        return needed
 
     def provider(self, name: str) -> ProviderSettings:
         """A provider's settings: its table, else its built-in profile."""
@@ -416,7 +427,7 @@ def _parse_provider(name: str, s: _Section) -> ProviderSettings | None:
         "max_requests": s.convert("max_requests", _bounded(1, MAX_BATCH_REQUESTS)),
         "max_bytes": s.convert("max_bytes", _bounded(1, MAX_BATCH_BYTES)),
         "windows": s.convert("windows", _windows),
-        "file_purpose": s.convert("file_purpose", _header_value),
+        "file_purpose": s.convert("file_purpose", _file_purpose),
         "enqueued_token_limit": s.convert("enqueued_token_limit", _bounded(1, 2**62)),
         "quirks": s.convert("quirks", _quirks),
     }
@@ -443,12 +454,17 @@ def _check_job_providers(
                 f"{job.provider} accepts {', '.join(settings.windows)};"
                 f" got {_toml(job.completion_window)}",
             )
-        accepted = endpoints(settings.quirks)
-        if job.endpoint is not None and settings.api == "openai" and job.endpoint not in accepted:
+        accepted = accepted_endpoints(settings)
+        if job.endpoint is not None and job.endpoint not in accepted:
             problems.add(
                 f"{key}.endpoint",
                 f"expected one of {', '.join(accepted)}, got {_toml(job.endpoint)}",
             )
+
+
+def accepted_endpoints(settings: ProviderSettings) -> tuple[str, ...]:
+    """The batch endpoints a provider takes, as request lines write them."""
+    return ANTHROPIC_ENDPOINTS if settings.api == "anthropic" else endpoints(settings.quirks)
 
 
 def _provider_name(value: Any) -> str:
@@ -503,6 +519,14 @@ def _header_value(value: Any) -> str:
     text = _string(value)
     if not text.isprintable():
         raise ValueError(f"must hold only printable characters, got {_toml(text)}")
+    return text
+
+
+def _file_purpose(value: Any) -> str:
+    """The ``purpose`` form field of an upload: a blank one is refused by every provider."""
+    text = _header_value(value)
+    if not text.strip():
+        raise ValueError('must not be blank (the purpose uploads are sent with, e.g. "batch")')
     return text
 
 

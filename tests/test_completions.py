@@ -56,3 +56,50 @@ def test_run_ids_complete(ws: Workspace, cli, batchctl_exe: str) -> None:
     cli("run", "j")
     cli("run", "j")
     assert _complete(batchctl_exe, ws.env(), "batchctl logs ") == ["2", "1"]
+
+
+def test_job_names_complete_from_the_config_given_with_dash_dash_config(
+    ws: Workspace, batchctl_exe: str, tmp_path: Path
+) -> None:
+    ws.write_config('[jobs.nightly]\nkind = "command"\ncommand = "true"\n')
+    other = tmp_path / "other.toml"
+    other.write_text('[jobs.weekly]\nkind = "command"\ncommand = "true"\n')
+    for option in ("--config", "-c"):
+        words = f"batchctl {option} {other} run "
+        assert _complete(batchctl_exe, ws.env(), words) == ["weekly"]
+    assert _complete(batchctl_exe, ws.env(), f"batchctl --config={other} run w") == ["weekly"]
+
+
+def test_provider_names_complete_from_the_config_given_with_dash_dash_config(
+    ws: Workspace, batchctl_exe: str, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text('[providers.local]\napi = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n')
+    words = f"batchctl -c {other} submit in.jsonl --provider l"
+    assert _complete(batchctl_exe, ws.env(), words) == ["local"]
+
+
+def test_run_ids_complete_from_the_database_given_with_dash_dash_db(
+    ws: Workspace, cli, batchctl_exe: str, tmp_path: Path
+) -> None:
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
+    other = tmp_path / "other.db"
+    for _ in range(3):
+        cli("--db", str(other), "run", "j")
+    assert _complete(batchctl_exe, ws.env(), f"batchctl --db {other} logs ") == ["3", "2", "1"]
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("batchctl results 1 --format ", ["jsonl", "csv"]),
+        ("batchctl results 1 --order ", ["input", "completion"]),
+        ("batchctl logs 1 --level w", ["warning"]),
+        ("batchctl status --status c", ["completed", "cancelled"]),
+        ("batchctl submit in.jsonl --on-expired ", ["keep", "resubmit"]),
+    ],
+)
+def test_options_with_fixed_choices_complete_them(
+    ws: Workspace, batchctl_exe: str, words: str, expected: list[str]
+) -> None:
+    assert _complete(batchctl_exe, ws.env(), words) == expected

@@ -477,6 +477,26 @@ def test_text_sent_in_headers_urls_and_names_must_be_printable(
     check_fails_with(ws, cli, body, message)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(
+            '[openai]\nfile_purpose = ""\n',
+            'openai.file_purpose: must not be blank (the purpose uploads are sent with, e.g. "batch")',
+            id="empty",
+        ),
+        pytest.param(
+            '[providers.together]\nfile_purpose = "  "\n',
+            "providers.together.file_purpose: must not be blank"
+            ' (the purpose uploads are sent with, e.g. "batch")',
+            id="spaces",
+        ),
+    ],
+)
+def test_a_blank_file_purpose_is_refused(ws: Workspace, cli, body: str, message: str) -> None:
+    check_fails_with(ws, cli, body, message)
+
+
 # --- batch metadata: one rule for the config and `submit --metadata` -----------------------------
 
 

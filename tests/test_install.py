@@ -354,6 +354,19 @@ def test_a_missing_crontab_command_is_a_usage_error(
     assert "--systemd --user" in result.stderr
 
 
+def test_a_dry_run_without_the_crontab_command_still_prints_the_block(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BATCHCTL_CRONTAB")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = cli("schedule", "install", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == begin(ws.db)
+    assert "daemon --once" in result.stdout
+    assert "the crontab command was not found" in result.stderr
+    assert "--systemd --user" in result.stderr
+
+
 def test_a_failing_crontab_is_reported(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -615,3 +628,80 @@ def test_units_pass_systemd_analyze_verify(ws: Workspace, cli, units: Path, opti
 def test_json_is_the_only_stdout(cli) -> None:
     result = cli("schedule", "install", "--systemd", "--user", "--dry-run", "--json")
     assert json.loads(result.stdout)["dry_run"] is True
+
+
+# -- the API keys batch jobs need --------------------------------------------------------------
+
+BATCH_CONFIG = (
+    '[jobs.nightly]\nkind = "batch"\ninput = "in.jsonl"\nschedule = "0 2 * * *"\n'
+    '[jobs.claude]\nkind = "batch"\nprovider = "anthropic"\ninput = "in.jsonl"\n'
+)
+SECRET = "sk-not-to-be-printed"
+
+
+@pytest.fixture
+def batch_jobs(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws.write_config(BATCH_CONFIG)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)  # in the shell, which cron does not pass on
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+
+
+@pytest.mark.usefixtures("batch_jobs")
+def test_crontab_install_says_the_crontab_must_set_each_key_batch_jobs_need(cli) -> None:
+    result = cli("schedule", "install")
+    assert result.exit_code == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "hint: job nightly needs its API key in $OPENAI_API_KEY" in output
+    assert "hint: job claude needs its API key in $ANTHROPIC_API_KEY" in output
+    assert "put a line OPENAI_API_KEY=... in the crontab" in output
+    assert "[providers.anthropic] api_key_env" in output
+    assert SECRET not in output
+
+
+@pytest.mark.usefixtures("batch_jobs")
+def test_crontab_dry_run_says_it_too(cli) -> None:
+    result = cli("schedule", "install", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "$OPENAI_API_KEY" in result.stderr and SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.usefixtures("batch_jobs")
+def test_a_key_the_crontab_sets_is_not_mentioned(cli, crontab: Path) -> None:
+    crontab.write_text("OPENAI_API_KEY=sk-in-the-crontab\n0 1 * * * mine\n")
+    result = cli("schedule", "install")
+    assert result.exit_code == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "$OPENAI_API_KEY" not in output and "$ANTHROPIC_API_KEY" in output
+    assert "sk-in-the-crontab" not in output
+
+
+def test_jobs_that_need_no_key_get_no_key_hint(cli) -> None:
+    result = cli("schedule", "install")
+    assert result.exit_code == 0 and "API key" not in result.stdout + result.stderr
+
+
+@pytest.mark.usefixtures("batch_jobs")
+def test_systemd_install_says_the_unit_must_set_each_key(cli) -> None:
+    result = cli("schedule", "install", "--systemd", "--user", "--json")
+    assert result.exit_code == 0, result.stderr
+    hints = result.json()["hints"]
+    assert any(
+        "$OPENAI_API_KEY" in h
+        and "Environment=OPENAI_API_KEY=..." in h
+        and "systemctl --user edit batchctl.service" in h
+        for h in hints
+    )
+    assert SECRET not in result.stdout
+
+
+@pytest.mark.usefixtures("batch_jobs")
+def test_a_key_a_drop_in_sets_is_not_mentioned(cli, units: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.env"
+    keys.write_text("ANTHROPIC_API_KEY=sk-ant\n")
+    (units / "batchctl.service.d").mkdir(parents=True)
+    (units / "batchctl.service.d" / "override.conf").write_text(
+        f'[Service]\nEnvironment="OPENAI_API_KEY=sk-x" "OTHER=1"\nEnvironmentFile=-{keys}\n'
+    )
+    result = cli("schedule", "install", "--systemd", "--user")
+    assert result.exit_code == 0, result.stderr
+    assert "API key" not in result.stdout + result.stderr

@@ -136,3 +136,78 @@ def test_submit_to_an_unknown_provider_exits_2_naming_it(
 def test_unused_config_error_type_is_config_error() -> None:
     with pytest.raises(ConfigError):
         parse_config({"providers": {"x": "not a table"}}, None)
+
+
+def test_submit_with_an_empty_provider_name_exits_2_naming_the_known_ones(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # an upload would exit 1
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    ws.write_config(GOOD)
+    requests = tmp_path / "in.jsonl"
+    requests.write_text(
+        '{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
+        '"body":{"model":"gpt-4o-mini","messages":[]}}\n'
+    )
+    result = cli("submit", str(requests), "--provider", "")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("error: --provider: no provider name given\n")
+    assert "openai, openai-compatible, parasail, together" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _one_request(tmp_path: Path) -> Path:
+    requests = tmp_path / "in.jsonl"
+    requests.write_text(
+        '{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
+        '"body":{"model":"gpt-4o-mini","messages":[]}}\n'
+    )
+    return requests
+
+
+@pytest.mark.parametrize(
+    ("provider", "allowed"),
+    [
+        ("openai", "/v1/responses, /v1/chat/completions, /v1/embeddings"),
+        ("groq", "/v1/chat/completions, /v1/audio/transcriptions"),
+        ("anthropic", "/v1/messages;"),
+    ],
+)
+def test_submit_to_an_endpoint_the_provider_lacks_is_one_error_line_listing_its_endpoints(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider, allowed
+) -> None:
+    for variable in ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(variable, "test")
+    ws.write_config(GOOD)
+    requests = _one_request(tmp_path)
+    result = cli("submit", str(requests), "-p", provider, "--endpoint", "nosuch", "--dry-run")
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: --endpoint: {provider} accepts {allowed}")
+    assert line.endswith('; got "nosuch"')
+
+
+def test_a_job_naming_an_endpoint_its_anthropic_provider_lacks_is_refused(
+    ws: Workspace, cli
+) -> None:
+    check_fails_with(
+        ws,
+        cli,
+        BATCH_JOB + 'provider = "anthropic"\nendpoint = "/v1/chat/completions"\n',
+        'jobs.b.endpoint: expected one of /v1/messages, got "/v1/chat/completions"',
+    )
+
+
+def test_openai_compatible_without_a_base_url_hints_at_the_table_and_the_variable(
+    ws: Workspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    ws.write_config(GOOD)
+    result = cli("submit", str(_one_request(tmp_path)), "-p", "openai-compatible")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: no base URL for openai-compatible",
+        'hint: set base_url = "http://host:port/v1" in [providers.openai-compatible],'
+        ' or base_url_env = "OPENAI_BASE_URL" there to read it from $OPENAI_BASE_URL',
+    ]

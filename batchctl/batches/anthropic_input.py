@@ -28,6 +28,8 @@ from batchctl.batches.validation import (
     PartSink,
     _lone_surrogate,
     _Scanner,
+    json_type,
+    spelled,
 )
 
 ENDPOINT = "/v1/messages"  # what a submission of Message Batches records as its endpoint
@@ -70,7 +72,7 @@ class AnthropicScanner(_Scanner):
             self.problem(
                 Path("--endpoint"),
                 None,
-                f"{endpoint!r}: Message Batches requests are sent to {ENDPOINT} only",
+                f"{spelled(endpoint)}: Message Batches requests are sent to {ENDPOINT} only",
             )
 
     def scan_line(self, path: Path, number: int, raw: bytes) -> None:
@@ -121,7 +123,7 @@ class AnthropicScanner(_Scanner):
     ) -> tuple[str, dict[str, object], str] | None:
         """``(custom_id, params, model)`` of a valid line, else None (problems recorded)."""
         if not isinstance(request, dict):
-            self.problem(path, number, f"expected a JSON object, got {type(request).__name__}")
+            self.problem(path, number, f"expected a JSON object, got {json_type(request)}")
             return None
         problems_before = self.plan.problem_count
         custom_id = request.get("custom_id")
@@ -152,7 +154,7 @@ class AnthropicScanner(_Scanner):
         if not extra:
             return
         message = (
-            f"unexpected key(s) {', '.join(repr(k) for k in extra)}: a Message Batches request"
+            f"unexpected key(s) {', '.join(spelled(k) for k in extra)}: a Message Batches request"
             " line has only custom_id and params"
         )
         if "body" in request or "url" in request:
@@ -170,14 +172,16 @@ class AnthropicScanner(_Scanner):
             self.problem(path, number, "params.max_tokens: missing (a positive integer)")
         elif type(max_tokens) is not int or max_tokens < 1:
             self.problem(
-                path, number, f"params.max_tokens: expected a positive integer, got {max_tokens!r}"
+                path,
+                number,
+                f"params.max_tokens: expected a positive integer, got {spelled(max_tokens)}",
             )
         messages = params.get("messages")
         if messages is None:
             self.problem(path, number, "params.messages: missing (a non-empty list)")
         elif not isinstance(messages, list):
             self.problem(
-                path, number, f"params.messages: expected a list, got {type(messages).__name__}"
+                path, number, f"params.messages: expected an array, got {json_type(messages)}"
             )
         elif not messages:
             self.problem(path, number, "params.messages: empty; give at least one message")
@@ -185,7 +189,9 @@ class AnthropicScanner(_Scanner):
         if stream is True:
             self.problem(path, number, "params.stream: streaming is not allowed in a batch")
         elif stream is not False and stream is not None:
-            self.problem(path, number, f"params.stream: expected false or absent, got {stream!r}")
+            self.problem(
+                path, number, f"params.stream: expected false or absent, got {spelled(stream)}"
+            )
         for key in REFUSED_PARAMS:
             if key in params:
                 self.problem(

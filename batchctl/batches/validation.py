@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from batchctl.errors import quoted
 from batchctl.providers.quirks import OPENAI_ENDPOINTS
 
 SUPPORTED_ENDPOINTS = OPENAI_ENDPOINTS  # OpenAI's; a vendor's profile may name others
@@ -315,7 +316,8 @@ class _Scanner:
             self.problem(
                 path,
                 number,
-                f"body.model: {model!r} differs from {first!r} ({where}); every line must"
+                f"body.model: {spelled(model)} differs from {spelled(first)} ({where}); every"
+                " line must"
                 " name the same deployment",
             )
             return False
@@ -326,7 +328,7 @@ class _Scanner:
         first = self.seen[custom_id]
         first_path, first_line = self.files[first >> 32], first & 0xFFFFFFFF
         where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
-        self.problem(path, number, f"duplicate custom_id {custom_id!r} (first at {where})")
+        self.problem(path, number, f"duplicate custom_id {spelled(custom_id)} (first at {where})")
 
     def parse(self, path: Path, number: int, line: bytes) -> object:
         """The line's JSON value, or ``_INVALID`` (problem recorded): strict UTF-8, strict JSON."""
@@ -347,7 +349,7 @@ class _Scanner:
     def check_request(self, path: Path, number: int, request: object) -> str | None:
         """The request's model when the request is valid, else None (problems recorded)."""
         if not isinstance(request, dict):
-            self.problem(path, number, f"expected a JSON object, got {type(request).__name__}")
+            self.problem(path, number, f"expected a JSON object, got {json_type(request)}")
             return None
         problems_before = self.plan.problem_count
         custom_id = request.get("custom_id")
@@ -355,10 +357,14 @@ class _Scanner:
             self.problem(path, number, "custom_id: missing, blank or not a string")
         elif not custom_id.isascii() and (surrogate := _lone_surrogate(custom_id)):
             self.problem(path, number, f"custom_id: {surrogate}")
-        if request.get("method") != "POST":
-            self.problem(path, number, f'method: expected "POST", got {request.get("method")!r}')
+        if "method" not in request:
+            self.problem(path, number, 'method: missing (expected "POST")')
+        elif request["method"] != "POST":
+            self.problem(path, number, f'method: expected "POST", got {spelled(request["method"])}')
         url = request.get("url")
-        if url not in self.rules.endpoints:
+        if "url" not in request:
+            self.problem(path, number, f"url: missing (one of {', '.join(self.rules.endpoints)})")
+        elif url not in self.rules.endpoints:
             self.problem(path, number, "url: " + _unsupported(url, self.rules.endpoints))
         elif self.plan.endpoint is None:
             self.plan.endpoint = url
@@ -366,7 +372,8 @@ class _Scanner:
             self.problem(
                 path,
                 number,
-                f"url: {url!r} differs from the batch's endpoint {self.plan.endpoint!r}",
+                f"url: {spelled(url)} differs from the batch's endpoint"
+                f" {spelled(self.plan.endpoint)}",
             )
         body = request.get("body")
         if isinstance(body, dict):
@@ -389,7 +396,9 @@ class _Scanner:
         if stream is True:
             self.problem(path, number, "body.stream: streaming is not allowed in a batch")
         elif stream is not False and stream is not None:  # null is the API's default: false
-            self.problem(path, number, f"body.stream: expected false or absent, got {stream!r}")
+            self.problem(
+                path, number, f"body.stream: expected false or absent, got {spelled(stream)}"
+            )
 
     def assign(self, line: bytes, model: str, custom_id: str, size: int | None = None) -> PartPlan:
         """Put ``line`` in the open part of ``model`` (a new one when it would not fit there);
@@ -497,7 +506,30 @@ def _count(value: object) -> int | None:
 
 
 def _unsupported(value: object, endpoints: tuple[str, ...] = SUPPORTED_ENDPOINTS) -> str:
-    return f"{value!r} is not a supported batch endpoint (one of {', '.join(endpoints)})"
+    return f"{spelled(value)} is not a supported batch endpoint (one of {', '.join(endpoints)})"
+
+
+def spelled(value: object, limit: int = 100) -> str:
+    """``value`` as JSON spells it, for a message: null, true, 3, "text", [false]; on one line,
+    with nothing that can drive a terminal, and cut after ``limit`` characters."""
+    if isinstance(value, str):
+        return quoted(value, limit)
+    try:
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError):  # not from JSON: say what it is
+        text = type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def json_type(value: object) -> str:
+    """What kind of JSON value ``value`` is, for "expected ..., got ..." messages."""
+    if value is None or isinstance(value, bool):
+        return spelled(value)
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 class NotRegularFile(Exception):
@@ -586,7 +618,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
-            raise _NotStrictJSON(f"duplicate key {key!r} in one object")
+            raise _NotStrictJSON(f"duplicate key {spelled(key)} in one object")
         seen.add(key)
     raise AssertionError("unreachable: dict() dropped a key that is not repeated")
 

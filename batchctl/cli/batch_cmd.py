@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from batchctl.cli import render, session
-from batchctl.cli.complete import run_ids
+from batchctl.cli.complete import choices, job_names, on_expired_choices, run_ids
 from batchctl.cli.options import JsonOption, ProviderOption
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from batchctl.batches.submission import Batches, ResultSummary, SubmitOptions
     from batchctl.batches.validation import Plan
     from batchctl.config import Config, JobConfig
+    from batchctl.providers.profiles import ProviderSettings
 
 
 def submit(
@@ -37,7 +38,10 @@ def submit(
         ),
     ] = None,
     job: Annotated[
-        str | None, typer.Option("--job", help="Record it as a run of this batch job.")
+        str | None,
+        typer.Option(
+            "--job", autocompletion=job_names, help="Record it as a run of this batch job."
+        ),
     ] = None,
     provider: ProviderOption = None,
     metadata: Annotated[
@@ -83,6 +87,7 @@ def submit(
         str | None,
         typer.Option(
             "--on-expired",
+            autocompletion=on_expired_choices,
             help="keep (default) or resubmit what an expired batch left undone.",
             show_default=False,
         ),
@@ -113,6 +118,8 @@ def submit(
         on_expired=on_expired,
         force=force,
     )
+    if endpoint is not None:
+        _check_endpoint(endpoint, config.provider(options.provider))
     batches = open_batches()
     if dry_run:
         history = batches.store.output_history(job) if job else {}
@@ -210,11 +217,17 @@ def results(
         str | None,
         typer.Option(
             "--format",
+            autocompletion=choices(lambda: _FORMATS),
             help="jsonl or csv (default: from the -o file's extension, else jsonl).",
             show_default=False,
         ),
     ] = None,
-    order: Annotated[str, typer.Option("--order", help="input or completion.")] = "input",
+    order: Annotated[
+        str,
+        typer.Option(
+            "--order", autocompletion=choices(lambda: _ORDERS), help="input or completion."
+        ),
+    ] = "input",
     json_output: JsonOption = False,
 ) -> None:
     """Merge a finished submission's results: one line per request, in input order.
@@ -224,7 +237,7 @@ def results(
     from batchctl.errors import UsageError
 
     fmt = _output_format(output, errors, fmt)
-    if order not in ("input", "completion"):
+    if order not in _ORDERS:
         raise UsageError(f"--order: expected input or completion, got {order!r}")
     batches = open_batches()
     if not batches.advance(run_id, send=False):  # reading results never spends
@@ -250,6 +263,7 @@ def results(
 
 
 _FORMATS = ("jsonl", "csv")
+_ORDERS = ("input", "completion")
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -332,6 +346,18 @@ def open_batches() -> Batches:
 
     config = session.current.config(required=False, check_processors=False)
     return Batches(session.current.store(), config)
+
+
+def _check_endpoint(endpoint: str, provider: ProviderSettings) -> None:
+    """--endpoint is one the provider takes: one error line before any input is read."""
+    from batchctl.config import accepted_endpoints
+    from batchctl.errors import UsageError, quoted
+
+    accepted = accepted_endpoints(provider)
+    if endpoint not in accepted:
+        raise UsageError(
+            f"--endpoint: {provider.name} accepts {', '.join(accepted)}; got {quoted(endpoint)}"
+        )
 
 
 def _metadata(pairs: list[str] | None) -> dict[str, str]:

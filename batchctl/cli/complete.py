@@ -1,26 +1,47 @@
-"""Shell completion of job names, provider names and run ids (for ``completions/``).
+"""Shell completion of job names, provider names, run ids and options' fixed values (for
+``completions/``).
 
 Completion must never fail or print an error, so anything that goes wrong yields no candidates.
+Click runs no command callbacks while completing, so the root's own callback never set up the
+session: the config and database are those the command line names (``--config``/``--db``
+before the command), else the environment's, read here from the root context.
 """
 
 from __future__ import annotations
 
-from batchctl.cli import session
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import typer
+
+from batchctl.cli.session import Session
 
 
-def job_names(incomplete: str) -> list[str]:
+@contextmanager
+def _session(ctx: typer.Context) -> Iterator[Session]:
+    params = ctx.find_root().params
+    session = Session(config_path=params.get("config"), db=params.get("db"))
     try:
-        config = session.current.config(check_processors=False)
+        yield session
+    finally:
+        session.close()
+
+
+def job_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    try:
+        with _session(ctx) as session:
+            config = session.config(check_processors=False)
     except Exception:
         return []
     return [name for name in config.jobs if name.startswith(incomplete)]
 
 
-def run_ids(incomplete: str) -> list[tuple[str, str]]:
+def run_ids(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
     try:
         from batchctl.records import RunFilter
 
-        runs = session.current.store().list_runs(RunFilter(limit=50))
+        with _session(ctx) as session:
+            runs = session.store().list_runs(RunFilter(limit=50))
     except Exception:
         return []
     return [
@@ -30,11 +51,45 @@ def run_ids(incomplete: str) -> list[tuple[str, str]]:
     ]
 
 
-def provider_names(incomplete: str) -> list[str]:
+def provider_names(ctx: typer.Context, incomplete: str) -> list[str]:
     from batchctl.providers.profiles import PROFILES
 
     try:
-        configured = list(session.current.config(required=False, check_processors=False).providers)
+        with _session(ctx) as session:
+            configured = list(session.config(required=False, check_processors=False).providers)
     except Exception:
         configured = []
     return sorted(n for n in {*PROFILES, *configured} if n.startswith(incomplete))
+
+
+def choices(values: Callable[[], Iterable[str]]) -> Callable[[str], list[str]]:
+    """Completion of an option that takes one of fixed ``values`` (a function, called only
+    when completing, so that start-up imports nothing for it)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [value for value in values() if value.startswith(incomplete)]
+
+    return complete
+
+
+def _log_levels() -> list[str]:
+    from batchctl.records import LogLevel
+
+    return [level.value for level in LogLevel]
+
+
+def _run_statuses() -> list[str]:
+    from batchctl.records import RunStatus
+
+    return [status.value for status in RunStatus]
+
+
+def _on_expired() -> tuple[str, ...]:
+    from batchctl.config import ON_EXPIRED
+
+    return ON_EXPIRED
+
+
+log_levels = choices(_log_levels)
+run_statuses = choices(_run_statuses)
+on_expired_choices = choices(_on_expired)

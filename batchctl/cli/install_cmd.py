@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -11,6 +15,8 @@ from batchctl.cli import render, session
 from batchctl.cli.options import JsonOption
 
 if TYPE_CHECKING:
+    from batchctl.config import Config
+    from batchctl.errors import UsageError
     from batchctl.install import CrontabChange, Paths, SystemdChange
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
@@ -74,9 +80,10 @@ def install(
         raise UsageError("no config file found")
     paths = core.make_paths(config.path, resolve_db(session.current.db))
     if not use_systemd:
-        _report_crontab_install(
-            paths, core.install_crontab(paths, dry_run=dry_run), dry_run, json_output
-        )
+        planned, no_cron = _install_crontab(paths, dry_run)
+        notes = [f"{no_cron.message}, so installing would fail: {no_cron.hint}"] if no_cron else []
+        notes += _key_notes(config, _crontab_sets(planned.after), _crontab_how)
+        _report_crontab_install(paths, planned, dry_run, json_output, notes)
         return
     change = core.install_systemd(
         paths, user=user, timer=timer, run_as=core.run_as_user(), dry_run=dry_run
@@ -84,8 +91,15 @@ def install(
     ran = enable and not dry_run
     if ran:
         core.run_commands(change.commands)
+    notes = _key_notes(config, _systemd_sets(user), _systemd_how(user))
     _report_systemd_install(
-        change, user=user, timer=timer, dry_run=dry_run, ran=ran, json_output=json_output
+        change,
+        user=user,
+        timer=timer,
+        dry_run=dry_run,
+        ran=ran,
+        json_output=json_output,
+        notes=notes,
     )
 
 
@@ -151,11 +165,27 @@ def _payload(mode: str, dry_run: bool, changed: bool, **fields: Any) -> dict[str
 # -- crontab -----------------------------------------------------------------------------------
 
 
+def _install_crontab(paths: Paths, dry_run: bool) -> tuple[CrontabChange, UsageError | None]:
+    """Install (or with ``dry_run`` plan) the crontab block. A dry run where there is no
+    crontab command still shows the block, against an empty crontab, with why it would fail."""
+    from batchctl import install as core
+    from batchctl.errors import UsageError
+
+    if dry_run:
+        try:
+            core.crontab_program()
+        except UsageError as exc:
+            block = core.crontab_block(paths)
+            return core.CrontabChange("", core.merge_crontab("", block, paths.db), block), exc
+    return core.install_crontab(paths, dry_run=dry_run), None
+
+
 def _report_crontab_install(
-    paths: Paths, change: CrontabChange, dry_run: bool, json_output: bool
+    paths: Paths, change: CrontabChange, dry_run: bool, json_output: bool, notes: list[str]
 ) -> None:
+    """``notes``: what stands in the way of the entry working (shown by a dry run too)."""
     block = change.block or ""
-    hints = [f"cron output (stdout and stderr) is appended to {paths.log}"]
+    hints = [*notes, f"cron output (stdout and stderr) is appended to {paths.log}"]
     if json_output:
         render.print_json(
             _payload(
@@ -174,11 +204,109 @@ def _report_crontab_install(
     if dry_run:
         render.note("dry run: nothing was changed; the crontab would get this block:")
         render.out(block.rstrip("\n"))
+        for note in notes:
+            render.note(f"hint: {note}")
         return
     verb = "is up to date" if not change.changed else "updated" if change.replaced else "added"
     render.out(f"crontab: batchctl's entry {verb}; it runs `batchctl daemon --once` every minute")
     render.out(f"  {block.splitlines()[1]}")
-    render.out(hints[0])
+    render.out(hints[-1])
+    for note in notes:
+        render.out(f"hint: {note}")
+
+
+# -- the API keys of batch jobs ----------------------------------------------------------------
+
+_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def _key_notes(config: Config, provided: set[str] | None, how: Callable[[str], str]) -> list[str]:
+    """One note per key variable that batch jobs need and that the environment cron or systemd
+    gives the daemon does not set (``provided`` None: cannot tell, say nothing). Names only:
+    a key's value is never read, let alone printed."""
+    if provided is None:
+        return []
+    notes = []
+    for var, jobs in config.keys_needed().items():
+        if var in provided:
+            continue
+        names = ", ".join(job.name for job in jobs)
+        tables = ", ".join(
+            sorted(
+                {
+                    "[openai]" if j.provider == "openai" else f"[providers.{j.provider}]"
+                    for j in jobs
+                }
+            )
+        )
+        who = f"job {names} needs its" if len(jobs) == 1 else f"jobs {names} need their"
+        notes.append(
+            f"{who} API key in ${var}, {how(var)}; or name another variable with {tables}"
+            " api_key_env"
+        )
+    return notes
+
+
+def _crontab_how(var: str) -> str:
+    return (
+        f"which cron does not take from your shell: put a line {var}=... in the crontab "
+        "(`crontab -e`, above batchctl's block)"
+    )
+
+
+def _systemd_how(user: bool) -> Callable[[str], str]:
+    from batchctl.install import SERVICE
+
+    edit = f"systemctl{' --user' if user else ''} edit {SERVICE}"
+    return lambda var: (
+        f"which {SERVICE} does not set: add a line Environment={var}=... (or an"
+        f" EnvironmentFile=) to a drop-in, with `{edit}`"
+    )
+
+
+def _crontab_sets(text: str) -> set[str]:
+    """The variables a crontab sets (its ``NAME=value`` lines)."""
+    found = set()
+    for line in text.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match and not line.lstrip().startswith("#"):
+            found.add(match.group(1))
+    return found
+
+
+def _systemd_sets(user: bool) -> set[str] | None:
+    """The variables batchctl.service's drop-ins set (Environment=, EnvironmentFile=), and for
+    a user unit, ``environment.d``; None (cannot tell) when a file they name cannot be read."""
+    from batchctl.install import SERVICE, systemd_dir
+
+    found: set[str] = set()
+    files = sorted((systemd_dir(user=user) / f"{SERVICE}.d").glob("*.conf"))
+    for conf in files:
+        for line in _read_lines(conf) or []:
+            key, _, value = line.strip().partition("=")
+            if key == "Environment":
+                try:
+                    words = shlex.split(value)
+                except ValueError:  # unbalanced quotes: systemd will say so
+                    return None
+                found.update(word.partition("=")[0] for word in words)
+            elif key == "EnvironmentFile":
+                lines = _read_lines(Path(value.lstrip("-")))
+                if lines is None:
+                    return None
+                found |= _crontab_sets("\n".join(lines))
+    if user:
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        for conf in sorted((config_home / "environment.d").glob("*.conf")):
+            found |= _crontab_sets("\n".join(_read_lines(conf) or []))
+    return found
+
+
+def _read_lines(path: Path) -> list[str] | None:
+    try:
+        return path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _report_crontab_uninstall(change: CrontabChange, dry_run: bool, json_output: bool) -> None:
@@ -216,8 +344,9 @@ def _report_systemd_install(
     dry_run: bool,
     ran: bool,
     json_output: bool,
+    notes: list[str],
 ) -> None:
-    hints = [_linger_hint()] if user else []
+    hints = [*notes, _linger_hint()] if user else [*notes]
     unit = "batchctl.timer" if timer else "batchctl.service"
     hints.append(
         f"logs: journalctl {'--user-unit' if user else '--unit'} batchctl.service; "

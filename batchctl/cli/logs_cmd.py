@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from batchctl.cli import render, session
-from batchctl.cli.complete import run_ids
+from batchctl.cli.complete import log_levels, run_ids
 
 if TYPE_CHECKING:
     from batchctl.records import LogEntry
@@ -32,6 +32,7 @@ def logs(
         typer.Option(
             "--level",
             "-l",
+            autocompletion=log_levels,
             help="Only lines at this level or above: debug, info, warning, error.",
             show_default=False,
         ),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from batchctl.cli import render, session
-from batchctl.cli.complete import run_ids
+from batchctl.cli.complete import job_names, run_ids, run_statuses
 from batchctl.cli.options import JsonOption, ProviderOption
 
 if TYPE_CHECKING:
@@ -26,11 +26,17 @@ def status(
         int | None,
         typer.Argument(autocompletion=run_ids, help="Show this run in detail.", show_default=False),
     ] = None,
-    job: Annotated[str | None, typer.Option("--job", "-j", help="Only runs of this job.")] = None,
+    job: Annotated[
+        str | None,
+        typer.Option("--job", "-j", autocompletion=job_names, help="Only runs of this job."),
+    ] = None,
     statuses: Annotated[
         list[str] | None,
         typer.Option(
-            "--status", help="Only runs with this status (repeatable).", show_default=False
+            "--status",
+            autocompletion=run_statuses,
+            help="Only runs with this status (repeatable).",
+            show_default=False,
         ),
     ] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Only failed runs.")] = False,

@@ -102,11 +102,14 @@ def _base_url(settings: ProviderSettings) -> str | None:
         where, url = f"${variable}", os.environ[variable]
     if url is None:
         if settings.requires_base_url:
-            named = f"${variable} or " if variable else ""
-            raise UsageError(
-                f"no base URL for {settings.name}",
-                hint=f"set {named}[providers.{settings.name}] base_url",
+            table = f"[providers.{settings.name}]"
+            hint = (
+                f"set ${variable} or {table} base_url"
+                if variable
+                else f'set base_url = "http://host:port/v1" in {table}, or base_url_env ='
+                ' "OPENAI_BASE_URL" there to read it from $OPENAI_BASE_URL'
             )
+            raise UsageError(f"no base URL for {settings.name}", hint=hint)
         return None
     try:
         parts = urlsplit(url)

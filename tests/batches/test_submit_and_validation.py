@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 
+from batchctl.batches.validation import scan
 from batchctl.emulator import Emulator
 from tests.batches.jsonl import CHAT, request, write_jsonl
 from tests.conftest import run_exe
@@ -262,7 +263,7 @@ def test_custom_id_duplicated_across_files_names_both_places(api: Emulator, ws: 
     result = cli("submit", "a.jsonl", "b.jsonl")
 
     assert result.exit_code == 2
-    assert "error: b.jsonl:2: duplicate custom_id 'x' (first at a.jsonl:1)" in result.stderr
+    assert 'error: b.jsonl:2: duplicate custom_id "x" (first at a.jsonl:1)' in result.stderr
     assert_nothing_submitted(api, cli)
 
 
@@ -305,7 +306,13 @@ _CHUNK = 1 << 20  # how much of a line batchctl reads at a time
 # options; FILE:LINE, or "FILE: " for a problem with the whole file; problem text)
 INVALID: list[tuple[str, bytes | Callable[[Path], object] | None, list[str], str, str]] = [
     ("invalid-json", _lines(_OK, b'{"custom_id": "r2",'), [], "in.jsonl:2", "invalid JSON"),
-    ("not-an-object", _lines(_OK, b"[1, 2]"), [], "in.jsonl:2", "expected a JSON object, got list"),
+    (
+        "not-an-object",
+        _lines(_OK, b"[1, 2]"),
+        [],
+        "in.jsonl:2",
+        "expected a JSON object, got an array",
+    ),
     ("missing-custom-id", _lines(_OK, _without("custom_id")), [], "in.jsonl:2", "custom_id"),
     ("empty-custom-id", _lines(_OK, _with(custom_id="")), [], "in.jsonl:2", "custom_id"),
     (
@@ -313,7 +320,7 @@ INVALID: list[tuple[str, bytes | Callable[[Path], object] | None, list[str], str
         _lines(_OK, request("r2"), request("ok")),
         [],
         "in.jsonl:3",
-        "duplicate custom_id 'ok' (first at line 1)",
+        'duplicate custom_id "ok" (first at line 1)',
     ),
     ("method-not-post", _lines(_OK, _with(method="GET")), [], "in.jsonl:2", "method"),
     (
@@ -328,14 +335,14 @@ INVALID: list[tuple[str, bytes | Callable[[Path], object] | None, list[str], str
         _lines(_OK, _with(url="/v1/responses")),
         [],
         "in.jsonl:2",
-        "differs from the batch's endpoint '/v1/chat/completions'",
+        'differs from the batch\'s endpoint "/v1/chat/completions"',
     ),
     (
         "url-differs-from-endpoint-option",
         _lines(_OK),
         ["--endpoint", "/v1/responses"],
         "in.jsonl:1",
-        "differs from the batch's endpoint '/v1/responses'",
+        'differs from the batch\'s endpoint "/v1/responses"',
     ),
     ("missing-body", _lines(_OK, _without("body")), [], "in.jsonl:2", "body: missing"),
     ("missing-model", _lines(_OK, _without("body", "model")), [], "in.jsonl:2", "body.model"),
@@ -373,14 +380,14 @@ INVALID: list[tuple[str, bytes | Callable[[Path], object] | None, list[str], str
         _lines(_OK, _raw(_with(custom_id="@"), "@", '"r2", "custom_id": "r3"')),
         [],
         "in.jsonl:2",
-        "invalid JSON: duplicate key 'custom_id'",
+        'invalid JSON: duplicate key "custom_id"',
     ),
     (
         "duplicate-key-deep-in-the-body",
         _lines(_OK, _raw(_with(body_changes={"messages": ["@"]}), "@", '{"a": 1, "a": 1}')),
         [],
         "in.jsonl:2",
-        "invalid JSON: duplicate key 'a'",
+        'invalid JSON: duplicate key "a"',
     ),
     (
         "nested-too-deeply",
@@ -426,7 +433,7 @@ INVALID: list[tuple[str, bytes | Callable[[Path], object] | None, list[str], str
             _lines(_OK, _with(body_changes={"stream": value})),
             [],
             "in.jsonl:2",
-            f"body.stream: expected false or absent, got {value!r}",
+            f"body.stream: expected false or absent, got {json.dumps(value)}",
         )
         for name, value in (("string-true", "true"), ("string-false", "false"), ("one", 1))
     ],
@@ -495,6 +502,46 @@ def test_invalid_input_names_file_line_and_problem(
     assert lines, result.stderr
     assert problem in lines[0]
     assert all(line.startswith(("error: ", "hint: ")) for line in result.stderr.splitlines())
+
+
+def _dumped(row: dict[str, Any], **changes: Any) -> str:
+    return json.dumps({**row, **changes})
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("null", "expected a JSON object, got null"),
+        ("[1, 2]", "expected a JSON object, got an array"),
+        ('"text"', "expected a JSON object, got a string"),
+        ("true", "expected a JSON object, got true"),
+        (_dumped(_OK, method=None), 'method: expected "POST", got null'),
+        (_dumped(_OK, method=True), 'method: expected "POST", got true'),
+        (_dumped(_OK, method="GET"), 'method: expected "POST", got "GET"'),
+        (
+            json.dumps({k: v for k, v in _OK.items() if k != "method"}),
+            'method: missing (expected "POST")',
+        ),
+        (_dumped(_OK, url=False), "url: false is not a supported batch endpoint (one of"),
+        (_dumped(_OK, url="/v1/nope"), 'url: "/v1/nope" is not a supported batch endpoint'),
+        (json.dumps({k: v for k, v in _OK.items() if k != "url"}), "url: missing (one of"),
+        (
+            _dumped(_OK, body={**_OK["body"], "stream": "true"}),
+            'body.stream: expected false or absent, got "true"',
+        ),
+        (
+            _dumped(_OK, body={**_OK["body"], "stream": [False]}),
+            "body.stream: expected false or absent, got [false]",
+        ),
+        ('{"a": 1, "a": null}', 'invalid JSON: duplicate key "a" in one object'),
+    ],
+)
+def test_values_in_problems_are_spelled_as_json(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(line + "\n")
+    [found] = [str(p) for p in scan([path]).problems]
+    assert found.startswith(f"{path}:1: {problem}")
+    assert not re.search(r"\b(None|True|False|NoneType|list|dict|str)\b", found), found
 
 
 def test_more_than_20_problems_are_counted(api: Emulator, ws: Any, cli: Any):

@@ -34,10 +34,9 @@ KEY_ENV = {
 
 StartVendor = Callable[..., Emulator]
 
-# ``Batches`` must scan with the provider's line rules (``scan(..., rules=line_rules(quirks))``,
-# in batchctl/batches/submission.py, which this branch does not own: the change is in
-# submission-line-rules.patch). Until it is applied these tests fail as expected; once it is,
-# they pass and the strict marker fails them: remove it then.
+# ``Batches`` scans with the provider's line rules (``scan(..., rules=line_rules(quirks))`` in
+# batchctl/batches/submission.py), so a line a vendor would refuse is refused before anything
+# is sent: the "before sending" tests below check that against each vendor's emulator.
 
 
 @pytest.fixture
@@ -150,7 +149,7 @@ def test_azure_refuses_a_v1_url_before_sending(vendor_api: StartVendor, ws: Any,
     result = _submit(cli, "azure")
 
     assert result.exit_code != 0
-    assert "'/v1/chat/completions' is not a supported batch endpoint" in result.stderr
+    assert '"/v1/chat/completions" is not a supported batch endpoint' in result.stderr
     assert _posts(emu) == []
 
 
@@ -338,7 +337,7 @@ def test_azure_profile_takes_urls_without_v1_and_one_deployment(ws: Any) -> None
 def test_azure_profile_refuses_a_second_deployment(ws: Any) -> None:
     plan = _plan(ws, "azure", [_azure_line("a", "dep-1"), _azure_line("b", "dep-2")])
     assert _problems(plan) == [
-        "2: body.model: 'dep-2' differs from 'dep-1' (line 1); every line must name the same"
+        '2: body.model: "dep-2" differs from "dep-1" (line 1); every line must name the same'
         " deployment"
     ]
 
@@ -353,7 +352,7 @@ def test_groq_profile_refuses_embeddings(ws: Any) -> None:
     line = request("a")
     line["url"] = "/v1/embeddings"
     [problem] = _problems(_plan(ws, "groq", [line]))
-    assert "'/v1/embeddings' is not a supported batch endpoint" in problem
+    assert '"/v1/embeddings" is not a supported batch endpoint' in problem
 
 
 def test_doubleword_profile_refuses_a_65_character_custom_id(ws: Any) -> None:

@@ -78,7 +78,7 @@ def test_any_non_empty_custom_id_is_accepted(tmp_path: Path) -> None:
     ("row", "message"),
     [
         ("{not json", "invalid JSON"),
-        ("[1, 2]", "expected a JSON object, got list"),
+        ("[1, 2]", "expected a JSON object, got an array"),
         (line(None), "custom_id: missing, blank or not a string"),
         (line(""), "custom_id: missing, blank or not a string"),
         (line("x" * 1001), "custom_id: at most 1,000 characters, got 1,001"),
@@ -88,11 +88,13 @@ def test_any_non_empty_custom_id_is_accepted(tmp_path: Path) -> None:
         (line("b", max_tokens=None), "params.max_tokens: missing"),
         (line("b", max_tokens=0), "params.max_tokens: expected a positive integer"),
         (line("b", max_tokens="9"), "params.max_tokens: expected a positive integer"),
+        (line("b", max_tokens=True), "params.max_tokens: expected a positive integer, got true"),
+        (line("b", stream="no"), 'params.stream: expected false or absent, got "no"'),
         (line("b", messages=None), "params.messages: missing"),
         (line("b", messages=[]), "params.messages: empty"),
-        (line("b", messages="hi"), "params.messages: expected a list, got str"),
+        (line("b", messages="hi"), "params.messages: expected an array, got a string"),
         (line("b", stream=True), "params.stream: streaming is not allowed"),
-        ({**line("b"), "extra": 1}, "unexpected key(s) 'extra'"),
+        ({**line("b"), "extra": 1}, 'unexpected key(s) "extra"'),
         (
             '{"custom_id": "b", "params": {"model": "m", "max_tokens": 1, "messages": ["\\ud800"]}}',
             "params: holds a lone surrogate \\ud800",
@@ -113,7 +115,7 @@ def test_a_key_the_batch_api_refuses_is_named(tmp_path: Path, key: str) -> None:
 
 def test_a_duplicate_custom_id_names_where_it_was_first(tmp_path: Path) -> None:
     path = write(tmp_path / "in.jsonl", [line("a/1"), line("b"), line("a/1")])
-    assert problems(path) == [f"{path}:3: duplicate custom_id 'a/1' (first at line 1)"]
+    assert problems(path) == [f'{path}:3: duplicate custom_id "a/1" (first at line 1)']
 
 
 def test_an_openai_shaped_line_is_named_as_such(tmp_path: Path) -> None:
@@ -125,7 +127,7 @@ def test_an_openai_shaped_line_is_named_as_such(tmp_path: Path) -> None:
 def test_an_endpoint_other_than_messages_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "in.jsonl", [line("a")])
     assert problems(path, endpoint="/v1/chat/completions") == [
-        "--endpoint: '/v1/chat/completions': Message Batches requests are sent to /v1/messages only"
+        '--endpoint: "/v1/chat/completions": Message Batches requests are sent to /v1/messages only'
     ]
 
 
