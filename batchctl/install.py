@@ -593,3 +593,52 @@ def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProce
     return subprocess.run(
         argv, input=stdin, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+# -- the environment cron or systemd gives the daemon ------------------------------------------
+
+_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def crontab_variables(text: str) -> set[str]:
+    """The variables a crontab sets (its ``NAME=value`` lines): what cron gives its jobs
+    beyond its own few (an API key a batch job needs must be one of them)."""
+    found = set()
+    for line in text.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match and not line.lstrip().startswith("#"):
+            found.add(match.group(1))
+    return found
+
+
+def systemd_variables(*, user: bool) -> set[str] | None:
+    """The variables batchctl.service's drop-ins set (Environment=, EnvironmentFile=), and for
+    a user unit, ``environment.d``; None (cannot tell) when a file they name cannot be read."""
+    found: set[str] = set()
+    files = sorted((systemd_dir(user=user) / f"{SERVICE}.d").glob("*.conf"))
+    for conf in files:
+        for line in _read_lines(conf) or []:
+            key, _, value = line.strip().partition("=")
+            if key == "Environment":
+                try:
+                    words = shlex.split(value)
+                except ValueError:  # unbalanced quotes: systemd will say so
+                    return None
+                found.update(word.partition("=")[0] for word in words)
+            elif key == "EnvironmentFile":
+                lines = _read_lines(Path(value.lstrip("-")))
+                if lines is None:
+                    return None
+                found |= crontab_variables("\n".join(lines))
+    if user:
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        for conf in sorted((config_home / "environment.d").glob("*.conf")):
+            found |= crontab_variables("\n".join(_read_lines(conf) or []))
+    return found
+
+
+def _read_lines(path: Path) -> list[str] | None:
+    try:
+        return path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None

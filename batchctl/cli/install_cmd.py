@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shlex
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -82,7 +79,7 @@ def install(
     if not use_systemd:
         planned, no_cron = _install_crontab(paths, dry_run)
         notes = [f"{no_cron.message}, so installing would fail: {no_cron.hint}"] if no_cron else []
-        notes += _key_notes(config, _crontab_sets(planned.after), _crontab_how)
+        notes += _key_notes(config, core.crontab_variables(planned.after), _crontab_how)
         _report_crontab_install(paths, planned, dry_run, json_output, notes)
         return
     change = core.install_systemd(
@@ -91,7 +88,7 @@ def install(
     ran = enable and not dry_run
     if ran:
         core.run_commands(change.commands)
-    notes = _key_notes(config, _systemd_sets(user), _systemd_how(user))
+    notes = _key_notes(config, core.systemd_variables(user=user), _systemd_how(user))
     _report_systemd_install(
         change,
         user=user,
@@ -217,8 +214,6 @@ def _report_crontab_install(
 
 # -- the API keys of batch jobs ----------------------------------------------------------------
 
-_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
-
 
 def _key_notes(config: Config, provided: set[str] | None, how: Callable[[str], str]) -> list[str]:
     """One note per key variable that batch jobs need and that the environment cron or systemd
@@ -262,51 +257,6 @@ def _systemd_how(user: bool) -> Callable[[str], str]:
         f"which {SERVICE} does not set: add a line Environment={var}=... (or an"
         f" EnvironmentFile=) to a drop-in, with `{edit}`"
     )
-
-
-def _crontab_sets(text: str) -> set[str]:
-    """The variables a crontab sets (its ``NAME=value`` lines)."""
-    found = set()
-    for line in text.splitlines():
-        match = _ASSIGNMENT.match(line)
-        if match and not line.lstrip().startswith("#"):
-            found.add(match.group(1))
-    return found
-
-
-def _systemd_sets(user: bool) -> set[str] | None:
-    """The variables batchctl.service's drop-ins set (Environment=, EnvironmentFile=), and for
-    a user unit, ``environment.d``; None (cannot tell) when a file they name cannot be read."""
-    from batchctl.install import SERVICE, systemd_dir
-
-    found: set[str] = set()
-    files = sorted((systemd_dir(user=user) / f"{SERVICE}.d").glob("*.conf"))
-    for conf in files:
-        for line in _read_lines(conf) or []:
-            key, _, value = line.strip().partition("=")
-            if key == "Environment":
-                try:
-                    words = shlex.split(value)
-                except ValueError:  # unbalanced quotes: systemd will say so
-                    return None
-                found.update(word.partition("=")[0] for word in words)
-            elif key == "EnvironmentFile":
-                lines = _read_lines(Path(value.lstrip("-")))
-                if lines is None:
-                    return None
-                found |= _crontab_sets("\n".join(lines))
-    if user:
-        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-        for conf in sorted((config_home / "environment.d").glob("*.conf")):
-            found |= _crontab_sets("\n".join(_read_lines(conf) or []))
-    return found
-
-
-def _read_lines(path: Path) -> list[str] | None:
-    try:
-        return path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _report_crontab_uninstall(change: CrontabChange, dry_run: bool, json_output: bool) -> None:
