@@ -5,7 +5,7 @@ How batchctl talks to SQLite; the queries themselves are written once, for both 
 microseconds: they compare as text in time order) and leases are judged against the caller's
 clock, since every process of one SQLite file shares a host. Reads and writes use the standard
 library's ``sqlite3`` directly so that a command such as ``batchctl status`` opens the file in
-milliseconds; migrations go through sqlite-utils (see ``migrations.py``).
+milliseconds; the migrations are ``migrations.py``'s, written once for both databases.
 """
 
 from __future__ import annotations
