@@ -11,10 +11,11 @@ a query. Every verb turns the driver's errors into batchctl's own (``StoreError`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from datetime import datetime
 from typing import Any
 
+from batchctl.errors import StoreError
 from batchctl.records import RunStatus
 from batchctl.store.rows import TimeReader
 
@@ -56,7 +57,19 @@ class Tables:
         """``column`` is one of ``values``: the SQL condition and its parameters."""
         return f"{column} IN ({','.join('?' * len(values))})", list(values)
 
-    # --- verbs ------------------------------------------------------------------------------------
+    # --- verbs ---------------------------------------------------------------------------------
+    # The driver's connection (``execute`` returns a cursor), the base class of its errors, which
+    # ``_translated`` turns into batchctl's, and a query as the driver takes it (``_sql``: the
+    # queries are written with ``?``, which psycopg spells ``%s``).
+    conn: Any
+    driver_error: type[Exception]
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _translated(self, exc: Exception) -> StoreError:
+        raise NotImplementedError
+
     def _write(self) -> AbstractContextManager[None]:
         """One write transaction: writers take turns, and it is rolled back on any error."""
         raise NotImplementedError
@@ -66,26 +79,45 @@ class Tables:
         this write transaction, even when its row does not exist yet."""
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        raise NotImplementedError
+        # fetchall: in SQLite a statement with RETURNING is complete only once stepped to its end.
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        raise NotImplementedError
+        try:
+            rows: list[Row] = self.conn.execute(self._sql(sql), params).fetchall()
+        except self.driver_error as exc:
+            raise self._translated(exc) from exc
+        return rows
 
     def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
-        """The rows one by one, without loading them all first where the driver can."""
-        raise NotImplementedError
+        """The rows one by one, without loading them all first where the driver can (psycopg's
+        client-side cursor has the whole result already)."""
+        try:
+            yield from self.conn.execute(self._sql(sql), params)
+        except self.driver_error as exc:
+            raise self._translated(exc) from exc
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; the number of rows it changed."""
-        raise NotImplementedError
+        try:
+            changed: int = self.conn.execute(self._sql(sql), params).rowcount
+        except self.driver_error as exc:
+            raise self._translated(exc) from exc
+        return changed
 
     def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run a statement once per parameter row."""
-        raise NotImplementedError
+        try:
+            with closing(self.conn.cursor()) as cursor:
+                cursor.executemany(self._sql(sql), rows)
+        except self.driver_error as exc:
+            raise self._translated(exc) from exc
 
     def _copy(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
         """Insert many rows into ``table`` (``columns``: their names, comma-separated)."""
-        raise NotImplementedError
+        marks = ",".join("?" * len(columns.split(",")))
+        self._many(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
     # --- shared by the query modules -------------------------------------------------------------
     def _id(self, sql: str, params: Sequence[Any]) -> int:
