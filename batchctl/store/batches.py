@@ -267,7 +267,7 @@ class BatchTables(Tables):
         with self._write():
             found = self._one("SELECT run_id FROM parts WHERE id = ?", (part_id,))
             assert found is not None, f"no part {part_id}"
-            for sql, rows in results_by_kind(results, part_id, found[0], RESULTS_CHUNK, "?"):
+            for sql, rows in results_by_kind(results, part_id, found[0], RESULTS_CHUNK):
                 self._many(sql, rows)
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
