@@ -120,6 +120,11 @@ class Tables:
         self._many(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
     # --- shared by the query modules -------------------------------------------------------------
+    def _write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement as a write transaction of its own; the number of rows it changed."""
+        with self._write():
+            return self._exec(sql, params)
+
     def _id(self, sql: str, params: Sequence[Any]) -> int:
         """The id an ``INSERT ... RETURNING id`` inserted."""
         row = self._one(sql, params)
@@ -133,6 +138,11 @@ class Tables:
     def _chunks(self, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
         for start in range(0, len(values), self.in_chunk):
             yield values[start : start + self.in_chunk]
+
+    def _any_of_chunks(self, column: str, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+        """``any_of`` a chunk of ``values`` at a time: a query per chunk of an IN list."""
+        for chunk in self._chunks(values):
+            yield self.any_of(column, chunk)
 
     def _status_of(self, run_id: int) -> RunStatus | None:
         """The run's status, its row locked for the rest of the write transaction."""
@@ -148,14 +158,9 @@ class Tables:
         reason: str | None,
     ) -> None:
         """The one way a run's status change is written: a row in ``transitions``."""
+        left = None if previous is None else RunStatus(previous).value
         self._exec(
             "INSERT INTO transitions (run_id, from_status, to_status, at, reason)"
             " VALUES (?,?,?,?,?)",
-            (
-                run_id,
-                None if previous is None else RunStatus(previous).value,
-                RunStatus(status).value,
-                self.at(at),
-                reason,
-            ),
+            (run_id, left, RunStatus(status).value, self.at(at), reason),
         )

@@ -343,7 +343,7 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply every migration newer than the database, each in its own transaction."""
+    """Apply every migration newer than the database, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
