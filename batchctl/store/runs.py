@@ -35,7 +35,6 @@ from batchctl.store.rows import (
     attempt_from_row,
     lock_from_row,
     log_from_row,
-    log_pages,
     run_from_row,
     transition_from_row,
 )
@@ -144,11 +143,10 @@ class RunTables(Tables):
     def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
         """Note the process group attempt ``number`` runs in, and when its leader started (to
         stop the group if the run is abandoned: see ``batchctl.process_groups``)."""
-        with self._write():
-            self._exec(
-                "UPDATE attempts SET pgid = ?, pgid_started = ? WHERE run_id = ? AND number = ?",
-                (pgid, started, run_id, number),
-            )
+        self._write_one(
+            "UPDATE attempts SET pgid = ?, pgid_started = ? WHERE run_id = ? AND number = ?",
+            (pgid, started, run_id, number),
+        )
 
     def attempt_process(self, run_id: int) -> tuple[int, int, str] | None:
         """(attempt number, process group, leader start time) of the run's newest unfinished
@@ -226,11 +224,10 @@ class RunTables(Tables):
         return True
 
     def record_progress(self, run_id: int, done: int, total: int | None) -> None:
-        with self._write():
-            self._exec(
-                "UPDATE runs SET progress_done = ?, progress_total = ? WHERE id = ?",
-                (done, total, run_id),
-            )
+        self._write_one(
+            "UPDATE runs SET progress_done = ?, progress_total = ? WHERE id = ?",
+            (done, total, run_id),
+        )
 
     def renew_run(self, run_id: int, owner: Owner, lease_until: datetime) -> Run | None:
         """Extend the run's lease and return it (to see ``cancel_requested``); None if gone."""
@@ -242,8 +239,7 @@ class RunTables(Tables):
             return self.get_run(run_id)
 
     def request_cancel(self, run_id: int) -> None:
-        with self._write():
-            self._exec("UPDATE runs SET cancel_requested = TRUE WHERE id = ?", (run_id,))
+        self._write_one("UPDATE runs SET cancel_requested = TRUE WHERE id = ?", (run_id,))
 
     def get_run(self, run_id: int) -> Run | None:
         row = self._one(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
@@ -371,12 +367,14 @@ class RunTables(Tables):
         min_level: LogLevel | None = None,
         chunk: int = CHUNK,
     ) -> Iterator[LogEntry]:
-        """The lines of ``logs``, oldest first, fetched ``chunk`` at a time."""
-
-        def page(run: int, after: int, level: LogLevel | None, limit: int) -> list[LogEntry]:
-            return self.logs(run, after_id=after, min_level=level, limit=limit)
-
-        return log_pages(page, run_id, after_id, min_level, chunk)
+        """The lines of ``logs``, oldest first, fetched ``chunk`` at a time: one short query
+        each, so no read transaction stays open while the lines are written out."""
+        while True:
+            entries = self.logs(run_id, after_id=after_id, min_level=min_level, limit=chunk)
+            yield from entries
+            if len(entries) < chunk:
+                return
+            after_id = entries[-1].id or after_id
 
     # --- locks ------------------------------------------------------------------------------------
     def try_lock(
@@ -420,11 +418,10 @@ class RunTables(Tables):
         return True
 
     def renew_lock(self, key: str, run_id: int, lease_until: datetime) -> bool:
-        with self._write():
-            changed = self._exec(
-                f"UPDATE locks SET lease_until = {self.clock} WHERE key = ? AND run_id = ?",
-                (self.lease(lease_until), key, run_id),
-            )
+        changed = self._write_one(
+            f"UPDATE locks SET lease_until = {self.clock} WHERE key = ? AND run_id = ?",
+            (self.lease(lease_until), key, run_id),
+        )
         return changed == 1
 
     def release_lock(self, key: str, run_id: int) -> None:
