@@ -153,38 +153,6 @@ def unpriced_text(models: Sequence[str]) -> str | None:
     return json.dumps(sorted(models)) if models else None
 
 
-def request_summaries(
-    run_ids: Iterable[int], rows: Iterable[Sequence[Any]]
-) -> dict[int, dict[str, int]]:
-    """Each run's request counts by outcome ("pending" for none yet) and token totals, from
-    rows of ``(run_id, outcome, count, input tokens, output tokens)``; runs without rows get
-    empty counts."""
-    found = {run_id: {"input_tokens": 0, "output_tokens": 0} for run_id in run_ids}
-    for run_id, outcome, count, tokens_in, tokens_out in rows:
-        summary = found[run_id]
-        summary[outcome] = count
-        summary["input_tokens"] += tokens_in or 0
-        summary["output_tokens"] += tokens_out or 0
-    return found
-
-
-LogPage = Callable[[int, int, "LogLevel | None", int], list[LogEntry]]
-
-
-def log_pages(
-    page: LogPage, run_id: int, after_id: int, min_level: LogLevel | None, chunk: int
-) -> Iterator[LogEntry]:
-    """A run's log lines, oldest first, read ``chunk`` at a time with ``page(run_id, after_id,
-    min_level, limit)``: one short query each, so no read transaction stays open while the
-    lines are written out."""
-    while True:
-        entries = page(run_id, after_id, min_level, chunk)
-        yield from entries
-        if len(entries) < chunk:
-            return
-        after_id = entries[-1].id or after_id
-
-
 _SET_RESULT = (
     "input_tokens = ?, output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?,"
     " cache_write_tokens = ?, cache_write_1h_tokens = ?,"
