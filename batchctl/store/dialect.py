@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from batchctl.errors import StoreError
-from batchctl.records import RunStatus
-from batchctl.store.rows import TimeReader
+from batchctl.records import RunStatus, from_iso, to_iso
+from batchctl.store.rows import Columns, R, TimeReader
 
 Row = Sequence[Any]
 
@@ -45,13 +45,14 @@ class Tables:
     seconds = "(julianday(finished_at) - julianday(started_at)) * 86400.0"
 
     # A time as a query parameter, and a time column as read back (static: called per row).
-    at: Callable[[datetime | None], Any]
-    when: TimeReader
+    # SQLite's: ISO 8601 text, UTC, microseconds: fixed width, so text order is time order.
+    at: Callable[[datetime | None], Any] = staticmethod(to_iso)
+    when: TimeReader = staticmethod(from_iso)
 
     def lease(self, until: datetime | None, now: datetime | None = None) -> Any:
         """The parameter of ``clock`` for a lease to ``until`` (asked for at ``now``, by the
-        caller's clock; this host's when the method has none)."""
-        raise NotImplementedError
+        caller's clock; this host's when the method has none): in SQLite, ``until`` itself."""
+        return to_iso(until)
 
     def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """``column`` is one of ``values``: the SQL condition and its parameters."""
@@ -124,6 +125,11 @@ class Tables:
         """Run one statement as a write transaction of its own; the number of rows it changed."""
         with self._write():
             return self._exec(sql, params)
+
+    def _records(self, columns: Columns[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        """The records of ``columns`` in the rows of ``SELECT`` (their names) ``sql``."""
+        rows = self._all(f"SELECT {columns.names} {sql}", params)
+        return [columns.read(row, self.when) for row in rows]
 
     def _id(self, sql: str, params: Sequence[Any]) -> int:
         """The id an ``INSERT ... RETURNING id`` inserted."""

@@ -126,8 +126,7 @@ class PostgresStore(Store):
 
     # --- the dialect ------------------------------------------------------------------------------
     # timestamptz: psycopg writes and reads aware datetimes itself.
-    at = staticmethod(as_stored)
-    when = staticmethod(as_stored)
+    at = when = staticmethod(as_stored)
 
     def lease(self, until: datetime | None, now: datetime | None = None) -> timedelta | None:
         # How long a lease the caller asked for: ``until`` less the caller's ``now`` (or, when

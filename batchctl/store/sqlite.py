@@ -15,12 +15,10 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from pathlib import Path
 
 from batchctl.errors import StoreError, StoreWriteError
 from batchctl.locations import create_private_file, make_private_dirs
-from batchctl.records import from_iso, to_iso
 from batchctl.store import migrations
 from batchctl.store.base import Store
 
@@ -63,14 +61,6 @@ class SQLiteStore(Store):
             if migrations.needs_migrating(migrations.current_version(conn), str(path), "file"):
                 migrations.migrate(conn)
         return cls(conn, str(path))
-
-    # --- the dialect ------------------------------------------------------------------------------
-    # ISO 8601 text, UTC, microseconds: fixed width, so text order is time order.
-    at = staticmethod(to_iso)
-    when = staticmethod(from_iso)
-
-    def lease(self, until: datetime | None, now: datetime | None = None) -> str | None:
-        return to_iso(until)
 
     # --- the verbs --------------------------------------------------------------------------------
     @contextmanager
