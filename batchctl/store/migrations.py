@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -321,14 +321,21 @@ def needs_migrating(version: int, shown: str, other: str) -> bool:
     return version < LATEST_VERSION
 
 
-def statements(script: str, types: Mapping[str, str]) -> Iterator[str]:
-    """A migration's statements in a database's column types, one at a time (not sqlite3's
-    executescript(): it COMMITs first, which would break the migration's transaction)."""
+def apply(
+    execute: Callable[..., Any], version: int, types: Mapping[str, str], record: str, *at: Any
+) -> None:
+    """Apply the migrations after ``version`` with ``execute`` (the connection's), in a
+    database's column types, inside the caller's transaction; ``record`` notes each in
+    ``schema_version``, with the migration's number (then ``at``) as its parameters."""
     import uuid  # only when migrating: opening an up-to-date database stays cheap
 
-    for statement in script.format(**types, instance=uuid.uuid4().hex).split(";"):
-        if statement.strip():
-            yield statement.strip()
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # One statement at a time (not sqlite3's executescript(): it COMMITs first, which
+        # would break the migration's transaction).
+        for statement in script.format(**types, instance=uuid.uuid4().hex).split(";"):
+            if statement.strip():
+                execute(statement.strip())
+        execute(record, (number, *at))
 
 
 def current_version(conn: sqlite3.Connection) -> int:
@@ -350,15 +357,9 @@ def migrate(conn: sqlite3.Connection) -> None:
             "CREATE TABLE IF NOT EXISTS schema_version "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        # Re-read under the write lock: another process may have won.
-        version = current_version(conn)
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in statements(script, SQLITE_TYPES):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                (number, to_iso(utcnow())),
-            )
+        record = "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"
+        # The version re-read under the write lock: another process may have won.
+        apply(conn.execute, current_version(conn), SQLITE_TYPES, record, to_iso(utcnow()))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

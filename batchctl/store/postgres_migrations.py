@@ -57,10 +57,5 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
             "CREATE TABLE IF NOT EXISTS schema_version"
             " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
         )
-        version = current_version(conn)
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in migrations.statements(script, POSTGRES_TYPES):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (version, applied_at) VALUES (%s, now())", (number,)
-            )
+        record = "INSERT INTO schema_version (version, applied_at) VALUES (%s, now())"
+        migrations.apply(conn.execute, current_version(conn), POSTGRES_TYPES, record)
