@@ -27,16 +27,14 @@ from batchctl.records import (
 from batchctl.store.dialect import Tables
 from batchctl.store.rows import (
     ACTIVE_RUNS,
-    ATTEMPT_COLUMNS,
+    ATTEMPTS,
     LOCK_COLUMNS,
-    LOG_COLUMNS,
+    LOGS,
     RUN_COLUMNS,
-    TRANSITION_COLUMNS,
-    attempt_from_row,
+    RUNS,
+    TRANSITIONS,
     lock_from_row,
-    log_from_row,
     run_from_row,
-    transition_from_row,
 )
 
 CHUNK = 1000  # rows per query when a history is streamed (status --json, logs)
@@ -247,11 +245,11 @@ class RunTables(Tables):
 
     def list_runs(self, query: RunFilter) -> list[Run]:
         where, params = self._run_where(query)
-        sql = f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY id DESC"
+        sql = f"FROM runs{where} ORDER BY id DESC"
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
-        return [run_from_row(row, self.when) for row in self._all(sql, params)]
+        return self._records(RUNS, sql, params)
 
     def iter_runs(self, query: RunFilter, *, chunk: int = CHUNK) -> Iterator[Run]:
         """The runs of ``list_runs``, newest first, fetched ``chunk`` at a time: memory stays
@@ -285,8 +283,7 @@ class RunTables(Tables):
         return self._count(f"SELECT count(*) FROM runs{where}", params)
 
     def _runs(self, where: str, params: Sequence[Any] = ()) -> list[Run]:
-        rows = self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id", params)
-        return [run_from_row(row, self.when) for row in rows]
+        return self._records(RUNS, f"FROM runs WHERE {where} ORDER BY id", params)
 
     def _run_where(self, query: RunFilter) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -304,10 +301,8 @@ class RunTables(Tables):
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def last_run_per_job(self) -> dict[str, Run]:
-        rows = self._all(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
-        )
-        return {row[1]: run_from_row(row, self.when) for row in rows}
+        latest = "(SELECT max(id) FROM runs GROUP BY job)"
+        return {run.job: run for run in self._records(RUNS, f"FROM runs WHERE id IN {latest}")}
 
     def active_runs(self, job: str | None = None) -> list[Run]:
         if job is None:
@@ -323,17 +318,12 @@ class RunTables(Tables):
         )
 
     def attempts(self, run_id: int) -> list[Attempt]:
-        rows = self._all(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY number", (run_id,)
-        )
-        return [attempt_from_row(row, self.when) for row in rows]
+        return self._records(ATTEMPTS, "FROM attempts WHERE run_id = ? ORDER BY number", (run_id,))
 
     def transitions(self, run_id: int) -> list[Transition]:
-        rows = self._all(
-            f"SELECT {TRANSITION_COLUMNS} FROM transitions WHERE run_id = ? ORDER BY id",
-            (run_id,),
+        return self._records(
+            TRANSITIONS, "FROM transitions WHERE run_id = ? ORDER BY id", (run_id,)
         )
-        return [transition_from_row(row, self.when) for row in rows]
 
     # --- logs -------------------------------------------------------------------------------------
     def append_logs(self, entries: Sequence[LogEntry]) -> None:
@@ -352,12 +342,11 @@ class RunTables(Tables):
     ) -> list[LogEntry]:
         levels = [lvl.value for lvl in LogLevel if min_level is None or lvl.rank >= min_level.rank]
         condition, values = self.any_of("level", levels)
-        rows = self._all(
-            f"SELECT {LOG_COLUMNS} FROM run_logs"
-            f" WHERE run_id = ? AND id > ? AND {condition} ORDER BY id LIMIT ?",
+        return self._records(
+            LOGS,
+            f"FROM run_logs WHERE run_id = ? AND id > ? AND {condition} ORDER BY id LIMIT ?",
             (run_id, after_id, *values, self.no_limit if limit is None else limit),
         )
-        return [log_from_row(row, self.when) for row in rows]
 
     def iter_logs(
         self,
