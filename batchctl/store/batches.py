@@ -31,13 +31,11 @@ from batchctl.store.dialect import Tables
 from batchctl.store.rows import (
     ACTIVE_RUNS,
     JSON_PART_COLUMNS,
-    PART_COLUMNS,
+    PARTS,
     REQUEST_COLUMNS,
-    SUBMISSION_COLUMNS,
+    SUBMISSIONS,
     UPDATABLE_PART_COLUMNS,
-    part_from_row,
     results_by_kind,
-    submission_from_row,
     unpriced_text,
 )
 from batchctl.store.runs import insert_logs
@@ -86,13 +84,8 @@ class BatchTables(Tables):
                 " RETURNING id",
                 (job, scope or "", trigger, at, at, self.at(scheduled_for)),
             )
-            self._transition(
-                run_id,
-                None,
-                RunStatus.RUNNING,
-                now,
-                f"submitting {submission.requests} requests in {len(parts)} part(s)",
-            )
+            reason = f"submitting {submission.requests} requests in {len(parts)} part(s)"
+            self._transition(run_id, None, RunStatus.RUNNING, now, reason)
             self._exec(
                 "INSERT INTO submissions (run_id, provider, endpoint, completion_window, metadata,"
                 " input_sha256, inputs, directory, token, requests, bytes, on_expired,"
@@ -140,8 +133,8 @@ class BatchTables(Tables):
         )
 
     def get_submission(self, run_id: int) -> Submission | None:
-        row = self._one(f"SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE run_id = ?", (run_id,))
-        return None if row is None else submission_from_row(row, self.when)
+        found = self._records(SUBMISSIONS, "FROM submissions WHERE run_id = ?", (run_id,))
+        return found[0] if found else None
 
     def submissions_in_flight(self) -> list[int]:
         rows = self._all(
@@ -152,18 +145,13 @@ class BatchTables(Tables):
         return [int(row[0]) for row in rows]
 
     def parts(self, run_id: int) -> list[Part]:
-        rows = self._all(
-            f"SELECT {PART_COLUMNS} FROM parts WHERE run_id = ? ORDER BY number", (run_id,)
-        )
-        return [part_from_row(row, self.when) for row in rows]
+        return self._records(PARTS, "FROM parts WHERE run_id = ? ORDER BY number", (run_id,))
 
     def parts_for_runs(self, run_ids: Sequence[int]) -> dict[int, list[Part]]:
         found: dict[int, list[Part]] = {}
         for condition, params in self._any_of_chunks("run_id", run_ids):
-            for row in self._all(
-                f"SELECT {PART_COLUMNS} FROM parts WHERE {condition} ORDER BY number", params
-            ):
-                part = part_from_row(row, self.when)
+            sql = f"FROM parts WHERE {condition} ORDER BY number"
+            for part in self._records(PARTS, sql, params):
                 found.setdefault(part.run_id, []).append(part)
         return found
 
@@ -210,10 +198,8 @@ class BatchTables(Tables):
         """Those of these file-directory tokens that a recorded submission has."""
         found: set[str] = set()
         for condition, params in self._any_of_chunks("token", tokens):
-            found.update(
-                row[0]
-                for row in self._all(f"SELECT token FROM submissions WHERE {condition}", params)
-            )
+            rows = self._all(f"SELECT token FROM submissions WHERE {condition}", params)
+            found.update(row[0] for row in rows)
         return found
 
     def update_part(self, part_id: int, **columns: Any) -> None:
@@ -269,10 +255,8 @@ class BatchTables(Tables):
             if order == "input"
             else "result_part_id IS NULL, result_part_id, result_kind DESC, result_offset, ordinal"
         )
-        rows = self._stream(
-            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE run_id = ? ORDER BY {by}", (run_id,)
-        )
-        for row in rows:
+        sql = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE run_id = ? ORDER BY {by}"
+        for row in self._stream(sql, (run_id,)):
             yield RequestState(*row)
 
     def requests_to_resend(
