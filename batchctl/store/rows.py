@@ -126,15 +126,9 @@ TRANSITIONS = Columns(
 LOGS = Columns(LogEntry, required="at", level=LogLevel, fields=_json("{}"))
 LOCKS = Columns(LockHolder, required="lease_until")
 
-# The names the query modules use.
+# For the queries that read rows themselves (more columns after a record's, or a stream).
 RUN_COLUMNS, run_from_row = RUNS.names, RUNS.read
-PART_COLUMNS, part_from_row = PARTS.names, PARTS.read
 TICK_COLUMNS, tick_from_row = TICKS.names, TICKS.read
-SUBMISSION_COLUMNS, submission_from_row = SUBMISSIONS.names, SUBMISSIONS.read
-DAEMON_COLUMNS, daemon_from_row = DAEMONS.names, DAEMONS.read
-ATTEMPT_COLUMNS, attempt_from_row = ATTEMPTS.names, ATTEMPTS.read
-TRANSITION_COLUMNS, transition_from_row = TRANSITIONS.names, TRANSITIONS.read
-LOG_COLUMNS, log_from_row = LOGS.names, LOGS.read
 LOCK_COLUMNS, lock_from_row = LOCKS.names, LOCKS.read
 REQUEST_COLUMNS = ", ".join(RequestState._fields)
 # What an update may change of a part: what the API and its files tell of it (the fields from

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from batchctl.records import DaemonInfo, Owner, Tick
 from batchctl.store.dialect import Tables
-from batchctl.store.rows import DAEMON_COLUMNS, TICK_COLUMNS, daemon_from_row, tick_from_row
+from batchctl.store.rows import DAEMONS, TICK_COLUMNS, TICKS, tick_from_row
 
 
 class ScheduleTables(Tables):
@@ -187,19 +187,15 @@ class ScheduleTables(Tables):
 
     def ticks(self, *, job: str | None = None, limit: int = 100) -> list[Tick]:
         where, params = ("WHERE job = ?", [job]) if job else ("", [])
-        rows = self._all(
-            f"SELECT {TICK_COLUMNS} FROM ticks {where}"
-            " ORDER BY scheduled_for DESC, id DESC LIMIT ?",
+        return self._records(
+            TICKS,
+            f"FROM ticks {where} ORDER BY scheduled_for DESC, id DESC LIMIT ?",
             (*params, limit),
         )
-        return [tick_from_row(row, self.when) for row in rows]
 
     def last_tick_per_job(self) -> dict[str, Tick]:
-        rows = self._all(
-            f"SELECT {TICK_COLUMNS} FROM ticks WHERE id IN"
-            " (SELECT max(id) FROM ticks WHERE status != 'pending' GROUP BY job)"
-        )
-        return {row[1]: tick_from_row(row, self.when) for row in rows}
+        latest = "(SELECT max(id) FROM ticks WHERE status != 'pending' GROUP BY job)"
+        return {tick.job: tick for tick in self._records(TICKS, f"FROM ticks WHERE id IN {latest}")}
 
     def tick_counts(self, since: datetime) -> dict[tuple[str, str], int]:
         rows = self._all(
@@ -314,5 +310,4 @@ class ScheduleTables(Tables):
         )
 
     def _daemons(self, tail: str, params: Sequence[object]) -> list[DaemonInfo]:
-        rows = self._all(f"SELECT {DAEMON_COLUMNS} FROM daemons{tail}", params)
-        return [daemon_from_row(row, self.when) for row in rows]
+        return self._records(DAEMONS, f"FROM daemons{tail}", params)
