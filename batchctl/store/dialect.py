@@ -1,11 +1,12 @@
-"""How the queries talk to a database: the few verbs and dialect words each back end provides.
+"""How the queries talk to a database: the few verbs, and the dialect words a back end overrides.
 
 The store is cut between *what to ask* and *how to talk*. The query modules (``runs``,
 ``batches``, ``schedule``, ``maintenance``) write every statement once, with ``?`` placeholders,
-against the members of ``Tables`` below; ``SQLiteStore`` and ``PostgresStore`` implement them.
-A difference between the databases is one attribute or one method here, never a second copy of
-a query. Every verb turns the driver's errors into batchctl's own (``StoreError``,
-``StoreWriteError``), so no code outside the store knows which driver is below.
+against the members of ``Tables`` below, which runs them on the driver's connection (DB-API:
+sqlite3's and psycopg's alike); ``SQLiteStore`` and ``PostgresStore`` give the connection and
+what they spell otherwise. A difference between the databases is one attribute or one method
+here, never a second copy of a query. Every verb turns the driver's errors into batchctl's own
+(``StoreError``, ``StoreWriteError``), so no code outside the store knows which driver is below.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ Row = Sequence[Any]
 
 
 class Tables:
-    """The members every query module uses; a back end defines each one."""
+    """The members every query module uses: SQLite's spelling unless a back end overrides it."""
 
     location: str
     shown: str
@@ -127,7 +128,7 @@ class Tables:
             return self._exec(sql, params)
 
     def _records(self, columns: Columns[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
-        """The records of ``columns`` in the rows of ``SELECT`` (their names) ``sql``."""
+        """The rows of ``SELECT`` (the names of ``columns``) ``sql`` as records."""
         rows = self._all(f"SELECT {columns.names} {sql}", params)
         return [columns.read(row, self.when) for row in rows]
 

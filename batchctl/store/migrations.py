@@ -241,9 +241,10 @@ def _indented(script: str) -> str:
     return textwrap.indent(script, " " * 8)
 
 
-# Migrations 4 on, written once for both databases (and as sqlite-utils, which SQLite's went
-# through at first, spelled them: a table's or an index's CREATE text in sqlite_master is the
-# same whichever batchctl created it).
+# Every migration, written once for both databases, each filling in its column types (and
+# ``{instance}``: a new uuid, in hex). From the 4th on, the statements are spelled as sqlite-utils
+# wrote them when SQLite's went through it (quoted names): a table's or an index's CREATE text in
+# sqlite_master is the same whichever batchctl created it.
 MIGRATIONS: list[str] = [
     _indented(TABLES_001),
     # The instance: this database's identity, written into the metadata of every remote batch,

@@ -1,8 +1,10 @@
-"""Rows to records: the column lists the queries select and the one conversion of each.
+"""Rows to records: each record's columns as the queries select them, and its one conversion.
 
-Both back ends select the same columns in the same order; they differ only in how a stored time
-reads back (ISO text in SQLite, a ``datetime`` from PostgreSQL). Each conversion therefore takes
-``when``, the store's reader of a time column: ``records.from_iso`` or :func:`as_stored`.
+A record's ``Columns`` are declared once, from the record's own fields: which of them are times
+and which few other columns are converted on the way. Both back ends select the same columns in
+the same order; they differ only in how a stored time reads back (ISO text in SQLite, a
+``datetime`` from PostgreSQL). Each conversion therefore takes ``when``, the store's reader of a
+time column: ``records.from_iso`` or :func:`as_stored`.
 """
 
 from __future__ import annotations
