@@ -26,7 +26,7 @@ class Store(RunTables, BatchTables, ScheduleTables, MaintenanceTables):
     shared: bool
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.conn.close()
 
     def compact(self, *, vacuum: bool = False) -> None:
         """Reclaim the space of deleted rows (``vacuum``: all of it, rewriting the database)."""

@@ -31,14 +31,11 @@ from batchctl.store.dialect import Tables
 from batchctl.store.rows import (
     ACTIVE_RUNS,
     JSON_PART_COLUMNS,
-    PART_COLUMNS,
+    PARTS,
     REQUEST_COLUMNS,
-    SUBMISSION_COLUMNS,
+    SUBMISSIONS,
     UPDATABLE_PART_COLUMNS,
-    part_from_row,
-    request_summaries,
     results_by_kind,
-    submission_from_row,
     unpriced_text,
 )
 from batchctl.store.runs import insert_logs
@@ -87,13 +84,8 @@ class BatchTables(Tables):
                 " RETURNING id",
                 (job, scope or "", trigger, at, at, self.at(scheduled_for)),
             )
-            self._transition(
-                run_id,
-                None,
-                RunStatus.RUNNING,
-                now,
-                f"submitting {submission.requests} requests in {len(parts)} part(s)",
-            )
+            reason = f"submitting {submission.requests} requests in {len(parts)} part(s)"
+            self._transition(run_id, None, RunStatus.RUNNING, now, reason)
             self._exec(
                 "INSERT INTO submissions (run_id, provider, endpoint, completion_window, metadata,"
                 " input_sha256, inputs, directory, token, requests, bytes, on_expired,"
@@ -137,21 +129,12 @@ class BatchTables(Tables):
             "INSERT INTO parts (run_id, number, round, model, requests, bytes, path, filename,"
             " status, request_counts, errors)"
             " VALUES (?,?,?,?,?,?,?,?, 'planned', '{}', '[]') RETURNING id",
-            (
-                run_id,
-                part.number,
-                part.round,
-                part.model,
-                part.requests,
-                part.bytes,
-                part.path,
-                part.filename,
-            ),
+            (run_id, *part),  # the plan row's fields are the columns that follow, in order
         )
 
     def get_submission(self, run_id: int) -> Submission | None:
-        row = self._one(f"SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE run_id = ?", (run_id,))
-        return None if row is None else submission_from_row(row, self.when)
+        found = self._records(SUBMISSIONS, "FROM submissions WHERE run_id = ?", (run_id,))
+        return found[0] if found else None
 
     def submissions_in_flight(self) -> list[int]:
         rows = self._all(
@@ -162,19 +145,13 @@ class BatchTables(Tables):
         return [int(row[0]) for row in rows]
 
     def parts(self, run_id: int) -> list[Part]:
-        rows = self._all(
-            f"SELECT {PART_COLUMNS} FROM parts WHERE run_id = ? ORDER BY number", (run_id,)
-        )
-        return [part_from_row(row, self.when) for row in rows]
+        return self._records(PARTS, "FROM parts WHERE run_id = ? ORDER BY number", (run_id,))
 
     def parts_for_runs(self, run_ids: Sequence[int]) -> dict[int, list[Part]]:
         found: dict[int, list[Part]] = {}
-        for chunk in self._chunks(run_ids):
-            condition, params = self.any_of("run_id", chunk)
-            for row in self._all(
-                f"SELECT {PART_COLUMNS} FROM parts WHERE {condition} ORDER BY number", params
-            ):
-                part = part_from_row(row, self.when)
+        for condition, params in self._any_of_chunks("run_id", run_ids):
+            sql = f"FROM parts WHERE {condition} ORDER BY number"
+            for part in self._records(PARTS, sql, params):
                 found.setdefault(part.run_id, []).append(part)
         return found
 
@@ -204,8 +181,7 @@ class BatchTables(Tables):
     def providers_of(self, run_ids: Sequence[int]) -> dict[int, str]:
         """The provider of each of these submissions (by run id)."""
         found: dict[int, str] = {}
-        for chunk in self._chunks(run_ids):
-            condition, params = self.any_of("run_id", chunk)
+        for condition, params in self._any_of_chunks("run_id", run_ids):
             rows = self._all(f"SELECT run_id, provider FROM submissions WHERE {condition}", params)
             found.update({int(row[0]): str(row[1]) for row in rows})
         return found
@@ -213,8 +189,7 @@ class BatchTables(Tables):
     def runs_for_batches(self, batch_ids: Sequence[str]) -> dict[str, int]:
         """The run tracking each of these remote batch ids, for those that are tracked."""
         found: dict[str, int] = {}
-        for chunk in self._chunks(batch_ids):
-            condition, params = self.any_of("batch_id", chunk)
+        for condition, params in self._any_of_chunks("batch_id", batch_ids):
             rows = self._all(f"SELECT batch_id, run_id FROM parts WHERE {condition}", params)
             found.update({row[0]: row[1] for row in rows})
         return found
@@ -222,17 +197,13 @@ class BatchTables(Tables):
     def known_tokens(self, tokens: Sequence[str]) -> set[str]:
         """Those of these file-directory tokens that a recorded submission has."""
         found: set[str] = set()
-        for chunk in self._chunks(tokens):
-            condition, params = self.any_of("token", chunk)
-            found.update(
-                row[0]
-                for row in self._all(f"SELECT token FROM submissions WHERE {condition}", params)
-            )
+        for condition, params in self._any_of_chunks("token", tokens):
+            rows = self._all(f"SELECT token FROM submissions WHERE {condition}", params)
+            found.update(row[0] for row in rows)
         return found
 
     def update_part(self, part_id: int, **columns: Any) -> None:
-        with self._write():
-            self._exec(*self._part_update(part_id, columns))
+        self._write_one(*self._part_update(part_id, columns))
 
     def update_parts(
         self, changes: Sequence[tuple[int, Mapping[str, Any]]], logs: Sequence[LogEntry] = ()
@@ -267,17 +238,16 @@ class BatchTables(Tables):
         with self._write():
             found = self._one("SELECT run_id FROM parts WHERE id = ?", (part_id,))
             assert found is not None, f"no part {part_id}"
-            for sql, rows in results_by_kind(results, part_id, found[0], RESULTS_CHUNK, "?"):
+            for sql, rows in results_by_kind(results, part_id, found[0], RESULTS_CHUNK):
                 self._many(sql, rows)
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
         """Give every request of the part that has no outcome yet this one; how many."""
-        with self._write():
-            return self._exec(
-                "UPDATE requests SET outcome = ?, error_code = ?, error_message = ?"
-                " WHERE part_id = ? AND outcome IS NULL",
-                (outcome, error_code, message, part_id),
-            )
+        return self._write_one(
+            "UPDATE requests SET outcome = ?, error_code = ?, error_message = ?"
+            " WHERE part_id = ? AND outcome IS NULL",
+            (outcome, error_code, message, part_id),
+        )
 
     def requests_in_order(self, run_id: int, *, order: str = "input") -> Iterator[RequestState]:
         by = (
@@ -285,10 +255,8 @@ class BatchTables(Tables):
             if order == "input"
             else "result_part_id IS NULL, result_part_id, result_kind DESC, result_offset, ordinal"
         )
-        rows = self._stream(
-            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE run_id = ? ORDER BY {by}", (run_id,)
-        )
-        for row in rows:
+        sql = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE run_id = ? ORDER BY {by}"
+        for row in self._stream(sql, (run_id,)):
             yield RequestState(*row)
 
     def requests_to_resend(
@@ -327,16 +295,19 @@ class BatchTables(Tables):
 
     def request_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """``request_summary`` of each of these runs (those without requests: empty counts)."""
-        found: list[Any] = []
-        for chunk in self._chunks(run_ids):
-            condition, params = self.any_of("run_id", chunk)
-            found += self._all(
+        found = {run_id: {"input_tokens": 0, "output_tokens": 0} for run_id in run_ids}
+        for condition, params in self._any_of_chunks("run_id", run_ids):
+            for run_id, outcome, count, tokens_in, tokens_out in self._all(
                 "SELECT run_id, coalesce(outcome, 'pending'), count(*),"
                 " CAST(sum(input_tokens) AS BIGINT), CAST(sum(output_tokens) AS BIGINT)"
                 f" FROM requests WHERE {condition} GROUP BY 1, 2",
                 params,
-            )
-        return request_summaries(run_ids, found)
+            ):
+                summary = found[run_id]
+                summary[outcome] = count
+                summary["input_tokens"] += tokens_in or 0
+                summary["output_tokens"] += tokens_out or 0
+        return found
 
     def failure_codes(
         self, run_ids: Sequence[int]
@@ -344,8 +315,7 @@ class BatchTables(Tables):
         """Each run's failed requests counted by ``(error_code, status_code)``: what
         ``batches.failures`` tells retryable from invalid failures by."""
         found: dict[int, list[tuple[str | None, int | None, int]]] = {r: [] for r in run_ids}
-        for chunk in self._chunks(run_ids):
-            condition, params = self.any_of("run_id", chunk)
+        for condition, params in self._any_of_chunks("run_id", run_ids):
             for run_id, code, status, count in self._all(
                 "SELECT run_id, error_code, status_code, count(*) FROM requests"
                 f" WHERE {condition} AND outcome = 'failed' GROUP BY 1, 2, 3",
@@ -376,11 +346,10 @@ class BatchTables(Tables):
         return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
 
     def mark_merged(self, run_id: int, results_path: str, now: datetime) -> None:
-        with self._write():
-            self._exec(
-                "UPDATE submissions SET merged_at = ?, results_path = ? WHERE run_id = ?",
-                (self.at(now), results_path, run_id),
-            )
+        self._write_one(
+            "UPDATE submissions SET merged_at = ?, results_path = ? WHERE run_id = ?",
+            (self.at(now), results_path, run_id),
+        )
 
     def reopen_submission(self, run_id: int, now: datetime, reason: str) -> None:
         """Put a settled submission back in flight (its run back to running) for a retry."""
@@ -419,12 +388,11 @@ class BatchTables(Tables):
         return None
 
     def release_submission_lease(self, run_id: int, owner: Owner) -> None:
-        with self._write():
-            self._exec(
-                "UPDATE submissions SET lease_host = NULL, lease_pid = NULL, lease_until = NULL"
-                " WHERE run_id = ? AND lease_host = ? AND lease_pid = ?",
-                (run_id, owner.host, owner.pid),
-            )
+        self._write_one(
+            "UPDATE submissions SET lease_host = NULL, lease_pid = NULL, lease_until = NULL"
+            " WHERE run_id = ? AND lease_host = ? AND lease_pid = ?",
+            (run_id, owner.host, owner.pid),
+        )
 
     def finish_submission_run(
         self,

@@ -147,10 +147,9 @@ class MaintenanceTables(Tables):
         params = (self.at(before), self.at(firing_since))
         if dry_run:
             return self._count(f"SELECT count(*) FROM ticks t{where}", params)
-        with self._write():
-            return self._exec(
-                f"DELETE FROM ticks WHERE id IN (SELECT t.id FROM ticks t{where})", params
-            )
+        return self._write_one(
+            f"DELETE FROM ticks WHERE id IN (SELECT t.id FROM ticks t{where})", params
+        )
 
     def prune_daemons(
         self, before: datetime, dead_before: datetime, *, dry_run: bool = False
@@ -166,5 +165,4 @@ class MaintenanceTables(Tables):
         params = (self.at(before), self.at(before), self.at(dead_before))
         if dry_run:
             return self._count(f"SELECT count(*) FROM daemons{where}", params)
-        with self._write():
-            return self._exec(f"DELETE FROM daemons{where}", params)
+        return self._write_one(f"DELETE FROM daemons{where}", params)

@@ -1,29 +1,24 @@
-"""Ordered schema migrations for the SQLite store.
+"""Ordered schema migrations, written once for both databases; the SQLite store's runner.
 
 Each migration is applied once, inside one transaction, and recorded in ``schema_version``. Add a
-new one at the end; never edit one that has shipped. The tables of the first three are written
-once for both databases (``TABLES_*``, each database filling in its column types); the later
-ones go through sqlite-utils, imported only here, when a migration actually runs, so opening an
-up-to-date database stays cheap.
+new one at the end of ``MIGRATIONS``; never edit one that has shipped. A migration is SQL with
+the column types that differ between the databases left as ``{time}``, ``{big}`` and the like,
+which each database fills in (``SQLITE_TYPES`` here, ``POSTGRES_TYPES`` in
+``postgres_migrations``, which also has PostgreSQL's runner).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchctl.errors import StoreError
 from batchctl.records import to_iso, utcnow
 
-if TYPE_CHECKING:
-    from sqlite_utils import Database
-
-Migration = Callable[["Database"], None]
-
-
-# The column types of the tables of migrations 1 to 3, written once for both databases below:
+# The column types of the migrations, written once for both databases below:
 # ``serial`` a run's id (never reused), ``id`` another row's id, ``big`` a count, size or run id,
 # ``time`` a time, ``real`` a cost, ``json`` a JSON value, ``false`` a flag (PostgreSQL's are in
 # ``postgres_migrations``).
@@ -240,115 +235,61 @@ CREATE TABLE daemon_lock (
 """
 
 
-def _run_statements(db: Database, script: str) -> None:
-    """Run a script of ``TABLES_*`` with SQLite's types, one statement at a time (not
-    executescript(): it COMMITs first, which would break the migration's transaction)."""
-    import textwrap
-
+def _indented(script: str) -> str:
     # Indented as when these scripts were written for SQLite alone, inside their functions: a
     # table's CREATE text in sqlite_master is the same whichever batchctl created it.
-    for statement in textwrap.indent(script.format(**SQLITE_TYPES), " " * 8).split(";"):
-        if statement.strip():
-            db.execute(statement)
+    return textwrap.indent(script, " " * 8)
 
 
-def _m001_initial(db: Database) -> None:
-    _run_statements(db, TABLES_001)
-
-
-def _m002_submissions(db: Database) -> None:
-    import uuid
-
-    _run_statements(db, TABLES_002)
-    # This database's identity, written into the metadata of every remote batch, so that two
-    # databases sharing an API account never adopt each other's batches.
-    db.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", [uuid.uuid4().hex])
-
-
-def _m003_schedules(db: Database) -> None:
-    _run_statements(db, TABLES_003)
-
-
-def _m004_retry_index(db: Database) -> None:
-    # Deleting a run sets the retry_of of its retries to NULL: without an index that is a scan
-    # of every run, per run deleted (prune).
-    db.table("runs").create_index(["retry_of"], index_name="runs_by_retry_of")
-
-
-def _m005_claim_index(db: Database) -> None:
-    # claim_ticks orders by priority DESC: an index in that order spares a sort of every
+# Every migration, written once for both databases, each filling in its column types (and
+# ``{instance}``: a new uuid, in hex). From the 4th on, the statements are spelled as sqlite-utils
+# wrote them when SQLite's went through it (quoted names): a table's or an index's CREATE text in
+# sqlite_master is the same whichever batchctl created it.
+MIGRATIONS: list[str] = [
+    _indented(TABLES_001),
+    # The instance: this database's identity, written into the metadata of every remote batch,
+    # so that two databases sharing an API account never adopt each other's batches.
+    _indented(TABLES_002) + "INSERT INTO meta (key, value) VALUES ('instance', '{instance}')",
+    _indented(TABLES_003),
+    # 4. Deleting a run sets the retry_of of its retries to NULL: without an index that is a
+    # scan of every run, per run deleted (prune).
+    'CREATE INDEX "runs_by_retry_of"\n    ON "runs" ("retry_of")',
+    # 5. claim_ticks orders by priority DESC: an index in that order spares a sort of every
     # pending tick inside the write lock (4 ms per claim with 10,000 pending).
-    from sqlite_utils.db import DescIndex
-
-    ticks = db.table("ticks")
-    ticks.drop_index("ticks_pending")
-    columns = ["status", DescIndex("priority"), "scheduled_for", "id"]
-    ticks.create_index(columns, index_name="ticks_pending")
-
-
-def _m006_tick_claimer(db: Database) -> None:
-    # Which daemon claimed a tick: if it dies before the run exists, another fires it again.
-    db.table("ticks").add_column("claimed_by", str)
-
-
-def _m007_attempt_process(db: Database) -> None:
-    # The process group a command attempt runs in, and its leader's start time: whoever records
-    # the run abandoned stops a group that outlived its killed runner (process_groups.py).
-    db.table("attempts").add_column("pgid", int).add_column("pgid_started", str)
-
-
-def _m008_token_details(db: Database) -> None:
-    # What a price depends on besides input and output tokens: the cached part of a request's
-    # input and the reasoning part of its output; and the models a run's cost leaves out for
-    # want of a price (NULL: none), so that "unpriced" is never shown as $0.
-    requests = db.table("requests")
-    requests.add_column("cached_tokens", int, not_null_default=0)
-    requests.add_column("reasoning_tokens", int, not_null_default=0)
-    db.table("runs").add_column("unpriced_models", str)
-
-
-def _m009_part_end(db: Database) -> None:
-    # When each batch ended on the API's clock: a submission's duration is the API's, not the
-    # moment batchctl next looked.
-    db.table("parts").add_column("remote_ended_at", int)
-
-
-def _m010_quota_hold(db: Database) -> None:
-    # A part held back for the provider's enqueued-token limit (batches/quota.py): since its
-    # first refusal, from when an ended batch makes room for it, its next try, why, and how many
-    # refusals (which also names the batch each try creates, so a lost reply finds that try's
-    # batch, not a refused one).
-    # The index serves the sum of a model's tokens in flight, asked before each held send.
-    parts = db.table("parts")
-    parts.add_column("held_since", str)
-    parts.add_column("held_at", str)
-    parts.add_column("held_until", str)
-    parts.add_column("hold_reason", str)
-    parts.add_column("hold_tries", int, not_null_default=0)
-    parts.create_index(["model", "status"], index_name="parts_by_model")
-
-
-def _m011_cache_writes(db: Database) -> None:
-    # The part of a request's input written to the prompt cache, and of that the part kept for
-    # an hour: Anthropic bills cache writes above the input price (1.25x, and 2x for an hour).
-    # Number 11: migration 10 is the token hold's (issue #12), merged before this one.
-    requests = db.table("requests")
-    requests.add_column("cache_write_tokens", int, not_null_default=0)
-    requests.add_column("cache_write_1h_tokens", int, not_null_default=0)
-
-
-MIGRATIONS: list[Migration] = [
-    _m001_initial,
-    _m002_submissions,
-    _m003_schedules,
-    _m004_retry_index,
-    _m005_claim_index,
-    _m006_tick_claimer,
-    _m007_attempt_process,
-    _m008_token_details,
-    _m009_part_end,
-    _m010_quota_hold,
-    _m011_cache_writes,
+    'DROP INDEX "ticks_pending";'
+    ' CREATE INDEX "ticks_pending"\n'
+    '    ON "ticks" ("status", "priority" desc, "scheduled_for", "id")',
+    # 6. Which daemon claimed a tick: if it dies before the run exists, another fires it again.
+    'ALTER TABLE "ticks" ADD COLUMN "claimed_by" TEXT',
+    # 7. The process group a command attempt runs in, and its leader's start time: whoever
+    # records the run abandoned stops a group that outlived its killed runner (process_groups).
+    'ALTER TABLE "attempts" ADD COLUMN "pgid" INTEGER;'
+    ' ALTER TABLE "attempts" ADD COLUMN "pgid_started" TEXT',
+    # 8. What a price depends on besides input and output tokens: the cached part of a
+    # request's input and the reasoning part of its output; and the models a run's cost leaves
+    # out for want of a price (NULL: none), so that "unpriced" is never shown as $0.
+    'ALTER TABLE "requests" ADD COLUMN "cached_tokens" {big} NOT NULL DEFAULT 0;'
+    ' ALTER TABLE "requests" ADD COLUMN "reasoning_tokens" {big} NOT NULL DEFAULT 0;'
+    ' ALTER TABLE "runs" ADD COLUMN "unpriced_models" TEXT',
+    # 9. When each batch ended on the API's clock: a submission's duration is the API's, not
+    # the moment batchctl next looked.
+    'ALTER TABLE "parts" ADD COLUMN "remote_ended_at" {big}',
+    # 10. A part held back for the provider's enqueued-token limit (batches/quota.py): since its
+    # first refusal, from when an ended batch makes room for it, its next try, why, and how
+    # many refusals (which also names the batch each try creates, so a lost reply finds that
+    # try's batch, not a refused one). The index serves the sum of a model's tokens in flight,
+    # asked before each held send.
+    'ALTER TABLE "parts" ADD COLUMN "held_since" {time};'
+    ' ALTER TABLE "parts" ADD COLUMN "held_at" {time};'
+    ' ALTER TABLE "parts" ADD COLUMN "held_until" {time};'
+    ' ALTER TABLE "parts" ADD COLUMN "hold_reason" TEXT;'
+    ' ALTER TABLE "parts" ADD COLUMN "hold_tries" INTEGER NOT NULL DEFAULT 0;'
+    ' CREATE INDEX "parts_by_model"\n    ON "parts" ("model", "status")',
+    # 11. The part of a request's input written to the prompt cache, and of that the part kept
+    # for an hour: Anthropic bills cache writes above the input price (1.25x, and 2x for an
+    # hour). Number 11: migration 10 is the token hold's (issue #12), merged before this one.
+    'ALTER TABLE "requests" ADD COLUMN "cache_write_tokens" {big} NOT NULL DEFAULT 0;'
+    ' ALTER TABLE "requests" ADD COLUMN "cache_write_1h_tokens" {big} NOT NULL DEFAULT 0',
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
@@ -381,6 +322,23 @@ def needs_migrating(version: int, shown: str, other: str) -> bool:
     return version < LATEST_VERSION
 
 
+def apply(
+    execute: Callable[..., Any], version: int, types: Mapping[str, str], record: str, *at: Any
+) -> None:
+    """Apply the migrations after ``version`` with ``execute`` (the connection's), in a
+    database's column types, inside the caller's transaction; ``record`` notes each in
+    ``schema_version``, with the migration's number (then ``at``) as its parameters."""
+    import uuid  # only when migrating: opening an up-to-date database stays cheap
+
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # One statement at a time (not sqlite3's executescript(): it COMMITs first, which
+        # would break the migration's transaction).
+        for statement in script.format(**types, instance=uuid.uuid4().hex).split(";"):
+            if statement.strip():
+                execute(statement.strip())
+        execute(record, (number, *at))
+
+
 def current_version(conn: sqlite3.Connection) -> int:
     """The schema version of an open database; 0 for a new, empty file."""
     try:
@@ -393,25 +351,16 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply every migration newer than the database, each in its own transaction."""
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn)
+    """Apply every migration newer than the database, in one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        version = current_version(
-            conn
-        )  # re-read under the write lock: another process may have won
-        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-            migration(db)
-            conn.execute(
-                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                (number, to_iso(utcnow())),
-            )
+        record = "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"
+        # The version re-read under the write lock: another process may have won.
+        apply(conn.execute, current_version(conn), SQLITE_TYPES, record, to_iso(utcnow()))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -48,7 +48,6 @@ from batchctl.errors import StoreError, StoreWriteError
 from batchctl.records import utcnow
 from batchctl.store import migrations, postgres_migrations
 from batchctl.store.base import Store
-from batchctl.store.dialect import Row
 from batchctl.store.rows import as_stored
 
 CONNECT_TIMEOUT_S = 10
@@ -97,6 +96,7 @@ class PostgresStore(Store):
         self.location = location  # with its password: threads and workers open it again
         self.shown = redact(location)
         self.psycopg = _import_psycopg()
+        self.driver_error = self.psycopg.Error
 
     @classmethod
     def open(cls, location: str) -> PostgresStore:
@@ -124,13 +124,9 @@ class PostgresStore(Store):
                 postgres_migrations.migrate(conn)
         return cls(conn, location)
 
-    def close(self) -> None:
-        self.conn.close()
-
     # --- the dialect ------------------------------------------------------------------------------
     # timestamptz: psycopg writes and reads aware datetimes itself.
-    at = staticmethod(as_stored)
-    when = staticmethod(as_stored)
+    at = when = staticmethod(as_stored)
 
     def lease(self, until: datetime | None, now: datetime | None = None) -> timedelta | None:
         # How long a lease the caller asked for: ``until`` less the caller's ``now`` (or, when
@@ -157,37 +153,8 @@ class PostgresStore(Store):
         # it works behind PgBouncer's transaction mode.
         self._exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"batchctl:{name}",))
 
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        try:
-            row: Row | None = self.conn.execute(_pg(sql), params).fetchone()
-        except self.psycopg.Error as exc:
-            raise self._translated(exc) from exc
-        return row
-
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        try:
-            rows: list[Row] = self.conn.execute(_pg(sql), params).fetchall()
-        except self.psycopg.Error as exc:
-            raise self._translated(exc) from exc
-        return rows
-
-    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
-        # psycopg's client-side cursor has the whole result already: nothing to stream.
-        return iter(self._all(sql, params))
-
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            changed: int = self.conn.execute(_pg(sql), params).rowcount
-        except self.psycopg.Error as exc:
-            raise self._translated(exc) from exc
-        return changed
-
-    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        try:
-            with self.conn.cursor() as cursor:
-                cursor.executemany(_pg(sql), rows)
-        except self.psycopg.Error as exc:
-            raise self._translated(exc) from exc
+    def _sql(self, sql: str) -> str:
+        return _pg(sql)
 
     def _copy(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
         # COPY: one round trip for any number of rows (a submission may hold 50,000 a part).

@@ -27,17 +27,14 @@ from batchctl.records import (
 from batchctl.store.dialect import Tables
 from batchctl.store.rows import (
     ACTIVE_RUNS,
-    ATTEMPT_COLUMNS,
+    ATTEMPTS,
     LOCK_COLUMNS,
-    LOG_COLUMNS,
+    LOGS,
     RUN_COLUMNS,
-    TRANSITION_COLUMNS,
-    attempt_from_row,
+    RUNS,
+    TRANSITIONS,
     lock_from_row,
-    log_from_row,
-    log_pages,
     run_from_row,
-    transition_from_row,
 )
 
 CHUNK = 1000  # rows per query when a history is streamed (status --json, logs)
@@ -144,11 +141,10 @@ class RunTables(Tables):
     def record_attempt_process(self, run_id: int, number: int, pgid: int, started: str) -> None:
         """Note the process group attempt ``number`` runs in, and when its leader started (to
         stop the group if the run is abandoned: see ``batchctl.process_groups``)."""
-        with self._write():
-            self._exec(
-                "UPDATE attempts SET pgid = ?, pgid_started = ? WHERE run_id = ? AND number = ?",
-                (pgid, started, run_id, number),
-            )
+        self._write_one(
+            "UPDATE attempts SET pgid = ?, pgid_started = ? WHERE run_id = ? AND number = ?",
+            (pgid, started, run_id, number),
+        )
 
     def attempt_process(self, run_id: int) -> tuple[int, int, str] | None:
         """(attempt number, process group, leader start time) of the run's newest unfinished
@@ -226,11 +222,10 @@ class RunTables(Tables):
         return True
 
     def record_progress(self, run_id: int, done: int, total: int | None) -> None:
-        with self._write():
-            self._exec(
-                "UPDATE runs SET progress_done = ?, progress_total = ? WHERE id = ?",
-                (done, total, run_id),
-            )
+        self._write_one(
+            "UPDATE runs SET progress_done = ?, progress_total = ? WHERE id = ?",
+            (done, total, run_id),
+        )
 
     def renew_run(self, run_id: int, owner: Owner, lease_until: datetime) -> Run | None:
         """Extend the run's lease and return it (to see ``cancel_requested``); None if gone."""
@@ -242,8 +237,7 @@ class RunTables(Tables):
             return self.get_run(run_id)
 
     def request_cancel(self, run_id: int) -> None:
-        with self._write():
-            self._exec("UPDATE runs SET cancel_requested = TRUE WHERE id = ?", (run_id,))
+        self._write_one("UPDATE runs SET cancel_requested = TRUE WHERE id = ?", (run_id,))
 
     def get_run(self, run_id: int) -> Run | None:
         row = self._one(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
@@ -251,11 +245,11 @@ class RunTables(Tables):
 
     def list_runs(self, query: RunFilter) -> list[Run]:
         where, params = self._run_where(query)
-        sql = f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY id DESC"
+        sql = f"FROM runs{where} ORDER BY id DESC"
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(query.limit)
-        return [run_from_row(row, self.when) for row in self._all(sql, params)]
+        return self._records(RUNS, sql, params)
 
     def iter_runs(self, query: RunFilter, *, chunk: int = CHUNK) -> Iterator[Run]:
         """The runs of ``list_runs``, newest first, fetched ``chunk`` at a time: memory stays
@@ -289,8 +283,7 @@ class RunTables(Tables):
         return self._count(f"SELECT count(*) FROM runs{where}", params)
 
     def _runs(self, where: str, params: Sequence[Any] = ()) -> list[Run]:
-        rows = self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id", params)
-        return [run_from_row(row, self.when) for row in rows]
+        return self._records(RUNS, f"FROM runs WHERE {where} ORDER BY id", params)
 
     def _run_where(self, query: RunFilter) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -308,10 +301,8 @@ class RunTables(Tables):
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def last_run_per_job(self) -> dict[str, Run]:
-        rows = self._all(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY job)"
-        )
-        return {row[1]: run_from_row(row, self.when) for row in rows}
+        latest = "(SELECT max(id) FROM runs GROUP BY job)"
+        return {run.job: run for run in self._records(RUNS, f"FROM runs WHERE id IN {latest}")}
 
     def active_runs(self, job: str | None = None) -> list[Run]:
         if job is None:
@@ -327,17 +318,12 @@ class RunTables(Tables):
         )
 
     def attempts(self, run_id: int) -> list[Attempt]:
-        rows = self._all(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY number", (run_id,)
-        )
-        return [attempt_from_row(row, self.when) for row in rows]
+        return self._records(ATTEMPTS, "FROM attempts WHERE run_id = ? ORDER BY number", (run_id,))
 
     def transitions(self, run_id: int) -> list[Transition]:
-        rows = self._all(
-            f"SELECT {TRANSITION_COLUMNS} FROM transitions WHERE run_id = ? ORDER BY id",
-            (run_id,),
+        return self._records(
+            TRANSITIONS, "FROM transitions WHERE run_id = ? ORDER BY id", (run_id,)
         )
-        return [transition_from_row(row, self.when) for row in rows]
 
     # --- logs -------------------------------------------------------------------------------------
     def append_logs(self, entries: Sequence[LogEntry]) -> None:
@@ -356,12 +342,11 @@ class RunTables(Tables):
     ) -> list[LogEntry]:
         levels = [lvl.value for lvl in LogLevel if min_level is None or lvl.rank >= min_level.rank]
         condition, values = self.any_of("level", levels)
-        rows = self._all(
-            f"SELECT {LOG_COLUMNS} FROM run_logs"
-            f" WHERE run_id = ? AND id > ? AND {condition} ORDER BY id LIMIT ?",
+        return self._records(
+            LOGS,
+            f"FROM run_logs WHERE run_id = ? AND id > ? AND {condition} ORDER BY id LIMIT ?",
             (run_id, after_id, *values, self.no_limit if limit is None else limit),
         )
-        return [log_from_row(row, self.when) for row in rows]
 
     def iter_logs(
         self,
@@ -371,12 +356,14 @@ class RunTables(Tables):
         min_level: LogLevel | None = None,
         chunk: int = CHUNK,
     ) -> Iterator[LogEntry]:
-        """The lines of ``logs``, oldest first, fetched ``chunk`` at a time."""
-
-        def page(run: int, after: int, level: LogLevel | None, limit: int) -> list[LogEntry]:
-            return self.logs(run, after_id=after, min_level=level, limit=limit)
-
-        return log_pages(page, run_id, after_id, min_level, chunk)
+        """The lines of ``logs``, oldest first, fetched ``chunk`` at a time: one short query
+        each, so no read transaction stays open while the lines are written out."""
+        while True:
+            entries = self.logs(run_id, after_id=after_id, min_level=min_level, limit=chunk)
+            yield from entries
+            if len(entries) < chunk:
+                return
+            after_id = entries[-1].id or after_id
 
     # --- locks ------------------------------------------------------------------------------------
     def try_lock(
@@ -420,11 +407,10 @@ class RunTables(Tables):
         return True
 
     def renew_lock(self, key: str, run_id: int, lease_until: datetime) -> bool:
-        with self._write():
-            changed = self._exec(
-                f"UPDATE locks SET lease_until = {self.clock} WHERE key = ? AND run_id = ?",
-                (self.lease(lease_until), key, run_id),
-            )
+        changed = self._write_one(
+            f"UPDATE locks SET lease_until = {self.clock} WHERE key = ? AND run_id = ?",
+            (self.lease(lease_until), key, run_id),
+        )
         return changed == 1
 
     def release_lock(self, key: str, run_id: int) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from batchctl.records import DaemonInfo, Owner, Tick
 from batchctl.store.dialect import Tables
-from batchctl.store.rows import DAEMON_COLUMNS, TICK_COLUMNS, daemon_from_row, tick_from_row
+from batchctl.store.rows import DAEMONS, TICK_COLUMNS, TICKS, tick_from_row
 
 
 class ScheduleTables(Tables):
@@ -30,12 +30,11 @@ class ScheduleTables(Tables):
 
     def set_cursor(self, job: str, scope: str | None, moment: datetime) -> None:
         """Start a job's cursor (only if it has none): its first tick comes after ``moment``."""
-        with self._write():
-            self._exec(
-                "INSERT INTO schedule_cursors (job, scope, last_scheduled_for) VALUES (?,?,?)"
-                " ON CONFLICT (job, scope) DO NOTHING",
-                (job, scope or "", self.at(moment)),
-            )
+        self._write_one(
+            "INSERT INTO schedule_cursors (job, scope, last_scheduled_for) VALUES (?,?,?)"
+            " ON CONFLICT (job, scope) DO NOTHING",
+            (job, scope or "", self.at(moment)),
+        )
 
     def record_ticks(
         self,
@@ -135,8 +134,7 @@ class ScheduleTables(Tables):
                 chosen.append(tick)
                 if len(chosen) == limit:
                     break
-            for ids in self._chunks([tick.id for tick in chosen]):
-                condition, params = self.any_of("id", ids)
+            for condition, params in self._any_of_chunks("id", [tick.id for tick in chosen]):
                 self._exec(
                     f"UPDATE ticks SET status = 'fired', fired_at = ?, claimed_by = ?"
                     f" WHERE {condition}",
@@ -148,17 +146,16 @@ class ScheduleTables(Tables):
         """Put back to pending the fired ticks without a run whose daemon is gone: its heartbeat
         older than ``stale_before``, stopped, or one of the ``dead`` instances."""
         condition, params = self.any_of("instance", list(dead))
-        with self._write():
-            return self._exec(
-                "UPDATE ticks SET status = 'pending', claimed_by = NULL,"
-                " reason = 'its daemon stopped before starting it; fired again'"
-                " WHERE status = 'fired' AND run_id IS NULL AND claimed_by IN"
-                " (SELECT instance FROM daemons WHERE heartbeat_at < ? OR stopped_at IS NOT NULL"
-                f" OR {condition})"
-                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = ticks.job"
-                " AND r.scope = ticks.scope AND r.scheduled_for = ticks.scheduled_for)",
-                (self.at(stale_before), *params),
-            )
+        return self._write_one(
+            "UPDATE ticks SET status = 'pending', claimed_by = NULL,"
+            " reason = 'its daemon stopped before starting it; fired again'"
+            " WHERE status = 'fired' AND run_id IS NULL AND claimed_by IN"
+            " (SELECT instance FROM daemons WHERE heartbeat_at < ? OR stopped_at IS NOT NULL"
+            f" OR {condition})"
+            " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = ticks.job"
+            " AND r.scope = ticks.scope AND r.scheduled_for = ticks.scheduled_for)",
+            (self.at(stale_before), *params),
+        )
 
     def pending_tick_count(self) -> int:
         return self._count("SELECT count(*) FROM ticks WHERE status = 'pending'")
@@ -180,30 +177,25 @@ class ScheduleTables(Tables):
 
     def reopen_ticks(self, job: str, since: datetime, *, latest_only: bool, limit: int) -> int:
         """Make ticks skipped while the job was paused pending again (``resume`` with catch-up)."""
-        with self._write():
-            return self._exec(
-                "UPDATE ticks SET status = 'pending', reason = 'fired at resume' WHERE id IN ("
-                " SELECT id FROM ticks WHERE job = ? AND status = 'skipped'"
-                " AND reason = 'paused' AND scheduled_for >= ?"
-                f" ORDER BY scheduled_for DESC LIMIT ?{self.for_update})",
-                (job, self.at(since), 1 if latest_only else limit),
-            )
+        return self._write_one(
+            "UPDATE ticks SET status = 'pending', reason = 'fired at resume' WHERE id IN ("
+            " SELECT id FROM ticks WHERE job = ? AND status = 'skipped'"
+            " AND reason = 'paused' AND scheduled_for >= ?"
+            f" ORDER BY scheduled_for DESC LIMIT ?{self.for_update})",
+            (job, self.at(since), 1 if latest_only else limit),
+        )
 
     def ticks(self, *, job: str | None = None, limit: int = 100) -> list[Tick]:
         where, params = ("WHERE job = ?", [job]) if job else ("", [])
-        rows = self._all(
-            f"SELECT {TICK_COLUMNS} FROM ticks {where}"
-            " ORDER BY scheduled_for DESC, id DESC LIMIT ?",
+        return self._records(
+            TICKS,
+            f"FROM ticks {where} ORDER BY scheduled_for DESC, id DESC LIMIT ?",
             (*params, limit),
         )
-        return [tick_from_row(row, self.when) for row in rows]
 
     def last_tick_per_job(self) -> dict[str, Tick]:
-        rows = self._all(
-            f"SELECT {TICK_COLUMNS} FROM ticks WHERE id IN"
-            " (SELECT max(id) FROM ticks WHERE status != 'pending' GROUP BY job)"
-        )
-        return {row[1]: tick_from_row(row, self.when) for row in rows}
+        latest = "(SELECT max(id) FROM ticks WHERE status != 'pending' GROUP BY job)"
+        return {tick.job: tick for tick in self._records(TICKS, f"FROM ticks WHERE id IN {latest}")}
 
     def tick_counts(self, since: datetime) -> dict[tuple[str, str], int]:
         rows = self._all(
@@ -214,15 +206,12 @@ class ScheduleTables(Tables):
 
     # --- pauses -----------------------------------------------------------------------------------
     def pause(self, job: str, now: datetime, reason: str | None) -> bool:
-        with self._write():
-            return (
-                self._exec(
-                    "INSERT INTO pauses (job, paused_at, reason) VALUES (?,?,?)"
-                    " ON CONFLICT (job) DO NOTHING",
-                    (job, self.at(now), reason),
-                )
-                == 1
-            )
+        inserted = self._write_one(
+            "INSERT INTO pauses (job, paused_at, reason) VALUES (?,?,?)"
+            " ON CONFLICT (job) DO NOTHING",
+            (job, self.at(now), reason),
+        )
+        return inserted == 1
 
     def resume(self, job: str) -> datetime | None:
         """Lift a pause; when it began, or None if the job was not paused."""
@@ -267,46 +256,39 @@ class ScheduleTables(Tables):
         return row[0], Owner(row[1], row[2]), self.when(row[3]) or datetime.min
 
     def renew_daemon_lock(self, instance: str, lease_until: datetime) -> bool:
-        with self._write():
-            return (
-                self._exec(
-                    f"UPDATE daemon_lock SET lease_until = {self.clock}"
-                    " WHERE name = 'daemon' AND instance = ?",
-                    (self.lease(lease_until), instance),
-                )
-                == 1
-            )
+        changed = self._write_one(
+            f"UPDATE daemon_lock SET lease_until = {self.clock}"
+            " WHERE name = 'daemon' AND instance = ?",
+            (self.lease(lease_until), instance),
+        )
+        return changed == 1
 
     def release_daemon_lock(self, instance: str) -> None:
-        with self._write():
-            self._exec(
-                "DELETE FROM daemon_lock WHERE name = 'daemon' AND instance = ?", (instance,)
-            )
+        self._write_one(
+            "DELETE FROM daemon_lock WHERE name = 'daemon' AND instance = ?", (instance,)
+        )
 
     def register_daemon(self, instance: str, owner: Owner, mode: str, now: datetime) -> None:
-        with self._write():
-            self._exec(
-                "INSERT INTO daemons (instance, host, pid, mode, started_at, heartbeat_at)"
-                " VALUES (?,?,?,?,?,?)"
-                " ON CONFLICT (instance) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
-                " mode = excluded.mode, started_at = excluded.started_at,"
-                " heartbeat_at = excluded.heartbeat_at, last_pass_at = NULL, stopped_at = NULL",
-                (instance, owner.host, owner.pid, mode, self.at(now), self.at(now)),
-            )
+        self._write_one(
+            "INSERT INTO daemons (instance, host, pid, mode, started_at, heartbeat_at)"
+            " VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT (instance) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+            " mode = excluded.mode, started_at = excluded.started_at,"
+            " heartbeat_at = excluded.heartbeat_at, last_pass_at = NULL, stopped_at = NULL",
+            (instance, owner.host, owner.pid, mode, self.at(now), self.at(now)),
+        )
 
     def daemon_heartbeat(self, instance: str, now: datetime, *, passed: bool = False) -> None:
-        with self._write():
-            self._exec(
-                "UPDATE daemons SET heartbeat_at = ?, last_pass_at ="
-                " CASE WHEN ? THEN ? ELSE last_pass_at END WHERE instance = ?",
-                (self.at(now), passed, self.at(now), instance),
-            )
+        self._write_one(
+            "UPDATE daemons SET heartbeat_at = ?, last_pass_at ="
+            " CASE WHEN ? THEN ? ELSE last_pass_at END WHERE instance = ?",
+            (self.at(now), passed, self.at(now), instance),
+        )
 
     def daemon_stopped(self, instance: str, now: datetime) -> None:
-        with self._write():
-            self._exec(
-                "UPDATE daemons SET stopped_at = ? WHERE instance = ?", (self.at(now), instance)
-            )
+        self._write_one(
+            "UPDATE daemons SET stopped_at = ? WHERE instance = ?", (self.at(now), instance)
+        )
 
     def daemons(self, limit: int = 20) -> list[DaemonInfo]:
         return self._daemons(" ORDER BY heartbeat_at DESC LIMIT ?", (limit,))
@@ -328,5 +310,4 @@ class ScheduleTables(Tables):
         )
 
     def _daemons(self, tail: str, params: Sequence[object]) -> list[DaemonInfo]:
-        rows = self._all(f"SELECT {DAEMON_COLUMNS} FROM daemons{tail}", params)
-        return [daemon_from_row(row, self.when) for row in rows]
+        return self._records(DAEMONS, f"FROM daemons{tail}", params)

@@ -5,7 +5,7 @@ How batchctl talks to SQLite; the queries themselves are written once, for both 
 microseconds: they compare as text in time order) and leases are judged against the caller's
 clock, since every process of one SQLite file shares a host. Reads and writes use the standard
 library's ``sqlite3`` directly so that a command such as ``batchctl status`` opens the file in
-milliseconds; migrations go through sqlite-utils (see ``migrations.py``).
+milliseconds; the migrations are ``migrations.py``'s, written once for both databases.
 """
 
 from __future__ import annotations
@@ -13,18 +13,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from batchctl.errors import StoreError, StoreWriteError
 from batchctl.locations import create_private_file, make_private_dirs
-from batchctl.records import from_iso, to_iso
 from batchctl.store import migrations
 from batchctl.store.base import Store
-from batchctl.store.dialect import Row
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's; $BATCHCTL_BUSY_TIMEOUT
 
@@ -34,6 +30,8 @@ class SQLiteStore(Store):
 
     shared = False  # one daemon per file: an flock beside it, plus the daemon_lock lease
     runs_newest_first = "runs NOT INDEXED"  # the rowid walked down: each run read once overall
+
+    driver_error = sqlite3.Error
 
     def __init__(self, conn: sqlite3.Connection, location: str) -> None:
         self.conn = conn
@@ -64,17 +62,6 @@ class SQLiteStore(Store):
                 migrations.migrate(conn)
         return cls(conn, str(path))
 
-    def close(self) -> None:
-        self.conn.close()
-
-    # --- the dialect ------------------------------------------------------------------------------
-    # ISO 8601 text, UTC, microseconds: fixed width, so text order is time order.
-    at = staticmethod(to_iso)
-    when = staticmethod(from_iso)
-
-    def lease(self, until: datetime | None, now: datetime | None = None) -> str | None:
-        return to_iso(until)
-
     # --- the verbs --------------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -96,40 +83,7 @@ class SQLiteStore(Store):
                         self.conn.execute("ROLLBACK")
                 raise
 
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        # fetchall: a statement with RETURNING is complete only once stepped to its end.
-        rows = self._all(sql, params)
-        return rows[0] if rows else None
-
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise self._translated(exc) from exc
-
-    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
-        try:
-            yield from self.conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise self._translated(exc) from exc
-
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            return self.conn.execute(sql, params).rowcount
-        except sqlite3.Error as exc:
-            raise self._translated(exc) from exc
-
-    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        try:
-            self.conn.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise self._translated(exc) from exc
-
-    def _copy(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> None:
-        marks = ",".join("?" * len(columns.split(",")))
-        self._many(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
-
-    def _translated(self, exc: sqlite3.Error) -> StoreError:
+    def _translated(self, exc: Exception) -> StoreError:
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CANNOT_WRITE:
             return StoreWriteError(
                 f"cannot write to the database {self.location}: {exc}",

@@ -18,7 +18,7 @@ from batchctl.records import (
     RunStatus,
     utcnow,
 )
-from batchctl.store import open_store
+from batchctl.store import migrations, open_store
 from batchctl.store.base import Store
 from batchctl.store.migrations import LATEST_VERSION
 from tests.store_contract.support import Backend
@@ -425,6 +425,37 @@ def test_a_database_from_a_newer_batchctl_is_refused(
     fresh.sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", 999, T0.isoformat())
     with pytest.raises(StoreError, match="newer than this batchctl"):
         open_store(location)
+
+
+# What a database's schema is made of, as its catalogue tells it: every table's, index's and
+# column's definition.
+_SCHEMA = {
+    "sqlite": ["SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"],
+    "postgres": [
+        "SELECT table_name, ordinal_position, column_name, data_type, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1, 2",
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
+    ],
+}
+
+
+@pytest.mark.parametrize("version", [1, 3, 10])
+def test_a_database_upgraded_from_an_older_schema_gets_the_schema_of_a_fresh_one(
+    backend: Backend,
+    fresh_location: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+    version: int,
+) -> None:
+    fresh, older = Backend(backend.name, fresh_location()), Backend(backend.name, fresh_location())
+    open_store(fresh.location).close()
+    with monkeypatch.context() as patch:  # the batchctl that knew the first ``version`` only
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:version])
+        patch.setattr(migrations, "LATEST_VERSION", version)
+        open_store(older.location).close()
+    assert older.sql("SELECT max(version) FROM schema_version") == [(version,)]
+    open_store(older.location).close()
+    for query in _SCHEMA[backend.name]:
+        assert older.sql(query) == fresh.sql(query)
 
 
 # --- errors --------------------------------------------------------------------------------------
