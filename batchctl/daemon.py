@@ -22,6 +22,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -48,6 +49,11 @@ RELOAD_SETTLE_S = 0.2
 # How often housekeeping (heartbeat, lease renewal, recovery of abandoned runs) runs while runs
 # are in flight; when none is, every lease/3, which is what keeps the lease.
 BUSY_HOUSEKEEPING_S = 1.0
+# How many pending ticks a worker that needs its next one claims in one write: the first it runs,
+# the others wait in memory for the next free worker (a free slot of the pool is filled at once).
+# A backlog of short runs then costs one claim write per CLAIM_AHEAD runs instead of one per run;
+# a tick of higher priority that comes due waits at most for the ticks claimed ahead of it.
+CLAIM_AHEAD = 8
 
 
 class DaemonBusy(BatchctlError):
@@ -85,6 +91,10 @@ class Daemon:
         # What each worker (named by its cancel event) runs, and since when: workers claim their
         # next tick themselves, so this is shared with them, under ``claiming``.
         self.busy: dict[threading.Event, tuple[tuple[str, str | None], datetime]] = {}
+        # Ticks claimed ahead (with when they were claimed), not yet started; and ticks fired
+        # whose close waits for the next claim's write. Both under ``claiming``.
+        self.ready: deque[tuple[Tick, datetime]] = deque()
+        self.unclosed: list[Tick] = []
         self.claiming = threading.Lock()
         # When each scheduled (job, scope) has its next tick: scheduling is skipped until then.
         self.next_due: dict[tuple[str, str | None], datetime] = {}
@@ -188,6 +198,11 @@ class Daemon:
                     cancel.set()
                 self._wait_for_runs(None)
         self.pool.shutdown(wait=True)
+        with self.claiming:
+            self._close_fired(self.store)
+            if self.ready:  # claimed ahead, never started: pending again, for the next daemon
+                self.store.release_ticks([tick.id for tick, _ in self.ready])
+                self.ready.clear()
         now = self.clock()
         self.store.daemon_stopped(self.instance, now)
         if not self.once and not self.store.shared:
@@ -299,12 +314,26 @@ class Daemon:
             return 0
         with self.claiming:
             now = self.clock()
-            claimed = self._claim(self.store, free, now, busy=self.busy.values())
-            for tick in claimed:
+            handed: list[tuple[Tick, datetime]] = []
+            while self.ready and len(handed) < free:
+                handed.append(self.ready.popleft())
+            if len(handed) < free:
+                claimed = self._claim(self.store, free - len(handed), now, busy=self._held())
+                handed.extend((tick, now) for tick in claimed)
+            for tick, since in handed:
                 cancel = threading.Event()
-                self.busy[cancel] = ((tick.job, tick.scope), now)
+                self.busy[cancel] = ((tick.job, tick.scope), since)
                 self.running[self.pool.submit(self._work, tick, cancel)] = cancel
-        return len(claimed)
+        return len(handed)
+
+    def _held(
+        self, worker: threading.Event | None = None
+    ) -> list[tuple[tuple[str, str | None], datetime]]:
+        """The (job, scope) of every tick handed out or claimed ahead, and since when, but for
+        the one ``worker`` has just fired (under ``claiming``)."""
+        held = [work for other, work in self.busy.items() if other is not worker]
+        held.extend(((tick.job, tick.scope), since) for tick, since in self.ready)
+        return held
 
     def _claim(
         self,
@@ -313,7 +342,7 @@ class Daemon:
         now: datetime,
         *,
         busy: Iterable[tuple[tuple[str, str | None], datetime]],
-        closing: Tick | None = None,
+        closing: Iterable[Tick] = (),
     ) -> list[Tick]:
         # Ticks of a job that must not overlap itself go one at a time per scope, in order.
         serial = {j.name for j in self.config.jobs.values() if j.concurrency != "allow"}
@@ -323,7 +352,7 @@ class Daemon:
             busy=dict(busy),
             serial_jobs=serial,
             claimer=self.instance,
-            closing=closing,
+            closing=list(closing),
         )
 
     def _drain(self) -> None:
@@ -369,22 +398,38 @@ class Daemon:
             self.wake.set()  # a free worker: the loop may hand out a tick it could not claim
 
     def _claim_next(self, store: Store, cancel: threading.Event, done: Tick) -> Tick | None:
-        """Close ``done``, the tick this worker has just fired (so its job and scope are no
-        longer busy), and claim the next due tick in the same write; None when stopping or
-        when none can be had."""
+        """The next tick for this worker, which has just fired ``done`` (so its job and scope
+        are no longer busy): one claimed ahead, else up to ``CLAIM_AHEAD`` due ticks claimed in
+        the write that closes the fired ticks not yet closed. None when stopping or when none
+        can be had; the fired ticks are then closed at once."""
         with self.claiming:
+            self.unclosed.append(done)
             if self.stopping.is_set() or cancel.is_set():
                 self.busy.pop(cancel, None)
-                store.close_tick(done.id, done.status, run_id=done.run_id, reason=done.reason)
+                self._close_fired(store)
                 return None
+            if self.ready:
+                tick, since = self.ready.popleft()
+                self.busy[cancel] = ((tick.job, tick.scope), since)
+                return tick
             now = self.clock()
-            others = (work for worker, work in self.busy.items() if worker is not cancel)
-            claimed = self._claim(store, 1, now, busy=others, closing=done)
+            closing, self.unclosed = self.unclosed, []
+            claimed = self._claim(store, CLAIM_AHEAD, now, busy=self._held(cancel), closing=closing)
             if not claimed:
                 self.busy.pop(cancel, None)
                 return None
-            self.busy[cancel] = ((claimed[0].job, claimed[0].scope), now)
-            return claimed[0]
+            first, *ahead = claimed
+            self.busy[cancel] = ((first.job, first.scope), now)
+            self.ready.extend((tick, now) for tick in ahead)
+            if ahead and len(self.busy) < self.config.daemon.max_workers:
+                self.wake.set()  # a free slot in the pool: the loop hands it a tick claimed ahead
+            return first
+
+    def _close_fired(self, store: Store) -> None:
+        """Close the fired ticks whose close was left to the next claim (under ``claiming``)."""
+        closing, self.unclosed = self.unclosed, []
+        if closing:
+            store.claim_ticks(0, self.clock(), closing=closing)
 
     def _fire_with(self, runs: Runs, tick: Tick) -> Tick:
         """Fire ``tick`` through ``runs`` (a worker's store, config and cancel event); the tick
@@ -401,7 +446,7 @@ class Daemon:
             return tick._replace(status=TickStatus.MISSED, reason=f"started {late:.0f}s late")
         log.info("firing %s for %s", label, tick.scheduled_for.isoformat())
         run = runs.start(job, tick.scope, trigger="schedule", scheduled_for=tick.scheduled_for)
-        log.info("%s run %d %s", label, run.id, run.status.value)
+        log.info("%s run %d %s", label, run.id, run.status)
         if run.status is RunStatus.SKIPPED:
             return tick._replace(status=TickStatus.SKIPPED, run_id=run.id, reason=run.reason)
         return tick._replace(status=TickStatus.FIRED, run_id=run.id, reason=None)

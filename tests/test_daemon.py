@@ -249,6 +249,51 @@ def test_daemon_once_from_two_processes_fires_each_tick_once(
     assert "running" not in {r["status"] for r in runs(ws)}
 
 
+def test_ticks_claimed_ahead_and_not_started_are_pending_again_after_a_stop(
+    ws: Workspace, start: Callable[..., Daemon]
+) -> None:
+    """One worker, a backlog of due ticks of a job whose runs may overlap: after its first run
+    the worker claims several ticks at once; those it has not started when the daemon stops go
+    back to pending, and a new daemon fires each of them once."""
+    from batchctl.store import open_store
+
+    hold = 'if [ "$BATCHCTL_RUN_ID" = 2 ]; then touch held; sleep 2; fi'
+    config = '[daemon]\nmax_workers = 1\ngrace = "30s"\n' + job_toml(
+        "backlog", hold, catchup="all", max_catchup=20, concurrency="allow"
+    )
+    ws.write_config(config)
+    store = open_store(str(ws.db))
+    try:
+        store.set_cursor("backlog", None, datetime.now(UTC) - timedelta(seconds=20))
+    finally:
+        store.close()
+    daemon = start()
+    daemon.wait_started()
+    wait_for(lambda: (ws.root / "held").exists(), lambda: f"run 2 to start\n{daemon.text()}")
+    code, _ = daemon.stop(timeout=30)
+    assert code == 0, daemon.text()
+    assert [r["status"] for r in runs(ws)] == ["completed", "completed"]
+    claimed_unstarted = ws.query(
+        "SELECT count(*) FROM ticks WHERE status = 'fired' AND run_id IS NULL"
+    )
+    assert claimed_unstarted == [(0,)]
+    [(pending,)] = ws.query("SELECT count(*) FROM ticks WHERE status = 'pending'")
+    assert pending >= 18
+    (ws.root / "held").unlink()
+    again = start()
+    again.wait_started()
+    wait_for(
+        lambda: ws.query("SELECT count(*) FROM ticks WHERE status = 'pending'") == [(0,)],
+        lambda: f"the pending ticks to fire: {runs(ws)}\n{again.text()}",
+    )
+    assert again.stop()[0] == 0
+    assert duplicates(ws) == []
+    assert {r["status"] for r in runs(ws)} == {"completed"}
+    assert ws.query("SELECT count(*) FROM ticks WHERE status = 'fired' AND run_id IS NULL") == [
+        (0,)
+    ]
+
+
 def count(ws: Workspace, job: str) -> int:
     return len(runs(ws, job))
 

@@ -97,7 +97,7 @@ class ScheduleTables(Tables):
         busy: Mapping[tuple[str, str | None], datetime] | None = None,
         serial_jobs: Collection[str] = (),
         claimer: str | None = None,
-        closing: Tick | None = None,
+        closing: Tick | Sequence[Tick] | None = None,
     ) -> list[Tick]:
         """Take up to ``limit`` pending ticks, highest priority then oldest first, as fired;
         ticks another daemon is claiming at this moment are skipped, not waited for, so two
@@ -108,10 +108,12 @@ class ScheduleTables(Tables):
         one tick after the other, in order); a tick that came due later is handed out, and the
         job's concurrency policy decides (forbid skips it, replace replaces the running one).
 
-        ``closing``: a tick the claimer has fired, closed first in the same transaction (as
-        ``close_tick`` would), so a worker's end of one tick and claim of the next is one write.
+        ``closing``: a tick the claimer has fired (or several), closed first in the same
+        transaction (as ``close_tick`` would), so a worker's end of one tick and claim of the next
+        is one write.
         """
-        if limit <= 0 and closing is None:
+        done = [closing] if isinstance(closing, Tick) else list(closing or ())
+        if limit <= 0 and not done:
             return []
         # Only when some ticks may be passed over are more candidates than ``limit`` read (and
         # locked, for the few milliseconds of this transaction).
@@ -119,8 +121,8 @@ class ScheduleTables(Tables):
         taken: dict[tuple[str, str | None], datetime] = dict(busy or {})
         chosen: list[Tick] = []
         with self._write():
-            if closing is not None:
-                self._close_tick(closing.id, closing.status, closing.run_id, closing.reason)
+            for tick in done:
+                self._close_tick(tick.id, tick.status, tick.run_id, tick.reason)
             rows = self._all(
                 f"SELECT {TICK_COLUMNS} FROM ticks WHERE status = 'pending'"
                 f" ORDER BY priority DESC, scheduled_for, id LIMIT ?{self.skip_locked}",
@@ -311,3 +313,16 @@ class ScheduleTables(Tables):
 
     def _daemons(self, tail: str, params: Sequence[object]) -> list[DaemonInfo]:
         return self._records(DAEMONS, f"FROM daemons{tail}", params)
+
+    def release_ticks(self, tick_ids: Sequence[int]) -> int:
+        """Put back to pending the ticks claimed (fired) but not yet started, as a daemon
+        that claimed ahead does when it stops before starting them; how many were put back."""
+        released = 0
+        with self._write():
+            for condition, params in self._any_of_chunks("id", list(tick_ids)):
+                released += self._exec(
+                    "UPDATE ticks SET status = 'pending', claimed_by = NULL"
+                    f" WHERE status = 'fired' AND run_id IS NULL AND {condition}",
+                    params,
+                )
+        return released

@@ -103,6 +103,36 @@ def test_claim_ticks_closes_the_claimers_finished_tick_in_the_same_call(store: S
     assert store.ticks(limit=1)[0].reason == "locked out"  # a reason of None keeps it
 
 
+def test_claim_ticks_closes_several_finished_ticks_in_the_same_call(store: Store) -> None:
+    first, second, third = _record(store, "j", 1, 2, 3)
+    done = store.claim_ticks(2, _at(10), claimer="d1")
+    assert [t.id for t in done] == [first, second]
+    closing = [
+        done[0]._replace(status="fired", run_id=7, reason=None),
+        done[1]._replace(status="skipped", run_id=8, reason="locked out"),
+    ]
+    [following] = store.claim_ticks(5, _at(11), claimer="d1", closing=closing)
+    assert following.id == third
+    by_id = {t.id: (t.status, t.run_id, t.reason) for t in store.ticks()}
+    assert by_id == {
+        first: ("fired", 7, None),
+        second: ("skipped", 8, "locked out"),
+        third: ("fired", None, None),
+    }
+
+
+def test_release_ticks_puts_claimed_unstarted_ticks_back_to_pending(store: Store) -> None:
+    started, unstarted, untouched = _record(store, "j", 1, 2, 3)
+    claimed = store.claim_ticks(2, _at(10), claimer="d1")
+    assert [t.id for t in claimed] == [started, unstarted]
+    store.close_tick(started, "fired", run_id=7)
+    # Only a claimed tick without a run goes back; a pending one is left as it is.
+    assert store.release_ticks([started, unstarted, untouched]) == 1
+    assert store.pending_tick_count() == 2
+    assert [t.id for t in store.claim_ticks(5, _at(11), claimer="d2")] == [unstarted, untouched]
+    assert store.release_ticks([]) == 0
+
+
 def test_reopen_ticks_skipped_while_paused(store: Store) -> None:
     store.record_ticks(
         "j",
