@@ -22,14 +22,14 @@ from batchctl.batches.metadata import metadata_problems
 from batchctl.batches.pricing import Price
 from batchctl.durations import parse_duration
 from batchctl.errors import ConfigError, quoted
-from batchctl.jobs import BATCH_KINDS, KIND_MODULES
+from batchctl.kinds import BATCH_KINDS, KIND_MODULES
 from batchctl.providers.profiles import API_SHAPES, DEFAULT_PROVIDER, PROFILES, ProviderSettings
 from batchctl.providers.quirks import QUIRKS, endpoints, unknown_quirks
 from batchctl.schedule import CATCHUP_POLICIES
 
 ANTHROPIC_ENDPOINTS = ("/v1/messages",)  # Message Batches (batches/anthropic_input.py)
 
-JOB_KINDS = tuple(KIND_MODULES)  # registered in jobs/__init__.py
+JOB_KINDS = tuple(KIND_MODULES)  # registered in kinds.py
 ON_EXPIRED = ("keep", "resubmit")
 CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
 RETRY_CAUSES = ("error", "timeout", "partial")

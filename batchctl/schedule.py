@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from batchctl.config import JobConfig
     from batchctl.store.schedule import ScheduleTables
 
 _ALIASES = {
@@ -415,16 +414,14 @@ class Resumed(NamedTuple):
     ticks_to_fire: int
 
 
-def resume(store: ScheduleTables, job: JobConfig) -> Resumed:
+def resume(store: ScheduleTables, job: str, *, catchup: str, max_catchup: int) -> Resumed:
     """Lift a job's pause. The ticks it skipped fire as its ``catchup`` says, as after a
     downtime: none of them, the newest once (latest), or each, the newest ``max_catchup``
     (all)."""
-    paused_at = store.resume(job.name)
-    if paused_at is None or job.catchup == "none":
+    paused_at = store.resume(job)
+    if paused_at is None or catchup == "none":
         return Resumed(paused_at, 0)
-    refired = store.reopen_ticks(
-        job.name, paused_at, latest_only=job.catchup == "latest", limit=job.max_catchup
-    )
+    refired = store.reopen_ticks(job, paused_at, latest_only=catchup == "latest", limit=max_catchup)
     return Resumed(paused_at, refired)
 
 

@@ -140,7 +140,9 @@ def resume(
 
     config = session.current.config(check_processors=False)
     spec = config.job(job)
-    paused_at, refired = resume_job(session.current.store(), spec)
+    paused_at, refired = resume_job(
+        session.current.store(), spec.name, catchup=spec.catchup, max_catchup=spec.max_catchup
+    )
     if json_output:
         render.print_json(
             {

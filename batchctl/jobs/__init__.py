@@ -3,7 +3,7 @@
 ``batchctl.runs`` takes a run through its life the same way for every kind (the concurrency
 policy, chaining, recovery); what differs between kinds is only what starting, cancelling and
 retrying a run does, and that is a ``JobKind``. A new kind is one module that defines ``KIND``,
-named in ``KIND_MODULES`` below; nothing else asks which kind a job is.
+named in ``batchctl.kinds``; nothing else asks which kind a job is.
 
 A kind whose attempts execute in this process (``command``, ``python``) is a ``LocalKind``: the
 engine runs its attempts under the (job, scope) lock and polls the ``Execution`` it starts.
@@ -18,23 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from batchctl.errors import UsageError
+from batchctl.kinds import BATCH_KINDS, KIND_MODULES
 from batchctl.records import Run, RunOutcome, RunStatus
 
 if TYPE_CHECKING:
     from batchctl.config import JobConfig
     from batchctl.jobs.context import AttemptContext
     from batchctl.runs import Runs
-
-# The registry: a kind's name in the config -> the module whose ``KIND`` implements it (imported
-# when a run of that kind first needs it).
-KIND_MODULES = {
-    "command": "batchctl.jobs.command",
-    "python": "batchctl.jobs.python",
-    "batch": "batchctl.jobs.openai",
-    "openai": "batchctl.jobs.openai",  # the old name of "batch", kept as an alias
-}
-# The kinds whose runs are batch submissions (a job's ``provider`` says where they go).
-BATCH_KINDS = ("batch", "openai")
 
 
 class StartRequest(NamedTuple):
