@@ -69,7 +69,12 @@ class _Group(TyperGroup):
         except BatchctlError as exc:
             _report(exc)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            # Let go of what the interrupted frames held (a half-read query) while the database
+            # is still open, not when the interpreter collects them after it is closed.
+            import traceback
+
+            traceback.clear_frames(exc.__traceback__)
             render.error("interrupted")
             raise typer.Exit(int(ExitCode.CANCELLED)) from None
         except BrokenPipeError:  # stdout's reader went away (`| head`): end quietly, as git does
@@ -195,10 +200,26 @@ def main() -> None:
     """The ``batchctl`` console script."""
     if COMPLETE_VAR in os.environ:
         enable_completion()
+    _interrupt_on_termination()
     try:
         app(prog_name="batchctl")
     finally:
         _flush_stdout()
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP stop a command as Ctrl-C does (``KeyboardInterrupt``), so that what it
+    was doing ends as after Ctrl-C: a submit being sent is recorded, a partial output file is
+    removed. Left to their default action they would kill it mid-step. A signal that is ignored
+    (``nohup``) stays ignored; commands that wait set handlers of their own over these."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, interrupt)
 
 
 def _flush_stdout() -> None:
