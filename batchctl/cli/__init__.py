@@ -201,10 +201,25 @@ def main() -> None:
     if COMPLETE_VAR in os.environ:
         enable_completion()
     _interrupt_on_termination()
+    stdout_was = _stdout_identity()
     try:
         app(prog_name="batchctl")
+    except SystemExit as exc:
+        # Rich meets a closed stdout outside the commands (printing --help): it points stdout at
+        # /dev/null and exits 1. That is a reader gone, not a failure.
+        if exc.code == 1 and _stdout_identity() != stdout_was:
+            raise SystemExit(BROKEN_PIPE) from None
+        raise
     finally:
         _flush_stdout()
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    try:
+        found = os.fstat(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _interrupt_on_termination() -> None:
