@@ -70,14 +70,11 @@ class _Group(TyperGroup):
             _report(exc)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt as exc:
-            # Let go of what the interrupted frames held (a half-read query) while the database
-            # is still open, not when the interpreter collects them after it is closed.
-            import traceback
-
-            traceback.clear_frames(exc.__traceback__)
+            _let_go(exc)
             render.error("interrupted")
             raise typer.Exit(int(ExitCode.CANCELLED)) from None
-        except BrokenPipeError:  # stdout's reader went away (`| head`): end quietly, as git does
+        except BrokenPipeError as exc:  # stdout's reader went away (`| head`): end quietly
+            _let_go(exc)
             render.silence(sys.stdout)
             raise typer.Exit(BROKEN_PIPE) from None
         except OSError as exc:
@@ -93,6 +90,15 @@ class _Group(TyperGroup):
             _internal_error(exc)
         finally:
             session.current.close()
+
+
+def _let_go(exc: BaseException) -> None:
+    """Let go of what the frames of a command cut short held (a half-read query) while the
+    database is still open, rather than when the interpreter collects them after it is closed
+    (which prints "Exception ignored in" with a traceback)."""
+    import traceback
+
+    traceback.clear_frames(exc.__traceback__)
 
 
 def _internal_error(exc: Exception) -> NoReturn:
