@@ -395,6 +395,15 @@ def test_retry_of_a_local_run_refuses_the_batch_only_flags(ws: Workspace, cli) -
     assert [row[0] for row in ws.sql("SELECT id FROM runs")] == [run_id]  # nothing was run
 
 
+def test_retry_of_an_unknown_run_says_so_even_without_a_config(ws: Workspace, cli) -> None:
+    assert not ws.config.exists()
+
+    result = cli("retry", "9999")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no run with id 9999")
+
+
 def test_human_output_ends_with_a_summary(ws: Workspace, cli) -> None:
     _python_job(ws, "half")
     result = cli("run", "j")
