@@ -122,6 +122,25 @@ def test_command_that_cannot_start_fails_with_the_reason(ws: Workspace, cli) -> 
     assert "cannot start command" in result.json()[0]["error"]
 
 
+def test_command_whose_cwd_is_missing_fails_naming_the_cwd_as_a_path(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.e]\nkind = "command"\ncommand = "true"\ncwd = "/no/such/dir"\n')
+
+    result = cli("run", "e", "--json")
+
+    assert result.exit_code == 1
+    error = result.json()[0]["error"]
+    assert error == "cannot start command: cwd /no/such/dir: No such file or directory"
+
+
+def test_command_whose_program_is_missing_fails_naming_the_program(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.e]\nkind = "command"\ncommand = ["/no/such/program"]\n')
+
+    result = cli("run", "e", "--json")
+
+    error = result.json()[0]["error"]
+    assert error == "cannot start command: /no/such/program: No such file or directory"
+
+
 def test_command_timeout_fails_the_run(ws: Workspace, cli) -> None:
     ws.write_config(
         '[jobs.slow]\nkind = "command"\ncommand = "sleep 20"\ntimeout = "0.5s"\ngrace = "1s"\n'
