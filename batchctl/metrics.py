@@ -38,6 +38,7 @@ Families (all prefixed ``batchctl_``):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections import Counter
@@ -264,8 +265,21 @@ def write_textfile(
     Not ``prometheus_client.write_to_textfile``: that one neither syncs the file before the
     rename nor sets its mode, and node_exporter usually reads it as another user.
     """
+    from batchctl import outputs
+
     target = Path(path).expanduser()
     text = render(store, config, now)
+    # Failures are OSErrors naming the path: the daemon's heartbeat shrugs them off.
+    if not outputs.written_whole(target):  # a device or a pipe (/dev/stdout): never replaced
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)  # never created
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        return
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory; name a file in it", str(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

@@ -217,6 +217,41 @@ def test_metrics_textfile_is_written_atomically(ws: Workspace, cli: Any) -> None
     assert target.stat().st_mode & 0o777 == 0o644
 
 
+def test_metrics_textfile_on_a_fifo_is_streamed_to_and_never_replaced(
+    ws: Workspace, cli: Any
+) -> None:
+    import stat
+    import threading
+
+    ws.write_config("")
+    fifo = ws.root / "metrics.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+
+    result = cli("metrics", "--textfile", str(fifo))
+    reader.join(timeout=30)
+
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # a device or a pipe is written to, not replaced
+    assert received == [cli("metrics").stdout]
+    assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith(".metrics")) == []
+
+
+def test_metrics_textfile_naming_a_directory_is_refused_naming_it(ws: Workspace, cli: Any) -> None:
+    ws.write_config("")
+    folder = ws.root / "textfiles"
+    folder.mkdir()
+
+    result = cli("metrics", "--textfile", str(folder))
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {folder}: is a directory")
+    assert list(folder.iterdir()) == []
+    assert [p.name for p in ws.root.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_metrics_textfile_leaves_no_temporary_file_on_failure(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

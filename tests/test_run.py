@@ -122,6 +122,25 @@ def test_command_that_cannot_start_fails_with_the_reason(ws: Workspace, cli) -> 
     assert "cannot start command" in result.json()[0]["error"]
 
 
+def test_command_whose_cwd_is_missing_fails_naming_the_cwd_as_a_path(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.e]\nkind = "command"\ncommand = "true"\ncwd = "/no/such/dir"\n')
+
+    result = cli("run", "e", "--json")
+
+    assert result.exit_code == 1
+    error = result.json()[0]["error"]
+    assert error == "cannot start command: cwd /no/such/dir: No such file or directory"
+
+
+def test_command_whose_program_is_missing_fails_naming_the_program(ws: Workspace, cli) -> None:
+    ws.write_config('[jobs.e]\nkind = "command"\ncommand = ["/no/such/program"]\n')
+
+    result = cli("run", "e", "--json")
+
+    error = result.json()[0]["error"]
+    assert error == "cannot start command: /no/such/program: No such file or directory"
+
+
 def test_command_timeout_fails_the_run(ws: Workspace, cli) -> None:
     ws.write_config(
         '[jobs.slow]\nkind = "command"\ncommand = "sleep 20"\ntimeout = "0.5s"\ngrace = "1s"\n'
@@ -393,6 +412,15 @@ def test_retry_of_a_local_run_refuses_the_batch_only_flags(ws: Workspace, cli) -
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: --failed: run {run_id} is a local run, not a batch")
     assert [row[0] for row in ws.sql("SELECT id FROM runs")] == [run_id]  # nothing was run
+
+
+def test_retry_of_an_unknown_run_says_so_even_without_a_config(ws: Workspace, cli) -> None:
+    assert not ws.config.exists()
+
+    result = cli("retry", "9999")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no run with id 9999")
 
 
 def test_human_output_ends_with_a_summary(ws: Workspace, cli) -> None:

@@ -69,10 +69,12 @@ class _Group(TyperGroup):
         except BatchctlError as exc:
             _report(exc)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            _let_go(exc)
             render.error("interrupted")
             raise typer.Exit(int(ExitCode.CANCELLED)) from None
-        except BrokenPipeError:  # stdout's reader went away (`| head`): end quietly, as git does
+        except BrokenPipeError as exc:  # stdout's reader went away (`| head`): end quietly
+            _let_go(exc)
             render.silence(sys.stdout)
             raise typer.Exit(BROKEN_PIPE) from None
         except OSError as exc:
@@ -88,6 +90,15 @@ class _Group(TyperGroup):
             _internal_error(exc)
         finally:
             session.current.close()
+
+
+def _let_go(exc: BaseException) -> None:
+    """Let go of what the frames of a command cut short held (a half-read query) while the
+    database is still open, rather than when the interpreter collects them after it is closed
+    (which prints "Exception ignored in" with a traceback)."""
+    import traceback
+
+    traceback.clear_frames(exc.__traceback__)
 
 
 def _internal_error(exc: Exception) -> NoReturn:
@@ -195,10 +206,41 @@ def main() -> None:
     """The ``batchctl`` console script."""
     if COMPLETE_VAR in os.environ:
         enable_completion()
+    _interrupt_on_termination()
+    stdout_was = _stdout_identity()
     try:
         app(prog_name="batchctl")
+    except SystemExit as exc:
+        # Rich meets a closed stdout outside the commands (printing --help): it points stdout at
+        # /dev/null and exits 1. That is a reader gone, not a failure.
+        if exc.code == 1 and _stdout_identity() != stdout_was:
+            raise SystemExit(BROKEN_PIPE) from None
+        raise
     finally:
         _flush_stdout()
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    try:
+        found = os.fstat(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP stop a command as Ctrl-C does (``KeyboardInterrupt``), so that what it
+    was doing ends as after Ctrl-C: a submit being sent is recorded, a partial output file is
+    removed. Left to their default action they would kill it mid-step. A signal that is ignored
+    (``nohup``) stays ignored; commands that wait set handlers of their own over these."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, interrupt)
 
 
 def _flush_stdout() -> None:

@@ -40,16 +40,7 @@ def emulator(
     from batchctl.errors import UsageError
 
     def ready(emu: Emulator) -> None:
-        if vendor == "azure":
-            exports = f"AZURE_OPENAI_ENDPOINT={emu.url} AZURE_OPENAI_API_KEY=emulator"
-        else:
-            exports = f"OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator"
-        render.note(
-            f"batchctl emulator (a local stand-in for the {vendor} Batch API and Anthropic's "
-            f"Message Batches API) on {emu.url}\n"
-            f"  export {exports}\n"
-            f"  export ANTHROPIC_BASE_URL={emu.url} ANTHROPIC_API_KEY=emulator"
-        )
+        render.note(_banner(vendor, emu))
 
     try:
         settings = EmulatorSettings.for_vendor(vendor, processing_rate=processing_rate)
@@ -68,3 +59,31 @@ def emulator(
             if busy
             else "give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
         ) from None
+
+
+def _banner(vendor: str, emu: Emulator) -> str:
+    """Where the emulator listens, and what points batchctl (``--provider VENDOR`` too) at it."""
+    from batchctl.providers.profiles import PROFILES
+
+    lines = [
+        f"batchctl emulator (a local stand-in for the {vendor} Batch API and Anthropic's "
+        f"Message Batches API) on {emu.url}"
+    ]
+    if vendor == "azure":
+        lines.append(
+            f"  export AZURE_OPENAI_ENDPOINT={emu.url} AZURE_OPENAI_API_KEY=emulator "
+            "OPENAI_API_VERSION=2024-10-21"
+        )
+    else:
+        lines.append(f"  export OPENAI_BASE_URL={emu.base_url} OPENAI_API_KEY=emulator")
+    lines.append(f"  export ANTHROPIC_BASE_URL={emu.url} ANTHROPIC_API_KEY=emulator")
+    profile = PROFILES.get(vendor)
+    if profile is not None and profile.base_url_env is None:
+        # A vendor's provider goes to the vendor's own URL, whatever OPENAI_BASE_URL says.
+        lines += [
+            f"  for --provider {vendor}: export {profile.api_key_env}=emulator, "
+            "and put in the config file:",
+            f"    [providers.{vendor}]",
+            f'    base_url = "{emu.base_url}"',
+        ]
+    return "\n".join(lines)

@@ -120,7 +120,11 @@ def retry(
         )
         if on
     ]
-    if chosen and store.get_run(run_id) is not None:
+    if store.get_run(run_id) is None:  # before the config: a run's job needs one, none does
+        from batchctl.errors import NotFoundError
+
+        raise NotFoundError(f"no run with id {run_id}", hint="list runs with: batchctl status")
+    if chosen:
         from batchctl.errors import UsageError
 
         raise UsageError(

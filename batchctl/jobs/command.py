@@ -32,11 +32,12 @@ def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> CommandExecuti
         "BATCHCTL_ATTEMPT": str(ctx.attempt),
     }
     shell = isinstance(job.command, str)
+    cwd = job.cwd or base_dir
     try:
         process = subprocess.Popen(
             job.command if shell else list(job.command),
             shell=shell,
-            cwd=job.cwd or base_dir,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -44,7 +45,7 @@ def start(job: JobConfig, ctx: AttemptContext, base_dir: Path) -> CommandExecuti
             start_new_session=True,  # its own process group, so cancel reaches its children too
         )
     except OSError as exc:
-        return CommandExecution.failed_to_start(f"cannot start command: {exc}")
+        return CommandExecution.failed_to_start(f"cannot start command: {_why(exc, cwd)}")
     return CommandExecution(process, ctx, job.grace)
 
 
@@ -153,3 +154,13 @@ def _read_lines(pipe: IO[bytes], stream: str, ctx: AttemptContext) -> None:
 
 
 KIND = LocalKind(start)
+
+
+def _why(exc: OSError, cwd: str | os.PathLike[str] | None) -> str:
+    """``cwd /x: No such file or directory`` or ``prog: Permission denied``, not Python's repr."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    name = os.fsdecode(exc.filename)
+    if cwd is not None and name == os.fsdecode(cwd):
+        name = f"cwd {name}"
+    return f"{name}: {exc.strerror}"

@@ -193,3 +193,26 @@ def test_ctrl_c_during_submit_after_a_batch_was_created_says_what_was_sent_and_h
     assert "batchctl wait 1 sends the rest" in err
     assert ws.sql("SELECT status FROM runs WHERE id = 1") == [("running",)]  # paid: not ended
     assert len(slow_api.batches) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_during_submit_before_any_batch_records_it_cancelled_as_ctrl_c_does(
+    slow_api: Emulator,
+    ws: Any,
+    cli: Any,
+    spawn: Callable[..., subprocess.Popen[str]],
+    signum: signal.Signals,
+) -> None:
+    slow_api.set_faults([Fault(kind="slow", method="POST", path="/v1/files", delay=300)])
+    proc = spawn("submit", "in.jsonl")
+    wait_for(lambda: upload_in_flight(ws, proc), "the first upload to begin", timeout=60)
+
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=scaled(30))
+
+    assert proc.returncode == CANCELLED, err
+    assert err.startswith("error: interrupted before anything was sent (run 1 recorded cancelled)")
+    assert ws.sql("SELECT status FROM runs WHERE id = 1") == [("cancelled",)]
+    slow_api.clear_faults()
+    again = cli("submit", "in.jsonl", "--json")  # nothing was spent: the input is no duplicate
+    assert again.exit_code == 0, again.stderr

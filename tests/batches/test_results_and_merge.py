@@ -616,3 +616,32 @@ def test_settling_deletes_the_part_files_that_no_retry_can_need(
     assert sorted(ids) == sorted(finished.failed)
     assert (directory / "results.jsonl").exists()
     assert list(directory.glob("part-001.output.jsonl"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_results_into_a_closed_pipe_ends_quietly_without_a_traceback(
+    api: Emulator, ws: Any, cli: Any, batchctl_exe: str, fmt: str
+):
+    import os
+    import subprocess
+
+    write_jsonl(ws.root / "in.jsonl", [request(f"r{i}") for i in range(500)])
+    submitted = cli("submit", "in.jsonl", "--wait", "--json")
+    assert submitted.exit_code == 0, submitted.stderr
+    run_id = str(submitted.json()["id"])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -1` that has already read its line
+    try:
+        done = subprocess.run(
+            [batchctl_exe, "results", run_id, "-o", "-", "--format", fmt],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=scaled(60),
+        )
+    finally:
+        os.close(write_end)
+
+    assert (done.returncode, done.stderr) == (141, "")

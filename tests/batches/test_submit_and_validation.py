@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -757,6 +758,42 @@ def test_emulator_command_serves_the_api_on_the_given_port(ws: Any, batchctl_exe
                 file=("in.jsonl", json.dumps(request("r1")).encode() + b"\n"), purpose="batch"
             )
             assert sdk.files.retrieve(uploaded.id).filename == "in.jsonl"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=scaled(10))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_following_the_emulator_banner_for_a_vendor_submits_to_it_with_that_provider(
+    ws: Any, batchctl_exe: str
+):
+    port = _free_port()
+    env = {k: v for k, v in ws.env().items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
+    process = subprocess.Popen(
+        [batchctl_exe, "emulator", "--port", str(port), "--vendor", "groq"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    banner: list[str] = []
+    reader = threading.Thread(target=lambda: banner.extend(process.stderr or []), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("base_url" in line for line in banner), "the banner", timeout=20)
+        for line in banner:  # what a user would do: export what it says, copy its config
+            for name, value in re.findall(r"\b([A-Z_]+)=([^\s,]+)", line):
+                env[name] = value
+        ws.write_config("".join(line[4:] for line in banner if line.startswith("    ")))
+        write_jsonl(ws.root / "in.jsonl", [request("r1"), request("r2")])
+
+        done = run_exe(batchctl_exe, "submit", "in.jsonl", "--provider", "groq", "--wait", env=env)
+
+        assert done.returncode == 0, done.stderr
+        assert "2 succeeded" in done.stdout
     finally:
         process.terminate()
         try:
