@@ -586,6 +586,18 @@ def test_schedule_list_shows_the_repeated_hour_of_an_hourly_job(ws: Workspace, c
     ]
 
 
+@pytest.mark.parametrize("count", ["0", "-1", "100000000"])
+def test_schedule_list_refuses_a_count_out_of_range_at_once(
+    ws: Workspace, cli: Any, count: str
+) -> None:
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\nschedule = "* * * * *"\n')
+
+    listed = cli("schedule", "list", "--count", count)
+
+    assert listed.exit_code == 2
+    assert listed.stderr.startswith("error: --count: must be from 1 to 1,000")
+
+
 # --- time zones ---------------------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from batchctl.cli.complete import job_names
 from batchctl.cli.install_cmd import app
 from batchctl.cli.options import JsonOption
 
+MAX_COUNT = 1000
+
 
 @app.command("list")
 def schedule_list(
@@ -29,6 +31,10 @@ def schedule_list(
     """Each scheduled job's next fire times (in its zone and UTC), its last fire and outcome."""
     from batchctl.schedule import Schedule, describe
 
+    if not 1 <= count <= MAX_COUNT:  # each fire time is computed: a huge count never ends
+        from batchctl.errors import UsageError
+
+        raise UsageError(f"--count: must be from 1 to {MAX_COUNT:,}, got {count}")
     now = _instant(at) if at else datetime.now(UTC)
     config = session.current.config(check_processors=False)
     store = session.current.store()

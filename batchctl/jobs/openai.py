@@ -83,8 +83,8 @@ def submit_options(
         completion_window=completion_window
         or (job.completion_window if job else settings.completion_window),
         metadata={**(dict(job.metadata) if job else {}), **(metadata or {})},
-        max_requests=max_requests or most_requests,
-        max_bytes=max_bytes or most_bytes,
+        max_requests=most_requests if max_requests is None else max_requests,
+        max_bytes=most_bytes if max_bytes is None else max_bytes,
         on_expired=on_expired or (job.on_expired if job else settings.on_expired),
         force=force,
         provider=name,

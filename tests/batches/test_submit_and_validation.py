@@ -723,6 +723,19 @@ def test_metadata_at_the_limit_reaches_the_api_beside_batchctl_keys(
     assert metadata["batchctl_run"] == str(result.json()["id"])
 
 
+@pytest.mark.parametrize("option", ["--max-requests", "--max-bytes"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_limit_option_of_zero_or_less_is_refused_not_read_as_the_default(
+    api: Emulator, ws: Any, cli: Any, option: str, value: str
+):
+    write_jsonl(ws.root / "in.jsonl", [request("r1")])
+
+    result = cli("submit", "in.jsonl", "--dry-run", option, value)
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --max-requests and --max-bytes must be 1 or more")
+
+
 # --- the emulator command ------------------------------------------------------------------------
 
 
