@@ -155,6 +155,20 @@ def test_binary_junk_is_refused_without_traceback(
     assert "Traceback" not in result.stderr
 
 
+def test_an_unreachable_postgresql_server_is_one_error_line_with_exit_2(
+    ws: Workspace, cli, monkeypatch
+) -> None:
+    _no_config(ws, monkeypatch)
+    # Port 1 on this host: nothing listens there, so the connection is refused at once.
+    result = cli("--db", "postgresql://u:secret-pw@127.0.0.1:1/x", "status")
+
+    assert result.exit_code == 2, result.stderr
+    [error, hint] = result.stderr.strip().splitlines()
+    assert error.startswith("error: cannot connect to database postgresql://u@127.0.0.1:1/x: ")
+    assert hint.startswith("hint: ")
+    assert "secret-pw" not in result.stderr
+
+
 def test_a_byte_order_mark_is_named(ws: Workspace, cli, monkeypatch) -> None:
     _no_config(ws, monkeypatch)
     path = ws.root / "bom.jsonl"

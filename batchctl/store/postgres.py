@@ -109,7 +109,8 @@ class PostgresStore(Store):
             conn = psycopg.connect(location, **options)
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot connect to database {shown}: {str(exc).strip()}",
+                # libpq's text runs over lines (a tab-indented second one): an error is one line
+                f"cannot connect to database {shown}: {' '.join(str(exc).split())}",
                 hint="is the server running, and the URL's user, password and database right?",
             ) from exc
         with migrations.closed_on_error(
