@@ -357,6 +357,11 @@ def _environment(s: _Section) -> dict[str, str]:
     return env
 
 
+# Keys of a job's sub-tables that are easily written one level up (``max_attempts = 3`` in the
+# job's own table): named with the table they belong in rather than a look-alike key.
+_NESTED_KEYS = {"max_attempts": "retries", "backoff": "retries", "max_backoff": "retries"}
+
+
 def _parse_retries(s: _Section | None) -> RetryPolicy:
     if s is None:
         return RetryPolicy()
@@ -916,6 +921,10 @@ class _Section:
     def finish(self) -> None:
         for name in self.raw:
             if name not in self.seen:
+                nested = _NESTED_KEYS.get(name)
                 close = difflib.get_close_matches(name, sorted(self.asked), n=1)
-                hint = f"; did you mean {close[0]}?" if close else ""
+                if nested is not None and nested in self.asked:
+                    hint = f"; it belongs in {nested}: {nested} = {{ {name} = ... }}"
+                else:
+                    hint = f"; did you mean {close[0]}?" if close else ""
                 self.problems.add(self._key(name), f"unknown key{hint}")

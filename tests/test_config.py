@@ -689,6 +689,18 @@ def test_an_unknown_key_suggests_the_closest_known_one(
     check_fails_with(ws, cli, body, message)
 
 
+@pytest.mark.parametrize("key", ["max_attempts", "backoff"])
+def test_a_retry_key_written_in_the_jobs_own_table_names_the_retries_table(
+    ws: Workspace, cli, key: str
+) -> None:
+    check_fails_with(
+        ws,
+        cli,
+        JOB + f"{key} = 3\n",
+        f"jobs.a.{key}: unknown key; it belongs in retries: retries = {{ {key} = ... }}",
+    )
+
+
 # --- a config that fails `config check` fails every command the same way, before anything runs ---
 
 
