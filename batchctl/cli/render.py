@@ -202,6 +202,14 @@ def cost(amount: float, unpriced: Sequence[str]) -> str:
     return "> $0" if shown.startswith("<") else f"≥ {shown}"
 
 
+def run_cost(run: Run) -> str:
+    """A run's cost as a table shows it: "-" while it is in flight with nothing priced yet (a
+    submission is priced when it settles), never a $0 that is only not known yet."""
+    if not run.status.terminal and not run.total_cost and not run.unpriced_models:
+        return "-"
+    return cost(run.total_cost, run.unpriced_models)
+
+
 RUN_COLUMNS = (
     Column("ID", right=True),
     Column("JOB"),
@@ -239,7 +247,7 @@ def print_runs(runs: Iterable[Run]) -> None:
             format_duration(run.duration),
             f"{run.items_processed}/{run.items_failed}",
             f"{run.total_tokens:,}",
-            cost(run.total_cost, run.unpriced_models),
+            run_cost(run),
         ]
         for run in runs
     ]

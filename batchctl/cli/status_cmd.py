@@ -358,7 +358,7 @@ def _print_detail(detail: RunDetail, requests: str | None = None) -> None:
         ("items", f"{run.items_processed} ok, {run.items_failed} failed"),
         *([("requests", requests)] if requests is not None else []),
         ("tokens", f"{run.total_tokens:,}"),
-        ("cost", render.cost(run.total_cost, run.unpriced_models)),
+        ("cost", render.run_cost(run)),
     ]
     if run.unpriced_models:
         rows.append(("no price for", ", ".join(run.unpriced_models)))

@@ -308,6 +308,21 @@ def test_a_server_of_ones_own_is_never_priced_at_another_vendors_rates(
     assert plan["unpriced_models"] == ["gpt-4o-mini"]
 
 
+def test_a_submission_in_flight_shows_no_cost_yet_rather_than_zero(
+    start_api: Any, ws: Any, cli: Any
+):
+    start_api(config=NO_PRICES, manual_clock=True)  # time stands still: the batch stays in flight
+    write_jsonl(ws.root / "in.jsonl", [request("r0")])
+    assert cli("submit", "in.jsonl").exit_code == 0
+
+    table = cli("status", "--no-refresh").stdout
+    shown = cli("status", "1", "--no-refresh").stdout
+
+    [row] = [line for line in table.splitlines() if " submit " in line]  # the runs table's
+    assert "running" in row and row.rstrip().endswith(" -") and "$" not in row
+    assert re.search(r"^\s*cost\s+-$", shown, re.MULTILINE), shown
+
+
 # --- start-up ------------------------------------------------------------------------------------
 
 
