@@ -19,7 +19,7 @@ import json
 import mmap
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -358,10 +358,13 @@ class MergedWriter:
         self.binary = _binary(handle) if self.csv is None else None
 
     def write_all(
-        self, requests: Iterable[RequestState], download: Callable[[int, str], Path]
+        self,
+        requests: Iterable[Sequence[Any]],
+        download: Callable[[int, str], Path],
     ) -> None:
         """Write each request's result, in the order given; ``download(part_id, kind)`` names
-        the downloaded file where a request's result line is (``result_offset``)."""
+        the downloaded file where a request's result line is (``result_offset``). A request is a
+        ``RequestState`` or a plain row in its order of fields (``request_rows_in_order``)."""
         lines = LineReader()
         try:
             self._write_all(requests, download, lines)
@@ -370,7 +373,7 @@ class MergedWriter:
 
     def _write_all(
         self,
-        requests: Iterable[RequestState],
+        requests: Iterable[Sequence[Any]],
         download: Callable[[int, str], Path],
         lines: LineReader,
     ) -> None:
@@ -381,19 +384,19 @@ class MergedWriter:
         block: list[bytes] = []
         size = 0
         for request in requests:
-            part_id, offset = request.result_part_id, request.result_offset
+            part_id, offset = request[_PART], request[_OFFSET]
             if part_id is None or offset is None:
                 self._write_block(block)
                 block, size = [], 0
-                self._record(request, None)
+                self._record(_state(request), None)
                 continue
-            key = (part_id, request.result_kind or "output")
+            key = (part_id, request[_KIND] or "output")
             mapped = files.get(key)
             if mapped is None:
                 mapped = files[key] = lines.mapped(download(*key))
-            line = mapped[offset : offset + (request.result_length or 0)]
-            if copy and request.outcome == "succeeded":
-                copied = _under_user_id(line, request.custom_id) if renamed else line
+            line = mapped[offset : offset + (request[_LENGTH] or 0)]
+            if copy and request[_OUTCOME] == "succeeded":
+                copied = _under_user_id(line, request[_CUSTOM_ID]) if renamed else line
                 if copied is not None:
                     block.append(copied)
                     size += len(copied)
@@ -403,7 +406,7 @@ class MergedWriter:
                     continue
             self._write_block(block)
             block, size = [], 0
-            self._record(request, line)
+            self._record(_state(request), line)
         self._write_block(block)
 
     def _write_block(self, block: list[bytes]) -> None:
@@ -454,6 +457,17 @@ class MergedWriter:
 
 
 _BLOCK = 1 << 20  # bytes of lines gathered before they are written
+# Where the merge finds what it reads of a request, a ``RequestState`` or a plain row.
+_FIELDS = RequestState._fields
+_CUSTOM_ID, _OUTCOME = _FIELDS.index("custom_id"), _FIELDS.index("outcome")
+_PART, _KIND = _FIELDS.index("result_part_id"), _FIELDS.index("result_kind")
+_OFFSET, _LENGTH = _FIELDS.index("result_offset"), _FIELDS.index("result_length")
+
+
+def _state(request: Sequence[Any]) -> RequestState:
+    return request if isinstance(request, RequestState) else RequestState(*request)
+
+
 # The sent id a Message Batches result line opens with (as the API and the SDK write it).
 _LEADING_SENT_ID = re.compile(rb'\{\s*"custom_id"\s*:\s*"[A-Za-z0-9_-]*"')
 
