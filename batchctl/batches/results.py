@@ -19,7 +19,7 @@ import json
 import mmap
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -38,12 +38,12 @@ RESENDABLE = tuple(o for o in REQUEST_OUTCOMES if o != "succeeded")
 def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
     """Each line of a downloaded output (``kind="output"``) or error file, as an outcome."""
     offset = 0
-    loads = json.loads
+    value = _value
     with path.open("rb", _READ_BUFFER) as handle:
         for raw in handle:
             length = len(raw)
             if not raw.isspace():
-                line = loads(raw)
+                line = value(raw)
                 result = line.get("result")
                 if type(result) is dict:
                     yield _anthropic_result(line, result, kind, offset, length)
@@ -53,10 +53,33 @@ def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
 
 
 _READ_BUFFER = 1 << 20
+# The C scanner of ``json.loads`` (an attribute that typeshed does not declare).
+_scan_once: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+
+
+def _value(raw: bytes) -> Any:
+    """``json.loads(raw)`` for a downloaded line: a UTF-8 line holding one JSON value and its
+    line ending (nearly every line) goes straight to the C scanner, without ``loads``'s
+    encoding detection and two regular expression passes; anything else (other whitespace, a
+    byte order mark, UTF-16, invalid JSON) to ``loads`` itself, which accepts or refuses it."""
+    try:
+        text = raw.decode("utf-8", "surrogatepass")
+        found, end = _scan_once(text, 0)
+    except (ValueError, StopIteration):
+        return json.loads(raw)
+    if end == len(text) or text[end:] in _LINE_ENDS:
+        return found
+    return json.loads(raw)
+
+
+_LINE_ENDS = ("\n", "\r\n")
 
 
 def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> RequestResult:
     custom_id = str(line.get("custom_id"))
+    succeeded = _succeeded(line, custom_id, kind, offset, length)
+    if succeeded is not None:
+        return succeeded
     response = line.get("response") or None
     error = line.get("error") or None
     status = body = None
@@ -87,6 +110,58 @@ def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> Reques
         status,
         code,
         message,
+        tokens_in,
+        tokens_out,
+        kind,
+        offset,
+        length,
+        cached,
+        reasoning,
+    )
+
+
+def _succeeded(
+    line: dict[str, Any], custom_id: str, kind: str, offset: int, length: int
+) -> RequestResult | None:
+    """The outcome of a chat or completions line that succeeded with a usage of plain counts,
+    as ``_result`` reads it (nearly every line: a few lookups); None for any other line, which
+    ``_result`` reads the long way."""
+    response = line.get("response")
+    if type(response) is not dict or line.get("error"):
+        return None
+    status = response.get("status_code")
+    body = response.get("body")
+    if type(status) is not int or not 200 <= status < 300 or type(body) is not dict:
+        return None
+    usage = body.get("usage")
+    if type(usage) is not dict:
+        return None
+    get = usage.get
+    tokens_in, tokens_out = get("prompt_tokens"), get("completion_tokens")
+    prompt, completion = get("prompt_tokens_details"), get("completion_tokens_details")
+    if (
+        type(tokens_in) is not int
+        or type(tokens_out) is not int
+        or type(prompt) is not dict
+        or type(completion) is not dict
+        or not 0 <= tokens_in < _ABSURD
+        or not 0 <= tokens_out < _ABSURD
+    ):
+        return None
+    cached, reasoning = prompt.get("cached_tokens"), completion.get("reasoning_tokens")
+    if (
+        type(cached) is not int
+        or type(reasoning) is not int
+        or not 0 <= cached <= tokens_in
+        or not 0 <= reasoning <= tokens_out
+    ):
+        return None
+    return RequestResult(
+        custom_id,
+        "succeeded",
+        status,
+        None,
+        None,
         tokens_in,
         tokens_out,
         kind,
@@ -283,10 +358,13 @@ class MergedWriter:
         self.binary = _binary(handle) if self.csv is None else None
 
     def write_all(
-        self, requests: Iterable[RequestState], download: Callable[[int, str], Path]
+        self,
+        requests: Iterable[Sequence[Any]],
+        download: Callable[[int, str], Path],
     ) -> None:
         """Write each request's result, in the order given; ``download(part_id, kind)`` names
-        the downloaded file where a request's result line is (``result_offset``)."""
+        the downloaded file where a request's result line is (``result_offset``). A request is a
+        ``RequestState`` or a plain row in its order of fields (``request_rows_in_order``)."""
         lines = LineReader()
         try:
             self._write_all(requests, download, lines)
@@ -295,7 +373,7 @@ class MergedWriter:
 
     def _write_all(
         self,
-        requests: Iterable[RequestState],
+        requests: Iterable[Sequence[Any]],
         download: Callable[[int, str], Path],
         lines: LineReader,
     ) -> None:
@@ -306,19 +384,19 @@ class MergedWriter:
         block: list[bytes] = []
         size = 0
         for request in requests:
-            part_id, offset = request.result_part_id, request.result_offset
+            part_id, offset = request[_PART], request[_OFFSET]
             if part_id is None or offset is None:
                 self._write_block(block)
                 block, size = [], 0
-                self._record(request, None)
+                self._record(_state(request), None)
                 continue
-            key = (part_id, request.result_kind or "output")
+            key = (part_id, request[_KIND] or "output")
             mapped = files.get(key)
             if mapped is None:
                 mapped = files[key] = lines.mapped(download(*key))
-            line = mapped[offset : offset + (request.result_length or 0)]
-            if copy and request.outcome == "succeeded":
-                copied = _under_user_id(line, request.custom_id) if renamed else line
+            line = mapped[offset : offset + (request[_LENGTH] or 0)]
+            if copy and request[_OUTCOME] == "succeeded":
+                copied = _under_user_id(line, request[_CUSTOM_ID]) if renamed else line
                 if copied is not None:
                     block.append(copied)
                     size += len(copied)
@@ -328,7 +406,7 @@ class MergedWriter:
                     continue
             self._write_block(block)
             block, size = [], 0
-            self._record(request, line)
+            self._record(_state(request), line)
         self._write_block(block)
 
     def _write_block(self, block: list[bytes]) -> None:
@@ -379,6 +457,17 @@ class MergedWriter:
 
 
 _BLOCK = 1 << 20  # bytes of lines gathered before they are written
+# Where the merge finds what it reads of a request, a ``RequestState`` or a plain row.
+_FIELDS = RequestState._fields
+_CUSTOM_ID, _OUTCOME = _FIELDS.index("custom_id"), _FIELDS.index("outcome")
+_PART, _KIND = _FIELDS.index("result_part_id"), _FIELDS.index("result_kind")
+_OFFSET, _LENGTH = _FIELDS.index("result_offset"), _FIELDS.index("result_length")
+
+
+def _state(request: Sequence[Any]) -> RequestState:
+    return request if isinstance(request, RequestState) else RequestState(*request)
+
+
 # The sent id a Message Batches result line opens with (as the API and the SDK write it).
 _LEADING_SENT_ID = re.compile(rb'\{\s*"custom_id"\s*:\s*"[A-Za-z0-9_-]*"')
 

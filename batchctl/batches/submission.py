@@ -1243,8 +1243,11 @@ class Batches:
                 digest=digest,
                 derived_ids=is_message_batches(submission.endpoint),
             )
+            run_id = submission.run_id
             writer.write_all(
-                self.store.requests_in_order(submission.run_id, order=order),
+                self.store.request_rows_in_order(run_id)
+                if order == "input"
+                else self.store.requests_in_order(run_id, order=order),
                 lambda part_id, kind: local.download_path(directory, parts[part_id].number, kind),
             )
         return digest.hexdigest()

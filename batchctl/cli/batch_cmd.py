@@ -102,10 +102,13 @@ def submit(
     succeed.
     """
     from batchctl.jobs.openai import submit_options
-    from batchctl.runs import job_for_submission
 
     config = session.current.config(required=False, check_processors=False)
-    job_config = job_for_submission(config, job) if job else None
+    job_config = None
+    if job:
+        from batchctl.runs import job_for_submission  # the engine's: imported only for a job
+
+        job_config = job_for_submission(config, job)
     options = submit_options(
         job_config,
         config,

@@ -14,6 +14,10 @@ class PartsProgress:
     """A Rich progress display with a bar per part; silent when not on a terminal."""
 
     def __init__(self, *, stderr: bool, enabled: bool) -> None:
+        self.tasks: dict[int, Any] = {}
+        self.bars: Any = None
+        if not enabled:
+            return  # nothing shown (--quiet): Rich's progress is not even imported
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -37,17 +41,19 @@ class PartsProgress:
             disable=not (enabled and console.is_terminal),
             transient=False,
         )
-        self.tasks: dict[int, Any] = {}
 
     def __enter__(self) -> PartsProgress:
-        self.bars.start()
+        if self.bars is not None:
+            self.bars.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bars.stop()
+        if self.bars is not None:
+            self.bars.stop()
 
     def update(self, run: Run, parts: list[Part]) -> None:
-        update_part_bars(self.bars, self.tasks, run, parts)
+        if self.bars is not None:
+            update_part_bars(self.bars, self.tasks, run, parts)
 
 
 def update_part_bars(bars: Any, tasks: dict[int, Any], run: Run, parts: list[Part]) -> None:

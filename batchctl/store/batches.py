@@ -457,3 +457,11 @@ class BatchTables(Tables):
             )
             self._transition(run_id, previous, status, now, error)
         return True
+
+    def request_rows_in_order(self, run_id: int) -> Iterator[Sequence[Any]]:
+        """The requests in input order as plain rows in ``RequestState``'s order of fields:
+        ``requests_in_order`` without a ``RequestState`` built for each, for a merge, which
+        builds one only for a request whose line it does not copy as it is."""
+        return self._stream(
+            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE run_id = ? ORDER BY ordinal", (run_id,)
+        )
