@@ -597,9 +597,10 @@ def kill_submits(
     name_ = w.scenario.name
     honest_done = False
     attempts = 0
-    # Kill moments are drawn within the time an uninterrupted submit takes, learnt from those
-    # that ran to their end: on a loaded machine start-up alone can take seconds, and kills drawn
-    # from a fixed span would all land before the first upload.
+    # Kill moments are drawn within the time an uninterrupted submit takes, learnt from the last
+    # one that ran to its end: on a loaded machine start-up alone can take seconds, and kills
+    # drawn from a fixed span would all land before the first upload (or, with a scaled span on
+    # a quick machine, after the end).
     span = scaled(3.0)
     # Likewise the kills after the first create intent: drawn within the time a run went on
     # after it, learnt from those that ended first (a few seconds, or under one when quiet).
@@ -624,8 +625,8 @@ def kill_submits(
                 late_span = max(0.1, min(late_span, time.monotonic() - w.first_create_seen))
         else:
             killed = w.kill_after(proc, w.rng.uniform(0.0, span))
-        if not killed:
-            span = max(span, time.monotonic() - started)
+        if not killed:  # it ran to its end within this: later kills are drawn within it
+            span = time.monotonic() - started
         w.emu.clear_faults()
         listed = json.loads(w.run("status", "--json", "--no-refresh", "--limit", "1").stdout)
         run_id = listed[0]["id"] if listed and listed[0]["id"] != newest[0][0] else None
