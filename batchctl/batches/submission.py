@@ -962,15 +962,18 @@ class Batches:
             now=now,
             finished_at=work_ended(None if run is None else run.started_at, parts, now),
         )
-        if not finished:
+        if finished:
+            level = LogLevel.WARNING if failed else LogLevel.INFO
+            self._log(
+                run_id,
+                f"run {status.value}: {succeeded:,} of {submission.requests:,} request(s)"
+                " succeeded" + (f" ({_breakdown(summary)})" if failed else ""),
+                LogLevel.ERROR if status is RunStatus.FAILED else level,
+            )
+        elif self._submission(run_id).merged_at is not None:
             return True  # settled by another process: its results and on_complete stand
-        level = LogLevel.WARNING if failed else LogLevel.INFO
-        self._log(
-            run_id,
-            f"run {status.value}: {succeeded:,} of {submission.requests:,} request(s) succeeded"
-            + (f" ({_breakdown(summary)})" if failed else ""),
-            LogLevel.ERROR if status is RunStatus.FAILED else level,
-        )
+        # else its last driver recorded the run's end and died (kill -9) before recording the
+        # merge: what it left undone — the merge just made again, the delivery — is done here.
         self.store.mark_merged(run_id, str(path), self.clock())
         self._drop_unneeded_inputs(submission)
         if run is not None:

@@ -185,6 +185,25 @@ def test_a_create_lost_in_a_crash_is_found_not_repeated(
     assert [p.batch_id for p in batches.store.parts(run_id)] == [batch.id]
 
 
+def test_a_crash_after_the_run_ended_but_before_the_merge_was_recorded_is_finished_by_wait(
+    batches: Batches, store: Store, requests: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def killed(*args: object) -> None:  # kill -9 between the run's end and its merge's record
+        raise Crash()
+
+    run_id = batches.submit([requests], SPLIT)
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "mark_merged", killed)
+        with pytest.raises(Crash):
+            batches.wait(run_id)
+    run = batches.store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.COMPLETED
+
+    assert batches.wait(run_id).status is RunStatus.COMPLETED
+    assert merged_ids(batches, run_id) == [f"r{i}" for i in range(5)]
+    assert batches.store.submissions_in_flight() == []
+
+
 def test_an_error_before_any_batch_records_the_run_failed(
     batches: Batches, provider: EmulatedProvider, requests: Path
 ) -> None:
