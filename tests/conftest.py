@@ -195,6 +195,26 @@ def run_exe(
     )
 
 
+def run_into_a_closed_pipe(exe: str, *args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``batchctl ARGS`` with stdout a pipe whose reader has already gone (``| head -0``
+    that won the race): the first write fails. Returns the exit code and stderr."""
+    env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [exe, *args],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=scaled(60),
+        )
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr
+
+
 def write_chat_requests(path: Path, count: int) -> None:
     """A JSONL input of ``count`` chat requests to gpt-4o-mini, ids ``r0``, ``r1``, ..."""
     with path.open("w") as out:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from batchctl import __version__
-from tests.conftest import Workspace, run_exe
+from tests.conftest import Workspace, run_exe, run_into_a_closed_pipe
 from tests.waiting import scaled
 
 
@@ -142,35 +142,13 @@ def test_logs_piped_into_head_ends_quietly(ws: Workspace, batchctl_exe) -> None:
     assert (code, stderr) == (141, "")
 
 
-def _into_a_closed_pipe(exe: str, *args: str, env: dict[str, str]) -> tuple[int, str]:
-    """Run ``batchctl ARGS`` with stdout a pipe whose reader has already gone (``| head -0``
-    that won the race): the first write fails. Returns the exit code and stderr."""
-    import os
-
-    env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        done = subprocess.run(
-            [exe, *args],
-            env=env,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=scaled(60),
-        )
-    finally:
-        os.close(write_end)
-    return done.returncode, done.stderr
-
-
 @pytest.mark.parametrize(
     "args", [["--help"], ["submit", "--help"], []], ids=["root", "submit", "bare"]
 )
 def test_help_into_a_closed_pipe_ends_quietly_with_the_broken_pipe_code(
     ws: Workspace, batchctl_exe: str, args: list[str]
 ) -> None:
-    assert _into_a_closed_pipe(batchctl_exe, *args, env=ws.env()) == (141, "")
+    assert run_into_a_closed_pipe(batchctl_exe, *args, env=ws.env()) == (141, "")
 
 
 def test_emulator_on_a_busy_port_is_one_error_line_exit_two(

@@ -87,23 +87,11 @@ def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> Reques
         status = response.get("status_code")
         body = response.get("body")
     tokens_in, tokens_out, cached, reasoning = usage_of(body)
-    if type(status) is int and 200 <= status < 300 and not error:
-        return RequestResult(
-            custom_id,
-            "succeeded",
-            status,
-            None,
-            None,
-            tokens_in,
-            tokens_out,
-            kind,
-            offset,
-            length,
-            cached,
-            reasoning,
-        )
-    code, message = _error_of(error, body, status)
-    outcome = _UNRUN.get(code or "", "failed")
+    code = message = None
+    outcome = "succeeded"
+    if not (type(status) is int and 200 <= status < 300 and not error):
+        code, message = _error_of(error, body, status)
+        outcome = _UNRUN.get(code or "", "failed")
     return RequestResult(
         custom_id,
         outcome,

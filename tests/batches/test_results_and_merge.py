@@ -17,7 +17,7 @@ import pytest
 
 from batchctl.emulator import Emulator, EmulatorSettings
 from tests.batches.jsonl import CHAT, read_jsonl, request, write_jsonl
-from tests.conftest import run_exe
+from tests.conftest import run_exe, run_into_a_closed_pipe
 from tests.waiting import scaled
 
 FAILING = {4, 11, 23}  # positions whose model does not exist: model_not_found in the emulator
@@ -623,25 +623,13 @@ def test_results_into_a_closed_pipe_ends_quietly_without_a_traceback(
     api: Emulator, ws: Any, cli: Any, batchctl_exe: str, fmt: str
 ):
     import os
-    import subprocess
 
     write_jsonl(ws.root / "in.jsonl", [request(f"r{i}") for i in range(500)])
     submitted = cli("submit", "in.jsonl", "--wait", "--json")
     assert submitted.exit_code == 0, submitted.stderr
     run_id = str(submitted.json()["id"])
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # `| head -1` that has already read its line
-    try:
-        done = subprocess.run(
-            [batchctl_exe, "results", run_id, "-o", "-", "--format", fmt],
-            env=env,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=scaled(60),
-        )
-    finally:
-        os.close(write_end)
+    done = run_into_a_closed_pipe(
+        batchctl_exe, "results", run_id, "-o", "-", "--format", fmt, env=dict(os.environ)
+    )
 
-    assert (done.returncode, done.stderr) == (141, "")
+    assert done == (141, "")

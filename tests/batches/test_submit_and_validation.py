@@ -739,6 +739,16 @@ def test_a_limit_option_of_zero_or_less_is_refused_not_read_as_the_default(
 # --- the emulator command ------------------------------------------------------------------------
 
 
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Stop an emulator the test started: SIGTERM, then SIGKILL if it does not go."""
+    process.terminate()
+    try:
+        process.wait(timeout=scaled(10))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -772,12 +782,7 @@ def test_emulator_command_serves_the_api_on_the_given_port(ws: Any, batchctl_exe
             )
             assert sdk.files.retrieve(uploaded.id).filename == "in.jsonl"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=scaled(10))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
 
 
 def test_following_the_emulator_banner_for_a_vendor_submits_to_it_with_that_provider(
@@ -808,9 +813,4 @@ def test_following_the_emulator_banner_for_a_vendor_submits_to_it_with_that_prov
         assert done.returncode == 0, done.stderr
         assert "2 succeeded" in done.stdout
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=scaled(10))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
