@@ -443,6 +443,14 @@ class ModelTokens(NamedTuple):
     cache_write_1h_tokens: int = 0  # of cache_write_tokens
 
 
+class RequestTotals(NamedTuple):
+    """A submission's requests summed in one pass over them."""
+
+    counts: dict[str, int]  # by outcome ("pending" for none yet), with the token totals
+    tokens: list[ModelTokens]  # by model, in the models' order
+    failures: list[tuple[str | None, int | None, int]]  # failed: (error_code, status_code, count)
+
+
 class RequestState(NamedTuple):
     """A recorded request: its order, where it was sent and what came back."""
 

@@ -932,8 +932,9 @@ class Batches:
         # Its checksum, so that ``results`` can copy it rather than merge again.
         local.write_checksum(path, self._merge(submission, path))
         self._log(run_id, f"merged {submission.requests:,} result(s) in input order into {path}")
-        summary = self.store.request_summary(run_id)
-        cost = self._cost(run_id)
+        totals = self.store.request_totals(run_id)
+        summary = totals.counts
+        cost = self._cost(run_id, totals.tokens)
         succeeded = summary.get("succeeded", 0)
         failed = submission.requests - succeeded
         run = self.store.get_run(run_id)
@@ -1274,8 +1275,8 @@ class Batches:
 
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
         """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
-        summary = self.store.request_summary(run_id)
-        tokens = self.store.tokens_by_model(run_id)
+        totals = self.store.request_totals(run_id)
+        summary, tokens = totals.counts, totals.tokens
         cost = self._cost(run_id, tokens)
         return ResultSummary(
             run=self._run(run_id),
@@ -1290,23 +1291,21 @@ class Batches:
             cached_tokens=sum(t.cached_tokens for t in tokens),
             reasoning_tokens=sum(t.reasoning_tokens for t in tokens),
             cache_write_tokens=sum(t.cache_write_tokens for t in tokens),
-            failures=self.failures(run_id),
+            failures=split(totals.failures),
         )
 
     def failures(self, run_id: int) -> FailureSplit:
         """The submission's failed requests, counted by whether a retry sends them again."""
         return split(self.store.failure_codes([run_id])[run_id])
 
-    def _cost(self, run_id: int, tokens: list[ModelTokens] | None = None) -> Cost:
-        """The cost of the submission's tokens (``tokens``, when the caller has read them).
+    def _cost(self, run_id: int, tokens: list[ModelTokens]) -> Cost:
+        """The cost of the submission's tokens (``tokens``, by model).
 
         Kept in the submission's directory with what it was computed from, and used again
         while the tokens and the configured prices are the same: the published price data
         takes about half a second to load, once per submission rather than at every
         ``results``. So a cost is priced when its tokens were spent (its settling), as the
         run's recorded cost is."""
-        if tokens is None:
-            tokens = self.store.tokens_by_model(run_id)
         discount = self.config.batches.batch_discount
         submission = self._submission(run_id)
         source = self.config.provider(submission.provider).published_prices

@@ -24,6 +24,7 @@ from batchctl.records import (
     RequestResult,
     RequestRow,
     RequestState,
+    RequestTotals,
     RunStatus,
     Submission,
 )
@@ -324,15 +325,34 @@ class BatchTables(Tables):
                 found[run_id].append((code, status, int(count)))
         return found
 
-    def tokens_by_model(self, run_id: int) -> list[ModelTokens]:
-        rows = self._all(
-            "SELECT p.model, sum(r.input_tokens), sum(r.output_tokens),"
-            " sum(r.cached_tokens), sum(r.reasoning_tokens), sum(r.cache_write_tokens),"
-            " sum(r.cache_write_1h_tokens) FROM requests r"
-            " JOIN parts p ON p.id = r.part_id WHERE r.run_id = ? GROUP BY p.model",
+    def request_totals(self, run_id: int) -> RequestTotals:
+        """The run's requests counted by outcome, their tokens by model and its failed requests
+        by code, in one pass over them: what a summary of its results shows."""
+        counts = {"input_tokens": 0, "output_tokens": 0}
+        by_model: dict[str, list[int]] = {}
+        failures: list[tuple[str | None, int | None, int]] = []
+        for model, outcome, code, status, count, *spent in self._all(
+            "SELECT p.model, coalesce(r.outcome, 'pending'),"
+            " CASE WHEN r.outcome = 'failed' THEN r.error_code END,"
+            " CASE WHEN r.outcome = 'failed' THEN r.status_code END, count(*),"
+            " sum(r.input_tokens), sum(r.output_tokens), sum(r.cached_tokens),"
+            " sum(r.reasoning_tokens), sum(r.cache_write_tokens), sum(r.cache_write_1h_tokens)"
+            " FROM requests r JOIN parts p ON p.id = r.part_id WHERE r.run_id = ?"
+            " GROUP BY 1, 2, 3, 4",
             (run_id,),
-        )
-        return [ModelTokens(row[0], *(int(n or 0) for n in row[1:])) for row in rows]
+        ):
+            count = int(count)
+            counts[outcome] = counts.get(outcome, 0) + count
+            sums = by_model.setdefault(model, [0] * len(spent))
+            for i, n in enumerate(spent):
+                sums[i] += int(n or 0)
+            if outcome == "failed":
+                failures.append((code, status, count))
+        for sums in by_model.values():
+            counts["input_tokens"] += sums[0]
+            counts["output_tokens"] += sums[1]
+        tokens = [ModelTokens(model, *by_model[model]) for model in sorted(by_model)]
+        return RequestTotals(counts, tokens, failures)
 
     def output_history(self, job: str) -> dict[str, tuple[int, int]]:
         """Per model, the requests of the job's submissions that succeeded and their output

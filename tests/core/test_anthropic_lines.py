@@ -401,7 +401,7 @@ def test_cache_reads_and_writes_cost_genai_prices_own_batch_figure(
     import genai_prices
 
     run_id, _ = settled(store, tmp_path, IDS)
-    tokens = store.tokens_by_model(run_id)
+    tokens = store.request_totals(run_id).tokens
     assert tokens == [ModelTokens(HAIKU, 450, 120, 60, 0, 90, 30)]  # three succeeded
     cost = cost_of(tokens, {}, 0.5, provider_id="anthropic")
 

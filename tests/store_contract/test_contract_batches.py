@@ -247,7 +247,7 @@ def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
         "input_tokens": 22,
         "output_tokens": 3,
     }
-    assert sorted(store.tokens_by_model(run_id)) == [
+    assert store.request_totals(run_id).tokens == [
         ModelTokens("gpt-4o", 15, 2, cached_tokens=5 + 2, reasoning_tokens=2),
         ModelTokens("gpt-4o-mini", 7, 1, cached_tokens=3, reasoning_tokens=1),
     ]
@@ -256,7 +256,7 @@ def test_results_settle_orders_summary_and_tokens(store: Store) -> None:
     summaries = store.request_summaries([run_id, run_id + 99])
     assert summaries == {run_id: summary, run_id + 99: {"input_tokens": 0, "output_tokens": 0}}
     assert all(type(v) is int for v in summaries[run_id].values())
-    assert all(type(n) is int for row in store.tokens_by_model(run_id) for n in row[1:])
+    assert all(type(n) is int for row in store.request_totals(run_id).tokens for n in row[1:])
 
 
 def test_failure_codes_count_failed_requests_by_code_and_status(store: Store) -> None:
@@ -275,6 +275,24 @@ def test_failure_codes_count_failed_requests_by_code_and_status(store: Store) ->
     )
     assert found[run_id + 99] == []
     assert all(type(row[2]) is int for row in found[run_id])
+
+
+def test_request_totals_agree_with_the_summary_and_the_failure_codes_in_one_pass(
+    store: Store,
+) -> None:
+    run_id = _submit(store)
+    p1, p2 = store.parts(run_id)
+    server = RequestResult("r0", "failed", 500, None, "boom", 3, 0, "error", 0, 50)
+    store.record_results(p1.id, [server, _result("r1", "succeeded", "output", 0)], T0)
+    store.record_results(p2.id, [_result("r2", "expired", "error", 0)], T0)
+
+    totals = store.request_totals(run_id)
+
+    assert totals.counts == store.request_summary(run_id)
+    assert totals.failures == store.failure_codes([run_id])[run_id] == [(None, 500, 1)]
+    assert sum(t.input_tokens for t in totals.tokens) == totals.counts["input_tokens"]
+    assert [t.model for t in totals.tokens] == sorted({p1.model, p2.model})
+    assert all(type(v) is int for v in totals.counts.values())
 
 
 def test_output_history_counts_the_succeeded_requests_of_a_job_by_model(store: Store) -> None:
@@ -529,7 +547,7 @@ def test_results_named_by_ordinal_are_recorded_against_that_request_of_the_part(
         ("r2", "failed", "overloaded_error"),
         ("r3", "succeeded", None),
     ]
-    assert sorted(store.tokens_by_model(run_id)) == [
+    assert store.request_totals(run_id).tokens == [
         ModelTokens(
             "gpt-4o", 30, 4, cached_tokens=5, cache_write_tokens=6, cache_write_1h_tokens=2
         ),
