@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import Workspace
 
@@ -67,6 +70,25 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(ws: Workspace, cli) -> N
     assert f"error: cannot use database {ws.db}" in result.stderr
     assert "Traceback" not in result.stderr
     assert ws.db.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["/dev/null", "a directory"])
+def test_a_database_path_that_is_not_a_regular_file_is_a_clear_error(
+    ws: Workspace, cli, where: str
+) -> None:
+    db = ws.root if where == "a directory" else Path(where)
+    result = cli("--db", str(db), "status")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: cannot open database {db}: not a regular file\n")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_sqlite_url_is_refused_rather_than_read_as_a_path(ws: Workspace, cli) -> None:
+    result = cli("--db", f"sqlite:///{ws.root}/x.db", "status")
+    assert result.exit_code == 2
+    assert "sqlite:// URLs are not taken" in result.stderr
+    assert "postgresql://" in result.stderr
+    assert not (Path.cwd() / "sqlite:").exists() and not (ws.root / "x.db").exists()
 
 
 def test_run_history_is_readable_with_plain_sqlite(ws: Workspace, cli) -> None:

@@ -23,6 +23,14 @@ def open_store(location: str) -> Store:
         from batchctl.store.postgres import PostgresStore
 
         return PostgresStore.open(location)
+    if "://" in location:  # e.g. sqlite:///x.db: not a path, which would make a "sqlite:" dir
+        from batchctl.errors import StoreError
+
+        scheme = location.split("://", 1)[0]
+        raise StoreError(
+            f"cannot open database {location}: {scheme}:// URLs are not taken",
+            hint="give a SQLite database as its file's path, or a postgresql:// URL",
+        )
     from batchctl.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(location)

@@ -40,6 +40,11 @@ class SQLiteStore(Store):
     @classmethod
     def open(cls, location: str) -> SQLiteStore:
         path = Path(location).expanduser()
+        if location != ":memory:" and path.exists() and not path.is_file():
+            raise StoreError(
+                f"cannot open database {path}: not a regular file",
+                hint="give the path of a database file, or of one to create",
+            )
         try:
             if location != ":memory:":
                 # Private to the user, as the data it holds: SQLite gives the -wal and -shm
