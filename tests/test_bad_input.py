@@ -345,6 +345,22 @@ def test_standard_input_given_twice_is_refused(ws: Workspace, monkeypatch) -> No
     assert "error: <stdin>: standard input (-) is given more than once" in result.stderr
 
 
+@pytest.mark.parametrize("second", ["in.jsonl", "link.jsonl"])
+def test_one_file_given_twice_is_refused_as_such(ws: Workspace, monkeypatch, second: str) -> None:
+    _no_config(ws, monkeypatch)
+    monkeypatch.chdir(ws.root)
+    Path("in.jsonl").write_text("\n".join(_valid_lines(2)) + "\n")
+    Path("link.jsonl").symlink_to("in.jsonl")
+
+    result = CliRunner().invoke(app, ["submit", "in.jsonl", second], catch_exceptions=False)
+
+    assert result.exit_code == 2
+    also = "" if second == "in.jsonl" else " (also as in.jsonl)"
+    assert f"error: {second}: is given more than once{also}\n" in result.stderr
+    assert "duplicate custom_id" not in result.stderr
+    _assert_nothing_recorded(ws)
+
+
 def test_a_terminal_as_standard_input_is_refused(ws: Workspace, batchctl_exe: str) -> None:
     controller, terminal = os.openpty()
     try:

@@ -169,6 +169,7 @@ class _Scanner:
         # memory per request is one dict entry and an int, not a tuple.
         self.seen: dict[str, int] = {}
         self.files: list[Path] = []
+        self.opened: dict[tuple[int, int], Path] = {}  # (device, inode) -> the name it came by
         self.open_part: dict[str, PartPlan] = {}  # the part now being filled, per model
         self.digest = hashlib.sha256()
         if endpoint is not None and endpoint not in rules.endpoints:
@@ -209,12 +210,21 @@ class _Scanner:
                 return None
             return sys.stdin.buffer
         try:
-            return open_regular(path)
+            handle = open_regular(path)
         except NotRegularFile as exc:
             self.problem(path, None, f"cannot read {exc}: give a regular file (or - for stdin)")
         except OSError as exc:
             self.problem(path, None, f"cannot read: {exc.strerror or exc}")
-        return None
+            return None
+        # The same file twice (by two names, or one) would repeat every custom_id in it.
+        found = os.fstat(handle.fileno())
+        first = self.opened.setdefault((found.st_dev, found.st_ino), path)
+        if first is not path:
+            handle.close()
+            again = "is given more than once" + ("" if first == path else f" (also as {first})")
+            self.problem(path, None, again)
+            return None
+        return handle
 
     def read_lines(self, path: Path, handle: IO[bytes], *, follow: int | None) -> None:
         readline = handle.readline
