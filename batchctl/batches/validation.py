@@ -213,6 +213,7 @@ class _Scanner:
             handle = open_regular(path)
         except NotRegularFile as exc:
             self.problem(path, None, f"cannot read {exc}: give a regular file (or - for stdin)")
+            return None
         except OSError as exc:
             self.problem(path, None, f"cannot read: {exc.strerror or exc}")
             return None

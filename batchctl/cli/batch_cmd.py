@@ -469,8 +469,13 @@ def _print_plan(
     )
     unpriced = cost.unpriced_models
     render.out(
-        f"estimated cost (an estimate, not a quote): {render.cost(cost.batch, unpriced)} at batch "
-        f"price, {render.cost(cost.synchronous, unpriced)} synchronous"
+        "estimated cost (an estimate, not a quote): "
+        + (
+            "unpriced"
+            if render.nothing_priced(cost.synchronous, unpriced)
+            else f"{render.cost(cost.batch, unpriced)} at batch price,"
+            f" {render.cost(cost.synchronous, unpriced)} synchronous"
+        )
     )
     bases = {o.basis for o in outputs}
     render.out(
@@ -519,11 +524,14 @@ def print_summary(summary: ResultSummary, json_output: bool) -> None:
         f"{summary.output_tokens:,} out ({summary.reasoning_tokens:,} reasoning)"
     )
     unpriced = summary.unpriced_models
-    render.out(
-        f"cost: {render.cost(summary.cost_batch, unpriced)} at batch price "
-        f"(synchronous: {render.cost(summary.cost_synchronous, unpriced)}, saved "
-        f"{render.cost(summary.cost_synchronous - summary.cost_batch, unpriced)})"
-    )
+    if render.nothing_priced(summary.cost_synchronous, unpriced):
+        render.out("cost: unpriced")
+    else:
+        render.out(
+            f"cost: {render.cost(summary.cost_batch, unpriced)} at batch price "
+            f"(synchronous: {render.cost(summary.cost_synchronous, unpriced)}, saved "
+            f"{render.cost(summary.cost_synchronous - summary.cost_batch, unpriced)})"
+        )
     if unpriced:
         render.out(f"unpriced (no price in [prices] or the published data): {', '.join(unpriced)}")
     render.out(f"results: {summary.path}")

@@ -202,6 +202,12 @@ def cost(amount: float, unpriced: Sequence[str]) -> str:
     return "> $0" if shown.startswith("<") else f"≥ {shown}"
 
 
+def nothing_priced(synchronous: float, unpriced: Sequence[str]) -> bool:
+    """Whether a cost has no priced model in it at all: shown as one "unpriced", rather than
+    as a batch price, a synchronous price and a saving that are each "unpriced"."""
+    return bool(unpriced) and synchronous <= 0
+
+
 def run_cost(run: Run) -> str:
     """A run's cost as a table shows it: "-" while it is in flight with nothing priced yet (a
     submission is priced when it settles), never a $0 that is only not known yet."""

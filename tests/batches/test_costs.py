@@ -156,7 +156,8 @@ def test_a_model_without_a_price_is_shown_unpriced_in_tables(api: Emulator, ws: 
 
     assert "unpriced" in listed and "$0.0000" not in listed
     assert "unpriced" in detail and "acme-private-1" in detail and "$0.0000" not in detail
-    assert "cost: unpriced at batch price" in results and "$0.0000" not in results
+    assert "\ncost: unpriced\n" in results and "$0.0000" not in results
+    assert "acme-private-1" in results
 
 
 def test_a_run_with_priced_and_unpriced_models_shows_its_cost_as_a_lower_bound(

@@ -666,6 +666,18 @@ def test_dry_run_prints_the_plan_and_both_prices(api: Emulator, ws: Any, cli: An
     assert cli("status", "--json").json() == []
 
 
+def test_dry_run_of_models_without_any_price_says_unpriced_once(api: Emulator, ws: Any, cli: Any):
+    write_jsonl(ws.root / "in.jsonl", [request(f"e{i}", model="acme-private-1") for i in range(3)])
+
+    result = cli("submit", "in.jsonl", "--dry-run")
+
+    assert result.exit_code == 0, result.stderr
+    assert "estimated cost (an estimate, not a quote): unpriced\n" in result.stdout
+    assert "unpriced (no price in [prices] or the published data): acme-private-1" in (
+        result.stdout
+    )
+
+
 # --- --metadata ----------------------------------------------------------------------------------
 
 
