@@ -290,6 +290,26 @@ class LockHolder(NamedTuple):
 REQUEST_OUTCOMES: tuple[RequestOutcome, ...] = tuple(RequestOutcome)
 
 
+class ModelTokens(NamedTuple):
+    """The tokens of a submission's requests to one model, summed: what a price applies to."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0  # of input_tokens
+    reasoning_tokens: int = 0  # of output_tokens
+    cache_write_tokens: int = 0  # of input_tokens
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens
+
+
+class RequestTotals(NamedTuple):
+    """A submission's requests summed in one pass over them."""
+
+    counts: dict[str, int]  # by outcome ("pending" for none yet), with the token totals
+    tokens: list[ModelTokens]  # by model, in the models' order
+    failures: list[tuple[str | None, int | None, int]]  # failed: (error_code, status_code, count)
+
+
 class Submission(NamedTuple):
     """A run's batch submission: what was sent, where its files live, how it is driven."""
 
@@ -308,6 +328,7 @@ class Submission(NamedTuple):
     max_request_attempts: int
     merged_at: datetime | None
     results_path: str | None
+    totals: RequestTotals | None = None  # its requests summed when it was merged
 
 
 class Part(NamedTuple):
@@ -429,26 +450,6 @@ class RequestResult(NamedTuple):
     # The request's ordinal when the line names it by a derived id (``derived_ids``) rather
     # than by the user's custom_id: the request is then found by its place in the input.
     ordinal: int | None = None
-
-
-class ModelTokens(NamedTuple):
-    """The tokens of a submission's requests to one model, summed: what a price applies to."""
-
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0  # of input_tokens
-    reasoning_tokens: int = 0  # of output_tokens
-    cache_write_tokens: int = 0  # of input_tokens
-    cache_write_1h_tokens: int = 0  # of cache_write_tokens
-
-
-class RequestTotals(NamedTuple):
-    """A submission's requests summed in one pass over them."""
-
-    counts: dict[str, int]  # by outcome ("pending" for none yet), with the token totals
-    tokens: list[ModelTokens]  # by model, in the models' order
-    failures: list[tuple[str | None, int | None, int]]  # failed: (error_code, status_code, count)
 
 
 class RequestState(NamedTuple):

@@ -658,7 +658,9 @@ def _submission(ws: Workspace, *, merged: bool) -> tuple[int, Path]:
             now=now,
         )
         if merged:
-            store.mark_merged(run_id, str(directory / "results.jsonl"), now)
+            store.mark_merged(
+                run_id, str(directory / "results.jsonl"), store.request_totals(run_id), now
+            )
     finally:
         store.close()
     _backdate(ws, run_id)

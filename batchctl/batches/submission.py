@@ -934,7 +934,7 @@ class Batches:
         self._log(run_id, f"merged {submission.requests:,} result(s) in input order into {path}")
         totals = self.store.request_totals(run_id)
         summary = totals.counts
-        cost = self._cost(run_id, totals.tokens)
+        cost = self._cost(submission, totals.tokens)
         succeeded = summary.get("succeeded", 0)
         failed = submission.requests - succeeded
         run = self.store.get_run(run_id)
@@ -975,7 +975,7 @@ class Batches:
             return True  # settled by another process: its results and on_complete stand
         # else its last driver recorded the run's end and died (kill -9) before recording the
         # merge: what it left undone — the merge just made again, the delivery — is done here.
-        self.store.mark_merged(run_id, str(path), self.clock())
+        self.store.mark_merged(run_id, str(path), totals, self.clock())
         self._drop_unneeded_inputs(submission)
         if run is not None:
             from batchctl.batches.delivery import after_settle
@@ -1275,9 +1275,11 @@ class Batches:
 
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
         """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
-        totals = self.store.request_totals(run_id)
+        submission = self._submission(run_id)
+        # Summed when it was merged, and unchanged since: a retry that reopens it clears them.
+        totals = submission.totals or self.store.request_totals(run_id)
         summary, tokens = totals.counts, totals.tokens
-        cost = self._cost(run_id, tokens)
+        cost = self._cost(submission, tokens)
         return ResultSummary(
             run=self._run(run_id),
             path=path,
@@ -1298,7 +1300,7 @@ class Batches:
         """The submission's failed requests, counted by whether a retry sends them again."""
         return split(self.store.failure_codes([run_id])[run_id])
 
-    def _cost(self, run_id: int, tokens: list[ModelTokens]) -> Cost:
+    def _cost(self, submission: Submission, tokens: list[ModelTokens]) -> Cost:
         """The cost of the submission's tokens (``tokens``, by model).
 
         Kept in the submission's directory with what it was computed from, and used again
@@ -1307,7 +1309,6 @@ class Batches:
         ``results``. So a cost is priced when its tokens were spent (its settling), as the
         run's recorded cost is."""
         discount = self.config.batches.batch_discount
-        submission = self._submission(run_id)
         source = self.config.provider(submission.provider).published_prices
         basis = cost_basis(tokens, self.config.prices, discount, provider_id=source)
         directory = Path(submission.directory)

@@ -37,6 +37,7 @@ from batchctl.store.rows import (
     SUBMISSIONS,
     UPDATABLE_PART_COLUMNS,
     results_by_kind,
+    totals_text,
     unpriced_text,
 )
 from batchctl.store.runs import insert_logs
@@ -365,17 +366,22 @@ class BatchTables(Tables):
         )
         return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
 
-    def mark_merged(self, run_id: int, results_path: str, now: datetime) -> None:
+    def mark_merged(
+        self, run_id: int, results_path: str, totals: RequestTotals, now: datetime
+    ) -> None:
+        """Record a submission merged into ``results_path``, with its requests' ``totals`` then."""
         self._write_one(
-            "UPDATE submissions SET merged_at = ?, results_path = ? WHERE run_id = ?",
-            (self.at(now), results_path, run_id),
+            "UPDATE submissions SET merged_at = ?, results_path = ?, totals = ? WHERE run_id = ?",
+            (self.at(now), results_path, totals_text(totals), run_id),
         )
 
     def reopen_submission(self, run_id: int, now: datetime, reason: str) -> None:
         """Put a settled submission back in flight (its run back to running) for a retry."""
         with self._write():
             previous = self._status_of(run_id)
-            self._exec("UPDATE submissions SET merged_at = NULL WHERE run_id = ?", (run_id,))
+            self._exec(
+                "UPDATE submissions SET merged_at = NULL, totals = NULL WHERE run_id = ?", (run_id,)
+            )
             self._exec(
                 "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL,"
                 " cancel_requested = FALSE, attempts = attempts + 1,"

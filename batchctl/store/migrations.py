@@ -290,6 +290,10 @@ MIGRATIONS: list[str] = [
     # hour). Number 11: migration 10 is the token hold's (issue #12), merged before this one.
     'ALTER TABLE "requests" ADD COLUMN "cache_write_tokens" {big} NOT NULL DEFAULT 0;'
     ' ALTER TABLE "requests" ADD COLUMN "cache_write_1h_tokens" {big} NOT NULL DEFAULT 0',
+    # 12. A settled submission's requests summed when it was merged (``RequestTotals`` as JSON;
+    # NULL until then, and again when a retry reopens it): its summary without a pass over
+    # every request at each ``results``.
+    'ALTER TABLE "submissions" ADD COLUMN "totals" TEXT',
 ]
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -21,10 +21,12 @@ from batchctl.records import (
     LockHolder,
     LogEntry,
     LogLevel,
+    ModelTokens,
     Owner,
     Part,
     RequestResult,
     RequestState,
+    RequestTotals,
     Run,
     RunStatus,
     Submission,
@@ -112,7 +114,25 @@ PARTS = Columns(
     hold_tries=lambda tries: tries or 0,
 )
 TICKS = Columns(Tick, required="scheduled_for", scope=_no_scope)
-SUBMISSIONS = Columns(Submission, times="merged_at", metadata=json.loads, inputs=json.loads)
+
+
+def totals_text(totals: RequestTotals) -> str:
+    """How a submission's ``RequestTotals`` are stored: one JSON array."""
+    return json.dumps(totals)  # a NamedTuple is written as the array of its fields
+
+
+def _totals(text: str | None) -> RequestTotals | None:
+    if text is None:
+        return None
+    counts, tokens, failures = json.loads(text)
+    return RequestTotals(
+        counts, [ModelTokens(*row) for row in tokens], [(c, s, n) for c, s, n in failures]
+    )
+
+
+SUBMISSIONS = Columns(
+    Submission, times="merged_at", metadata=json.loads, inputs=json.loads, totals=_totals
+)
 DAEMONS = Columns(
     DaemonInfo,
     times="last_pass_at stopped_at",

@@ -370,10 +370,12 @@ def test_merge_finish_and_reopen(store: Store) -> None:
         error=None,
         now=T0,
     )
-    store.mark_merged(run_id, "/tmp/results.jsonl", T0 + timedelta(seconds=10))
+    totals = store.request_totals(run_id)
+    store.mark_merged(run_id, "/tmp/results.jsonl", totals, T0 + timedelta(seconds=10))
     sub = store.get_submission(run_id)
     assert sub is not None and sub.merged_at == T0 + timedelta(seconds=10)
     assert sub.results_path == "/tmp/results.jsonl"
+    assert sub.totals == totals
     assert store.submissions_in_flight() == []
     run = store.get_run(run_id)
     assert run is not None and run.status is RunStatus.PARTIAL and run.items_failed == 1
@@ -389,6 +391,8 @@ def test_merge_finish_and_reopen(store: Store) -> None:
     )
     assert run.finished_at is None and not run.cancel_requested
     assert store.submissions_in_flight() == [run_id]
+    reopened = store.get_submission(run_id)
+    assert reopened is not None and reopened.totals is None  # summed again when merged again
     last = store.transitions(run_id)[-1]
     assert (last.from_status, last.to_status, last.reason) == (
         RunStatus.PARTIAL,

@@ -97,7 +97,7 @@ def test_tick_part_and_schedule_aggregates(store: Store) -> None:
     part = store.parts(run_id)[0]
     store.update_part(part.id, status="in_progress")
     assert store.part_stats() == {("openai", "in_progress"): 1}
-    store.mark_merged(run_id, "/tmp/out", T0)
+    store.mark_merged(run_id, "/tmp/out", store.request_totals(run_id), T0)
     assert store.part_stats() == {}
 
 
@@ -120,7 +120,7 @@ def test_prune_runs_keeps_active_recent_and_unmerged_ones(store: Store) -> None:
     assert [(p.id, p.log_lines, p.directory) for p in prunable] == [(old, 2, None)]
     assert store.prunable_runs(cutoff, after_id=old) == []
     assert store.unmerged_finished_count(cutoff) == 1
-    store.mark_merged(unmerged, "/tmp/out", _at(2))
+    store.mark_merged(unmerged, "/tmp/out", store.request_totals(unmerged), _at(2))
     assert [p.id for p in store.prunable_runs(cutoff, limit=1)] == [old]
     assert [(p.id, p.directory) for p in store.prunable_runs(cutoff)][1] == (unmerged, "/tmp/t1")
     assert store.delete_runs([old, recent, active, unmerged], cutoff) == [old, unmerged]
