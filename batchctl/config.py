@@ -1,10 +1,11 @@
 """Load and validate the TOML config into typed values; every problem names the file and key.
 
 Validation is strict and up front: unknown keys, wrong types, values out of range, bad
-durations, cron expressions and time zones, and processors that cannot be imported are all
-reported together, one line each, before anything runs: a config that loads does not fail a run
-later. User text in a message (a job name, a value) is shown in TOML spelling, escaped, so that
-every problem stays on one line.
+durations, cron expressions and time zones, and (``check_host``) processors that cannot be
+imported and working directories that do not exist on this host are all reported together, one
+line each, before anything runs: a config that loads does not fail a run later. User text in a
+message (a job name, a value) is shown in TOML spelling, escaped, so that every problem stays on
+one line.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class Config:
 EMPTY = Config(path=None)
 
 
-def load_config(path: Path, *, check_processors: bool = True) -> Config:
+def load_config(path: Path, *, check_host: bool = True) -> Config:
     """Read and validate ``path``; raise ConfigError listing every problem found."""
     where = _one_line(str(path))
     try:
@@ -228,12 +229,10 @@ def load_config(path: Path, *, check_processors: bool = True) -> Config:
         raise ConfigError(f"{where}: line {line}: not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_one_line(f"{where}: invalid TOML: {exc}")) from None
-    return parse_config(raw, path, check_processors=check_processors)
+    return parse_config(raw, path, check_host=check_host)
 
 
-def parse_config(
-    raw: dict[str, Any], path: Path | None, *, check_processors: bool = True
-) -> Config:
+def parse_config(raw: dict[str, Any], path: Path | None, *, check_host: bool = True) -> Config:
     section = _Section(raw, "", _Problems(path))
     _check_nul(raw, "", section.problems)
     base_dir = path.parent if path else Path.cwd()
@@ -250,8 +249,9 @@ def parse_config(
     _check_chains(jobs, section.problems)
     _check_job_providers(jobs, providers, section.problems)
     section.finish()
-    if check_processors:
+    if check_host:
         _check_processors(jobs, base_dir, section.problems)
+        _check_directories(jobs, section.problems)
     section.problems.raise_if_any()
     return Config(
         path=path,
@@ -635,6 +635,14 @@ def _check_processors(jobs: Mapping[str, JobConfig], base_dir: Path, problems: _
             resolve_processor(job.processor, base_dir)
         except ProcessorImportError as exc:
             problems.add(f"{_dotted('jobs', job.name)}.processor", str(exc))
+
+
+def _check_directories(jobs: Mapping[str, JobConfig], problems: _Problems) -> None:
+    """A job's ``cwd`` must be a directory here: else each of its runs fails at start."""
+    for job in jobs.values():
+        if job.cwd is not None and not job.cwd.is_dir():
+            reason = "is not a directory" if job.cwd.exists() else "no such directory"
+            problems.add(f"{_dotted('jobs', job.name)}.cwd", f"{_one_line(str(job.cwd))}: {reason}")
 
 
 # --- value converters: each raises ValueError with a message for the user ----------------------

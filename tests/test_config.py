@@ -158,6 +158,20 @@ def test_processor_whose_module_raises_on_import_is_reported(ws: Workspace, cli)
     )
 
 
+@pytest.mark.parametrize("made", ["nothing", "a file"])
+def test_a_cwd_that_is_not_a_directory_here_is_reported(ws: Workspace, cli, made: str) -> None:
+    where = ws.root / "work"
+    if made == "a file":
+        where.write_text("")
+    ws.write_config(f'[jobs.a]\nkind = "command"\ncommand = "true"\ncwd = "{where}"\n')
+
+    result = cli("config", "check")
+
+    assert result.exit_code == 2
+    reason = "is not a directory" if made == "a file" else "no such directory"
+    assert f"jobs.a.cwd: {where}: {reason}" in result.stderr
+
+
 def test_processor_missing_attribute_is_reported(ws: Workspace, cli) -> None:
     ws.write_module("thin_proc", "x = 1\n")
     ws.write_config('[jobs.a]\nkind = "python"\nprocessor = "thin_proc:process"\n')

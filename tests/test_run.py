@@ -122,14 +122,30 @@ def test_command_that_cannot_start_fails_with_the_reason(ws: Workspace, cli) -> 
     assert "cannot start command" in result.json()[0]["error"]
 
 
-def test_command_whose_cwd_is_missing_fails_naming_the_cwd_as_a_path(ws: Workspace, cli) -> None:
+def test_command_whose_cwd_is_missing_is_refused_before_anything_runs(ws: Workspace, cli) -> None:
     ws.write_config('[jobs.e]\nkind = "command"\ncommand = "true"\ncwd = "/no/such/dir"\n')
 
     result = cli("run", "e", "--json")
 
-    assert result.exit_code == 1
-    error = result.json()[0]["error"]
-    assert error == "cannot start command: cwd /no/such/dir: No such file or directory"
+    assert result.exit_code == 2
+    assert "jobs.e.cwd: /no/such/dir: no such directory" in result.stderr
+    assert not ws.db.exists()  # refused before the database was opened
+
+
+def test_command_whose_cwd_is_gone_when_it_starts_fails_naming_the_cwd_as_a_path(
+    ws: Workspace, cli
+) -> None:
+    gone = ws.root / "gone"
+    gone.mkdir()
+    ws.write_config(
+        f'[jobs.a]\nkind = "command"\ncommand = "rmdir {gone}"\n'
+        f'[jobs.e]\nkind = "command"\ncommand = "true"\ncwd = "{gone}"\nafter = ["a"]\n'
+    )
+
+    cli("run", "a")
+
+    (error,) = ws.sql("SELECT error FROM runs WHERE job = 'e'")[0]
+    assert error == f"cannot start command: cwd {gone}: No such file or directory"
 
 
 def test_command_whose_program_is_missing_fails_naming_the_program(ws: Workspace, cli) -> None:

@@ -103,7 +103,7 @@ def submit(
     """
     from batchctl.jobs.openai import submit_options
 
-    config = session.current.config(required=False, check_processors=False)
+    config = session.current.config(required=False, check_host=False)
     job_config = None
     if job:
         from batchctl.runs import job_for_submission  # the engine's: imported only for a job
@@ -347,7 +347,7 @@ def open_batches() -> Batches:
     """The batches of this invocation's store, with its config (or defaults) for the API."""
     from batchctl.batches.submission import Batches
 
-    config = session.current.config(required=False, check_processors=False)
+    config = session.current.config(required=False, check_host=False)
     return Batches(session.current.store(), config)
 
 

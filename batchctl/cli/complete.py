@@ -30,7 +30,7 @@ def _session(ctx: typer.Context) -> Iterator[Session]:
 def job_names(ctx: typer.Context, incomplete: str) -> list[str]:
     try:
         with _session(ctx) as session:
-            config = session.config(check_processors=False)
+            config = session.config(check_host=False)
     except Exception:
         return []
     return [name for name in config.jobs if name.startswith(incomplete)]
@@ -56,7 +56,7 @@ def provider_names(ctx: typer.Context, incomplete: str) -> list[str]:
 
     try:
         with _session(ctx) as session:
-            configured = list(session.config(required=False, check_processors=False).providers)
+            configured = list(session.config(required=False, check_host=False).providers)
     except Exception:
         configured = []
     return sorted(n for n in {*PROFILES, *configured} if n.startswith(incomplete))

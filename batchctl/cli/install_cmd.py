@@ -72,7 +72,7 @@ def install(
     use_systemd = _systemd_chosen(crontab, systemd, user)
     if not use_systemd and (timer or enable):
         raise UsageError("--timer and --enable go with --systemd")
-    config = session.current.config(check_processors=False)
+    config = session.current.config(check_host=False)
     if config.path is None:  # config() without required=False always has a file
         raise UsageError("no config file found")
     paths = core.make_paths(config.path, resolve_db(session.current.db))

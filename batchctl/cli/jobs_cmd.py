@@ -17,7 +17,7 @@ def jobs(json_output: JsonOption = False) -> None:
     """List the configured jobs: kind, enabled, schedule, next fire time, last run."""
     from batchctl.records import to_iso, utcnow
 
-    config = session.current.config(check_processors=False)
+    config = session.current.config(check_host=False)
     store = session.current.store()
     last = store.last_run_per_job()
     paused = store.paused()

@@ -26,7 +26,7 @@ def health(json_output: JsonOption = False) -> None:
     from batchctl.health import check
     from batchctl.records import utcnow
 
-    config = session.current.config(required=False, check_processors=False)
+    config = session.current.config(required=False, check_host=False)
     report = check(session.current.store(), config, utcnow())
     if json_output:
         render.print_json(report.to_json())
@@ -57,7 +57,7 @@ def metrics(
     from batchctl import metrics as prom
     from batchctl.records import utcnow
 
-    config = session.current.config(required=False, check_processors=False)
+    config = session.current.config(required=False, check_host=False)
     store = session.current.store()
     now = utcnow()
     if textfile is not None:

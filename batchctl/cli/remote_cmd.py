@@ -20,7 +20,7 @@ def list_remote(limit: int | None, json_output: bool, provider_name: str | None 
     from batchctl.providers import open_provider
     from batchctl.providers.profiles import DEFAULT_PROVIDER
 
-    config = session.current.config(required=False, check_processors=False)
+    config = session.current.config(required=False, check_host=False)
     store = session.current.store()
     provider = open_provider(config.provider(provider_name or DEFAULT_PROVIDER))
     try:

@@ -36,7 +36,7 @@ def schedule_list(
 
         raise UsageError(f"--count: must be from 1 to {MAX_COUNT:,}, got {count}")
     now = _instant(at) if at else datetime.now(UTC)
-    config = session.current.config(check_processors=False)
+    config = session.current.config(check_host=False)
     store = session.current.store()
     paused = store.paused()
     last = store.last_tick_per_job()
@@ -125,7 +125,7 @@ def pause(
     database, not the config)."""
     from batchctl.records import utcnow
 
-    session.current.config(check_processors=False).job(job)
+    session.current.config(check_host=False).job(job)
     newly = session.current.store().pause(job, utcnow(), reason)
     if json_output:
         render.print_json({"job": job, "paused": True, "already": not newly})
@@ -144,7 +144,7 @@ def resume(
     (none of them), latest (the newest once), all (each, up to max_catchup)."""
     from batchctl.schedule import resume as resume_job
 
-    config = session.current.config(check_processors=False)
+    config = session.current.config(check_host=False)
     spec = config.job(job)
     paused_at, refired = resume_job(
         session.current.store(), spec.name, catchup=spec.catchup, max_catchup=spec.max_catchup

@@ -29,7 +29,7 @@ class Session:
         self._config: Config | None = None
         self._store: Store | None = None
 
-    def config(self, *, required: bool = True, check_processors: bool = True) -> Config:
+    def config(self, *, required: bool = True, check_host: bool = True) -> Config:
         """The validated config; without a config file, an error or (not required) an empty one."""
         if self._config is not None:
             return self._config
@@ -45,7 +45,7 @@ class Session:
                 "no config file found",
                 hint=f"looked in: {places}. Pass --config, or start from sample-config.toml",
             )
-        self._config = load_config(Path(path), check_processors=check_processors)
+        self._config = load_config(Path(path), check_host=check_host)
         return self._config
 
     def use_config(self, config: Config) -> None:

@@ -96,7 +96,7 @@ def status(
         from batchctl.batches.polling import Backoff, parts_state
 
         if backoff is None:
-            config = session.current.config(required=False, check_processors=False)
+            config = session.current.config(required=False, check_host=False)
             backoff = Backoff(config.openai.poll_interval)  # the default provider's
         watched = store.parts_for_runs(still)
         time.sleep(backoff.pause(parts_state(p for i in still for p in watched.get(i, []))))
@@ -127,7 +127,7 @@ def _refresh(run_ids: list[int]) -> None:
     from batchctl.batches.refresh import refresh
     from batchctl.providers import Providers
 
-    config = session.current.config(required=False, check_processors=False)
+    config = session.current.config(required=False, check_host=False)
     store = session.current.store()
 
     def warn(run_id: int, exc: BaseException) -> None:
