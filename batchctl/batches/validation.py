@@ -219,12 +219,14 @@ class _Scanner:
             return None
         # The same file twice (by two names, or one) would repeat every custom_id in it.
         found = os.fstat(handle.fileno())
-        first = self.opened.setdefault((found.st_dev, found.st_ino), path)
-        if first is not path:
+        identity = (found.st_dev, found.st_ino)
+        first = self.opened.get(identity)
+        if first is not None:
             handle.close()
             again = "is given more than once" + ("" if first == path else f" (also as {first})")
             self.problem(path, None, again)
             return None
+        self.opened[identity] = path
         return handle
 
     def read_lines(self, path: Path, handle: IO[bytes], *, follow: int | None) -> None:
