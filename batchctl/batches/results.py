@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
+import jiter
+
 from batchctl.batches.derived_ids import parse_derived
 from batchctl.batches.failures import resendable
 from batchctl.batches.files import LineReader, recorded_checksum
@@ -39,11 +41,15 @@ def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
     """Each line of a downloaded output (``kind="output"``) or error file, as an outcome."""
     offset = 0
     value = _value
+    fast = jiter.from_json
     with path.open("rb", _READ_BUFFER) as handle:
         for raw in handle:
             length = len(raw)
             if not raw.isspace():
-                line = value(raw)
+                try:
+                    line = fast(raw)  # jiter (as validation): faster than ``json`` by a third
+                except ValueError:
+                    line = value(raw)  # what jiter refused, as ``json`` reads or refuses it
                 result = line.get("result")
                 if type(result) is dict:
                     yield _anthropic_result(line, result, kind, offset, length)
