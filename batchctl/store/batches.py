@@ -112,16 +112,10 @@ class BatchTables(Tables):
             self._copy(
                 "requests",
                 "run_id, custom_id, ordinal, part_id, line_offset, line_length",
+                # Unpacked, not read by name: this runs once per request (50,000 a batch).
                 (
-                    (
-                        run_id,
-                        r.custom_id,
-                        r.ordinal,
-                        part_ids[r.part_number],
-                        r.line_offset,
-                        r.line_length,
-                    )
-                    for r in requests
+                    (run_id, custom_id, ordinal, part_ids[number], offset, length)
+                    for custom_id, ordinal, number, offset, length in requests
                 ),
             )
         return run_id
