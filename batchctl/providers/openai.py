@@ -59,7 +59,6 @@ BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 PAGE_SIZE = 100
 SERVER_SKEW_S = 300  # how far the API's own services' clocks may differ (files vs batches)
-DOWNLOAD_CHUNK = 1 << 20
 
 
 class OpenAIProvider:
@@ -165,7 +164,7 @@ class OpenAIProvider:
                 self.client.files.with_streaming_response.content(file_id) as response,
                 partial.open("wb") as out,
             ):
-                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                for chunk in response.iter_bytes():  # as they arrive: no copy to re-cut them
                     out.write(chunk)
                     written += len(chunk)
                 out.flush()
