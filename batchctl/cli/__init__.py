@@ -7,6 +7,7 @@ fast and commands that need no network never import ``openai``.
 from __future__ import annotations
 
 import errno
+import gc
 import importlib
 import os
 import sys
@@ -200,10 +201,16 @@ def _global_options(
 
 
 COMPLETE_VAR = "_BATCHCTL_COMPLETE"
+GC_THRESHOLD = 50_000  # new containers between two runs of the youngest collection
 
 
 def main() -> None:
     """The ``batchctl`` console script."""
+    # What batchctl allocates by the hundred thousand (parsed lines, rows) is freed by reference
+    # counting; CPython's cycle collector, run every 700 new containers by default, only walks
+    # it: ~250 collections (0.05 s of CPU) for a batch of 50,000 requests. Every 50,000 (as
+    # mypy raises its own threshold) it runs a few times per batch, holding little garbage.
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
     if COMPLETE_VAR in os.environ:
         enable_completion()
     _interrupt_on_termination()
