@@ -278,6 +278,20 @@ def test_status_table_shows_the_runs(ws: Workspace, cli) -> None:
     assert "bad" in out and "failed" in out
 
 
+def test_a_run_that_counted_no_tokens_shows_no_cost(ws: Workspace, cli) -> None:
+    _jobs(ws)
+    run_id = cli("run", "good", "--json").json()[0]["id"]
+    row = next(line for line in cli("status").stdout.splitlines() if "good" in line)
+    assert row.split()[-1] == "-" and "$" not in row
+    assert "$" not in cli("status", str(run_id)).stdout
+
+
+def test_a_run_of_jobs_that_counted_no_tokens_sums_up_without_a_cost(ws: Workspace, cli) -> None:
+    _jobs(ws)
+    summary = cli("run", "good").stdout.strip().splitlines()[-1]
+    assert summary == "1 run(s): 1 completed"
+
+
 def test_status_table_says_when_it_shows_only_the_newest(ws: Workspace, cli) -> None:
     _jobs(ws)
     for _ in range(3):

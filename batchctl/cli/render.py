@@ -210,10 +210,11 @@ def nothing_priced(synchronous: float, unpriced: Sequence[str]) -> bool:
 
 def run_cost(run: Run) -> str:
     """A run's cost as a table shows it: "-" while it is in flight with nothing priced yet (a
-    submission is priced when it settles), never a $0 that is only not known yet."""
-    if not run.status.terminal and not run.total_cost and not run.unpriced_models:
-        return "-"
-    return cost(run.total_cost, run.unpriced_models)
+    submission is priced when it settles), never a $0 that is only not known yet; "-" too for
+    a run that counted no token (a command, a processor), for which a cost does not apply."""
+    if run.total_cost or run.unpriced_models:
+        return cost(run.total_cost, run.unpriced_models)
+    return money(0.0) if run.status.terminal and run.total_tokens else "-"
 
 
 RUN_COLUMNS = (

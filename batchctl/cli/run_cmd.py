@@ -308,7 +308,10 @@ def _summary(runs: list[Run]) -> None:
     tokens = sum(r.total_tokens for r in runs)
     cost = sum(r.total_cost for r in runs)
     unpriced = sorted({m for r in runs for m in r.unpriced_models})
-    render.out(f"{len(runs)} run(s): {parts}; {tokens:,} tokens, {render.cost(cost, unpriced)}")
+    spent = (
+        f"; {tokens:,} tokens, {render.cost(cost, unpriced)}" if tokens or cost or unpriced else ""
+    )
+    render.out(f"{len(runs)} run(s): {parts}{spent}")  # no cost where no token was counted
     in_flight = [r.id for r in runs if not r.status.terminal]
     if in_flight:
         from batchctl.batches.submission import follow_up
