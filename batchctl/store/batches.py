@@ -241,8 +241,9 @@ class BatchTables(Tables):
         """Give every request of the part that has no outcome yet this one; how many."""
         return self._write_one(
             "UPDATE requests SET outcome = ?, error_code = ?, error_message = ?"
-            " WHERE part_id = ? AND outcome IS NULL",
-            (outcome, error_code, message, part_id),
+            " WHERE run_id = (SELECT run_id FROM parts WHERE id = ?) AND part_id = ?"
+            " AND outcome IS NULL",
+            (outcome, error_code, message, part_id, part_id),
         )
 
     def requests_in_order(self, run_id: int, *, order: str = "input") -> Iterator[RequestState]:
