@@ -122,6 +122,21 @@ class Runs:
         """Start one run of (job, scope) under its concurrency policy, then the jobs chained
         after it once it has completed. A run executing here is returned ended; a run going on
         at a provider, in flight."""
+        return self.start_chain(
+            job, scope, trigger=trigger, retry_of=retry_of, scheduled_for=scheduled_for
+        )[0]
+
+    def start_chain(
+        self,
+        job: JobConfig,
+        scope: str | None = None,
+        *,
+        trigger: str = "manual",
+        retry_of: int | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> list[Run]:
+        """``start``, with the runs its ``after`` chain started (in the order started) after
+        the run itself: what a command that started the run reports and exits for."""
         if scope is not None and job.scopes and scope not in job.scopes:
             raise UsageError(
                 f"job {job.name!r} has no scope {scope!r}",
@@ -129,16 +144,16 @@ class Runs:
             )
         request = StartRequest(trigger, retry_of, scheduled_for)
         if not job.enabled:
-            return self._skip(job, scope, request, "job is disabled", job.retries.max_attempts)
+            return [self._skip(job, scope, request, "job is disabled", job.retries.max_attempts)]
         kind = jobs.kind(job.kind)
         if kind.remote and (skipped := self._refuse_overlap(job, scope, request)) is not None:
-            return skipped
+            return [skipped]
         run = kind.start(self, job, scope, request)
         if kind.remote and run.status.terminal:
             self._finished(run)  # a run executing here was reported by the engine
         if run.status is RunStatus.COMPLETED:
-            self._chain(job, scope, run)
-        return run
+            return [run, *self._chain(job, scope)]
+        return [run]
 
     def admit(self, job: JobConfig, scope: str | None = None) -> Run | None:
         """Whether a run of (job, scope) that goes on at a provider, started by hand (``submit
@@ -178,13 +193,16 @@ class Runs:
             self.observer.run_finished(run)
         return run
 
-    def _chain(self, upstream: JobConfig, scope: str | None, run: Run) -> None:
-        """Start the jobs whose ``after`` names this one (their own scopes, or this scope)."""
+    def _chain(self, upstream: JobConfig, scope: str | None) -> list[Run]:
+        """Start the jobs whose ``after`` names this one (their own scopes, or this scope); the
+        runs started, with those they chained in turn."""
+        started: list[Run] = []
         for job in self.config.jobs.values():
             if upstream.name not in job.after or not job.enabled:
                 continue
             for each in [scope] if scope in job.scopes else job.run_scopes():
-                self.start(job, each, trigger="after")
+                started += self.start_chain(job, each, trigger="after")
+        return started
 
     # --- cancel, retry --------------------------------------------------------------------------
     def cancel(self, run_id: int) -> Run:

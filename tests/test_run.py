@@ -148,6 +148,34 @@ def test_command_whose_cwd_is_gone_when_it_starts_fails_naming_the_cwd_as_a_path
     assert error == f"cannot start command: cwd {gone}: No such file or directory"
 
 
+_CHAIN = (
+    '[jobs.a]\nkind = "command"\ncommand = "echo a"\n'
+    '[jobs.b]\nkind = "command"\ncommand = "exit 3"\nafter = ["a"]\n'
+    '[jobs.c]\nkind = "command"\ncommand = "echo c"\nafter = ["a"]\n'
+)
+
+
+def test_run_exits_for_the_worst_run_its_after_chain_started(ws: Workspace, cli) -> None:
+    ws.write_config(_CHAIN)
+
+    result = cli("run", "a")
+
+    assert result.exit_code == 1  # b failed after a completed
+    assert "3 run(s): 2 completed, 1 failed" in result.stdout
+
+
+def test_run_json_lists_the_runs_its_after_chain_started_in_order(ws: Workspace, cli) -> None:
+    ws.write_config(_CHAIN)
+
+    listed = cli("run", "a", "--json").json()
+
+    assert [(r["job"], r["trigger"], r["status"]) for r in listed] == [
+        ("a", "manual", "completed"),
+        ("b", "after", "failed"),
+        ("c", "after", "completed"),
+    ]
+
+
 def test_command_whose_program_is_missing_fails_naming_the_program(ws: Workspace, cli) -> None:
     ws.write_config('[jobs.e]\nkind = "command"\ncommand = ["/no/such/program"]\n')
 

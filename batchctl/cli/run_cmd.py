@@ -36,7 +36,10 @@ def run(
 ) -> None:
     """Run a job now, in the foreground (every scope, or --scope S); Ctrl-C cancels cleanly.
 
-    Exit codes: 0 completed, 1 failed, 3 partial, 4 skipped (disabled) or locked out, 130 cancelled.
+    The jobs chained after it (after = [JOB]) run next; their runs are listed and counted too.
+
+    Exit codes (the worst run's): 0 completed, 1 failed, 3 partial, 4 skipped (disabled) or
+    locked out, 130 cancelled.
     """
     from batchctl.errors import UsageError
 
@@ -55,7 +58,8 @@ def run_targets(
     (to one provider or several) go on side by side."""
 
     def run_all(runs: Runs, display: RunDisplay) -> list[Run]:
-        started = [runs.start(job, scope) for job, scope in targets]
+        # With the runs their ``after`` chains started: shown, and counted in the exit code.
+        started = [run for job, scope in targets for run in runs.start_chain(job, scope)]
         return [_finish(runs, display, run, wait) for run in started]
 
     return _execute(config, json_output, run_all)
