@@ -1276,8 +1276,7 @@ class Batches:
     def summary(self, run_id: int, path: Path, errors_path: Path | None = None) -> ResultSummary:
         """The outcome counts, tokens and cost of a submission whose results are at ``path``."""
         submission = self._submission(run_id)
-        # Summed when it was merged, and unchanged since: a retry that reopens it clears them.
-        totals = submission.totals or self.store.request_totals(run_id)
+        totals = self.store.request_totals(run_id)
         summary, tokens = totals.counts, totals.tokens
         cost = self._cost(submission, tokens)
         return ResultSummary(

@@ -327,6 +327,8 @@ def finish(
 
 def run_json(batches: Batches, run_id: int) -> dict[str, Any]:
     """A run's --json object with its ``parts`` and ``requests`` counts."""
+    from batchctl.batches.failures import split
+
     run = batches.store.get_run(run_id)
     assert run is not None
     data = run.to_json()
@@ -334,13 +336,10 @@ def run_json(batches: Batches, run_id: int) -> dict[str, Any]:
     if submission is not None:
         data["provider"] = submission.provider
     data["parts"] = [p.to_json() for p in batches.store.parts(run_id)]
-    data["requests"] = _request_counts(batches.store.request_summary(run_id))
-    data["failures"] = batches.failures(run_id).to_json()
+    totals = batches.store.request_totals(run_id)
+    data["requests"] = {k: v for k, v in totals.counts.items() if not k.endswith("_tokens")}
+    data["failures"] = split(totals.failures).to_json()
     return data
-
-
-def _request_counts(summary: dict[str, int]) -> dict[str, int]:
-    return {k: v for k, v in summary.items() if not k.endswith("_tokens")}
 
 
 def open_batches() -> Batches:

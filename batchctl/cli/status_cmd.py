@@ -163,7 +163,8 @@ def _show_one(run_id: int, json_output: bool) -> None:
     submission = store.get_submission(run_id)
     batch = None  # a submission's request counts and its failures split
     if submission is not None:
-        batch = store.request_summary(run_id), split(store.failure_codes([run_id])[run_id])
+        totals = store.request_totals(run_id)
+        batch = totals.counts, split(totals.failures)
     if json_output:
         data = detail.to_json()
         if submission is not None and batch is not None:

@@ -37,6 +37,7 @@ from batchctl.store.rows import (
     SUBMISSIONS,
     UPDATABLE_PART_COLUMNS,
     results_by_kind,
+    totals_from_text,
     totals_text,
     unpriced_text,
 )
@@ -323,7 +324,16 @@ class BatchTables(Tables):
 
     def request_totals(self, run_id: int) -> RequestTotals:
         """The run's requests counted by outcome, their tokens by model and its failed requests
-        by code, in one pass over them: what a summary of its results shows."""
+        by code: what a summary of its results shows. Those of a merged submission are the sums
+        stored at its merge (unchanged since: a retry that reopens it clears them); any other
+        run's are counted in one pass over its requests."""
+        stored = self._one(
+            "SELECT totals FROM submissions WHERE run_id = ? AND merged_at IS NOT NULL", (run_id,)
+        )
+        totals = None if stored is None else totals_from_text(stored[0])
+        return totals if totals is not None else self._count_totals(run_id)
+
+    def _count_totals(self, run_id: int) -> RequestTotals:
         counts = {"input_tokens": 0, "output_tokens": 0}
         by_model: dict[str, list[int]] = {}
         failures: list[tuple[str | None, int | None, int]] = []

@@ -121,7 +121,8 @@ def totals_text(totals: RequestTotals) -> str:
     return json.dumps(totals)  # a NamedTuple is written as the array of its fields
 
 
-def _totals(text: str | None) -> RequestTotals | None:
+def totals_from_text(text: str | None) -> RequestTotals | None:
+    """``totals_text`` read back (None for NULL: not merged, or reopened since)."""
     if text is None:
         return None
     counts, tokens, failures = json.loads(text)
@@ -131,7 +132,7 @@ def _totals(text: str | None) -> RequestTotals | None:
 
 
 SUBMISSIONS = Columns(
-    Submission, times="merged_at", metadata=json.loads, inputs=json.loads, totals=_totals
+    Submission, times="merged_at", metadata=json.loads, inputs=json.loads, totals=totals_from_text
 )
 DAEMONS = Columns(
     DaemonInfo,

@@ -295,6 +295,21 @@ def test_request_totals_agree_with_the_summary_and_the_failure_codes_in_one_pass
     assert all(type(v) is int for v in totals.counts.values())
 
 
+def test_request_totals_of_a_merged_submission_are_those_stored_at_the_merge(
+    store: Store,
+) -> None:
+    run_id = _submit(store)
+    p1, _ = store.parts(run_id)
+    store.record_results(p1.id, [_result("r1", "succeeded", "output", 0)], T0)
+    merged = store.request_totals(run_id)
+    stored = merged._replace(counts={**merged.counts, "succeeded": 99})  # told apart from a count
+    store.mark_merged(run_id, "/tmp/results.jsonl", stored, T0)
+
+    assert store.request_totals(run_id) == stored
+    store.reopen_submission(run_id, T0, "retry --failed")
+    assert store.request_totals(run_id) == merged  # counted again once reopened
+
+
 def test_output_history_counts_the_succeeded_requests_of_a_job_by_model(store: Store) -> None:
     run_id = _submit(store)
     p1, p2 = store.parts(run_id)
