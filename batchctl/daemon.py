@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING
 
 from batchctl.config import Config, JobConfig
 from batchctl.engine import EngineSettings
-from batchctl.errors import BatchctlError, ConfigError, ExitCode
+from batchctl.errors import BatchctlError, ConfigError, ExitCode, UsageError
 from batchctl.locations import create_private_file
 from batchctl.owners import is_dead, this_process
 from batchctl.providers import Providers
@@ -596,7 +596,7 @@ class Daemon:
             return
         from batchctl.metrics import write_textfile
 
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, UsageError):  # a heartbeat shrugs off a textfile
             write_textfile(self.store, self.config, target, now=self.clock())
 
     def _sleep(self) -> None:

@@ -37,10 +37,6 @@ Families (all prefixed ``batchctl_``):
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -258,38 +254,17 @@ def samples(store: Store, config: Config, now: datetime | None = None) -> list[d
 def write_textfile(
     store: Store, config: Config, path: Path | str, now: datetime | None = None
 ) -> None:
-    """Write the metrics to ``path`` atomically, for node_exporter's textfile collector: a
-    temporary file in the same directory (not ending in ``.prom``, so never collected half
-    written), flushed to disk, then renamed over ``path``.
+    """Write the metrics to ``path`` for node_exporter's textfile collector, as every output
+    file is written (``outputs.open_output``): a regular file whole or not at all (its temporary
+    ``NAME.part`` never ends in ``.prom``, so it is never collected half written), a device or a
+    pipe as a stream, a directory refused; ``UsageError`` naming the path on failure.
 
     Not ``prometheus_client.write_to_textfile``: that one neither syncs the file before the
-    rename nor sets its mode, and node_exporter usually reads it as another user.
+    rename nor sets its mode. A new file is 0644: node_exporter usually reads it as another
+    user.
     """
     from batchctl import outputs
 
-    target = Path(path).expanduser()
     text = render(store, config, now)
-    # Failures are OSErrors naming the path: the daemon's heartbeat shrugs them off.
-    if not outputs.written_whole(target):  # a device or a pipe (/dev/stdout): never replaced
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)  # never created
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        return
-    if target.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory; name a file in it", str(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)  # node_exporter usually runs as another user
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    with outputs.open_output(Path(path).expanduser(), new_mode=0o644) as out:
+        out.write(text)

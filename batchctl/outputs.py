@@ -8,7 +8,8 @@ replaced. A directory is refused. Anything else is a regular file: written to a 
 the same directory (``NAME.part``), synced, and renamed over the target (the target of a symlink,
 which stays), so that a reader sees the old file or the new one, never half of one; on an error
 the temporary file is removed, and one left by a killed writer is reused by the next. A new
-file is private to its user (0600); a replaced one keeps its mode.
+file is private to its user (0600) unless the caller says otherwise; a replaced one keeps its
+mode.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def is_stdout(path: Path | str) -> bool:
 
 
 @contextmanager
-def open_output(path: Path | str, *, newline: str | None = None) -> Iterator[IO[str]]:
+def open_output(
+    path: Path | str, *, newline: str | None = None, new_mode: int = 0o600
+) -> Iterator[IO[str]]:
     """A UTF-8 text handle on the output ``path``, committed when the block ends without an
-    error. Failing to open or write it raises ``UsageError`` naming it (``BrokenPipeError`` is
-    left as it is: the reader went away)."""
+    error; a regular file created is given ``new_mode``. Failing to open or write it raises
+    ``UsageError`` naming it (``BrokenPipeError`` is left as it is: the reader went away)."""
     name = str(path)
     if name == STDOUT:
         with _named("standard output", _WRITE_ERRNOS):
@@ -52,7 +55,7 @@ def open_output(path: Path | str, *, newline: str | None = None) -> Iterator[IO[
             sys.stdout.flush()
         return
     with _named(name, None):
-        output = _Stream(name, newline) if _is_streamed(name) else _Atomic(name, newline)
+        output = _Stream(name, newline) if _is_streamed(name) else _Atomic(name, newline, new_mode)
     try:
         with _named(name, _WRITE_ERRNOS):  # only a write's errors: a read in the block may fail
             yield output.handle
@@ -117,7 +120,7 @@ class _Atomic:
     next instead of piling up; writers of the same file take turns on a lock held on it.
     """
 
-    def __init__(self, name: str, newline: str | None) -> None:
+    def __init__(self, name: str, newline: str | None, new_mode: int) -> None:
         self.target = _regular_target(name)
         self.temporary = self.target.with_name(self.target.name + ".part")
         fd = _lock_temporary(self.temporary)
@@ -126,7 +129,7 @@ class _Atomic:
             try:
                 mode = stat.S_IMODE(os.stat(self.target).st_mode)
             except FileNotFoundError:
-                mode = 0o600
+                mode = new_mode
             os.fchmod(fd, mode)
             self.handle: IO[str] = open(fd, "w", encoding="utf-8", newline=newline)  # noqa: SIM115
         except BaseException:

@@ -247,16 +247,17 @@ def test_metrics_textfile_naming_a_directory_is_refused_naming_it(ws: Workspace,
     result = cli("metrics", "--textfile", str(folder))
 
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {folder}: is a directory")
+    assert result.stderr.startswith(f"error: {folder} is a directory")
     assert list(folder.iterdir()) == []
-    assert [p.name for p in ws.root.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in ws.root.iterdir() if p.name.endswith(".part")] == []
 
 
 def test_metrics_textfile_leaves_no_temporary_file_on_failure(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchctl import metrics
+    from batchctl import metrics, outputs
     from batchctl.config import EMPTY
+    from batchctl.errors import UsageError
 
     target = ws.root / "out" / "batchctl.prom"
     target.parent.mkdir()
@@ -265,10 +266,10 @@ def test_metrics_textfile_leaves_no_temporary_file_on_failure(
     def fail(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(metrics.os, "replace", fail)
+    monkeypatch.setattr(outputs.os, "replace", fail)
     store = open_store(str(ws.db))
     try:
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(UsageError, match=f"cannot write {target}: disk full"):
             metrics.write_textfile(store, EMPTY, target, now=utcnow())
     finally:
         store.close()
