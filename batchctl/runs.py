@@ -122,18 +122,10 @@ class Runs:
         """Start one run of (job, scope) under its concurrency policy, then the jobs chained
         after it once it has completed. A run executing here is returned ended; a run going on
         at a provider, in flight."""
-        return self.start_chain(
-            job, scope, trigger=trigger, retry_of=retry_of, scheduled_for=scheduled_for
-        )[0]
+        return self.start_chain(job, scope, StartRequest(trigger, retry_of, scheduled_for))[0]
 
     def start_chain(
-        self,
-        job: JobConfig,
-        scope: str | None = None,
-        *,
-        trigger: str = "manual",
-        retry_of: int | None = None,
-        scheduled_for: datetime | None = None,
+        self, job: JobConfig, scope: str | None = None, request: StartRequest = StartRequest()
     ) -> list[Run]:
         """``start``, with the runs its ``after`` chain started (in the order started) after
         the run itself: what a command that started the run reports and exits for."""
@@ -142,7 +134,6 @@ class Runs:
                 f"job {job.name!r} has no scope {scope!r}",
                 hint=f"its scopes: {', '.join(job.scopes)}",
             )
-        request = StartRequest(trigger, retry_of, scheduled_for)
         if not job.enabled:
             return [self._skip(job, scope, request, "job is disabled", job.retries.max_attempts)]
         kind = jobs.kind(job.kind)
@@ -201,7 +192,7 @@ class Runs:
             if upstream.name not in job.after or not job.enabled:
                 continue
             for each in [scope] if scope in job.scopes else job.run_scopes():
-                started += self.start_chain(job, each, trigger="after")
+                started += self.start_chain(job, each, StartRequest("after"))
         return started
 
     # --- cancel, retry --------------------------------------------------------------------------
