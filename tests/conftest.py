@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -49,6 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
     $BATCHCTL_TEST_TIMEOUT_SCALE, as every wait of a test does; ``--timeout`` overrides it."""
     if config.getoption("timeout", None) is None and config.getini("timeout"):
         config.option.timeout = scaled(float(config.getini("timeout")))
+    # The processes a test starts inherit what this one ignores: started under nohup, they would
+    # ignore SIGHUP, as batchctl rightly keeps doing, and the tests of what SIGHUP does would
+    # wait for an exit that never comes. The suite tests batchctl as a terminal starts it.
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @dataclass
