@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import sys
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,9 +168,7 @@ class _Scanner:
         self.limit = min(max_bytes, self.BATCH_BYTES)
         self.sink = sink
         self.bound_output = bound_output
-        # custom_id -> where it was first seen, packed as (file index << 32 | line) so that the
-        # memory per request is one dict entry and an int, not a tuple.
-        self.seen: dict[str, int] = {}
+        self.seen = _Seen()
         self.files: list[Path] = []
         self.opened: dict[tuple[int, int], Path] = {}  # (device, inode) -> the name it came by
         self.open_part: dict[str, PartPlan] = {}  # the part now being filled, per model
@@ -297,11 +296,10 @@ class _Scanner:
         custom_id: str = request["custom_id"]
         if self.vendor_rules and not self.vendor_rules_hold(path, number, custom_id, model):
             return
-        seen = self.seen
-        if custom_id in seen:
+        if custom_id in self.seen:
             self.duplicate(path, number, custom_id)
             return
-        seen[custom_id] = (len(self.files) - 1) << 32 | number
+        self.seen.add(custom_id, len(self.files) - 1, number)
         # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
         plain = len(raw) == len(line) + 1 and raw[-1] == 10  # 10: b"\n"
         part = self.assign(raw if plain else line + b"\n", model, custom_id)
@@ -340,8 +338,11 @@ class _Scanner:
 
     def duplicate(self, path: Path, number: int, custom_id: str) -> None:
         """Records that ``custom_id``, seen before, is given again at ``path:number``."""
-        first = self.seen[custom_id]
-        first_path, first_line = self.files[first >> 32], first & 0xFFFFFFFF
+        if len(self.plan.problems) >= PROBLEMS_SHOWN:
+            self.problem(path, number, "duplicate custom_id")  # counted, not shown: not looked up
+            return
+        file, first_line = self.seen.first(custom_id)
+        first_path = self.files[file]
         where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
         self.problem(path, number, f"duplicate custom_id {spelled(custom_id)} (first at {where})")
 
@@ -624,6 +625,33 @@ def _skip_line(
             return length, True
         length += len(chunk)
     return length, False
+
+
+class _Seen:
+    """The custom_ids accepted so far, and where each was: what finds a duplicate and names
+    the first of it. Memory grows with the requests (by about 60 bytes each beside the id,
+    shared with the caller), so it is kept small: a set, and in the order seen a list of the
+    ids and an array of their places, (file index << 32 | line) — not a dict of ``int``s, 12
+    bytes more a request. The place of a repeated id is looked up by a walk of the list, done
+    only for a problem that is shown (at most ``PROBLEMS_SHOWN``)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.order: list[str] = []
+        self.places = array("q")
+
+    def __contains__(self, custom_id: str) -> bool:
+        return custom_id in self.ids
+
+    def add(self, custom_id: str, file: int, line: int) -> None:
+        self.ids.add(custom_id)
+        self.order.append(custom_id)
+        self.places.append(file << 32 | line)
+
+    def first(self, custom_id: str) -> tuple[int, int]:
+        """(file index, line) where ``custom_id`` was first accepted."""
+        place = self.places[self.order.index(custom_id)]
+        return place >> 32, place & 0xFFFFFFFF
 
 
 class _NotStrictJSON(ValueError):
