@@ -50,11 +50,16 @@ def pytest_configure(config: pytest.Config) -> None:
     $BATCHCTL_TEST_TIMEOUT_SCALE, as every wait of a test does; ``--timeout`` overrides it."""
     if config.getoption("timeout", None) is None and config.getini("timeout"):
         config.option.timeout = scaled(float(config.getini("timeout")))
-    # The processes a test starts inherit what this one ignores: started under nohup, they would
-    # ignore SIGHUP, as batchctl rightly keeps doing, and the tests of what SIGHUP does would
+    # The processes a test starts inherit the signals this one ignores: started under nohup, or
+    # in the background by a shell without job control, they would ignore SIGHUP or SIGINT, as
+    # batchctl (and Python) rightly keep doing, and the tests of what those signals do would
     # wait for an exit that never comes. The suite tests batchctl as a terminal starts it.
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    for signum, default in (
+        (signal.SIGHUP, signal.SIG_DFL),
+        (signal.SIGINT, signal.default_int_handler),
+    ):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, default)
 
 
 @dataclass
