@@ -328,7 +328,6 @@ class Submission(NamedTuple):
     max_request_attempts: int
     merged_at: datetime | None
     results_path: str | None
-    totals: RequestTotals | None = None  # its requests summed when it was merged
 
 
 class Part(NamedTuple):

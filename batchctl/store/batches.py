@@ -287,12 +287,9 @@ class BatchTables(Tables):
             )
         return part_id
 
-    def request_summary(self, run_id: int) -> dict[str, int]:
-        """Counts by outcome ("pending" for none yet) and the token totals."""
-        return self.request_summaries([run_id])[run_id]
-
     def request_summaries(self, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-        """``request_summary`` of each of these runs (those without requests: empty counts)."""
+        """Each run's requests counted by outcome ("pending" for none yet), with their token
+        totals (a run without requests: none counted)."""
         found = {run_id: {"input_tokens": 0, "output_tokens": 0} for run_id in run_ids}
         for condition, params in self._any_of_chunks("run_id", run_ids):
             for run_id, outcome, count, tokens_in, tokens_out in self._all(

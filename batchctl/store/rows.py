@@ -131,9 +131,7 @@ def totals_from_text(text: str | None) -> RequestTotals | None:
     )
 
 
-SUBMISSIONS = Columns(
-    Submission, times="merged_at", metadata=json.loads, inputs=json.loads, totals=totals_from_text
-)
+SUBMISSIONS = Columns(Submission, times="merged_at", metadata=json.loads, inputs=json.loads)
 DAEMONS = Columns(
     DaemonInfo,
     times="last_pass_at stopped_at",

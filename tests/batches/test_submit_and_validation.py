@@ -568,6 +568,19 @@ def test_more_than_20_problems_show_the_first_20_and_how_many_more(
     assert "... and 5 more" in result.stderr
 
 
+def test_duplicate_custom_ids_beyond_the_first_20_are_counted_and_the_shown_name_the_first(
+    tmp_path: Path,
+) -> None:
+    lines = [request("same", text=f"line {n}") for n in range(26)]  # 25 repeats of line 1
+
+    plan = scan([write_jsonl(tmp_path / "in.jsonl", lines)])
+
+    assert plan.problem_count == 25
+    assert [(p.line, p.message) for p in plan.problems] == [
+        (n, 'duplicate custom_id "same" (first at line 1)') for n in range(2, 22)
+    ]
+
+
 def test_problems_beyond_the_first_20_are_counted_once(api: Emulator, ws: Any, cli: Any):
     (ws.root / "a.jsonl").write_text("not json\n" * 25)
     write_jsonl(ws.root / "b.jsonl", [{"custom_id": "b1"}])  # 3 problems: method, url, body

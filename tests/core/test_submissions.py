@@ -142,7 +142,7 @@ def test_expired_requests_are_kept_expired_by_default(
     clock.advance(61)
     run = batches.wait(run_id)
     assert run.status is RunStatus.PARTIAL
-    assert batches.store.request_summary(run_id)["expired"] == 3
+    assert batches.store.request_summaries([run_id])[run_id]["expired"] == 3
 
 
 def test_cancel_stops_every_part_in_flight(
