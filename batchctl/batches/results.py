@@ -42,20 +42,55 @@ def read_results(path: Path, kind: str) -> Iterator[RequestResult]:
     offset = 0
     value = _value
     fast = jiter.from_json
+    new, succeeded = tuple.__new__, RequestResult  # a result built without a Python call
     with path.open("rb", _READ_BUFFER) as handle:
         for raw in handle:
-            length = len(raw)
-            if not raw.isspace():
-                try:
-                    line = fast(raw)  # jiter (as validation): faster than ``json`` by a third
-                except ValueError:
-                    line = value(raw)  # what jiter refused, as ``json`` reads or refuses it
-                result = line.get("result")
-                if type(result) is dict:
-                    yield _anthropic_result(line, result, kind, offset, length)
-                else:
-                    yield _result(line, kind, offset, length)
+            start, length = offset, len(raw)
             offset += length
+            if raw.isspace():
+                continue
+            try:
+                line = fast(raw)  # jiter (as validation): faster than ``json`` by a third
+            except ValueError:
+                line = value(raw)  # what jiter refused, as ``json`` reads or refuses it
+            # Nearly every line is a chat or completions response that succeeded, with a usage
+            # of plain counts: read here in a few lookups, in the loop (a call per line costs as
+            # much as they do). Any other line is read the long way, below.
+            try:
+                custom_id, response = line["custom_id"], line["response"]
+                body = response["body"]
+                status, usage = response["status_code"], body["usage"]
+                tokens_in, tokens_out = usage["prompt_tokens"], usage["completion_tokens"]
+                cached = usage["prompt_tokens_details"]["cached_tokens"]
+                reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+            except (KeyError, TypeError):  # not a dict where one is read, or a key missing
+                status = None
+            if (
+                type(status) is int
+                and 200 <= status < 300
+                and type(custom_id) is str
+                and type(tokens_in) is int
+                and type(tokens_out) is int
+                and type(cached) is int
+                and type(reasoning) is int
+                and 0 <= cached <= tokens_in < _ABSURD
+                and 0 <= reasoning <= tokens_out < _ABSURD
+                and not line.get("error")
+            ):
+                # fmt: off
+                yield new(succeeded, (
+                    custom_id, "succeeded", status, None, None, tokens_in,
+                    tokens_out, kind, start, length, cached, reasoning, 0, 0, None,
+                ))
+                # fmt: on
+                continue
+            if type(line) is not dict or type(line.get("custom_id")) is not str:
+                continue  # names no request: its request is settled with its part
+            result = line.get("result")
+            if type(result) is dict:
+                yield _anthropic_result(line, result, kind, start, length)
+            else:
+                yield _result(line, kind, start, length)
 
 
 _READ_BUFFER = 1 << 20
@@ -82,10 +117,7 @@ _LINE_ENDS = ("\n", "\r\n")
 
 
 def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> RequestResult:
-    custom_id = str(line.get("custom_id"))
-    succeeded = _succeeded(line, custom_id, kind, offset, length)
-    if succeeded is not None:
-        return succeeded
+    custom_id: str = line["custom_id"]
     response = line.get("response") or None
     error = line.get("error") or None
     status = body = None
@@ -114,58 +146,6 @@ def _result(line: dict[str, Any], kind: str, offset: int, length: int) -> Reques
     )
 
 
-def _succeeded(
-    line: dict[str, Any], custom_id: str, kind: str, offset: int, length: int
-) -> RequestResult | None:
-    """The outcome of a chat or completions line that succeeded with a usage of plain counts,
-    as ``_result`` reads it (nearly every line: a few lookups); None for any other line, which
-    ``_result`` reads the long way."""
-    response = line.get("response")
-    if type(response) is not dict or line.get("error"):
-        return None
-    status = response.get("status_code")
-    body = response.get("body")
-    if type(status) is not int or not 200 <= status < 300 or type(body) is not dict:
-        return None
-    usage = body.get("usage")
-    if type(usage) is not dict:
-        return None
-    get = usage.get
-    tokens_in, tokens_out = get("prompt_tokens"), get("completion_tokens")
-    prompt, completion = get("prompt_tokens_details"), get("completion_tokens_details")
-    if (
-        type(tokens_in) is not int
-        or type(tokens_out) is not int
-        or type(prompt) is not dict
-        or type(completion) is not dict
-        or not 0 <= tokens_in < _ABSURD
-        or not 0 <= tokens_out < _ABSURD
-    ):
-        return None
-    cached, reasoning = prompt.get("cached_tokens"), completion.get("reasoning_tokens")
-    if (
-        type(cached) is not int
-        or type(reasoning) is not int
-        or not 0 <= cached <= tokens_in
-        or not 0 <= reasoning <= tokens_out
-    ):
-        return None
-    return RequestResult(
-        custom_id,
-        "succeeded",
-        status,
-        None,
-        None,
-        tokens_in,
-        tokens_out,
-        kind,
-        offset,
-        length,
-        cached,
-        reasoning,
-    )
-
-
 # Anthropic's result types of requests that never ran, as batchctl's outcomes and the codes the
 # OpenAI shape gives them (so that both read alike).
 _ANTHROPIC_UNRUN = {
@@ -180,7 +160,7 @@ def _anthropic_result(
     """A Message Batches result line as an outcome: ``succeeded`` with its usage; ``errored``
     failed with its error's type (``invalid_request_error``, ``overloaded_error``, ...) as its
     code; ``canceled`` and ``expired`` as batchctl's cancelled and expired."""
-    sent = str(line.get("custom_id"))
+    sent: str = line["custom_id"]
     derived = parse_derived(sent)
     ordinal = None if derived is None else derived[1]
     shown = result.get("type")

@@ -15,7 +15,7 @@ import hashlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,7 +62,6 @@ from batchctl.records import (
     Owner,
     Part,
     PartPlanRow,
-    RequestResult,
     RequestState,
     Run,
     RunStatus,
@@ -870,12 +869,11 @@ class Batches:
             ):
                 self._checked.pop(destination, None)
                 return  # adopted after a lost reply, and someone else's: the part is sent again
-            results = _Counted(read_results(destination, kind))
-            self.store.record_results(part.id, results, self.clock())
+            results = read_results(destination, kind)
+            count = self.store.record_results(part.id, results, self.clock())
             self._log(
                 part.run_id,
-                f"part {part.number}: downloaded the {kind} file {file_id}"
-                f" ({results.count:,} result(s))",
+                f"part {part.number}: downloaded the {kind} file {file_id} ({count:,} result(s))",
                 part=part.number,
                 file=file_id,
             )
@@ -1487,19 +1485,6 @@ def _worth_resending(requests: list[RequestState], include_invalid: bool) -> lis
 
 def _chunks(items: list[RequestState], size: int) -> list[list[RequestState]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-class _Counted:
-    """An iterable of results that counts what passes through it."""
-
-    def __init__(self, results: Iterable[RequestResult]) -> None:
-        self._results = results
-        self.count = 0
-
-    def __iter__(self) -> Iterator[RequestResult]:
-        for result in self._results:
-            self.count += 1
-            yield result
 
 
 def _names(inputs: Sequence[str]) -> str:

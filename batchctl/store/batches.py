@@ -230,13 +230,16 @@ class BatchTables(Tables):
         assignments = ", ".join(f"{name} = ?" for name in columns)
         return f"UPDATE parts SET {assignments} WHERE id = ?", (*values, part_id)
 
-    def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> None:
-        """Record the outcomes read from a part's files, and mark the part downloaded."""
+    def record_results(self, part_id: int, results: Iterable[RequestResult], now: datetime) -> int:
+        """Record the outcomes read from one of a part's files; how many were read."""
+        recorded = 0
         with self._write():
             found = self._one("SELECT run_id FROM parts WHERE id = ?", (part_id,))
             assert found is not None, f"no part {part_id}"
             for sql, rows in results_by_kind(results, part_id, found[0], RESULTS_CHUNK):
                 self._many(sql, rows)
+                recorded += len(rows)
+        return recorded
 
     def settle_pending(self, part_id: int, outcome: str, error_code: str, message: str) -> int:
         """Give every request of the part that has no outcome yet this one; how many."""

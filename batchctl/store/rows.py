@@ -200,7 +200,7 @@ def results_by_kind(
         for succeeded in (True, False)
         for by_ordinal in (True, False)
     }
-    sql = statements[True, False]
+    plain = sql = statements[True, False]  # a succeeded request named by its custom_id
     rows: list[tuple[Any, ...]] = []
     # Unpacked, not read by name: this runs once per result (50,000 a batch).
     for (
@@ -221,17 +221,25 @@ def results_by_kind(
         ordinal,
     ) in results:
         succeeded = outcome == "succeeded" and error_code is None and error_message is None
-        statement = statements[succeeded, ordinal is not None]
+        by_ordinal = ordinal is not None
+        statement = plain if succeeded and not by_ordinal else statements[succeeded, by_ordinal]
         if statement is not sql or len(rows) >= chunk:
             if rows:
                 yield sql, rows
             sql, rows = statement, []
         key = custom_id if ordinal is None else ordinal
-        result = (input_tokens, output_tokens, cached, reasoning, cache_write, cache_write_1h)
-        where = (part_id, kind, offset, length, run_id, part_id, key)
+        # fmt: off
         if succeeded:  # binds only what varies (``_SUCCEEDED``)
-            rows.append((status_code, *result, *where))
+            rows.append((
+                status_code, input_tokens, output_tokens, cached, reasoning, cache_write,
+                cache_write_1h, part_id, kind, offset, length, run_id, part_id, key,
+            ))
         else:
-            rows.append((outcome, status_code, error_code, error_message, *result, *where))
+            rows.append((
+                outcome, status_code, error_code, error_message, input_tokens, output_tokens,
+                cached, reasoning, cache_write, cache_write_1h, part_id, kind, offset, length,
+                run_id, part_id, key,
+            ))
+        # fmt: on
     if rows:
         yield sql, rows

@@ -141,3 +141,26 @@ def test_a_line_that_did_not_succeed_keeps_its_outcome_and_its_tokens(
 
     assert (result.outcome, result.error_code) == (outcome, code)
     assert (result.input_tokens, result.output_tokens) == (40, 9)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        b"[1, 2]\n",  # JSON, but not an object
+        b'"req-2"\n',
+        json.dumps({**response_line(DETAILED), "custom_id": None}).encode() + b"\n",
+        json.dumps({**response_line(DETAILED), "custom_id": 2}).encode() + b"\n",
+        json.dumps({"custom_id": ["req-2"], "error": {"code": "x"}}).encode() + b"\n",
+    ],
+    ids=["array", "string", "null-id", "number-id", "list-id"],
+)
+def test_a_line_that_names_no_request_is_passed_over_and_the_next_keeps_its_place(
+    tmp_path: Path, other: bytes
+) -> None:
+    path = tmp_path / "part-001.output.jsonl"
+    path.write_bytes(other + COMPACT + b"\n")
+
+    (result,) = read_results(path, "output")
+
+    assert (result.custom_id, result.outcome) == ("req-1", "succeeded")
+    assert (result.offset, result.length) == (len(other), len(COMPACT) + 1)
