@@ -109,7 +109,7 @@ class AnthropicScanner(_Scanner):
                 f" of {limit:,} bytes",
             )
             return
-        self.seen.add(custom_id, len(self.files) - 1, number)
+        self.seen.accept(custom_id, len(self.files) - 1, number)
         # Its index in the input (the ordinal recorded with the user's id) stands for its id.
         sent = b'{"custom_id":"%d","params":%s}\n' % (self.plan.requests, encoded)
         part = self.assign(sent, model, custom_id, size)

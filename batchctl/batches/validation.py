@@ -270,21 +270,18 @@ class _Scanner:
         )
 
     def scan_line(self, path: Path, number: int, raw: bytes) -> None:
-        line = raw.rstrip(b"\r\n")
-        if not line or line.isspace():
-            if raw.endswith(b"\n") or line:
-                self.problem(path, number, "empty line")
-            return
-        if len(line) + 1 > self.max_bytes:
-            self.problem(
-                path,
-                number,
-                f"line of {len(line):,} bytes exceeds the batch limit of {self.max_bytes:,}",
-            )
-            return
-        request = self.parse(path, number, line)
+        # Nearly every line is parsed as it was read: its line ending is JSON whitespace, and
+        # what jiter accepts with it, it accepts without. A line it refuses, or one that may be
+        # too long (with the "\n" a part gives it), is looked at again without its line ending
+        # (``_line_value``), to name the problem.
+        try:
+            request = _strict_loads(raw) if len(raw) < self.max_bytes else _INVALID
+        except ValueError:
+            request = _INVALID
         if request is _INVALID:
-            return
+            request = self._line_value(path, number, raw)
+            if request is _INVALID:
+                return
         # Nearly every line is a valid request to the endpoint already seen: checked here in a
         # few lookups; anything else goes through ``check_request``, which names each problem.
         model = _plain_model(request, self.plan.endpoint)
@@ -299,10 +296,10 @@ class _Scanner:
         if custom_id in self.seen:
             self.duplicate(path, number, custom_id)
             return
-        self.seen.add(custom_id, len(self.files) - 1, number)
-        # Parts get "\n"-terminated lines: the raw line when it already is one (no copy).
-        plain = len(raw) == len(line) + 1 and raw[-1] == 10  # 10: b"\n"
-        part = self.assign(raw if plain else line + b"\n", model, custom_id)
+        self.seen.accept(custom_id, len(self.files) - 1, number)
+        # Parts get lines ended by one "\n": the line as read when it is one (no copy).
+        plain = raw[-1:] == b"\n" and raw[-2:-1] != b"\r"  # readline: no "\n" before the last
+        part = self.assign(raw if plain else raw.rstrip(b"\r\n") + b"\n", model, custom_id)
         if not self.bound_output:
             return
         bound = output_bound(str(request["url"]), request["body"])
@@ -310,6 +307,23 @@ class _Scanner:
             part.unbounded_requests += 1
         else:
             part.max_output_tokens += bound
+
+    def _line_value(self, path: Path, number: int, raw: bytes) -> object:
+        """The JSON value of a line that ``scan_line`` could not take as it was read, or
+        ``_INVALID`` (problem recorded): empty, too long, or not strict JSON."""
+        line = raw.rstrip(b"\r\n")
+        if not line or line.isspace():
+            if raw.endswith(b"\n") or line:
+                self.problem(path, number, "empty line")
+            return _INVALID
+        if len(line) + 1 > self.max_bytes:
+            self.problem(
+                path,
+                number,
+                f"line of {len(line):,} bytes exceeds the batch limit of {self.max_bytes:,}",
+            )
+            return _INVALID
+        return self.parse(path, number, line)
 
     def vendor_rules_hold(self, path: Path, number: int, custom_id: str, model: str) -> bool:
         """Whether the line keeps the provider's own rules (problems recorded)."""
@@ -627,24 +641,21 @@ def _skip_line(
     return length, False
 
 
-class _Seen:
-    """The custom_ids accepted so far, and where each was: what finds a duplicate and names
-    the first of it. Memory grows with the requests (by about 60 bytes each beside the id,
-    shared with the caller), so it is kept small: a set, and in the order seen a list of the
-    ids and an array of their places, (file index << 32 | line) — not a dict of ``int``s, 12
-    bytes more a request. The place of a repeated id is looked up by a walk of the list, done
-    only for a problem that is shown (at most ``PROBLEMS_SHOWN``)."""
+class _Seen(set[str]):
+    """The custom_ids accepted so far (the set: ``in`` finds a duplicate), and where each was,
+    to name the first of a duplicate. Memory grows with the requests (by about 60 bytes each
+    beside the id, shared with the caller), so it is kept small: in the order seen, a list of
+    the ids and an array of their places, (file index << 32 | line) — not a dict of ``int``s,
+    12 bytes more a request. The place of a repeated id is looked up by a walk of the list,
+    done only for a problem that is shown (at most ``PROBLEMS_SHOWN``)."""
 
     def __init__(self) -> None:
-        self.ids: set[str] = set()
+        super().__init__()
         self.order: list[str] = []
         self.places = array("q")
 
-    def __contains__(self, custom_id: str) -> bool:
-        return custom_id in self.ids
-
-    def add(self, custom_id: str, file: int, line: int) -> None:
-        self.ids.add(custom_id)
+    def accept(self, custom_id: str, file: int, line: int) -> None:
+        self.add(custom_id)
         self.order.append(custom_id)
         self.places.append(file << 32 | line)
 
