@@ -21,8 +21,8 @@ from batchctl.records import (
     Owner,
     Part,
     PartPlanRow,
+    RequestFields,
     RequestResult,
-    RequestRow,
     RequestState,
     RequestTotals,
     RunStatus,
@@ -75,7 +75,7 @@ class BatchTables(Tables):
         now: datetime,
         submission: Submission,
         parts: Sequence[PartPlanRow],
-        requests: Iterable[RequestRow],
+        requests: Iterable[RequestFields],
         scheduled_for: datetime | None = None,
     ) -> int:
         """Record the run, its submission, parts and every request, in one transaction."""
