@@ -457,24 +457,27 @@ class RequestResult(NamedTuple):
 
 
 class RequestState(NamedTuple):
-    """A recorded request: its order, where it was sent and what came back."""
+    """A recorded request: what came back for it and where, its order, where it was sent.
+
+    Its first fields (to ``ordinal``) are all that a merge reads of a request whose line it
+    copies as it is (``merge_rows`` gives only them for such a request)."""
 
     custom_id: str
+    outcome: str | None
+    result_part_id: int | None
+    result_kind: str | None
+    result_offset: int | None
+    result_length: int | None
     ordinal: int
     part_id: int
     line_offset: int
     line_length: int
     attempts: int
-    outcome: str | None
     status_code: int | None
     error_code: str | None
     error_message: str | None
     input_tokens: int
     output_tokens: int
-    result_part_id: int | None
-    result_kind: str | None
-    result_offset: int | None
-    result_length: int | None
 
 
 # --- schedules and the daemon -----------------------------------------------------------------

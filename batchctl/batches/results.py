@@ -338,7 +338,8 @@ class MergedWriter:
     ) -> None:
         """Write each request's result, in the order given; ``download(part_id, kind)`` names
         the downloaded file where a request's result line is (``result_offset``). A request is a
-        ``RequestState`` or a plain row in its order of fields (``request_rows_in_order``)."""
+        ``RequestState``, or for a line copied as it is, a row of its first fields
+        (``merge_rows``)."""
         lines = LineReader()
         try:
             self._write_all(requests, download, lines)
@@ -440,7 +441,8 @@ _OFFSET, _LENGTH = _FIELDS.index("result_offset"), _FIELDS.index("result_length"
 
 
 def _state(request: Sequence[Any]) -> RequestState:
-    return request if isinstance(request, RequestState) else RequestState(*request)
+    assert isinstance(request, RequestState), "a row of a line copied as it is, not copied"
+    return request
 
 
 # The sent id a Message Batches result line opens with (as the API and the SDK write it).

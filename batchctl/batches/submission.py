@@ -1246,9 +1246,10 @@ class Batches:
                 derived_ids=is_message_batches(submission.endpoint),
             )
             run_id = submission.run_id
+            copies = fmt == "jsonl" and not writer.derived_ids  # succeeded lines as they are
             writer.write_all(
-                self.store.request_rows_in_order(run_id)
-                if order == "input"
+                self.store.merge_rows(run_id)
+                if order == "input" and copies
                 else self.store.requests_in_order(run_id, order=order),
                 lambda part_id, kind: local.download_path(directory, parts[part_id].number, kind),
             )

@@ -152,6 +152,13 @@ RUN_COLUMNS, run_from_row = RUNS.names, RUNS.read
 TICK_COLUMNS, tick_from_row = TICKS.names, TICKS.read
 LOCK_COLUMNS, lock_from_row = LOCKS.names, LOCKS.read
 REQUEST_COLUMNS = ", ".join(RequestState._fields)
+# What a merge reads of a request whose line it copies as it is: ``RequestState``'s first fields.
+MERGE_COLUMNS = ", ".join(RequestState._fields[: RequestState._fields.index("ordinal") + 1])
+# A request whose result line a merge copies: it succeeded, and the line is known.
+COPIED = (
+    "coalesce(outcome, '') = 'succeeded' AND result_part_id IS NOT NULL"
+    " AND result_offset IS NOT NULL"
+)
 # What an update may change of a part: what the API and its files tell of it (the fields from
 # ``status`` on), and when it was last asked.
 UPDATABLE_PART_COLUMNS = frozenset(Part._fields[Part._fields.index("status") :]) | {"refreshed_at"}
