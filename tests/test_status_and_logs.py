@@ -8,6 +8,7 @@ import select
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,6 +69,39 @@ def test_status_json_lists_runs_newest_first_with_the_documented_keys(ws: Worksp
 def test_status_json_on_an_empty_database_is_an_empty_list(ws: Workspace, cli) -> None:
     result = cli("status", "--json")
     assert (result.exit_code, result.json()) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("command", "exit_code"),
+    [
+        (["status"], 0),
+        (["status", "--json"], 0),
+        (["logs", "1"], 2),  # no run 1
+        (["health"], 0),
+        (["metrics"], 0),
+        (["prune", "--older-than", "1d"], 0),
+    ],
+    ids=["status", "status-json", "logs", "health", "metrics", "prune"],
+)
+def test_a_command_that_only_reads_creates_no_database_where_there_is_none(
+    ws: Workspace, cli, tmp_path: Path, command: list[str], exit_code: int
+) -> None:
+    ws.write_config("")
+    mistyped = tmp_path / "no-such-dir" / "batchctl.db"
+
+    result = cli("--db", str(mistyped), *command)
+
+    assert result.exit_code == exit_code, result.stderr
+    assert not mistyped.parent.exists()
+
+
+def test_status_where_there_is_no_database_says_nothing_has_run(
+    ws: Workspace, cli, tmp_path: Path
+) -> None:
+    result = cli("--db", str(tmp_path / "none.db"), "status")
+
+    assert (result.exit_code, result.stdout.strip()) == (0, "no runs yet")
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_status_json_streams_what_one_indented_list_would_print(ws: Workspace, cli) -> None:

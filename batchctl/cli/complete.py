@@ -41,7 +41,7 @@ def run_ids(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
         from batchctl.records import RunFilter
 
         with _session(ctx) as session:
-            runs = session.store().list_runs(RunFilter(limit=50))
+            runs = session.store(create=False).list_runs(RunFilter(limit=50))
     except Exception:
         return []
     return [

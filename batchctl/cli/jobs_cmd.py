@@ -18,7 +18,7 @@ def jobs(json_output: JsonOption = False) -> None:
     from batchctl.records import to_iso, utcnow
 
     config = session.current.config(check_host=False)
-    store = session.current.store()
+    store = session.current.store(create=False)
     last = store.last_run_per_job()
     paused = store.paused()
     now = utcnow()

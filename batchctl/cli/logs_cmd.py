@@ -49,7 +49,7 @@ def logs(
         raise UsageError(
             f"unknown level {level!r}", hint="one of: debug, info, warning, error"
         ) from None
-    store = session.current.store()
+    store = session.current.store(create=False)
     if store.get_run(run_id) is None:
         raise NotFoundError(f"no run with id {run_id}", hint="list runs with: batchctl status")
     show = render.print_json_line if json_output else None

@@ -27,7 +27,7 @@ def health(json_output: JsonOption = False) -> None:
     from batchctl.records import utcnow
 
     config = session.current.config(required=False, check_host=False)
-    report = check(session.current.store(), config, utcnow())
+    report = check(session.current.store(create=False), config, utcnow())
     if json_output:
         render.print_json(report.to_json())
     else:
@@ -58,7 +58,7 @@ def metrics(
     from batchctl.records import utcnow
 
     config = session.current.config(required=False, check_host=False)
-    store = session.current.store()
+    store = session.current.store(create=False)
     now = utcnow()
     if textfile is not None:
         prom.write_textfile(store, config, textfile, now)
@@ -110,7 +110,11 @@ def prune(
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     report = run_prune(
-        session.current.store(), seconds, utcnow(), dry_run=dry_run, vacuum=vacuum and not dry_run
+        session.current.store(create=False),
+        seconds,
+        utcnow(),
+        dry_run=dry_run,
+        vacuum=vacuum and not dry_run,
     )
     if json_output:
         render.print_json(report.to_json())

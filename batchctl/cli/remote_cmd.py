@@ -21,7 +21,7 @@ def list_remote(limit: int | None, json_output: bool, provider_name: str | None 
     from batchctl.providers.profiles import DEFAULT_PROVIDER
 
     config = session.current.config(required=False, check_host=False)
-    store = session.current.store()
+    store = session.current.store(create=False)
     provider = open_provider(config.provider(provider_name or DEFAULT_PROVIDER))
     try:
         batches = list(islice(provider.list_batches(), limit))

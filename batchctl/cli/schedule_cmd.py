@@ -37,7 +37,7 @@ def schedule_list(
         raise UsageError(f"--count: must be from 1 to {MAX_COUNT:,}, got {count}")
     now = _instant(at) if at else datetime.now(UTC)
     config = session.current.config(check_host=False)
-    store = session.current.store()
+    store = session.current.store(create=False)
     paused = store.paused()
     last = store.last_tick_per_job()
     rows: list[dict[str, Any]] = []

@@ -52,12 +52,18 @@ class Session:
         """Serve ``config`` from now on (the demo points its providers at the emulator)."""
         self._config = config
 
-    def store(self) -> Store:
+    def store(self, *, create: bool = True) -> Store:
+        """The store. A command that only reads (``create=False``) is given an empty one in
+        memory when the SQLite database does not exist yet: it shows that nothing has run,
+        and never creates a database (at a mistyped ``--db``, say) nor its directories."""
         if self._store is None:
             from batchctl.locations import resolve_db
             from batchctl.store import open_store
 
-            self._store = open_store(resolve_db(self.db))
+            location = resolve_db(self.db)
+            if not create and "://" not in location and not Path(location).expanduser().exists():
+                location = ":memory:"
+            self._store = open_store(location)
         return self._store
 
     def close(self) -> None:
