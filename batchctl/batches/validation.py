@@ -411,7 +411,7 @@ class _Scanner:
             )
         body = request.get("body")
         if isinstance(body, dict):
-            self.check_body(path, number, body)
+            self.check_body(path, number, body, url)
         else:
             self.problem(path, number, "body: missing or not an object")
         if self.plan.problem_count != problems_before:
@@ -420,7 +420,7 @@ class _Scanner:
         model: str = body["model"]
         return model
 
-    def check_body(self, path: Path, number: int, body: dict[str, object]) -> None:
+    def check_body(self, path: Path, number: int, body: dict[str, object], url: object) -> None:
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             self.problem(path, number, "body.model: missing, blank or not a string")
@@ -433,6 +433,11 @@ class _Scanner:
             self.problem(
                 path, number, f"body.stream: expected false or absent, got {spelled(stream)}"
             )
+        for name in _OUTPUT_LIMITS.get(url, ()) if isinstance(url, str) else ():
+            limit = body.get(name)
+            if limit is not None and (type(limit) is not int or limit < 1):
+                got = spelled(limit)
+                self.problem(path, number, f"body.{name}: expected a positive integer, got {got}")
 
     def assign(self, line: bytes, model: str, custom_id: str, size: int | None = None) -> PartPlan:
         """Put ``line`` in the open part of ``model`` (a new one when it would not fit there);
@@ -487,6 +492,10 @@ def _plain_model(request: object, endpoint: str | None) -> str | None:
     stream = body.get("stream")
     if stream is not None and stream is not False:
         return None
+    for name in _OUTPUT_LIMITS.get(endpoint, ()):  # a limit the API refuses: named by check_body
+        limit = body.get(name)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            return None
     return model
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from batchctl.emulator import Emulator, EmulatorSettings, Fault
+from batchctl.store import open_store
 from tests.batches.test_crash_safety import (
     assert_all_succeeded,
     assert_each_part_sent_once,
@@ -216,7 +217,7 @@ def test_a_full_disk_after_batches_were_created_says_what_was_sent_and_wait_reco
     ws: Any, cli: Any, api: Emulator, batchctl_exe: str
 ) -> None:
     ids = write_requests(ws.root / "in.jsonl", 6)
-    assert cli("status").exit_code == 0  # creates the database
+    open_store(str(ws.db)).close()  # creates the database
     with sqlite3.connect(ws.db) as conn:
         conn.executescript(FILL_ON_FIRST_BATCH)
 
@@ -269,7 +270,7 @@ def test_a_full_disk_while_recording_a_submission_leaves_no_part_files(
     ws: Any, cli: Any, api: Emulator, batchctl_exe: str
 ) -> None:
     write_requests(ws.root / "in.jsonl", 6)
-    assert cli("status").exit_code == 0  # creates the database
+    open_store(str(ws.db)).close()  # creates the database
     with sqlite3.connect(ws.db) as conn:
         conn.executescript(FILL_ON_RECORD)
 

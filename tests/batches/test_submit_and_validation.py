@@ -438,6 +438,21 @@ INVALID: list[tuple[str, bytes | Callable[[Path], object] | None, list[str], str
         )
         for name, value in (("string-true", "true"), ("string-false", "false"), ("one", 1))
     ],
+    *[
+        (
+            f"output-limit-{name}",
+            _lines(_OK, _with(body_changes={key: value})),
+            [],
+            "in.jsonl:2",
+            f"body.{key}: expected a positive integer, got {json.dumps(value)}",
+        )
+        for name, key, value in (
+            ("negative", "max_tokens", -5),
+            ("zero", "max_completion_tokens", 0),
+            ("text", "max_tokens", "512"),
+            ("fraction", "max_completion_tokens", 1.5),
+        )
+    ],
     (
         "line-longer-than-a-read-and-max-bytes",
         _lines(_OK, request("long", text="x" * 3 * _CHUNK)),
@@ -533,6 +548,10 @@ def _dumped(row: dict[str, Any], **changes: Any) -> str:
         (
             _dumped(_OK, body={**_OK["body"], "stream": [False]}),
             "body.stream: expected false or absent, got [false]",
+        ),
+        (
+            _dumped(_OK, body={**_OK["body"], "max_tokens": True}),
+            "body.max_tokens: expected a positive integer, got true",
         ),
         ('{"a": 1, "a": null}', 'invalid JSON: duplicate key "a" in one object'),
     ],
