@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from batchctl.store import open_store
 from tests.conftest import Workspace
 from tests.waiting import scaled, wait_for
 
@@ -201,10 +202,9 @@ def wait_group_recorded(ws: Workspace, run_id: int, pgid: int) -> None:
     )
 
 
-def start_db(procs: Procs) -> None:
-    """Create and migrate the database, as any first command does."""
-    result = procs.run("status", "--json")
-    assert result.returncode == 0, result.stderr
+def start_db(ws: Workspace) -> None:
+    """Create and migrate the database, as the first command that writes does."""
+    open_store(ws.location).close()
 
 
 # --- forbid (the default) -----------------------------------------------------------------------
@@ -359,7 +359,7 @@ def insert_foreign_holder(ws: Workspace, job: str, lease_until: datetime) -> int
 
 def test_expired_lock_of_another_host_is_taken_over(ws: Workspace, procs: Procs) -> None:
     ws.write_config(job_toml("job", "echo ran"))
-    start_db(procs)
+    start_db(ws)
     insert_foreign_holder(ws, "job", datetime.now(UTC) - timedelta(minutes=5))
 
     result = procs.run("run", "job")
@@ -374,7 +374,7 @@ def test_run_behind_expired_lock_of_another_host_is_recorded_abandoned(
     ws: Workspace, procs: Procs
 ) -> None:
     ws.write_config(job_toml("job", "echo ran"))
-    start_db(procs)
+    start_db(ws)
     foreign_id = insert_foreign_holder(ws, "job", datetime.now(UTC) - timedelta(minutes=5))
 
     result = procs.run("run", "job")
@@ -386,7 +386,7 @@ def test_run_behind_expired_lock_of_another_host_is_recorded_abandoned(
 
 def test_valid_lock_of_another_host_locks_the_run_out(ws: Workspace, procs: Procs) -> None:
     ws.write_config(job_toml("job", "echo ran"))
-    start_db(procs)
+    start_db(ws)
     foreign_id = insert_foreign_holder(ws, "job", datetime.now(UTC) + timedelta(hours=1))
 
     result = procs.run("run", "job")
@@ -653,7 +653,7 @@ def test_cancel_of_finished_run_exits_2(ws: Workspace, procs: Procs) -> None:
 
 def test_cancel_of_unknown_run_exits_2(ws: Workspace, procs: Procs) -> None:
     ws.write_config(job_toml("job", "echo ok"))
-    start_db(procs)
+    start_db(ws)
 
     result = procs.run("cancel", "9999")
 

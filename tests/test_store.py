@@ -23,8 +23,15 @@ TABLES = VERSION_1_TABLES | {
 }
 
 
+def _first_write(ws: Workspace, cli, *options: str) -> None:
+    """Run a command that writes (a run of a job), as a first use does."""
+    ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
+    result = cli(*options, "run", "j")
+    assert result.exit_code == 0, result.stderr
+
+
 def test_database_is_created_with_schema_version_on_first_use(ws: Workspace, cli) -> None:
-    assert cli("status", "--json").exit_code == 0
+    _first_write(ws, cli)
     names = {row[0] for row in ws.sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert names >= TABLES
     from batchctl.store.migrations import LATEST_VERSION
@@ -33,25 +40,25 @@ def test_database_is_created_with_schema_version_on_first_use(ws: Workspace, cli
 
 
 def test_database_uses_wal_journal(ws: Workspace, cli) -> None:
-    cli("status")
+    _first_write(ws, cli)
     assert ws.sql("PRAGMA journal_mode") == [("wal",)]
 
 
 def test_database_dir_defaults_to_xdg_data_home(ws: Workspace, cli, monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("BATCHCTL_DB")
-    cli("status")
+    _first_write(ws, cli)
     assert (tmp_path / "home/.local/share/batchctl/batchctl.db").exists()
 
 
 def test_db_option_wins_over_environment(ws: Workspace, cli, tmp_path) -> None:
     other = tmp_path / "other.db"
-    cli("--db", str(other), "status")
+    _first_write(ws, cli, "--db", str(other))
     assert other.exists()
     assert not ws.db.exists()
 
 
 def test_database_from_a_newer_batchctl_is_refused_untouched(ws: Workspace, cli) -> None:
-    cli("status")
+    _first_write(ws, cli)
     with sqlite3.connect(ws.db) as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'future')")
     before = ws.db.read_bytes()
@@ -120,7 +127,7 @@ def test_a_database_locked_by_another_process_is_a_clear_error(ws: Workspace, ba
     from tests.conftest import run_exe
 
     ws.write_config('[jobs.j]\nkind = "command"\ncommand = "true"\n')
-    run_exe(batchctl_exe, "status", env=ws.env())  # create it
+    run_exe(batchctl_exe, "run", "j", env=ws.env())  # create it
     holder = sqlite3.connect(ws.db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing, and not letting go
     try:
