@@ -80,10 +80,14 @@ def test_status_json_on_an_empty_database_is_an_empty_list(ws: Workspace, cli) -
         (["health"], 0),
         (["metrics"], 0),
         (["prune", "--older-than", "1d"], 0),
+        (["results", "1"], 2),  # the commands about a run that exists: no run 1
+        (["wait", "1"], 2),
+        (["retry", "1"], 2),
+        (["cancel", "1"], 2),
     ],
-    ids=["status", "status-json", "logs", "health", "metrics", "prune"],
+    ids=lambda value: "-".join(value) if isinstance(value, list) else str(value),
 )
-def test_a_command_that_only_reads_creates_no_database_where_there_is_none(
+def test_a_command_that_reads_or_names_a_run_creates_no_database_where_there_is_none(
     ws: Workspace, cli, tmp_path: Path, command: list[str], exit_code: int
 ) -> None:
     ws.write_config("")

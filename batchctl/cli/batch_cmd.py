@@ -190,7 +190,7 @@ def wait(
             seconds = parse_duration(timeout)
         except ValueError as exc:
             raise UsageError(f"--timeout: {exc}") from None
-    finish(open_batches(), run_id, json_output=json_output, timeout=seconds)
+    finish(open_batches(create=False), run_id, json_output=json_output, timeout=seconds)
 
 
 def results(
@@ -242,7 +242,7 @@ def results(
     fmt = _output_format(output, errors, fmt)
     if order not in _ORDERS:
         raise UsageError(f"--order: expected input or completion, got {order!r}")
-    batches = open_batches()
+    batches = open_batches(create=False)
     if not batches.advance(run_id, send=False):  # reading results never spends
         parts = batches.store.parts(run_id)
         done = sum(1 for p in parts if p.downloaded_at is not None)
@@ -342,12 +342,13 @@ def run_json(batches: Batches, run_id: int) -> dict[str, Any]:
     return data
 
 
-def open_batches() -> Batches:
-    """The batches of this invocation's store, with its config (or defaults) for the API."""
+def open_batches(*, create: bool = True) -> Batches:
+    """The batches of this invocation's store, with its config (or defaults) for the API;
+    ``create=False`` for a command about a run that exists (no database is created for it)."""
     from batchctl.batches.submission import Batches
 
     config = session.current.config(required=False, check_host=False)
-    return Batches(session.current.store(), config)
+    return Batches(session.current.store(create=create), config)
 
 
 def _check_endpoint(endpoint: str, provider: ProviderSettings) -> None:

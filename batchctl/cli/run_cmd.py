@@ -110,7 +110,7 @@ def retry(
     with nothing else to re-send, retry exits 2. A local run is run again whole, in the
     foreground (--failed, --expired, --missing and --include-invalid are refused for it).
     """
-    store = session.current.store()
+    store = session.current.store(create=False)  # of a run that exists: none created
     if store.get_submission(run_id) is not None:
         _retry_batch(run_id, failed, expired, missing, include_invalid, wait, json_output)
         return
@@ -193,7 +193,7 @@ def cancel(
 ) -> None:
     """Cancel a run: a local run's process stops it (SIGTERM, then SIGKILL after grace); a batch
     submission's unfinished batches are cancelled (their finished results are kept)."""
-    store = session.current.store()
+    store = session.current.store(create=False)  # of a run that exists: none created
     if store.get_submission(run_id) is not None:
         _cancel_batch(run_id, bool(wait), timeout, json_output)
         return
