@@ -76,9 +76,11 @@ class PartWriter:
         self.made: list[Path] = []  # the directories this writer created, deepest first
         self.handles: dict[int, IO[bytes]] = {}
         self.custom_ids: list[str] = []
-        self.parts = array("q")
+        # 4 bytes where they suffice (a line is never longer than a batch's 256 MB); a part's
+        # size is bounded only by the provider's limit.
+        self.parts = array("I")
         self.offsets = array("q")  # of each line in its part's file
-        self.lengths = array("q")
+        self.lengths = array("I")
         self.ends: dict[int, int] = {}  # part number -> bytes written to it so far
 
     def add(self, part: int, line: bytes, custom_id: str, ordinal: int) -> None:
