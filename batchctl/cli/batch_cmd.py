@@ -123,7 +123,11 @@ def submit(
     )
     if endpoint is not None:
         _check_endpoint(endpoint, config.provider(options.provider))
-    batches = open_batches()
+    if not dry_run:  # no key, or no URL: refused before anything, the database included, exists
+        from batchctl.providers import check_settings
+
+        check_settings(config.provider(options.provider))
+    batches = open_batches(create=not dry_run)  # a dry run only reads
     if dry_run:
         history = batches.store.output_history(job) if job else {}
         _print_plan(batches.plan(files, options), options, config, json_output, history)

@@ -65,6 +65,18 @@ def test_a_submit_without_an_api_key_records_and_writes_nothing(
         "error: no API key for openai: the environment variable OPENAI_API_KEY"
     )
     assert runs(ws) == []
+    assert ws.url is not None or not ws.db.exists()  # not even an empty database
+    assert not files_root(ws).exists()
+    assert api.requests == []
+
+
+def test_a_dry_run_creates_no_database(ws: Any, cli: Any, api: Emulator) -> None:
+    write_requests(ws.root / "in.jsonl", 4)
+
+    done = cli("submit", "in.jsonl", "--dry-run")
+
+    assert done.exit_code == 0, done.stderr
+    assert ws.url is not None or not ws.db.exists()
     assert not files_root(ws).exists()
     assert api.requests == []
 
@@ -82,6 +94,7 @@ def test_a_malformed_base_url_is_refused_before_anything_is_recorded(
         "error: $OPENAI_BASE_URL: 'localhost:8089/v1' is not an http(s) URL with a host"
     )
     assert runs(ws) == []
+    assert ws.url is not None or not ws.db.exists()
     assert not files_root(ws).exists()
 
 
