@@ -310,7 +310,8 @@ class _Scanner:
 
     def _line_value(self, path: Path, number: int, raw: bytes) -> object:
         """The JSON value of a line that ``scan_line`` could not take as it was read, or
-        ``_INVALID`` (problem recorded): empty, too long, or not strict JSON."""
+        ``_INVALID`` (problem recorded): empty, too long, or not strict JSON (jiter has refused
+        it, or it was not asked: the reference decides)."""
         line = raw.rstrip(b"\r\n")
         if not line or line.isspace():
             if raw.endswith(b"\n") or line:
@@ -323,7 +324,7 @@ class _Scanner:
                 f"line of {len(line):,} bytes exceeds the batch limit of {self.max_bytes:,}",
             )
             return _INVALID
-        return self.parse(path, number, line)
+        return self.reference_value(path, number, line)
 
     def vendor_rules_hold(self, path: Path, number: int, custom_id: str, model: str) -> bool:
         """Whether the line keeps the provider's own rules (problems recorded)."""
@@ -364,8 +365,11 @@ class _Scanner:
         """The line's JSON value, or ``_INVALID`` (problem recorded): strict UTF-8, strict JSON."""
         try:
             return _strict_loads(line)
-        except ValueError:
-            pass  # refused by the fast parser: the standard library's names the problem, below
+        except ValueError:  # refused by the fast parser: the standard library's names why
+            return self.reference_value(path, number, line)
+
+    def reference_value(self, path: Path, number: int, line: bytes) -> object:
+        """``parse`` by the standard library alone, which words each problem."""
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -433,11 +437,10 @@ class _Scanner:
             self.problem(
                 path, number, f"body.stream: expected false or absent, got {spelled(stream)}"
             )
-        for name in _OUTPUT_LIMITS.get(url, ()) if isinstance(url, str) else ():
-            limit = body.get(name)
-            if limit is not None and (type(limit) is not int or limit < 1):
-                got = spelled(limit)
-                self.problem(path, number, f"body.{name}: expected a positive integer, got {got}")
+        refused = _refused_limit(body, url) if isinstance(url, str) else None
+        if refused is not None:
+            got = spelled(body[refused])
+            self.problem(path, number, f"body.{refused}: expected a positive integer, got {got}")
 
     def assign(self, line: bytes, model: str, custom_id: str, size: int | None = None) -> PartPlan:
         """Put ``line`` in the open part of ``model`` (a new one when it would not fit there);
@@ -492,11 +495,19 @@ def _plain_model(request: object, endpoint: str | None) -> str | None:
     stream = body.get("stream")
     if stream is not None and stream is not False:
         return None
-    for name in _OUTPUT_LIMITS.get(endpoint, ()):  # a limit the API refuses: named by check_body
+    if _refused_limit(body, endpoint) is not None:  # named by check_body
+        return None
+    return model
+
+
+def _refused_limit(body: dict[str, Any], url: str) -> str | None:
+    """The first of the endpoint's output limits in ``body`` that the API refuses: set (not
+    null) but not a positive integer."""
+    for name in _OUTPUT_LIMITS.get(url, ()):
         limit = body.get(name)
         if limit is not None and (type(limit) is not int or limit < 1):
-            return None
-    return model
+            return name
+    return None
 
 
 def estimate_tokens(line_bytes: int) -> int:

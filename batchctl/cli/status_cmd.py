@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from batchctl.batches.failures import FailureSplit
     from batchctl.history import RunDetail
     from batchctl.records import Part, RunFilter
+    from batchctl.store import Store
 
 TABLE_LIMIT = 20
 CHUNK = 1000  # runs per round of --json output
@@ -77,7 +78,7 @@ def status(
 
         list_remote(limit or (None if json_output else TABLE_LIMIT), json_output, provider)
         return
-    store = session.current.store(create=False)
+    store = _store()
     query = _filter(job, statuses, failed, since, limit, json_output)
     backoff = None
     while True:
@@ -104,18 +105,23 @@ def status(
             render.out("\x1b[H\x1b[2J")
 
 
+def _store() -> Store:
+    """The store as ``status`` reads it: never created (``Session.store``)."""
+    return session.current.store(create=False)
+
+
 def _shown_in_flight(query: RunFilter | None, run_id: int | None) -> list[int]:
     """The submissions in flight among the runs shown: run ``run_id``, or those ``query``
     lists — found by walking the list from the newest run down to the oldest submission in
     flight, not by loading the whole history."""
-    pending = set(session.current.store(create=False).submissions_in_flight())
+    pending = set(_store().submissions_in_flight())
     if query is None:
         return [run_id] if run_id in pending else []
     if not pending:
         return []
     oldest = min(pending)
     shown: list[int] = []
-    for run in session.current.store(create=False).iter_runs(query):
+    for run in _store().iter_runs(query):
         if run.id < oldest:
             break
         if run.id in pending:
@@ -128,7 +134,7 @@ def _refresh(run_ids: list[int]) -> None:
     from batchctl.providers import Providers
 
     config = session.current.config(required=False, check_host=False)
-    store = session.current.store(create=False)
+    store = _store()
 
     def warn(run_id: int, exc: BaseException) -> None:
         render.note(f"warning: could not refresh run {run_id}: {exc}")
@@ -157,7 +163,7 @@ def _show_one(run_id: int, json_output: bool) -> None:
     from batchctl.batches.failures import split
     from batchctl.history import load_detail
 
-    store = session.current.store(create=False)
+    store = _store()
     detail = load_detail(store, run_id)
     parts = store.parts(run_id)
     submission = store.get_submission(run_id)
@@ -178,7 +184,7 @@ def _show_one(run_id: int, json_output: bool) -> None:
 
 
 def _show_list(query: RunFilter, json_output: bool) -> None:
-    store = session.current.store(create=False)
+    store = _store()
     if json_output:
         render.print_json_array(_listed(query))
         return
@@ -208,7 +214,7 @@ def _listed(query: RunFilter) -> Iterator[dict[str, Any]]:
 
     from batchctl.batches.failures import split
 
-    store = session.current.store(create=False)
+    store = _store()
     runs = store.iter_runs(query)
     while chunk := list(islice(runs, CHUNK)):
         parts = store.parts_for_runs([r.id for r in chunk])
@@ -246,7 +252,7 @@ def _print_parts(parts: dict[int, list[Part]]) -> None:
     from batchctl.records import TERMINAL_PART_STATUSES
 
     now = time.time()
-    providers = session.current.store(create=False).providers_of(list(parts))
+    providers = _store().providers_of(list(parts))
     rows: list[list[Cell]] = []
     for run_id, run_parts in parts.items():
         for p in run_parts:

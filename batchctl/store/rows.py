@@ -207,7 +207,7 @@ def results_by_kind(
         for succeeded in (True, False)
         for by_ordinal in (True, False)
     }
-    plain = sql = statements[True, False]  # a succeeded request named by its custom_id
+    sql = statements[True, False]
     rows: list[tuple[Any, ...]] = []
     # Unpacked, not read by name: this runs once per result (50,000 a batch).
     for (
@@ -228,8 +228,7 @@ def results_by_kind(
         ordinal,
     ) in results:
         succeeded = outcome == "succeeded" and error_code is None and error_message is None
-        by_ordinal = ordinal is not None
-        statement = plain if succeeded and not by_ordinal else statements[succeeded, by_ordinal]
+        statement = statements[succeeded, ordinal is not None]
         if statement is not sql or len(rows) >= chunk:
             if rows:
                 yield sql, rows

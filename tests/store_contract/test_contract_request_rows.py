@@ -3,6 +3,9 @@ a request whose line is copied as it is gives only what the merge reads of it.""
 
 from __future__ import annotations
 
+import pytest
+
+from batchctl.errors import StoreError
 from batchctl.records import RequestState
 from batchctl.store.base import Store
 from tests.store_contract.support import Backend
@@ -52,3 +55,21 @@ def test_merge_rows_give_a_request_changed_between_their_two_queries_whole_and_o
     now = (None, None) if backend.name == "sqlite" else ("succeeded", 50)
     assert (rest[0].outcome, rest[0].result_offset) == now
     assert [row.outcome for row in rest[1:]] == [None, None]
+
+
+def test_merge_rows_refuse_a_request_removed_between_their_two_queries(
+    backend: Backend, store: Store
+) -> None:
+    run_id = _submit(store)
+    p1, _ = store.parts(run_id)
+    store.record_results(p1.id, [_result("r0", "succeeded", "output", 0)], T0)
+    rows = store.merge_rows(run_id)
+    assert next(rows)[0] == "r0"  # the first query has read r1
+
+    backend.sql("DELETE FROM requests WHERE run_id = ? AND custom_id = ?", run_id, "r1")
+
+    if backend.name == "sqlite":  # one transaction: r1 is read as the first query saw it
+        assert [row[0] for row in rows] == ["r1", "r2", "r3"]
+    else:
+        with pytest.raises(StoreError, match=r"'r1' of run \d+ was removed during a merge"):
+            list(rows)
